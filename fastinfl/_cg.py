@@ -1,0 +1,75 @@
+"""Batched conjugate gradient inside Numba: k right-hand sides share each pass over X."""
+
+import math
+
+import numpy as np
+
+from ._config import kernel
+from ._kernels import _hvp
+
+CONVERGED = 0
+MAX_ITER = 1
+NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
+
+
+@kernel()
+def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out):
+    """Solve H x_q = b_q for every row b_q of B (k, p) by conjugate gradient.
+
+    H = X~^T diag(s) X~ + diag(ridge) is applied through ``_hvp``: one pass over
+    X per iteration for all columns still running. Each column has its own step
+    sizes and stops on its own when ||r_q|| <= tol * ||b_q|| (relative residual
+    of the recursively updated residual) or after ``max_iter`` iterations.
+
+    Outputs (row q for right-hand side q): ``x_out`` (k, p) solutions,
+    ``n_iter_out`` (k,) iterations, ``resid_out`` (k,) final relative residual,
+    ``status_out`` (k,) CONVERGED, MAX_ITER or NOT_POSITIVE.
+    """
+    k, p = B.shape
+    R = B.copy()
+    P = B.copy()
+    rs = np.empty(k)
+    bnorm = np.empty(k)
+    active = np.empty(k, np.int64)
+    na = 0
+    x_out[:] = 0.0
+    for q in range(k):
+        rs[q] = np.dot(R[q], R[q])
+        bnorm[q] = math.sqrt(rs[q])
+        n_iter_out[q] = 0
+        status_out[q] = CONVERGED
+        resid_out[q] = 0.0
+        if bnorm[q] > 0.0:
+            resid_out[q] = 1.0
+            status_out[q] = MAX_ITER
+            active[na] = q
+            na += 1
+    Pa = np.empty((k, p))
+    HPa = np.empty((k, p))
+    it = 0
+    while na > 0 and it < max_iter:
+        for a in range(na):
+            Pa[a] = P[active[a]]
+        _hvp(X, s, ridge, Pa[:na], HPa[:na])
+        it += 1
+        still = 0
+        for a in range(na):
+            q = active[a]
+            n_iter_out[q] = it
+            curv = np.dot(Pa[a], HPa[a])
+            if not curv > 0.0:
+                status_out[q] = NOT_POSITIVE
+                continue
+            alpha = rs[q] / curv
+            x_out[q] += alpha * Pa[a]
+            R[q] -= alpha * HPa[a]
+            rs_new = np.dot(R[q], R[q])
+            resid_out[q] = math.sqrt(rs_new) / bnorm[q]
+            if resid_out[q] <= tol:
+                status_out[q] = CONVERGED
+                continue
+            P[q] = R[q] + (rs_new / rs[q]) * P[q]
+            rs[q] = rs_new
+            active[still] = q
+            still += 1
+        na = still

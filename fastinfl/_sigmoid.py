@@ -1,0 +1,49 @@
+"""Scalar helpers in margin space, stable for any finite margin ``z``.
+
+Branching on the sign of ``z`` keeps every ``exp`` argument <= 0, so nothing
+overflows (scikit-learn's ``_loss``, glum's binomial family).
+"""
+
+import math
+
+from ._config import kernel
+
+
+@kernel()
+def log1pexp(z):
+    """log(1 + exp(z)) without overflow (softplus)."""
+    if z > 0.0:
+        return z + math.log1p(math.exp(-z))
+    return math.log1p(math.exp(z))
+
+
+@kernel()
+def expit(z):
+    """Logistic sigmoid 1 / (1 + exp(-z))."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@kernel()
+def residual(z, y):
+    """d loss / d z = expit(z) - y, with the y = 1 branch as -expit(-z) (no cancellation)."""
+    if y > 0.5:
+        return -expit(-z)
+    return expit(z)
+
+
+@kernel()
+def hessian_weight(z):
+    """d^2 loss / d z^2 = expit(z) * expit(-z) = e / (1 + e)^2 with e = exp(-|z|)."""
+    e = math.exp(-abs(z))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+@kernel()
+def log_loss(z, y):
+    """Log-loss of label ``y`` in {0, 1} at margin ``z``: log1pexp(z) - y*z."""
+    if y > 0.5:
+        return log1pexp(-z)
+    return log1pexp(z)

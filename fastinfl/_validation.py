@@ -1,0 +1,147 @@
+"""Input checks run by every public entry point before any kernel."""
+
+import numbers
+import operator
+
+import numpy as np
+
+
+def _as_array(a, name):
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} must hold real numbers; got dtype {arr.dtype}. Convert it with .astype(float)."
+        )
+    return arr
+
+
+def _first_bad_row(arr):
+    bad = ~np.isfinite(arr)
+    if arr.ndim > 1:
+        bad = bad.reshape(arr.shape[0], -1).any(axis=1)
+    return int(np.flatnonzero(bad)[0])
+
+
+def check_finite(arr, name):
+    """Raise ValueError naming the first row of ``arr`` holding NaN or inf."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")
+
+
+def check_X(X, name="X", n_features=None):
+    """Return X as a C-contiguous float32 or float64 (n, d) array, copying only when needed.
+
+    float32 stays float32; ints and bools become float64.
+    """
+    arr = _as_array(X, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 rows.")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features but the model has {n_features}."
+        )
+    dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, name)
+    return arr
+
+
+def check_y(y, n_samples, name="y"):
+    """Return labels as a float64 (n,) array of 0.0/1.0; bool and 0/1 numbers accepted."""
+    arr = _as_array(y, name)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {arr.shape[0]} labels but X has {n_samples} rows (axis 0 must agree)."
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    check_finite(arr, name)
+    bad = (arr != 0.0) & (arr != 1.0)
+    if bad.any():
+        found = np.unique(arr[bad])[:5]
+        raise ValueError(
+            f"{name} must hold labels 0 and 1 only; found {found.tolist()} "
+            f"(first at row {int(np.flatnonzero(bad)[0])})."
+        )
+    return arr
+
+
+def check_vector(v, name, size):
+    """Return a finite float64 vector of length ``size``."""
+    arr = np.ascontiguousarray(_as_array(v, name), dtype=np.float64)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},); got {arr.shape}.")
+    check_finite(arr, name)
+    return arr
+
+
+def check_vectors(V, name, p):
+    """Return (V2, was_1d): V of shape (p,) or (k, p) as a C-contiguous float64 (k, p) array."""
+    arr = _as_array(V, name)
+    was_1d = arr.ndim == 1
+    if was_1d:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != p:
+        raise ValueError(f"{name} must have shape ({p},) or (k, {p}); got {np.shape(V)}.")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    check_finite(arr, name)
+    return arr, was_1d
+
+
+def check_scalar(value, name, *, min_value=0.0, strict=False, integer=False, allow_none=False):
+    """Return a validated non-negative (or positive) float or int."""
+    if value is None and allow_none:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a real number"
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
+    value = operator.index(value) if integer else float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}.")
+    if value < min_value or (strict and value == min_value):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{name} must be {rel} {min_value}; got {value}.")
+    return value
+
+
+def check_indices(idx, n, name="train_idx"):
+    """Return int64 indices in [0, n); None means all; negatives count from the end.
+
+    Duplicates are allowed and give repeated columns.
+    """
+    if idx is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(idx)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
+    if arr.dtype == bool:
+        raise ValueError(f"{name} must hold integer indices; got a boolean array (use np.flatnonzero).")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer indices; got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    bad = (arr < -n) | (arr >= n)
+    if bad.any():
+        raise ValueError(
+            f"{name} holds {int(arr[bad][0])}, out of range for {n} training points "
+            f"(valid: -{n} to {n - 1})."
+        )
+    return np.ascontiguousarray(np.where(arr < 0, arr + n, arr))
+
+
+def check_choice(value, name, choices):
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    return value

@@ -1,0 +1,23 @@
+"""Errors and warnings of fastinfl."""
+
+import numpy as np
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative method (Newton fit, conjugate gradient) did not reach its tolerance."""
+
+
+class SingularHessianError(np.linalg.LinAlgError):
+    """The Hessian is not positive definite: add ``damping`` or use ``l2 > 0``."""
+
+
+class VerificationError(AssertionError):
+    """``verify=True`` found a result that disagrees with the direct-inverse reference."""
+
+
+class StationarityWarning(UserWarning):
+    """The parameters are not a stationary point of the training objective.
+
+    Influence functions assume grad F(theta) = 0; away from it they describe
+    the quadratic model at theta, not the effect of refitting.
+    """

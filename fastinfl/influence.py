@@ -1,0 +1,211 @@
+"""Influence functions of a fitted logistic regression on its training set."""
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+
+from . import _cg, _kernels
+from ._config import single_threaded_blas
+from ._validation import check_choice, check_indices, check_scalar, check_vectors, check_X, check_y
+from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .model import cholesky, ridge_diagonal
+
+SOLVERS = ("auto", "direct", "cg")
+# "auto" forms and factors H (O(n p^2 + p^3), once) up to this many parameters,
+# and runs CG on Hessian-vector products (O(n p) per iteration) above it.
+AUTO_DIRECT_MAX_P = 2000
+_VERIFY_SAMPLE = 8
+
+
+class Influence:
+    """Influence of the training points of ``model`` on test losses and parameters.
+
+    Conventions (design contract): H = hess F(theta) + damping * I with F the
+    sum of log-losses plus l2/2 ||coef||^2; g(z) the per-example log-loss
+    gradient; I(z_test, z_i) = -g(z_test)^T H^-1 g(z_i), so a positive value
+    means removing z_i would lower the test loss (z_i hurt), a negative one that
+    z_i helped. Koh & Liang's I_up,loss uses the mean-loss Hessian: theirs is
+    n_samples times ours.
+
+    Parameters
+    ----------
+    model : LogisticRegression
+        Fitted (or built with ``from_params`` / ``from_sklearn``).
+    X_train : array-like (n, d), float32 kept as float32, other reals as float64
+    y_train : array-like (n,), labels 0/1 (bool accepted)
+    solver : {"auto", "direct", "cg"}
+        "direct": Cholesky of H, one triangular solve for all right-hand sides.
+        "cg": batched conjugate gradient on Hessian-vector products, each
+        right-hand side converging on its own. "auto": direct while
+        p <= AUTO_DIRECT_MAX_P, else cg.
+    damping : float >= 0
+        Added to the diagonal of H.
+    tol : float > 0
+        CG stops when ||H x - b|| <= tol * ||b||.
+    max_iter : int or None
+        CG iteration limit; None means max(100, 2 p).
+    verify : bool
+        Re-solve up to 8 right-hand sides of every solve with numpy's explicit
+        inverse and raise VerificationError beyond ``verify_rtol``.
+    verify_rtol : float
+        Relative tolerance of ``verify`` (max-norm, relative to the largest entry).
+    stationarity_tol : float
+        StationarityWarning when ||grad F(theta)|| / n_samples exceeds it.
+
+    Raises
+    ------
+    ValueError
+        Bad input (names the argument). StationarityWarning is issued when the
+        parameters are not a stationary point of F.
+    """
+
+    def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
+                 max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6):
+        model._check_fitted()
+        self.model = model
+        self.X_train = check_X(X_train, "X_train", n_features=model.n_features_)
+        n, d = self.X_train.shape
+        self.y_train = check_y(y_train, n, "y_train")
+        self.n_params = d + int(model.fit_intercept)
+        self.solver = check_choice(solver, "solver", SOLVERS)
+        self.damping = check_scalar(damping, "damping")
+        self.tol = check_scalar(tol, "tol", strict=True)
+        self.max_iter = check_scalar(max_iter, "max_iter", integer=True, min_value=1, allow_none=True)
+        if self.max_iter is None:
+            self.max_iter = max(100, 2 * self.n_params)
+        self.verify = bool(verify)
+        self.verify_rtol = check_scalar(verify_rtol, "verify_rtol", strict=True)
+        self._ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
+        self._coef = model.coef_
+        self._intercept = model.intercept_
+        # One pass: residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i.
+        self._r = np.empty(n)
+        self._s = np.empty(n)
+        _kernels._residuals_weights(self.X_train, self.y_train, self._coef, self._intercept,
+                                    self._r, self._s)
+        self._H = None
+        self._chol = None
+        self.grad_norm_ = self._objective_grad_norm()
+        stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
+        if self.grad_norm_ > stationarity_tol * n:
+            warnings.warn(
+                f"the parameters are not a stationary point of the training objective: "
+                f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
+                f"{stationarity_tol * n:.3g}). Influence values describe the quadratic model "
+                "at these parameters, not the effect of refitting; fit with "
+                "fastinfl.LogisticRegression to reach the optimum.",
+                StationarityWarning, stacklevel=2,
+            )
+
+    def _objective_grad_norm(self):
+        grad = np.empty(self.n_params)
+        _kernels._loss_grad(self.X_train, self.y_train, self._coef, self._intercept, grad)
+        grad[: self._coef.shape[0]] += self.model.l2 * self._coef
+        return float(np.linalg.norm(grad))
+
+    @property
+    def _use_direct(self):
+        return self.solver == "direct" or (self.solver == "auto" and self.n_params <= AUTO_DIRECT_MAX_P)
+
+    # ------------------------------------------------------------ primitives
+    def hessian(self):
+        """(p, p) Hessian H of the training objective at theta, plus damping * I."""
+        if self._H is None:
+            H = np.empty((self.n_params, self.n_params))
+            with single_threaded_blas():
+                _kernels._hessian_sum(self.X_train, self._s, self._ridge, H)
+            self._H = H
+        return self._H.copy()
+
+    def gradients(self, X=None, y=None):
+        """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
+        if X is None:
+            X, y = self.X_train, self.y_train
+        else:
+            X = check_X(X, "X", n_features=self.model.n_features_)
+            y = check_y(y, X.shape[0], "y")
+        out = np.empty((X.shape[0], self.n_params))
+        _kernels._per_example_grads(X, y, self._coef, self._intercept, out)
+        return out
+
+    def hvp(self, V):
+        """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train."""
+        V2, was_1d = check_vectors(V, "V", self.n_params)
+        out = np.empty_like(V2)
+        with single_threaded_blas():
+            _kernels._hvp(self.X_train, self._s, self._ridge, V2, out)
+        return out[0] if was_1d else out
+
+    def inverse_hvp(self, V):
+        """H^-1 V for V of shape (p,) or (k, p), by the configured solver.
+
+        Raises SingularHessianError when H is not positive definite and
+        ConvergenceError when CG does not reach ``tol`` within ``max_iter``.
+        """
+        V2, was_1d = check_vectors(V, "V", self.n_params)
+        out = self._solve(V2)
+        return out[0] if was_1d else out
+
+    def _solve(self, B):
+        """H^-1 applied to the rows of the (k, p) float64 array B."""
+        if self._use_direct:
+            if self._chol is None:
+                self._chol = cholesky(self.hessian(), hint="add damping > 0 or fit with l2 > 0")
+            X = scipy.linalg.cho_solve(self._chol, B.T, check_finite=False).T
+        else:
+            X = self._cg(B)
+        if self.verify:
+            self._verify(B, X)
+        return np.ascontiguousarray(X)
+
+    def _cg(self, B):
+        k, p = B.shape
+        X = np.empty((k, p))
+        n_iter = np.empty(k, np.int64)
+        resid = np.empty(k)
+        status = np.empty(k, np.int64)
+        with single_threaded_blas():
+            _cg._cg_solve(self.X_train, self._s, self._ridge, B, self.tol, self.max_iter,
+                          X, n_iter, resid, status)
+        if (status == _cg.NOT_POSITIVE).any():
+            q = int(np.flatnonzero(status == _cg.NOT_POSITIVE)[0])
+            raise SingularHessianError(
+                f"conjugate gradient met non-positive curvature p^T H p <= 0 (right-hand side {q}): "
+                "the Hessian is not positive definite; add damping > 0 or fit with l2 > 0."
+            )
+        if (status == _cg.MAX_ITER).any():
+            q = int(np.argmax(np.where(status == _cg.MAX_ITER, resid, -np.inf)))
+            raise ConvergenceError(
+                f"conjugate gradient did not converge in max_iter={self.max_iter} iterations: "
+                f"relative residual {resid[q]:.3g} > tol={self.tol:g} (right-hand side {q}). "
+                "Raise max_iter, loosen tol, add damping, or use solver='direct'."
+            )
+        self.cg_n_iter_ = n_iter
+        self.cg_residual_ = resid
+        return X
+
+    def _verify(self, B, X):
+        sample = np.linspace(0, B.shape[0] - 1, min(_VERIFY_SAMPLE, B.shape[0])).astype(np.int64)
+        ref = B[sample] @ np.linalg.inv(self.hessian()).T
+        err = np.max(np.abs(X[sample] - ref)) / max(np.max(np.abs(ref)), np.finfo(float).tiny)
+        if not err <= self.verify_rtol:
+            raise VerificationError(
+                f"inverse-HVP differs from numpy's direct inverse by {err:.3g} (relative, "
+                f"max-norm) > verify_rtol={self.verify_rtol:g}; H may be ill-conditioned: "
+                "add damping, tighten tol or use solver='direct'."
+            )
+
+    # ------------------------------------------------------------ influence
+    def s_test(self, X_test, y_test):
+        """(m, p) rows H^-1 g(z_test) for each test point."""
+        return self._solve(self.gradients(X_test, y_test))
+
+    def influence(self, X_test, y_test, train_idx=None):
+        """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None)."""
+        S = self.s_test(X_test, y_test)
+        idx = check_indices(train_idx, self.X_train.shape[0])
+        out = np.empty((S.shape[0], idx.shape[0]))
+        with single_threaded_blas():
+            _kernels._influence(self.X_train, self._r, S, idx, out)
+        return out

@@ -1,0 +1,258 @@
+"""L2-regularised binary logistic regression, fitted by Newton's method on the kernels."""
+
+import numpy as np
+import scipy.linalg
+
+from . import _kernels
+from ._config import single_threaded_blas
+from ._validation import check_scalar, check_vector, check_X, check_y
+from .exceptions import ConvergenceError, SingularHessianError
+
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 60
+
+
+def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
+    """(p,) diagonal added to the data Hessian: l2 + damping on coef, damping on the intercept."""
+    ridge = np.full(n_features + int(fit_intercept), l2 + damping)
+    if fit_intercept:
+        ridge[-1] = damping
+    return ridge
+
+
+def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
+    """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError if H is not positive definite."""
+    try:
+        return scipy.linalg.cho_factor(H, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        smallest = float(np.linalg.eigvalsh(H)[0])
+        raise SingularHessianError(
+            f"the {what} is not positive definite (smallest eigenvalue {smallest:.3g}, "
+            f"largest {float(np.abs(H).max()):.3g} in magnitude): {hint}."
+        ) from None
+
+
+class LogisticRegression:
+    """Binary logistic regression minimising F(theta) = sum_i loss_i + l2/2 ||coef||^2.
+
+    The intercept is not penalised; ``l2 = 1/C`` matches scikit-learn's
+    ``LogisticRegression(C=C)``. :meth:`fit` runs Newton's method (Hessian and
+    gradient from one pass over X each, Cholesky solve, Armijo backtracking)
+    until max|grad F| <= ``tol`` * n_samples, i.e. the gradient of the mean loss
+    is below ``tol``.
+
+    Parameters
+    ----------
+    l2 : float, default 1.0
+        L2 penalty on ``coef`` (>= 0).
+    fit_intercept : bool, default True
+    tol : float, default 1e-10
+        Tolerance on the largest entry of the gradient of the mean objective.
+    max_iter : int, default 100
+        Maximum number of Newton iterations.
+
+    Attributes
+    ----------
+    coef_ : ndarray (d,)
+    intercept_ : float (0.0 without an intercept)
+    params_ : ndarray (p,), coef_ then intercept_ (p = d + 1 with an intercept)
+    n_iter_ : int, Newton iterations taken (0 for from_params / from_sklearn)
+    converged_ : bool or None, None when the parameters were given, not fitted
+
+    Raises
+    ------
+    ConvergenceError
+        From :meth:`fit` when no optimum exists (separable data with l2 = 0) or
+        ``max_iter`` is reached.
+    SingularHessianError
+        From :meth:`fit` when the Hessian is singular (l2 = 0 with collinear
+        or constant features).
+
+    Examples
+    --------
+    >>> import numpy as np, fastinfl
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 1, 0, 1])
+    >>> m = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    >>> bool(m.converged_), m.params_.shape
+    (True, (2,))
+    """
+
+    def __init__(self, l2=1.0, fit_intercept=True, tol=1e-10, max_iter=100):
+        self.l2 = l2
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _check_hyper(self):
+        self.l2 = check_scalar(self.l2, "l2")
+        self.tol = check_scalar(self.tol, "tol", strict=True)
+        self.max_iter = check_scalar(self.max_iter, "max_iter", integer=True, min_value=1)
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, X, y, init_params=None):
+        """Fit by Newton's method; ``init_params`` (p,) warm-starts it. Returns self."""
+        self._check_hyper()
+        X = check_X(X)
+        y = check_y(y, X.shape[0])
+        n, d = X.shape
+        p = d + int(self.fit_intercept)
+        theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
+        ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
+        grad = np.empty(p)
+        r = np.empty(n)
+        s = np.empty(n)
+        H = np.empty((p, p))
+
+        def evaluate(t):
+            loss, min_margin = _kernels._loss_grad(X, y, t[:d], self._b(t), grad)
+            grad[:d] += self.l2 * t[:d]
+            return loss + 0.5 * self.l2 * np.dot(t[:d], t[:d]), min_margin
+
+        F, min_margin = evaluate(theta)
+        gtol = self.tol * n
+        for it in range(self.max_iter + 1):
+            if self.l2 == 0.0 and min_margin > 0.0:
+                raise ConvergenceError(
+                    f"the training data are linearly separable (the Newton iterate after {it} "
+                    "steps classifies every point correctly with a positive margin), so with "
+                    "l2 = 0 the loss has no minimum: it keeps falling as ||coef|| grows. "
+                    "Fit with l2 > 0 (for example l2=1.0)."
+                )
+            gmax = float(np.max(np.abs(grad)))
+            if gmax <= gtol:
+                break
+            if it == self.max_iter:
+                raise ConvergenceError(
+                    f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
+                    f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. Raise max_iter"
+                    + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)."
+                       if self.l2 == 0.0 else ".")
+                )
+            _kernels._residuals_weights(X, y, theta[:d], self._b(theta), r, s)
+            with single_threaded_blas():
+                _kernels._hessian_sum(X, s, ridge, H)
+            hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
+                    "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
+                "check X for constant or duplicated columns"
+            step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
+                                           grad, check_finite=False)
+            slope = float(grad @ step)
+            t = 1.0
+            for _ in range(_MAX_HALVINGS):
+                F_new, margin_new = evaluate(theta + t * step)
+                # Accept within rounding of F: near the optimum the decrease is below eps * |F|.
+                if F_new <= F + _ARMIJO * t * slope + 8 * np.finfo(float).eps * abs(F):
+                    break
+                t *= 0.5
+            else:
+                raise ConvergenceError(
+                    f"the line search found no decrease of the objective at Newton iteration {it} "
+                    f"(max|grad F| = {gmax:.3g}); the problem is badly conditioned: use a larger l2."
+                )
+            theta = theta + t * step
+            F, min_margin = F_new, margin_new
+        self._set_params(theta, d, it, True)
+        return self
+
+    # ---------------------------------------------------------- construction
+    def _b(self, theta):
+        return float(theta[-1]) if self.fit_intercept else 0.0
+
+    def _set_params(self, theta, d, n_iter, converged):
+        self.coef_ = np.array(theta[:d], dtype=np.float64)
+        self.intercept_ = self._b(theta)
+        self.n_iter_ = n_iter
+        self.converged_ = converged
+
+    @property
+    def params_(self):
+        """(p,) parameter vector: coef_ then intercept_ (when fit_intercept)."""
+        self._check_fitted()
+        return np.append(self.coef_, self.intercept_) if self.fit_intercept else self.coef_.copy()
+
+    @property
+    def n_features_(self):
+        self._check_fitted()
+        return self.coef_.shape[0]
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise ValueError("this LogisticRegression is not fitted: call fit() or use from_params().")
+
+    @classmethod
+    def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True):
+        """Model with given parameters (no fit): ``coef`` (d,), scalar ``intercept``."""
+        model = cls(l2=l2, fit_intercept=fit_intercept)
+        model._check_hyper()
+        coef = np.atleast_1d(coef)
+        if coef.ndim != 1:
+            raise ValueError(f"coef must be 1-D (n_features,); got shape {coef.shape}.")
+        coef = check_vector(coef, "coef", coef.shape[0])
+        intercept = check_scalar(intercept, "intercept", min_value=-np.inf)
+        if not fit_intercept and intercept != 0.0:
+            raise ValueError(f"intercept must be 0 when fit_intercept=False; got {intercept}.")
+        theta = np.append(coef, intercept) if fit_intercept else coef
+        model._set_params(theta, coef.shape[0], 0, None)
+        return model
+
+    @classmethod
+    def from_sklearn(cls, estimator):
+        """Model with the parameters of a fitted binary, L2 (or unpenalised) sklearn LogisticRegression.
+
+        ``l2 = 1/C``. Refuses multiclass models, L1/elastic-net penalties,
+        class weights and liblinear (which penalises the intercept): those
+        minimise a different objective, so their influence would be wrong.
+        """
+        params = estimator.get_params() if hasattr(estimator, "get_params") else {}
+        if not hasattr(estimator, "coef_"):
+            raise ValueError("estimator is not a fitted scikit-learn LogisticRegression (no coef_).")
+        coef = np.asarray(estimator.coef_, dtype=np.float64)
+        if coef.ndim != 2 or coef.shape[0] != 1 or len(getattr(estimator, "classes_", [0, 1])) != 2:
+            raise ValueError(
+                f"estimator must be a binary model; got coef_ of shape {coef.shape} "
+                f"for {len(getattr(estimator, 'classes_', []))} classes."
+            )
+        penalty = params.get("penalty", "l2")
+        l1_ratio = params.get("l1_ratio") or 0.0
+        C = float(params.get("C", 1.0))
+        if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
+            l2 = 0.0
+        elif penalty in ("l2", "deprecated") and l1_ratio == 0.0:
+            l2 = 1.0 / C
+        else:
+            raise ValueError(
+                f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
+                f"l1_ratio={l1_ratio!r}."
+            )
+        if params.get("class_weight") is not None:
+            raise ValueError("estimator uses class_weight; weighted losses are not supported.")
+        if params.get("solver") == "liblinear" and params.get("fit_intercept", True):
+            raise ValueError(
+                "estimator was fitted by liblinear, which penalises the intercept; "
+                "refit with solver='lbfgs' or 'newton-cholesky'."
+            )
+        fit_intercept = bool(params.get("fit_intercept", True))
+        intercept = float(np.ravel(estimator.intercept_)[0]) if fit_intercept else 0.0
+        return cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept)
+
+    # ------------------------------------------------------------- prediction
+    def predict_proba(self, X):
+        """P(y = 1 | x) for each row of X, shape (n,)."""
+        X = check_X(X, n_features=self.n_features_)
+        out = np.empty(X.shape[0])
+        _kernels._proba(X, self.coef_, self.intercept_, out)
+        return out
+
+    def objective(self, X, y):
+        """F(theta) = sum_i log-loss_i + l2/2 ||coef||^2 on (X, y)."""
+        X = check_X(X, n_features=self.n_features_)
+        y = check_y(y, X.shape[0])
+        grad = np.empty(self.coef_.shape[0] + int(self.fit_intercept))
+        loss, _ = _kernels._loss_grad(X, y, self.coef_, self.intercept_, grad)
+        return loss + 0.5 * self.l2 * float(np.dot(self.coef_, self.coef_))
+
+    def __repr__(self):
+        return (f"LogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
+                f"tol={self.tol!r}, max_iter={self.max_iter!r})")
