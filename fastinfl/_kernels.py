@@ -145,9 +145,12 @@ def _hessian_sum(X, s, ridge, H_out):
     B = s * A and adds A^T B with one BLAS gemm into its own (p, p) sum; no
     n x p temporary. Call under ``single_threaded_blas()``.
 
-    Performance: hand-written symmetric rank-4 updates over the upper triangle
-    reached 25 GFLOP/s at n = 10^6, d = 100 (2 cores), blocked gemm 76 GFLOP/s
-    (counting 2 n p^2 flops; dgemm peak measured 139), so gemm stays.
+    Performance (n = 10^6, d = 100, 2 cores, counting 2 n p^2 flops; dgemm
+    measured 139 GFLOP/s): hand-written rank-4 updates of the upper triangle
+    only reached 25 GFLOP/s, full gemm per block 76. Upper-triangle gemm tiles
+    on a transposed block (half the flops) lost at d = 100 (34 GFLOP/s: strided
+    copy, small gemms) and won only from d ~ 500 (85 vs 75), so symmetry is used
+    only to mirror the result.
     """
     n = X.shape[0]
     p = H_out.shape[0]
@@ -173,6 +176,8 @@ def _hessian_sum(X, s, ridge, H_out):
         H_out += acc[c]
     for j in range(p):
         H_out[j, j] += ridge[j]
+        for k in range(j + 1, p):
+            H_out[k, j] = H_out[j, k]  # A^T (s A) is symmetric only up to rounding: mirror
 
 
 @kernel(parallel=True)

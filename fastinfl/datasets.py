@@ -1,4 +1,4 @@
-"""Built-in data: the seed notebook's example."""
+"""Built-in data: the seed notebook's example and reproducible synthetic data."""
 
 import numpy as np
 
@@ -24,3 +24,56 @@ def seed_fit(lr=0.1, n_steps=2000):
         w -= lr * float(np.sum((p - y) * x))
         b -= lr * float(np.sum(p - y))
     return w, b
+
+
+_CHUNK_ROWS = 1 << 16
+
+
+def make_logistic(n, d, *, seed=0, dtype=np.float32, out=None, intercept=-0.5):
+    """Reproducible synthetic logistic-regression data, generated in row chunks.
+
+    X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
+    unit scale; y_i ~ Bernoulli(expit(x_i . coef + intercept)). Chunk c of
+    65536 rows is drawn from ``default_rng([seed, c])``: the same (n, d, seed)
+    give the same data whatever the dtype or destination.
+
+    Parameters
+    ----------
+    n, d : int
+        Rows and features.
+    seed : int
+    dtype : float32 or float64
+    out : str or path, optional
+        Write X to this ``.npy`` file as a memory map, chunk by chunk, without
+        holding it in memory; X is then returned as a read-only memory map.
+
+    Returns
+    -------
+    X : ndarray or memmap (n, d) of ``dtype``
+    y : ndarray (n,) of int8 labels 0/1
+    coef : ndarray (d,) float64, the true coefficients
+    """
+    n, d = int(n), int(d)
+    if n < 1 or d < 1:
+        raise ValueError(f"n and d must be positive; got n={n}, d={d}.")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
+    coef = np.random.default_rng([seed, 2**32 - 1]).standard_normal(d) / np.sqrt(d)
+    if out is None:
+        X = np.empty((n, d), dtype=dtype)
+    else:
+        X = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(n, d))
+    y = np.empty(n, dtype=np.int8)
+    for c, lo in enumerate(range(0, n, _CHUNK_ROWS)):
+        hi = min(n, lo + _CHUNK_ROWS)
+        rng = np.random.default_rng([seed, c])
+        block = rng.standard_normal((hi - lo, d))
+        z = block @ coef + intercept
+        y[lo:hi] = rng.random(hi - lo) < 1.0 / (1.0 + np.exp(-z))
+        X[lo:hi] = block
+    if out is not None:
+        X.flush()
+        del X
+        X = np.load(out, mmap_mode="r")
+    return X, y, coef

@@ -1,7 +1,7 @@
 """Pure-NumPy direct-inverse reference of every quantity (the contract's yardstick).
 
 Written for clarity and independently of the kernels: explicit design matrix
-X~ = [X, 1], ``np.logaddexp`` loss, the Hessian as X~^T diag(s) X~ and its
+X~ = [X, 1], ``np.logaddexp`` loss, the Hessian as X~^T (s * X~) and its
 inverse from ``np.linalg.inv``. Memory O(n p) and time O(n p^2 + p^3): for
 tests and for ``verify=True`` on samples, not for large data.
 
@@ -53,7 +53,7 @@ def hessian(X, coef, intercept=0.0, l2=0.0, fit_intercept=True, damping=0.0):
     """(p, p) Hessian X~^T diag(sigma (1 - sigma)) X~ + l2 on the coef block + damping I."""
     Xt = design(X, fit_intercept)
     sig = _sigmoid(Xt @ _theta(coef, intercept, fit_intercept))
-    H = Xt.T @ np.diag(sig * (1.0 - sig)) @ Xt
+    H = Xt.T @ (Xt * (sig * (1.0 - sig))[:, None])
     d = len(coef)
     H[np.arange(d), np.arange(d)] += l2
     return H + damping * np.eye(H.shape[0])

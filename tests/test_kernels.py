@@ -1,0 +1,189 @@
+"""Kernels against the numpy reference, finite differences and themselves."""
+
+import decimal
+import math
+
+import numba
+import numpy as np
+import pytest
+from conftest import make_problem
+from numba.core.registry import CPUDispatcher
+
+import fastinfl
+from fastinfl import _cg, _config, _kernels, _sigmoid, reference
+from fastinfl.model import ridge_diagonal
+
+
+def _objective_and_grad(X, y, theta, l2, d):
+    """F and grad F from the fused kernel (intercept last)."""
+    grad = np.empty(theta.shape[0])
+    loss, _ = _kernels._loss_grad(X, y.astype(np.float64), theta[:d], float(theta[d]), grad)
+    grad[:d] += l2 * theta[:d]
+    return loss + 0.5 * l2 * theta[:d] @ theta[:d], grad
+
+
+@pytest.fixture
+def problem():
+    X, y = make_problem(n=400, d=6, seed=7)
+    theta = np.random.default_rng(8).standard_normal(7) * 0.5
+    return X, y, theta
+
+
+def test_loss_grad_matches_reference(problem):
+    X, y, theta = problem
+    F, grad = _objective_and_grad(X, y, theta, 0.7, 6)
+    assert F == pytest.approx(reference.objective(X, y, theta[:6], theta[6], l2=0.7), rel=1e-13)
+    np.testing.assert_allclose(grad, reference.gradient(X, y, theta[:6], theta[6], l2=0.7), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_gradient_finite_differences(problem):
+    X, y, theta = problem
+    _, grad = _objective_and_grad(X, y, theta, 0.7, 6)
+    h = 1e-3
+    fd = np.empty(7)
+    for j in range(7):
+        e = np.zeros(7)
+        e[j] = h
+        f = [_objective_and_grad(X, y, theta + c * e, 0.7, 6)[0] for c in (-2, -1, 1, 2)]
+        fd[j] = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h)  # fourth-order central difference
+    # Truncation O(h^4) ~ 1e-12 times the 5th derivative, rounding ~ eps*|F|/h ~ 1e-11: 1e-7 is safe.
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-7)
+
+
+def test_hessian_finite_differences_and_reference(problem):
+    X, y, theta = problem
+    model = fastinfl.LogisticRegression.from_params(theta[:6], theta[6], l2=0.7)
+    with pytest.warns(fastinfl.StationarityWarning):
+        H = fastinfl.Influence(model, X, y, damping=0.0).hessian()
+    np.testing.assert_array_equal(H, H.T)  # exactly symmetric (the kernel mirrors its triangle)
+    h = 1e-4
+    for j in range(7):
+        e = np.zeros(7)
+        e[j] = h
+        col = (_objective_and_grad(X, y, theta + e, 0.7, 6)[1]
+               - _objective_and_grad(X, y, theta - e, 0.7, 6)[1]) / (2 * h)
+        # central difference of the gradient: O(h^2) ~ 1e-8 relative
+        np.testing.assert_allclose(H[:, j], col, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(H, reference.hessian(X, theta[:6], theta[6], l2=0.7), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_hvp_equals_hessian_times_v(dtype, fit_intercept):
+    X, y = make_problem(n=5000, d=9, seed=1, dtype=dtype)
+    model = fastinfl.LogisticRegression(l2=1.0, fit_intercept=fit_intercept).fit(X, y)
+    inf = fastinfl.Influence(model, X, y, damping=0.3)
+    H = inf.hessian()
+    p = 9 + fit_intercept
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(p)
+    np.testing.assert_allclose(inf.hvp(v), H @ v, rtol=1e-12, atol=1e-10)
+    for k in (3, _kernels.HVP_BLAS_MIN_K, 40):  # both the fused-loop and the BLAS branch
+        V = rng.standard_normal((k, p))
+        np.testing.assert_allclose(inf.hvp(V), V @ H, rtol=1e-12, atol=1e-10)
+    ref = reference.hessian(X, model.coef_, model.intercept_, l2=1.0, fit_intercept=fit_intercept,
+                            damping=0.3)
+    np.testing.assert_allclose(H, ref, rtol=1e-12, atol=1e-9)
+
+
+def test_per_example_gradients_match_reference(problem):
+    X, y, theta = problem
+    model = fastinfl.LogisticRegression.from_params(theta[:6], theta[6])
+    with pytest.warns(fastinfl.StationarityWarning):
+        inf = fastinfl.Influence(model, X, y)
+    expected = reference.per_example_gradients(X, y, theta[:6], theta[6])
+    np.testing.assert_allclose(inf.gradients(), expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(inf.gradients(X[:5], y[:5]), expected[:5], rtol=1e-13, atol=1e-15)
+
+
+def test_float32_data_accumulate_in_float64():
+    X, y = make_problem(n=200_000, d=4, seed=2, dtype=np.float32, scale=3.0)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    assert inf.X_train.dtype == np.float32  # kept, not converted up
+    X64 = X.astype(np.float64)  # the same values, exactly
+    H_ref = reference.hessian(X64, model.coef_, model.intercept_, l2=1.0)
+    # float64 accumulation: only summation order differs (float32 sums would be off by ~1e-4).
+    np.testing.assert_allclose(inf.hessian(), H_ref, rtol=1e-11)
+    g = reference.gradient(X64, y, model.coef_, model.intercept_, l2=1.0)
+    _, grad = _objective_and_grad(X, y, model.params_, 1.0, 4)
+    np.testing.assert_allclose(grad, g, atol=1e-9 * len(y))
+    assert any(sig[0].dtype == numba.float32 for sig in _kernels._hessian_sum.signatures)
+
+
+@pytest.mark.parametrize("z", [1e4, -1e4, 800.0, -800.0, 40.0, -40.0, 1e-3, 0.0])
+def test_extreme_logits_scalars(z):
+    # 60-digit decimal arithmetic as the reference (no float cancellation or overflow).
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        e = decimal.Decimal(z).exp()
+        sig = e / (1 + e)
+        for y in (0, 1):
+            loss = float((1 + e).ln() - y * decimal.Decimal(z))
+            assert math.isfinite(_sigmoid.log_loss(z, float(y)))
+            assert _sigmoid.log_loss(z, float(y)) == pytest.approx(loss, rel=1e-15, abs=1e-300)
+            assert _sigmoid.residual(z, float(y)) == pytest.approx(float(sig - y), rel=1e-15, abs=1e-300)
+        assert _sigmoid.expit(z) == pytest.approx(float(sig), rel=1e-15, abs=1e-300)
+        assert _sigmoid.hessian_weight(z) == pytest.approx(float(sig * (1 - sig)), rel=1e-14, abs=1e-300)
+
+
+def test_extreme_logits_through_api():
+    # Margins of exactly +-1e4: two correctly and two wrongly classified points.
+    X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+    y = np.array([1, 0, 0, 1])
+    model = fastinfl.LogisticRegression.from_params([1e4], 0.0, l2=1.0)
+    np.testing.assert_array_equal(model.predict_proba(X), [1.0, 0.0, 1.0, 0.0])
+    # Each wrong point costs exactly 1e4; the right ones exp(-1e4) = 0 in float64.
+    assert model.objective(X, y) == 2e4 + 0.5 * 1e8
+    with pytest.warns(fastinfl.StationarityWarning):
+        inf = fastinfl.Influence(model, X, y, damping=1.0)
+    G = inf.gradients()
+    np.testing.assert_array_equal(G, [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, -1.0]])
+    H = inf.hessian()  # all weights underflow: only l2 + damping remain
+    np.testing.assert_array_equal(H, np.diag([2.0, 1.0]))
+    assert np.isfinite(inf.influence(X, y)).all()
+
+
+@pytest.fixture
+def one_thread():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def test_thread_count_invariance(one_thread):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    X, y = make_problem(n=60_000, d=12, seed=9)  # 15 row chunks
+    X_test, y_test = make_problem(n=30, d=12, seed=10)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        model = fastinfl.LogisticRegression(l2=0.5).fit(X, y)
+        inf = fastinfl.Influence(model, X, y, solver="cg")
+        V = np.random.default_rng(0).standard_normal((20, 13))
+        results.append([model.params_, inf.hessian(), inf.hvp(V[0]), inf.hvp(V), inf.inverse_hvp(V),
+                        inf.influence(X_test, y_test)])
+    for one, two in zip(*results):
+        # Chunking depends on sizes only, so the sums are in the same order: 1e-12 is generous.
+        np.testing.assert_allclose(one, two, rtol=1e-12, atol=0)
+
+
+def _kernel_dispatchers():
+    for module in (_kernels, _cg, _sigmoid):
+        for name, obj in vars(module).items():
+            if isinstance(obj, CPUDispatcher):
+                yield f"{module.__name__}.{name}", obj
+
+
+@pytest.mark.parametrize("name, disp", list(_kernel_dispatchers()))
+def test_every_kernel_uses_the_shared_decorator(name, disp):
+    opts = disp.targetoptions
+    assert opts["fastmath"] == set(_config.FASTMATH) and opts["error_model"] == "numpy", name
+    assert (type(disp._cache).__name__ != "NullCache") == _config.CACHE, name
+
+
+def test_hessian_ridge_diagonal():
+    np.testing.assert_array_equal(ridge_diagonal(3, True, 2.0, 0.5), [2.5, 2.5, 2.5, 0.5])
+    np.testing.assert_array_equal(ridge_diagonal(2, False, 2.0), [2.0, 2.0])
