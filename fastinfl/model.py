@@ -21,7 +21,7 @@ def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
 
 
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
-    """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError if H is not positive definite."""
+    """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError unless H is PD."""
     try:
         return scipy.linalg.cho_factor(H, lower=True, check_finite=False)
     except np.linalg.LinAlgError:

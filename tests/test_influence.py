@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_problem
+from problems import make_problem
 
 import fastinfl
 from fastinfl import reference
@@ -146,5 +146,5 @@ def test_inputs_not_modified(fitted):
     finally:
         for a in (X, y, X_test, y_test):
             a.setflags(write=True)
-    for a, b in zip(arrays, (X, y, X_test, y_test)):
+    for a, b in zip(arrays, (X, y, X_test, y_test), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -6,8 +6,8 @@ import math
 import numba
 import numpy as np
 import pytest
-from conftest import make_problem
 from numba.core.registry import CPUDispatcher
+from problems import make_problem
 
 import fastinfl
 from fastinfl import _cg, _config, _kernels, _sigmoid, reference
@@ -165,7 +165,7 @@ def test_thread_count_invariance(one_thread):
         V = np.random.default_rng(0).standard_normal((20, 13))
         results.append([model.params_, inf.hessian(), inf.hvp(V[0]), inf.hvp(V), inf.inverse_hvp(V),
                         inf.influence(X_test, y_test)])
-    for one, two in zip(*results):
+    for one, two in zip(*results, strict=True):
         # Chunking depends on sizes only, so the sums are in the same order: 1e-12 is generous.
         np.testing.assert_allclose(one, two, rtol=1e-12, atol=0)
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_problem
+from problems import make_problem
 
 import fastinfl
 from fastinfl import reference
