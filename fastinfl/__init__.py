@@ -2,7 +2,8 @@
 
 from . import datasets, reference
 from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
-from .influence import Influence
+from .influence import Influence, TopK
+from .loo import loo_retrain
 from .model import LogisticRegression
 
 __version__ = "0.1.0"
@@ -12,8 +13,10 @@ __all__ = [
     "Influence",
     "LogisticRegression",
     "SingularHessianError",
+    "TopK",
     "StationarityWarning",
     "VerificationError",
     "datasets",
+    "loo_retrain",
     "reference",
 ]

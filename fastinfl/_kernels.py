@@ -9,9 +9,14 @@ Contract shared by every kernel (the API validates, kernels never do):
   ``p == d`` means none (and ``intercept`` is 0);
 - ``y`` is float64 with values in {0, 1}; all values are finite.
 
-Parallel kernels split the rows into a number of chunks that depends on the
-sizes only, never on the thread count, and merge the per-chunk sums serially in
-a fixed order: results are bitwise identical for any number of Numba threads.
+Each quantity is a serial ``*_rows`` kernel over a row range [lo, hi) and a
+driver that runs it on row chunks with ``prange``. The number of chunks depends
+on the sizes only, never on the thread count, and per-chunk sums are merged
+serially in a fixed order: results are bitwise identical for any number of
+Numba threads. With a single chunk (n < 4096 rows) the driver calls the body
+directly: waking the thread pool costs more than such a pass, and on a busy
+machine a parallel launch can cost a whole scheduler quantum (measured 40 ms
+per call on 568 rows with the other core loaded, 0.04 ms serial).
 """
 
 import numpy as np
@@ -22,7 +27,7 @@ from ._sigmoid import expit, hessian_weight, log_loss, residual
 
 # Below this many right-hand sides the batched HVP runs as a fused loop per row
 # (each row is read once and used for all k dot products and k updates); from
-# it on, per row block as two BLAS calls. Measured at n = 10^5, d = 100.
+# it on, per row block as two BLAS calls (see bench/RESULTS.md).
 HVP_BLAS_MIN_K = 8
 
 _MIN_CHUNK_ROWS = 4096
@@ -58,6 +63,96 @@ def _load_block(X, lo, hi, A):
             A[i, d] = 1.0
 
 
+# ------------------------------------------------------------------ row maps
+@kernel()
+def _margins_rows(X, coef, intercept, lo, hi, z_out):
+    for i in range(lo, hi):
+        z_out[i] = _margin(X, i, coef, intercept)
+
+
+@kernel(parallel=True)
+def _margins(X, coef, intercept, z_out):
+    """z_out (n,) = X @ coef + intercept: the one pass over X behind every per-row quantity."""
+    n = X.shape[0]
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    rows = (n + nch - 1) // nch
+    if nch == 1:
+        _margins_rows(X, coef, intercept, 0, n, z_out)
+    else:
+        for c in prange(nch):
+            _margins_rows(X, coef, intercept, c * rows, min(n, (c + 1) * rows), z_out)
+
+
+@kernel()
+def _proba(z, out):
+    """out (n,) = expit(z)."""
+    for i in range(z.shape[0]):
+        out[i] = expit(z[i])
+
+
+@kernel()
+def _losses(z, y, out):
+    """out (n,) per-example log-losses at margins z."""
+    for i in range(z.shape[0]):
+        out[i] = log_loss(z[i], y[i])
+
+
+@kernel()
+def _residuals_weights(z, y, r_out, s_out):
+    """Per-row loss derivatives at margins z: r_out = expit(z) - y, s_out = expit(z) expit(-z)."""
+    for i in range(z.shape[0]):
+        r_out[i] = residual(z[i], y[i])
+        s_out[i] = hessian_weight(z[i])
+
+
+@kernel()
+def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
+    d = X.shape[1]
+    p = out.shape[1]
+    for i in range(lo, hi):
+        r = residual(_margin(X, i, coef, intercept), y[i])
+        for j in range(d):
+            out[i, j] = r * X[i, j]
+        if p > d:
+            out[i, d] = r
+
+
+@kernel(parallel=True)
+def _per_example_grads(X, y, coef, intercept, out):
+    """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
+    n = X.shape[0]
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    rows = (n + nch - 1) // nch
+    if nch == 1:
+        _per_example_grads_rows(X, y, coef, intercept, 0, n, out)
+    else:
+        for c in prange(nch):
+            _per_example_grads_rows(X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), out)
+
+
+# ---------------------------------------------------------------- reductions
+@kernel()
+def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out):
+    """Adds sum r_i x~_i over [lo, hi) to grad_out; returns (sum of losses, min signed margin)."""
+    d = X.shape[1]
+    p = grad_out.shape[0]
+    loss = 0.0
+    mmin = np.inf
+    for i in range(lo, hi):
+        z = _margin(X, i, coef, intercept)
+        yi = y[i]
+        loss += log_loss(z, yi)
+        r = residual(z, yi)
+        for j in range(d):
+            grad_out[j] += r * X[i, j]
+        if p > d:
+            grad_out[d] += r
+        m = z if yi > 0.5 else -z
+        if m < mmin:
+            mmin = m
+    return loss, mmin
+
+
 @kernel(parallel=True)
 def _loss_grad(X, y, coef, intercept, grad_out):
     """Sum of log-losses and its gradient, in one pass over X.
@@ -66,75 +161,42 @@ def _loss_grad(X, y, coef, intercept, grad_out):
     with r_i = expit(z_i) - y_i. ``min_margin`` is min_i (2 y_i - 1) z_i: when it
     is > 0 the parameters separate the data (no L2-free optimum exists).
     """
-    n, d = X.shape
+    n = X.shape[0]
     p = grad_out.shape[0]
+    grad_out[:] = 0.0
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    if nch == 1:
+        return _loss_grad_rows(X, y, coef, intercept, 0, n, grad_out)
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, p))
     losses = np.zeros(nch)
-    margins = np.full(nch, np.inf)
+    margins = np.zeros(nch)
     for c in prange(nch):
-        g = acc[c]
-        loss = 0.0
-        mmin = np.inf
-        for i in range(c * rows, min(n, (c + 1) * rows)):
-            z = _margin(X, i, coef, intercept)
-            yi = y[i]
-            loss += log_loss(z, yi)
-            r = residual(z, yi)
-            for j in range(d):
-                g[j] += r * X[i, j]
-            if p > d:
-                g[d] += r
-            m = z if yi > 0.5 else -z
-            if m < mmin:
-                mmin = m
-        losses[c] = loss
-        margins[c] = mmin
-    grad_out[:] = 0.0
+        losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
+                                                min(n, (c + 1) * rows), acc[c])
     loss = 0.0
-    mmin = np.inf
     for c in range(nch):
         grad_out += acc[c]
         loss += losses[c]
-        mmin = min(mmin, margins[c])
-    return loss, mmin
+    return loss, margins.min()
 
 
-@kernel(parallel=True)
-def _margins(X, coef, intercept, z_out):
-    """z_out (n,) = X @ coef + intercept."""
-    for i in prange(X.shape[0]):
-        z_out[i] = _margin(X, i, coef, intercept)
-
-
-@kernel(parallel=True)
-def _proba(X, coef, intercept, p_out):
-    """p_out (n,) = expit(X @ coef + intercept)."""
-    for i in prange(X.shape[0]):
-        p_out[i] = expit(_margin(X, i, coef, intercept))
-
-
-@kernel(parallel=True)
-def _residuals_weights(X, y, coef, intercept, r_out, s_out):
-    """Per-row loss derivatives: r_out = expit(z) - y, s_out = expit(z) expit(-z)."""
-    for i in prange(X.shape[0]):
-        z = _margin(X, i, coef, intercept)
-        r_out[i] = residual(z, y[i])
-        s_out[i] = hessian_weight(z)
-
-
-@kernel(parallel=True)
-def _per_example_grads(X, y, coef, intercept, out):
-    """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
-    n, d = X.shape
-    p = out.shape[1]
-    for i in prange(n):
-        r = residual(_margin(X, i, coef, intercept), y[i])
-        for j in range(d):
-            out[i, j] = r * X[i, j]
-        if p > d:
-            out[i, d] = r
+@kernel()
+def _hessian_rows(X, s, lo, hi, H_acc):
+    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to H_acc (p, p), one gemm per BLOCK_ROWS rows."""
+    p = H_acc.shape[0]
+    A = np.empty((BLOCK_ROWS, p))
+    B = np.empty((BLOCK_ROWS, p))
+    T = np.empty((p, p))
+    for b0 in range(lo, hi, BLOCK_ROWS):
+        m = min(BLOCK_ROWS, hi - b0)
+        _load_block(X, b0, b0 + m, A)
+        for i in range(m):
+            si = s[b0 + i]
+            for j in range(p):
+                B[i, j] = si * A[i, j]
+        np.dot(A[:m].T, B[:m], T)
+        H_acc += T
 
 
 @kernel(parallel=True)
@@ -154,30 +216,57 @@ def _hessian_sum(X, s, ridge, H_out):
     """
     n = X.shape[0]
     p = H_out.shape[0]
-    nch = _chunk_count(n, 4 * BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
-    rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, p, p))
-    for c in prange(nch):
-        A = np.empty((BLOCK_ROWS, p))
-        B = np.empty((BLOCK_ROWS, p))
-        T = np.empty((p, p))
-        hi_c = min(n, (c + 1) * rows)
-        for lo in range(c * rows, hi_c, BLOCK_ROWS):
-            m = min(BLOCK_ROWS, hi_c - lo)
-            _load_block(X, lo, lo + m, A)
-            for i in range(m):
-                si = s[lo + i]
-                for j in range(p):
-                    B[i, j] = si * A[i, j]
-            np.dot(A[:m].T, B[:m], T)
-            acc[c] += T
     H_out[:] = 0.0
-    for c in range(nch):
-        H_out += acc[c]
+    nch = _chunk_count(n, 4 * BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    if nch == 1:
+        _hessian_rows(X, s, 0, n, H_out)
+    else:
+        rows = (n + nch - 1) // nch
+        acc = np.zeros((nch, p, p))
+        for c in prange(nch):
+            _hessian_rows(X, s, c * rows, min(n, (c + 1) * rows), acc[c])
+        for c in range(nch):
+            H_out += acc[c]
     for j in range(p):
         H_out[j, j] += ridge[j]
         for k in range(j + 1, p):
             H_out[k, j] = H_out[j, k]  # A^T (s A) is symmetric only up to rounding: mirror
+
+
+@kernel()
+def _hvp_rows(X, s, V, lo, hi, acc):
+    """Adds sum_{i in [lo, hi)} s_i (x~_i . v_q) x~_i to row q of acc (k, p), for every row v_q of V."""
+    d = X.shape[1]
+    k, p = V.shape
+    if k >= HVP_BLAS_MIN_K:
+        A = np.empty((BLOCK_ROWS, p))
+        T = np.empty((BLOCK_ROWS, k))
+        U = np.empty((k, p))
+        for b0 in range(lo, hi, BLOCK_ROWS):
+            m = min(BLOCK_ROWS, hi - b0)
+            _load_block(X, b0, b0 + m, A)
+            np.dot(A[:m], V.T, T[:m])
+            for i in range(m):
+                si = s[b0 + i]
+                for q in range(k):
+                    T[i, q] *= si
+            np.dot(T[:m].T, A[:m], U)
+            acc += U
+    else:
+        t = np.empty(k)
+        for i in range(lo, hi):
+            si = s[i]
+            for q in range(k):
+                z = V[q, d] if p > d else 0.0
+                for j in range(d):
+                    z += X[i, j] * V[q, j]
+                t[q] = si * z
+            for q in range(k):
+                tq = t[q]
+                for j in range(d):
+                    acc[q, j] += tq * X[i, j]
+                if p > d:
+                    acc[q, d] += tq
 
 
 @kernel(parallel=True)
@@ -188,49 +277,40 @@ def _hvp(X, s, ridge, V, out):
     from there on each row block does two gemms (call under
     ``single_threaded_blas()``).
     """
-    n, d = X.shape
+    n = X.shape[0]
     k, p = V.shape
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
-    rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, k, p))
-    use_blas = k >= HVP_BLAS_MIN_K
-    for c in prange(nch):
-        hi_c = min(n, (c + 1) * rows)
-        if use_blas:
-            A = np.empty((BLOCK_ROWS, p))
-            T = np.empty((BLOCK_ROWS, k))
-            U = np.empty((k, p))
-            for lo in range(c * rows, hi_c, BLOCK_ROWS):
-                m = min(BLOCK_ROWS, hi_c - lo)
-                _load_block(X, lo, lo + m, A)
-                np.dot(A[:m], V.T, T[:m])
-                for i in range(m):
-                    si = s[lo + i]
-                    for q in range(k):
-                        T[i, q] *= si
-                np.dot(T[:m].T, A[:m], U)
-                acc[c] += U
-        else:
-            t = np.empty(k)
-            for i in range(c * rows, hi_c):
-                si = s[i]
-                for q in range(k):
-                    z = V[q, d] if p > d else 0.0
-                    for j in range(d):
-                        z += X[i, j] * V[q, j]
-                    t[q] = si * z
-                for q in range(k):
-                    a = acc[c, q]
-                    tq = t[q]
-                    for j in range(d):
-                        a[j] += tq * X[i, j]
-                    if p > d:
-                        a[d] += tq
     for q in range(k):
         for j in range(p):
             out[q, j] = ridge[j] * V[q, j]
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
+    if nch == 1:
+        _hvp_rows(X, s, V, 0, n, out)
+        return
+    rows = (n + nch - 1) // nch
+    acc = np.zeros((nch, k, p))
+    for c in prange(nch):
+        _hvp_rows(X, s, V, c * rows, min(n, (c + 1) * rows), acc[c])
     for c in range(nch):
         out += acc[c]
+
+
+# ------------------------------------------------------------ influence maps
+@kernel()
+def _influence_rows(X, r, S, idx, lo, hi, out):
+    d = X.shape[1]
+    p = S.shape[1]
+    A = np.empty((hi - lo, p))
+    for i in range(hi - lo):
+        row = idx[lo + i]
+        for j in range(d):
+            A[i, j] = X[row, j]
+        if p > d:
+            A[i, d] = 1.0
+    T = np.dot(S, A.T)
+    for i in range(hi - lo):
+        ri = r[idx[lo + i]]
+        for t in range(S.shape[0]):
+            out[t, lo + i] = -T[t, i] * ri
 
 
 @kernel(parallel=True)
@@ -241,22 +321,85 @@ def _influence(X, r, S, idx, out):
     residuals, so that g(z_i) = r_i x~_i. Row blocks are gathered into a float64
     buffer and multiplied with one gemm (call under ``single_threaded_blas()``).
     """
-    m, p = S.shape
     n_sel = idx.shape[0]
-    d = X.shape[1]
     nblk = (n_sel + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for b in prange(nblk):
-        lo = b * BLOCK_ROWS
-        nb = min(BLOCK_ROWS, n_sel - lo)
-        A = np.empty((nb, p))
-        for i in range(nb):
-            row = idx[lo + i]
-            for j in range(d):
-                A[i, j] = X[row, j]
-            if p > d:
-                A[i, d] = 1.0
-        T = np.dot(S, A.T)
-        for i in range(nb):
-            ri = r[idx[lo + i]]
+    if nblk == 1:
+        _influence_rows(X, r, S, idx, 0, n_sel, out)
+    else:
+        for b in prange(nblk):
+            _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
+
+
+@kernel()
+def _insert(vals, idxs, v, i):
+    """Insert (v, i) into vals/idxs, kept ascending in (value, index) order, if it ranks among them."""
+    k = vals.shape[0]
+    if v > vals[k - 1] or (v == vals[k - 1] and i >= idxs[k - 1]):
+        return
+    j = k - 1
+    while j > 0 and (vals[j - 1] > v or (vals[j - 1] == v and idxs[j - 1] > i)):
+        vals[j] = vals[j - 1]
+        idxs[j] = idxs[j - 1]
+        j -= 1
+    vals[j] = v
+    idxs[j] = i
+
+
+@kernel()
+def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i):
+    """Streams rows [lo, hi) into the per-test candidate lists (m, k) lo_* (I) and hi_* (-I)."""
+    p, m = St.shape
+    k = lo_v.shape[1]
+    A = np.empty((BLOCK_ROWS, p))
+    T = np.empty((BLOCK_ROWS, m))
+    for b0 in range(lo, hi, BLOCK_ROWS):
+        mb = min(BLOCK_ROWS, hi - b0)
+        _load_block(X, b0, b0 + mb, A)
+        np.dot(A[:mb], St, T[:mb])
+        for i in range(mb):
+            ri = r[b0 + i]
             for t in range(m):
-                out[t, lo + i] = -T[t, i] * ri
+                v = -T[i, t] * ri
+                if v < lo_v[t, k - 1]:
+                    _insert(lo_v[t], lo_i[t], v, b0 + i)
+                if -v < hi_v[t, k - 1]:
+                    _insert(hi_v[t], hi_i[t], -v, b0 + i)
+
+
+@kernel(parallel=True)
+def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out):
+    """The k smallest and k largest I[t, i] = -(S_t . x~_i) r_i over all training rows, per test row t.
+
+    ``S`` (m, p) are s_test rows; outputs are (m, k): ``low_*`` ascending (most
+    helpful first), ``high_*`` descending (most harmful first); ties go to the
+    smaller index, as a stable argsort would. Streams over row blocks (one gemm
+    each) keeping per-chunk candidate lists: memory O(chunks * m * k +
+    threads * BLOCK_ROWS * m), never the (m, n) matrix. Call under
+    ``single_threaded_blas()``.
+    """
+    n = X.shape[0]
+    m = S.shape[0]
+    k = low_out.shape[1]
+    nch = _chunk_count(n, 4 * BLOCK_ROWS, _MAX_CHUNKS)
+    rows = (n + nch - 1) // nch
+    lo_v = np.full((nch, m, k), np.inf)
+    lo_i = np.full((nch, m, k), n)
+    hi_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
+    hi_i = np.full((nch, m, k), n)
+    St = np.ascontiguousarray(S.T)
+    if nch == 1:
+        _top_k_rows(X, r, St, 0, n, lo_v[0], lo_i[0], hi_v[0], hi_i[0])
+    else:
+        for c in prange(nch):
+            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), lo_v[c], lo_i[c], hi_v[c], hi_i[c])
+    for t in range(m):
+        low_out[t] = np.inf
+        low_idx_out[t] = n
+        high_out[t] = np.inf
+        high_idx_out[t] = n
+        for c in range(nch):
+            for j in range(k):
+                _insert(low_out[t], low_idx_out[t], lo_v[c, t, j], lo_i[c, t, j])
+                _insert(high_out[t], high_idx_out[t], hi_v[c, t, j], hi_i[c, t, j])
+        for j in range(k):
+            high_out[t, j] = -high_out[t, j]

@@ -1,6 +1,7 @@
 """Influence functions of a fitted logistic regression on its training set."""
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -12,10 +13,25 @@ from .exceptions import ConvergenceError, SingularHessianError, StationarityWarn
 from .model import cholesky, ridge_diagonal
 
 SOLVERS = ("auto", "direct", "cg")
+CORRECTIONS = ("none", "newton")
 # "auto" forms and factors H (O(n p^2 + p^3), once) up to this many parameters,
 # and runs CG on Hessian-vector products (O(n p) per iteration) above it.
 AUTO_DIRECT_MAX_P = 2000
 _VERIFY_SAMPLE = 8
+DEFAULT_MEMORY_LIMIT = 1 << 30
+
+
+class TopK(NamedTuple):
+    """Most helpful (most negative influence) and most harmful (most positive) training points.
+
+    Each field is (m, k): row t belongs to test point t; ``helpful`` ascending,
+    ``harmful`` descending; ``*_idx`` are training-row indices.
+    """
+
+    helpful_idx: np.ndarray
+    helpful: np.ndarray
+    harmful_idx: np.ndarray
+    harmful: np.ndarray
 
 
 class Influence:
@@ -35,10 +51,11 @@ class Influence:
     X_train : array-like (n, d), float32 kept as float32, other reals as float64
     y_train : array-like (n,), labels 0/1 (bool accepted)
     solver : {"auto", "direct", "cg"}
-        "direct": Cholesky of H, one triangular solve for all right-hand sides.
-        "cg": batched conjugate gradient on Hessian-vector products, each
-        right-hand side converging on its own. "auto": direct while
-        p <= AUTO_DIRECT_MAX_P, else cg.
+        "direct": Cholesky of H once, then triangular solves for all right-hand
+        sides. "cg": batched conjugate gradient on Hessian-vector products,
+        every right-hand side of a batch advanced together and converging on
+        its own. "auto": direct while p <= AUTO_DIRECT_MAX_P (H is formed once
+        and reused by every later call; see bench/RESULTS.md), else cg.
     damping : float >= 0
         Added to the diagonal of H.
     tol : float > 0
@@ -52,6 +69,13 @@ class Influence:
         Relative tolerance of ``verify`` (max-norm, relative to the largest entry).
     stationarity_tol : float
         StationarityWarning when ||grad F(theta)|| / n_samples exceeds it.
+    batch_size : int or None
+        Right-hand sides (test or training points) solved together. None picks
+        it from ``memory_limit``.
+    memory_limit : int
+        Bytes. Results larger than this (``influence``, ``params_change``,
+        ``perturbation``) are refused with a ValueError instead of exhausting
+        memory; batches are sized so that their working arrays stay below it.
 
     Raises
     ------
@@ -61,7 +85,8 @@ class Influence:
     """
 
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
-                 max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6):
+                 max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
+                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT):
         model._check_fitted()
         self.model = model
         self.X_train = check_X(X_train, "X_train", n_features=model.n_features_)
@@ -76,14 +101,18 @@ class Influence:
             self.max_iter = max(100, 2 * self.n_params)
         self.verify = bool(verify)
         self.verify_rtol = check_scalar(verify_rtol, "verify_rtol", strict=True)
+        self.memory_limit = check_scalar(memory_limit, "memory_limit", integer=True, min_value=1)
+        self.batch_size = check_scalar(batch_size, "batch_size", integer=True, min_value=1,
+                                       allow_none=True)
         self._ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         self._coef = model.coef_
         self._intercept = model.intercept_
         # One pass: residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i.
         self._r = np.empty(n)
         self._s = np.empty(n)
-        _kernels._residuals_weights(self.X_train, self.y_train, self._coef, self._intercept,
-                                    self._r, self._s)
+        z = np.empty(n)
+        _kernels._margins(self.X_train, self._coef, self._intercept, z)
+        _kernels._residuals_weights(z, self.y_train, self._r, self._s)
         self._H = None
         self._chol = None
         self.grad_norm_ = self._objective_grad_norm()
@@ -108,6 +137,10 @@ class Influence:
     def _use_direct(self):
         return self.solver == "direct" or (self.solver == "auto" and self.n_params <= AUTO_DIRECT_MAX_P)
 
+    @property
+    def n_samples(self):
+        return self.X_train.shape[0]
+
     # ------------------------------------------------------------ primitives
     def hessian(self):
         """(p, p) Hessian H of the training objective at theta, plus damping * I."""
@@ -120,11 +153,7 @@ class Influence:
 
     def gradients(self, X=None, y=None):
         """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
-        if X is None:
-            X, y = self.X_train, self.y_train
-        else:
-            X = check_X(X, "X", n_features=self.model.n_features_)
-            y = check_y(y, X.shape[0], "y")
+        X, y = self._check_data(X, y)
         out = np.empty((X.shape[0], self.n_params))
         _kernels._per_example_grads(X, y, self._coef, self._intercept, out)
         return out
@@ -138,15 +167,18 @@ class Influence:
         return out[0] if was_1d else out
 
     def inverse_hvp(self, V):
-        """H^-1 V for V of shape (p,) or (k, p), by the configured solver.
+        """H^-1 V for V of shape (p,) or (k, p), by the configured solver, in batches.
 
         Raises SingularHessianError when H is not positive definite and
         ConvergenceError when CG does not reach ``tol`` within ``max_iter``.
         """
         V2, was_1d = check_vectors(V, "V", self.n_params)
-        out = self._solve(V2)
+        out = np.empty_like(V2)
+        for lo, hi in self._batches(V2.shape[0], 8 * self.n_params):
+            out[lo:hi] = self._solve(V2[lo:hi])
         return out[0] if was_1d else out
 
+    # --------------------------------------------------------------- solvers
     def _solve(self, B):
         """H^-1 applied to the rows of the (k, p) float64 array B."""
         if self._use_direct:
@@ -157,7 +189,7 @@ class Influence:
             X = self._cg(B)
         if self.verify:
             self._verify(B, X)
-        return np.ascontiguousarray(X)
+        return X
 
     def _cg(self, B):
         k, p = B.shape
@@ -166,8 +198,8 @@ class Influence:
         resid = np.empty(k)
         status = np.empty(k, np.int64)
         with single_threaded_blas():
-            _cg._cg_solve(self.X_train, self._s, self._ridge, B, self.tol, self.max_iter,
-                          X, n_iter, resid, status)
+            _cg._cg_solve(self.X_train, self._s, self._ridge, np.ascontiguousarray(B), self.tol,
+                          self.max_iter, X, n_iter, resid, status)
         if (status == _cg.NOT_POSITIVE).any():
             q = int(np.flatnonzero(status == _cg.NOT_POSITIVE)[0])
             raise SingularHessianError(
@@ -196,16 +228,143 @@ class Influence:
                 "add damping, tighten tol or use solver='direct'."
             )
 
+    # ------------------------------------------------------ batching, memory
+    def _batches(self, total, bytes_per_item):
+        """(lo, hi) ranges of at most batch_size items whose working memory fits memory_limit.
+
+        ``bytes_per_item`` is the working memory one right-hand side needs
+        beyond the arrays every batch shares (CG keeps about 6 vectors of p).
+        """
+        size = self.batch_size or max(1, min(1024, self.memory_limit // (6 * bytes_per_item)))
+        return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
+
+    def _check_result_size(self, shape, what):
+        need = 8 * int(np.prod(shape, dtype=np.float64))
+        if need > self.memory_limit:
+            raise ValueError(
+                f"{what} would be a float64 array of shape {tuple(shape)} needing {need / 2**30:.2f} GiB, "
+                f"more than memory_limit={self.memory_limit / 2**30:.2f} GiB. Use top_k() for the "
+                "most influential points, select training points with train_idx, pass fewer test "
+                "points at a time, or raise memory_limit."
+            )
+
+    def _check_data(self, X, y, name="X"):
+        if X is None:
+            return self.X_train, self.y_train
+        X = check_X(X, name, n_features=self.model.n_features_)
+        return X, check_y(y, X.shape[0], "y" if name == "X" else name.replace("X", "y"))
+
+    def _train_rows(self, idx):
+        """x~_i for the training rows idx, as a float64 (len(idx), p) array."""
+        A = np.empty((idx.shape[0], self.n_params))
+        d = self.X_train.shape[1]
+        A[:, :d] = self.X_train[idx]
+        if self.n_params > d:
+            A[:, d] = 1.0
+        return A
+
+    def _quad_forms(self, idx):
+        """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
+        q = np.empty(idx.shape[0])
+        for lo, hi in self._batches(idx.shape[0], 8 * self.n_params):
+            A = self._train_rows(idx[lo:hi])
+            q[lo:hi] = np.einsum("ij,ij->i", A, self._solve(A))
+        return q
+
     # ------------------------------------------------------------ influence
     def s_test(self, X_test, y_test):
-        """(m, p) rows H^-1 g(z_test) for each test point."""
-        return self._solve(self.gradients(X_test, y_test))
+        """(m, p) rows H^-1 g(z_test) for each test point, solved in batches."""
+        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        return self.inverse_hvp(self.gradients(X_test, y_test))
 
     def influence(self, X_test, y_test, train_idx=None):
-        """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None)."""
+        """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None).
+
+        Refused with a ValueError when the result would exceed ``memory_limit``.
+        """
+        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        idx = check_indices(train_idx, self.n_samples)
+        self._check_result_size((X_test.shape[0], idx.shape[0]), "influence")
         S = self.s_test(X_test, y_test)
-        idx = check_indices(train_idx, self.X_train.shape[0])
         out = np.empty((S.shape[0], idx.shape[0]))
         with single_threaded_blas():
             _kernels._influence(self.X_train, self._r, S, idx, out)
+        return out
+
+    def top_k(self, X_test, y_test, k=10):
+        """The k most helpful and k most harmful training points for each test point.
+
+        Streams over row blocks of X_train (in parallel) without forming the
+        (m, n) influence matrix: memory O(m k) plus a block buffer per thread.
+        Ties go to the smaller training index. Returns a :class:`TopK` of
+        (m, k) arrays.
+        """
+        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        k = check_scalar(k, "k", integer=True, min_value=1)
+        if k > self.n_samples:
+            raise ValueError(f"k must be <= the number of training points ({self.n_samples}); got {k}.")
+        m = X_test.shape[0]
+        out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
+                   np.empty((m, k)))
+        # per test point: 64 chunks x 2 lists x k (value, index) pairs, plus a block column per thread
+        per_item = 64 * 4 * 8 * k + 2 * 8 * 512
+        for lo, hi in self._batches(m, per_item):
+            S = self.s_test(X_test[lo:hi], y_test[lo:hi])
+            with single_threaded_blas():
+                _kernels._top_k(self.X_train, self._r, S, out.helpful[lo:hi], out.helpful_idx[lo:hi],
+                                out.harmful[lo:hi], out.harmful_idx[lo:hi])
+        return out
+
+    def params_change(self, train_idx=None):
+        """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""
+        idx = check_indices(train_idx, self.n_samples)
+        self._check_result_size((idx.shape[0], self.n_params), "params_change")
+        out = np.empty((idx.shape[0], self.n_params))
+        for lo, hi in self._batches(idx.shape[0], 8 * self.n_params):
+            sel = idx[lo:hi]
+            out[lo:hi] = self._solve(self._train_rows(sel) * self._r[sel, None])
+        return out
+
+    def self_influence(self, train_idx=None):
+        """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?)."""
+        idx = check_indices(train_idx, self.n_samples)
+        return self._r[idx] ** 2 * self._quad_forms(idx)
+
+    def leverage(self, train_idx=None):
+        """(n_sel,) h_i = s_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix."""
+        idx = check_indices(train_idx, self.n_samples)
+        return self._s[idx] * self._quad_forms(idx)
+
+    def loo_change(self, X_test, y_test, train_idx=None, correction="newton"):
+        """(m, n_sel) predicted change in each test loss on removing training point i and refitting.
+
+        ``correction="none"``: -I (the first-order influence). ``"newton"``:
+        -I / (1 - h_i), the exact result of one Newton step from theta on the
+        objective without z_i (Sherman-Morrison), far closer to a refit.
+        """
+        correction = check_choice(correction, "correction", CORRECTIONS)
+        change = -self.influence(X_test, y_test, train_idx)
+        if correction == "newton":
+            change /= 1.0 - self.leverage(train_idx)
+        return change
+
+    def perturbation(self, X_test, y_test, train_idx=None):
+        """(m, n_sel, d) Koh & Liang's I_pert,loss: d(test loss)/d x_i after refitting.
+
+        Closed form from s_test: -s_t^T grad_x grad_theta loss(z_i) with
+        grad_x grad_theta loss(z_i) = s_i x~_i coef^T + r_i [I_d; 0], so
+        I_pert[t, j] = -(s_i (s_t . x~_i) coef + r_i s_t[:d]) for i = train_idx[j].
+        """
+        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        idx = check_indices(train_idx, self.n_samples)
+        d = self.X_train.shape[1]
+        self._check_result_size((X_test.shape[0], idx.shape[0], d), "perturbation")
+        S = self.s_test(X_test, y_test)
+        proj = self._train_rows(idx) @ S.T  # (n_sel, m): s_t . x~_i
+        s_sel, r_sel = self._s[idx], self._r[idx]
+        out = np.empty((S.shape[0], idx.shape[0], d))
+        for t in range(S.shape[0]):
+            np.multiply.outer(s_sel * proj[:, t], self._coef, out=out[t])
+            out[t] += np.multiply.outer(r_sel, S[t, :d])
+            np.negative(out[t], out=out[t])
         return out

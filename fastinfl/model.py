@@ -101,6 +101,7 @@ class LogisticRegression:
         theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
         ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
         grad = np.empty(p)
+        z = np.empty(n)
         r = np.empty(n)
         s = np.empty(n)
         H = np.empty((p, p))
@@ -130,7 +131,8 @@ class LogisticRegression:
                     + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)."
                        if self.l2 == 0.0 else ".")
                 )
-            _kernels._residuals_weights(X, y, theta[:d], self._b(theta), r, s)
+            _kernels._margins(X, theta[:d], self._b(theta), z)
+            _kernels._residuals_weights(z, y, r, s)
             with single_threaded_blas():
                 _kernels._hessian_sum(X, s, ridge, H)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
@@ -241,9 +243,10 @@ class LogisticRegression:
     def predict_proba(self, X):
         """P(y = 1 | x) for each row of X, shape (n,)."""
         X = check_X(X, n_features=self.n_features_)
-        out = np.empty(X.shape[0])
-        _kernels._proba(X, self.coef_, self.intercept_, out)
-        return out
+        z = np.empty(X.shape[0])
+        _kernels._margins(X, self.coef_, self.intercept_, z)
+        _kernels._proba(z, z)
+        return z
 
     def objective(self, X, y):
         """F(theta) = sum_i log-loss_i + l2/2 ||coef||^2 on (X, y)."""

@@ -12,8 +12,9 @@ from fastinfl.model import ridge_diagonal
 def _system(n=3000, d=12, dtype=np.float64, seed=0, l2=1.0):
     X, y = make_problem(n=n, d=d, seed=seed, dtype=dtype)
     model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
-    r, s = np.empty(n), np.empty(n)
-    _kernels._residuals_weights(X, y.astype(np.float64), model.coef_, model.intercept_, r, s)
+    z, r, s = np.empty(n), np.empty(n), np.empty(n)
+    _kernels._margins(X, model.coef_, model.intercept_, z)
+    _kernels._residuals_weights(z, y.astype(np.float64), r, s)
     ridge = ridge_diagonal(d, True, l2)
     H = np.empty((d + 1, d + 1))
     _kernels._hessian_sum(X, s, ridge, H)

@@ -120,11 +120,11 @@ def test_influence_bad_data(fitted):
     with pytest.raises(ValueError, match="y_train must hold labels 0 and 1"):
         fastinfl.Influence(model, X, y * 2)
     inf = fastinfl.Influence(model, X, y)
-    with pytest.raises(ValueError, match="X has 5 features but the model has 7"):
+    with pytest.raises(ValueError, match="X_test has 5 features but the model has 7"):
         inf.influence(X_test[:, :5], y_test)
     bad = X_test.copy()
     bad[4, 2] = np.nan
-    with pytest.raises(ValueError, match="X contains NaN or inf \\(first at row 4\\)"):
+    with pytest.raises(ValueError, match="X_test contains NaN or inf \\(first at row 4\\)"):
         inf.s_test(bad, y_test)
 
 
