@@ -74,6 +74,58 @@ def influence(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0,
     return -G_test @ np.linalg.inv(H) @ G_train.T
 
 
+def params_change(H, G):
+    """(n, p) rows H^-1 g_i: predicted theta_{-i} - theta for gradient rows G."""
+    return inverse_hvp(H, G)
+
+
+def self_influence(H, G):
+    """(n,) g_i^T H^-1 g_i."""
+    return np.einsum("ij,ij->i", G, inverse_hvp(H, G))
+
+
+def leverage(X, coef, intercept, H, fit_intercept=True):
+    """(n,) diagonal of the hat matrix S^1/2 X~ H^-1 X~^T S^1/2."""
+    Xt = design(X, fit_intercept)
+    sig = _sigmoid(Xt @ _theta(coef, intercept, fit_intercept))
+    W = np.sqrt(sig * (1 - sig))[:, None] * Xt
+    return np.diag(W @ np.linalg.inv(H) @ W.T).copy()
+
+
+def loo_change(infl, lev=None):
+    """Predicted test-loss change on removal: -I, or -I / (1 - h_i) when leverages are given."""
+    return -infl if lev is None else -infl / (1.0 - lev)
+
+
+def perturbation(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0, fit_intercept=True,
+                 damping=0.0):
+    """(m, n, d) I_pert,loss = -g_test^T H^-1 J_i with J_i = d g(z_i) / d x_i, the (p, d) Jacobian.
+
+    J_i is built explicitly per point: g = r(z) x~ with z = coef . x + b, so
+    d g_j / d x_k = sigma'(z) x~_j coef_k + r(z) [j == k].
+    """
+    X_train = np.asarray(X_train, dtype=np.float64)
+    n, d = X_train.shape
+    H = hessian(X_train, coef, intercept, l2, fit_intercept, damping)
+    S = inverse_hvp(H, per_example_gradients(X_test, y_test, coef, intercept, fit_intercept))
+    Xt = design(X_train, fit_intercept)
+    z = Xt @ _theta(coef, intercept, fit_intercept)
+    sig = _sigmoid(z)
+    out = np.empty((S.shape[0], n, d))
+    for i in range(n):
+        J = sig[i] * (1 - sig[i]) * np.outer(Xt[i], coef)
+        J[np.arange(d), np.arange(d)] += sig[i] - y_train[i]
+        out[:, i, :] = -S @ J
+    return out
+
+
+def top_k(infl, k):
+    """Indices and values of the k smallest and k largest entries per row, ties to the smaller index."""
+    low = np.argsort(infl, axis=1, kind="stable")[:, :k]
+    high = np.argsort(-infl, axis=1, kind="stable")[:, :k]
+    return low, np.take_along_axis(infl, low, 1), high, np.take_along_axis(infl, high, 1)
+
+
 def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):
     """Plain damped Newton on F; returns (coef, intercept). Raises RuntimeError if it stalls."""
     Xt = design(X, fit_intercept)
