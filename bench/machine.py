@@ -1,4 +1,4 @@
-"""This machine's limits and description, for the benchmark reports (NumPy only, no Numba)."""
+"""This machine's limits (measured with NumPy alone, no Numba) and description, for the reports."""
 
 import os
 import platform
@@ -6,7 +6,7 @@ import time
 
 import numba
 import numpy as np
-import scipy
+import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS, the one the kernels call)
 from threadpoolctl import threadpool_info
 
 
@@ -54,8 +54,6 @@ def cpu_model():
 
 def describe():
     """One line: CPU, cores, Numba and BLAS threads, and the versions that matter."""
-    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS, the one the kernels call)
-
     blas = sorted({f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
                    for i in threadpool_info() if i["user_api"] == "blas"})
     return (f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "

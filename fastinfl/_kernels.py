@@ -27,7 +27,9 @@ from ._sigmoid import expit, hessian_weight, log_loss, residual
 
 # Below this many right-hand sides the batched HVP runs as a fused loop per row
 # (each row is read once and used for all k dot products and k updates); from
-# it on, per row block as two BLAS calls (see bench/RESULTS.md).
+# it on, per row block as two BLAS calls. Measured (n = 2e5, d = 100, float64,
+# 2 threads; ms per HVP, loop / BLAS): k=1 24/424, k=4 42/196, k=8 69/44,
+# k=16 74/74, k=32 201/102 (FASTINFL_CACHE=0 copies with the constant at 1 and 1000).
 HVP_BLAS_MIN_K = 8
 
 _MIN_CHUNK_ROWS = 4096
