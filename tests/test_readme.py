@@ -1,0 +1,26 @@
+"""The README's Python code blocks run as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python code block"
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, str(README), "exec"), namespace)
+        if "actual" in namespace:  # the quick start: Newton-corrected prediction tracks the refit
+            pred, actual = namespace["pred"], namespace["actual"]
+            assert pred.shape == actual.shape == (1, 5)
+            assert abs(pred - actual).max() < 0.5 * abs(actual).max()
+
+
+def test_readme_commands_are_the_ci_commands():
+    text = README.read_text()
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "pip install '.[test]' && pytest" in text
+    assert "pip install -q '.[test]'" in ci and "\npytest" in ci
+    assert "pip install . && fastinfl demo" in text
