@@ -338,9 +338,11 @@ class Influence:
     def loo_change(self, X_test, y_test, train_idx=None, correction="newton"):
         """(m, n_sel) predicted change in each test loss on removing training point i and refitting.
 
-        ``correction="none"``: -I (the first-order influence). ``"newton"``:
-        -I / (1 - h_i), the exact result of one Newton step from theta on the
-        objective without z_i (Sherman-Morrison), far closer to a refit.
+        ``correction="none"``: -I (the first-order influence). ``"newton"``
+        (default): -I / (1 - h_i), the exact result of one Newton step from
+        theta on the objective without z_i (Sherman-Morrison). Against actual
+        refits (docs/validation.md) Newton's errors are smaller: Pearson r 0.9895
+        vs 0.9849 on breast cancer, 0.9963 vs 0.9401 on digits 1 vs 7.
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         change = -self.influence(X_test, y_test, train_idx)
