@@ -13,7 +13,7 @@ NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
 
 
 @kernel()
-def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out):
+def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
     """Solve H x_q = b_q for every row b_q of B (k, p) by conjugate gradient.
 
     H = X~^T diag(s) X~ + diag(ridge) is applied through ``_hvp``: one pass over
@@ -23,7 +23,8 @@ def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
 
     Outputs (row q for right-hand side q): ``x_out`` (k, p) solutions,
     ``n_iter_out`` (k,) iterations, ``resid_out`` (k,) final relative residual,
-    ``status_out`` (k,) CONVERGED, MAX_ITER or NOT_POSITIVE.
+    ``status_out`` (k,) CONVERGED, MAX_ITER or NOT_POSITIVE. Returns after the
+    current iteration, leaving the outputs as they are, once ``stop[0]`` is set.
     """
     k, p = B.shape
     R = B.copy()
@@ -47,7 +48,7 @@ def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
     Pa = np.empty((k, p))
     HPa = np.empty((k, p))
     it = 0
-    while na > 0 and it < max_iter:
+    while na > 0 and it < max_iter and not stop[0]:
         for a in range(na):
             Pa[a] = P[active[a]]
         _hvp(X, s, ridge, Pa[:na], HPa[:na])

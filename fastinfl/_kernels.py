@@ -184,13 +184,18 @@ def _loss_grad(X, y, coef, intercept, grad_out):
 
 
 @kernel()
-def _hessian_rows(X, s, lo, hi, H_acc):
-    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to H_acc (p, p), one gemm per BLOCK_ROWS rows."""
+def _hessian_rows(X, s, lo, hi, H_acc, stop):
+    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to H_acc (p, p), one gemm per BLOCK_ROWS rows.
+
+    Returns early, leaving a partial sum, once ``stop[0]`` is set (see ``_interrupt``).
+    """
     p = H_acc.shape[0]
     A = np.empty((BLOCK_ROWS, p))
     B = np.empty((BLOCK_ROWS, p))
     T = np.empty((p, p))
     for b0 in range(lo, hi, BLOCK_ROWS):
+        if stop[0]:
+            return
         m = min(BLOCK_ROWS, hi - b0)
         _load_block(X, b0, b0 + m, A)
         for i in range(m):
@@ -202,12 +207,13 @@ def _hessian_rows(X, s, lo, hi, H_acc):
 
 
 @kernel(parallel=True)
-def _hessian_sum(X, s, ridge, H_out):
+def _hessian_sum(X, s, ridge, H_out, stop):
     """H_out (p, p) = sum_i s_i x~_i x~_i^T + diag(ridge), in one pass over X.
 
     Each chunk copies row blocks of BLOCK_ROWS into float64 buffers A and
     B = s * A and adds A^T B with one BLAS gemm into its own (p, p) sum; no
-    n x p temporary. Call under ``single_threaded_blas()``.
+    n x p temporary. Call under ``single_threaded_blas()``. ``stop`` (1,) uint8:
+    the kernel returns early (with a meaningless H_out) once stop[0] is set.
 
     Performance (n = 10^6, d = 100, 2 cores, counting 2 n p^2 flops; dgemm
     measured 139 GFLOP/s): hand-written rank-4 updates of the upper triangle
@@ -221,12 +227,12 @@ def _hessian_sum(X, s, ridge, H_out):
     H_out[:] = 0.0
     nch = _chunk_count(n, 4 * BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
     if nch == 1:
-        _hessian_rows(X, s, 0, n, H_out)
+        _hessian_rows(X, s, 0, n, H_out, stop)
     else:
         rows = (n + nch - 1) // nch
         acc = np.zeros((nch, p, p))
         for c in prange(nch):
-            _hessian_rows(X, s, c * rows, min(n, (c + 1) * rows), acc[c])
+            _hessian_rows(X, s, c * rows, min(n, (c + 1) * rows), acc[c], stop)
         for c in range(nch):
             H_out += acc[c]
     for j in range(p):
@@ -348,13 +354,15 @@ def _insert(vals, idxs, v, i):
 
 
 @kernel()
-def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i):
+def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i, stop):
     """Streams rows [lo, hi) into the per-test candidate lists (m, k) lo_* (I) and hi_* (-I)."""
     p, m = St.shape
     k = lo_v.shape[1]
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, m))
     for b0 in range(lo, hi, BLOCK_ROWS):
+        if stop[0]:
+            return
         mb = min(BLOCK_ROWS, hi - b0)
         _load_block(X, b0, b0 + mb, A)
         np.dot(A[:mb], St, T[:mb])
@@ -369,7 +377,7 @@ def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i):
 
 
 @kernel(parallel=True)
-def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out):
+def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     """The k smallest and k largest I[t, i] = -(S_t . x~_i) r_i over all training rows, per test row t.
 
     ``S`` (m, p) are s_test rows; outputs are (m, k): ``low_*`` ascending (most
@@ -377,7 +385,7 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out):
     smaller index, as a stable argsort would. Streams over row blocks (one gemm
     each) keeping per-chunk candidate lists: memory O(chunks * m * k +
     threads * BLOCK_ROWS * m), never the (m, n) matrix. Call under
-    ``single_threaded_blas()``.
+    ``single_threaded_blas()``; returns early (meaningless outputs) once stop[0] is set.
     """
     n = X.shape[0]
     m = S.shape[0]
@@ -390,10 +398,11 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out):
     hi_i = np.full((nch, m, k), n)
     St = np.ascontiguousarray(S.T)
     if nch == 1:
-        _top_k_rows(X, r, St, 0, n, lo_v[0], lo_i[0], hi_v[0], hi_i[0])
+        _top_k_rows(X, r, St, 0, n, lo_v[0], lo_i[0], hi_v[0], hi_i[0], stop)
     else:
         for c in prange(nch):
-            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), lo_v[c], lo_i[c], hi_v[c], hi_i[c])
+            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), lo_v[c], lo_i[c], hi_v[c], hi_i[c],
+                        stop)
     for t in range(m):
         low_out[t] = np.inf
         low_idx_out[t] = n

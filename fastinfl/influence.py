@@ -8,6 +8,7 @@ import scipy.linalg
 
 from . import _cg, _kernels
 from ._config import single_threaded_blas
+from ._interrupt import call_interruptible
 from ._validation import check_choice, check_indices, check_scalar, check_vectors, check_X, check_y
 from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
 from .model import cholesky, ridge_diagonal
@@ -145,9 +146,11 @@ class Influence:
     def hessian(self):
         """(p, p) Hessian H of the training objective at theta, plus damping * I."""
         if self._H is None:
+            self._check_result_size((self.n_params, self.n_params), "the Hessian",
+                                    "use solver='cg', which never forms it, or raise memory_limit.")
             H = np.empty((self.n_params, self.n_params))
             with single_threaded_blas():
-                _kernels._hessian_sum(self.X_train, self._s, self._ridge, H)
+                call_interruptible(_kernels._hessian_sum, self.X_train, self._s, self._ridge, H)
             self._H = H
         return self._H.copy()
 
@@ -198,8 +201,8 @@ class Influence:
         resid = np.empty(k)
         status = np.empty(k, np.int64)
         with single_threaded_blas():
-            _cg._cg_solve(self.X_train, self._s, self._ridge, np.ascontiguousarray(B), self.tol,
-                          self.max_iter, X, n_iter, resid, status)
+            call_interruptible(_cg._cg_solve, self.X_train, self._s, self._ridge, np.ascontiguousarray(B),
+                               self.tol, self.max_iter, X, n_iter, resid, status)
         if (status == _cg.NOT_POSITIVE).any():
             q = int(np.flatnonzero(status == _cg.NOT_POSITIVE)[0])
             raise SingularHessianError(
@@ -238,14 +241,14 @@ class Influence:
         size = self.batch_size or max(1, min(1024, self.memory_limit // (6 * bytes_per_item)))
         return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
 
-    def _check_result_size(self, shape, what):
+    def _check_result_size(self, shape, what, advice=None):
         need = 8 * int(np.prod(shape, dtype=np.float64))
         if need > self.memory_limit:
             raise ValueError(
                 f"{what} would be a float64 array of shape {tuple(shape)} needing {need / 2**30:.2f} GiB, "
-                f"more than memory_limit={self.memory_limit / 2**30:.2f} GiB. Use top_k() for the "
-                "most influential points, select training points with train_idx, pass fewer test "
-                "points at a time, or raise memory_limit."
+                f"more than memory_limit={self.memory_limit / 2**30:.2f} GiB. "
+                + (advice or "Use top_k() for the most influential points, select training points "
+                   "with train_idx, pass fewer test points at a time, or raise memory_limit.")
             )
 
     def _check_data(self, X, y, name="X"):
@@ -311,8 +314,8 @@ class Influence:
         for lo, hi in self._batches(m, per_item):
             S = self.s_test(X_test[lo:hi], y_test[lo:hi])
             with single_threaded_blas():
-                _kernels._top_k(self.X_train, self._r, S, out.helpful[lo:hi], out.helpful_idx[lo:hi],
-                                out.harmful[lo:hi], out.harmful_idx[lo:hi])
+                call_interruptible(_kernels._top_k, self.X_train, self._r, S, out.helpful[lo:hi],
+                                   out.helpful_idx[lo:hi], out.harmful[lo:hi], out.harmful_idx[lo:hi])
         return out
 
     def params_change(self, train_idx=None):

@@ -5,6 +5,7 @@ import scipy.linalg
 
 from . import _kernels
 from ._config import single_threaded_blas
+from ._interrupt import call_interruptible
 from ._validation import check_scalar, check_vector, check_X, check_y
 from .exceptions import ConvergenceError, SingularHessianError
 
@@ -134,7 +135,7 @@ class LogisticRegression:
             _kernels._margins(X, theta[:d], self._b(theta), z)
             _kernels._residuals_weights(z, y, r, s)
             with single_threaded_blas():
-                _kernels._hessian_sum(X, s, ridge, H)
+                call_interruptible(_kernels._hessian_sum, X, s, ridge, H)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
                     "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
                 "check X for constant or duplicated columns"

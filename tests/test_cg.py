@@ -17,14 +17,14 @@ def _system(n=3000, d=12, dtype=np.float64, seed=0, l2=1.0):
     _kernels._residuals_weights(z, y.astype(np.float64), r, s)
     ridge = ridge_diagonal(d, True, l2)
     H = np.empty((d + 1, d + 1))
-    _kernels._hessian_sum(X, s, ridge, H)
+    _kernels._hessian_sum(X, s, ridge, H, np.zeros(1, np.uint8))
     return X, s, ridge, H
 
 
 def _run(X, s, ridge, B, tol=1e-12, max_iter=200):
     k = B.shape[0]
     out = (np.empty_like(B), np.empty(k, np.int64), np.empty(k), np.empty(k, np.int64))
-    _cg._cg_solve(X, s, ridge, B, tol, max_iter, *out)
+    _cg._cg_solve(X, s, ridge, B, tol, max_iter, *out, np.zeros(1, np.uint8))
     return out
 
 

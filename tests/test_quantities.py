@@ -134,6 +134,11 @@ def test_results_beyond_memory_limit_are_refused(problem):
     with pytest.raises(ValueError, match=r"perturbation would be .*\(9, 5000, 6\)"):
         inf.perturbation(X_test, y_test)
     assert inf.top_k(X_test, y_test, k=3).helpful.shape == (9, 3)  # streamed: within the bound
+    tiny = fastinfl.Influence(model, X, y, solver="direct", memory_limit=300)
+    with pytest.raises(ValueError, match=r"the Hessian would be .*\(7, 7\).*solver='cg'"):
+        tiny.hessian()
+    cg = fastinfl.Influence(model, X, y, solver="cg", memory_limit=300)
+    assert cg.inverse_hvp(np.ones(7)).shape == (7,)  # CG never forms H
 
 
 def test_batch_size_does_not_change_results(problem):
