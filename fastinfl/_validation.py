@@ -26,10 +26,23 @@ def _first_bad_row(arr):
 
 
 def check_finite(arr, name):
-    """Raise ValueError naming the first row of ``arr`` holding NaN or inf."""
-    if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")
+    """Raise ValueError naming the first row of ``arr`` holding NaN or inf, or values whose squares overflow.
+
+    One pass: the float64 sum of squares is finite exactly when every value is
+    finite and every product of two values (Hessian entries) fits in float64.
+    """
+    if arr.dtype.kind != "f":
+        return
+    letters = "ij"[: arr.ndim]
+    if np.isfinite(np.einsum(f"{letters},{letters}->", arr, arr, dtype=np.float64)):
+        return
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")
+    big = float(np.abs(arr).max())
+    raise ValueError(
+        f"{name} holds values up to {big:.3g} in magnitude: their squares overflow float64. "
+        "Scale the features (for example standardise them)."
+    )
 
 
 def check_X(X, name="X", n_features=None):
@@ -42,6 +55,8 @@ def check_X(X, name="X", n_features=None):
         raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}.")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 rows.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no features: shape {arr.shape}.")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features but the model has {n_features}."
@@ -53,7 +68,10 @@ def check_X(X, name="X", n_features=None):
 
 
 def check_y(y, n_samples, name="y"):
-    """Return labels as a float64 (n,) array of 0.0/1.0; bool and 0/1 numbers accepted."""
+    """Return labels as a float64 (n,) array of 0.0/1.0; bool and 0/1 numbers accepted.
+
+    ``name`` is "y" or "y_<suffix>"; its features are named "X" or "X_<suffix>".
+    """
     arr = _as_array(y, name)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -61,7 +79,7 @@ def check_y(y, n_samples, name="y"):
         raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
     if arr.shape[0] != n_samples:
         raise ValueError(
-            f"{name} has {arr.shape[0]} labels but X has {n_samples} rows (axis 0 must agree)."
+            f"{name} has {arr.shape[0]} labels but X{name[1:]} has {n_samples} rows (axis 0 must agree)."
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     check_finite(arr, name)
