@@ -50,7 +50,7 @@ class Problem:
         self._cases = {}
 
     def float64(self, a):
-        """``a`` as float64: itself for float64 problems, else a copy made once."""
+        """``a`` as float64: itself for float64 problems, else a float64 copy."""
         return a if a.dtype == np.float64 else a.astype(np.float64)
 
     def case(self, op):
@@ -102,7 +102,7 @@ def hessian(pb):
         return H
 
     return Case(fast, ref, "numpy (X~ * s).T @ X~", rtol=pb.rtol, flops=2 * pb.n * pb.p**2,
-                bytes=4 * pb.dtype.itemsize * pb.n * pb.d)
+                bytes=4 * pb.dtype.itemsize * pb.n * pb.d, note="with Influence() setup")
 
 
 def hvp(pb, k):

@@ -25,4 +25,5 @@ PARAMS = [
 
 @pytest.fixture(scope="session", params=PARAMS)
 def problem(request):
+    """The :class:`bench.cases.Problem` for one (n, d, dtype)."""
     return Problem(*request.param)

@@ -1,0 +1,100 @@
+"""Throughput table: fastinfl against the reference code and against this machine's measured limits.
+
+    python -m bench.report [--n 1000000] [--d 100] [--dtype float64] [--ops hessian,hvp,...]
+
+Each time is the best of up to 5 runs, repeated while their total is under
+``--budget`` seconds (so a run longer than that is timed once), after one
+untimed fastinfl run that compiles or loads the kernels. The fit (sklearn takes
+10-30 s at the default size) runs only when asked: ``--ops ...,fit``.
+Achieved throughput uses the bound that binds on this machine: flops (Hessian
+2 n p^2, k HVPs 4 n p k) against float64 GEMM, or bytes of X read (n d itemsize
+per pass) against memory read bandwidth.
+"""
+
+import argparse
+import shlex
+import sys
+import time
+
+import numpy as np
+import sklearn
+
+from bench import machine
+from bench.cases import CASES, Problem
+
+
+def best_time(fn, budget, max_reps=5):
+    """(best wall time of ``fn`` in seconds, its last result)."""
+    best, spent, reps = np.inf, 0.0, 0
+    while reps == 0 or (reps < max_reps and spent < budget):
+        t = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t
+        best, spent, reps = min(best, dt), spent + dt, reps + 1
+    return best, result
+
+
+def roofline(case, seconds, gflops, gbs):
+    """(achieved rate, fraction of the machine limit) for whichever of flops or bytes binds."""
+    if case.flops is None:
+        return "", ""
+    if case.flops / gflops >= case.bytes / gbs:
+        rate = case.flops / seconds / 1e9
+        return f"{rate:.1f} GFLOP/s", f"{rate / gflops:.0%}"
+    rate = case.bytes / seconds / 1e9
+    return f"{rate:.1f} GB/s", f"{rate / gbs:.0%}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--d", type=int, default=100)
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--ops", default=",".join(op for op in CASES if op != "fit"),
+                        help="comma-separated, from: " + ", ".join(CASES))
+    parser.add_argument("--budget", type=float, default=5.0, help="seconds of repeats per timing")
+    args = parser.parse_args(argv)
+    ops = args.ops.split(",")
+    unknown = sorted(set(ops) - set(CASES))
+    if unknown:
+        parser.error(f"unknown --ops {unknown}; choose from {list(CASES)}")
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log("measuring machine limits ...")
+    limits = [(machine.dgemm_gflops(), machine.read_bandwidth_gbs())]
+    log(f"building the {args.n} x {args.d} {args.dtype} problem ...")
+    pb = Problem(args.n, args.d, args.dtype)
+    timed = []
+    for op in ops:
+        log(f"{op} ...")
+        case = pb.case(op)
+        t_fast, res_fast = best_time(case.fastinfl, args.budget)
+        t_ref, res_ref = best_time(case.reference, args.budget)
+        case.check(res_fast, res_ref)
+        timed.append((op, case, t_fast, t_ref))
+    log("measuring machine limits again ...")
+    limits.append((machine.dgemm_gflops(), machine.read_bandwidth_gbs()))
+    # The best of the two measurements: the limit the machine showed it can reach.
+    gflops, gbs = max(g for g, _ in limits), max(b for _, b in limits)
+
+    argv = sys.argv[1:] if argv is None else argv
+    print(f"## Throughput, {args.n} x {args.d} {args.dtype}\n")
+    print(f"`{shlex.join(['python', '-m', 'bench.report', *argv])}`  ")
+    print(f"Machine: {machine.describe()}, scikit-learn {sklearn.__version__}  ")
+    print(f"Limits measured in this run (before / after): float64 GEMM "
+          f"{limits[0][0]:.0f} / {limits[1][0]:.0f} GFLOP/s (NumPy, 2000 x 2000), memory read "
+          f"{limits[0][1]:.1f} / {limits[1][1]:.1f} GB/s (400 MB, BLAS gemv); fractions use the higher.\n")
+    print("| operation | size | fastinfl (s) | reference | reference (s) | speed-up | fastinfl achieved "
+          "| of limit |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
+    for op, case, t_fast, t_ref in timed:
+        rate, frac = roofline(case, t_fast, gflops, gbs)
+        name = f"{op} ({case.note})" if case.note else op
+        print(f"| {name} | {args.n}x{args.d} {args.dtype} | {t_fast:.4f} | {case.reference_name} | "
+              f"{t_ref:.4f} | {t_ref / t_fast:.2f}x | {rate} | {frac} |")
+
+
+if __name__ == "__main__":
+    main()
