@@ -22,6 +22,7 @@ per call on 568 rows with the other core loaded, 0.04 ms serial).
 import numpy as np
 from numba import prange
 
+from ._blas import syrk_lower
 from ._config import BLOCK_ROWS, kernel
 from ._sigmoid import expit, hessian_weight, log_loss, residual
 
@@ -32,6 +33,9 @@ from ._sigmoid import expit, hessian_weight, log_loss, residual
 # k=16 74/74, k=32 201/102 (FASTINFL_CACHE=0 copies with the constant at 1 and 1000).
 HVP_BLAS_MIN_K = 8
 
+# Rows per dsyrk in the Hessian: 1024 beat 256 and 512 at d = 100 (0.152 s vs
+# 0.171 / 0.174 at n = 10^6) and tied at d = 500 and 1000.
+HESSIAN_BLOCK_ROWS = 1024
 _MIN_CHUNK_ROWS = 4096
 _MAX_CHUNKS = 64
 _CHUNK_BYTES = 1 << 26  # bound on the per-chunk Hessian / HVP sum buffers (64 MiB)
@@ -66,6 +70,30 @@ def _load_block(X, lo, hi, A):
 
 
 # ------------------------------------------------------------------ row maps
+@kernel()
+def _sum_squares_rows(X, lo, hi):
+    total = 0.0
+    for i in range(lo, hi):
+        for j in range(X.shape[1]):
+            total += np.float64(X[i, j]) * X[i, j]
+    return total
+
+
+@kernel(parallel=True)
+def _sum_squares(X):
+    """sum_ij X_ij^2 in float64 (inf or NaN when X holds non-finite or overflowing values)."""
+    n = X.shape[0]
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    if nch == 1:
+        return _sum_squares_rows(X, 0, n)
+    rows = (n + nch - 1) // nch
+    parts = np.zeros(nch)
+    for c in prange(nch):
+        parts[c] = _sum_squares_rows(X, c * rows, min(n, (c + 1) * rows))
+    return parts.sum()
+
+
+
 @kernel()
 def _margins_rows(X, coef, intercept, lo, hi, z_out):
     for i in range(lo, hi):
@@ -134,14 +162,15 @@ def _per_example_grads(X, y, coef, intercept, out):
 
 # ---------------------------------------------------------------- reductions
 @kernel()
-def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out):
-    """Adds sum r_i x~_i over [lo, hi) to grad_out; returns (sum of losses, min signed margin)."""
+def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
+    """Adds sum r_i x~_i over [lo, hi) to grad_out, stores z_out[lo:hi]; returns (loss sum, min signed margin)."""
     d = X.shape[1]
     p = grad_out.shape[0]
     loss = 0.0
     mmin = np.inf
     for i in range(lo, hi):
         z = _margin(X, i, coef, intercept)
+        z_out[i] = z
         yi = y[i]
         loss += log_loss(z, yi)
         r = residual(z, yi)
@@ -156,26 +185,28 @@ def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out):
 
 
 @kernel(parallel=True)
-def _loss_grad(X, y, coef, intercept, grad_out):
+def _loss_grad(X, y, coef, intercept, grad_out, z_out):
     """Sum of log-losses and its gradient, in one pass over X.
 
     Returns ``(loss, min_margin)``; ``grad_out`` (p,) receives sum_i r_i x~_i
-    with r_i = expit(z_i) - y_i. ``min_margin`` is min_i (2 y_i - 1) z_i: when it
-    is > 0 the parameters separate the data (no L2-free optimum exists).
+    with r_i = expit(z_i) - y_i and ``z_out`` (n,) the margins z_i (from which
+    residuals and Hessian weights follow without another pass). ``min_margin``
+    is min_i (2 y_i - 1) z_i: when it is > 0 the parameters separate the data
+    (no L2-free optimum exists).
     """
     n = X.shape[0]
     p = grad_out.shape[0]
     grad_out[:] = 0.0
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     if nch == 1:
-        return _loss_grad_rows(X, y, coef, intercept, 0, n, grad_out)
+        return _loss_grad_rows(X, y, coef, intercept, 0, n, grad_out, z_out)
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, p))
     losses = np.zeros(nch)
     margins = np.zeros(nch)
     for c in prange(nch):
         losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
-                                                min(n, (c + 1) * rows), acc[c])
+                                                min(n, (c + 1) * rows), acc[c], z_out)
     loss = 0.0
     for c in range(nch):
         grad_out += acc[c]
@@ -185,47 +216,45 @@ def _loss_grad(X, y, coef, intercept, grad_out):
 
 @kernel()
 def _hessian_rows(X, s, lo, hi, H_acc, stop):
-    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to H_acc (p, p), one gemm per BLOCK_ROWS rows.
+    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to the lower triangle of H_acc (p, p).
 
-    Returns early, leaving a partial sum, once ``stop[0]`` is set (see ``_interrupt``).
+    One dsyrk per HESSIAN_BLOCK_ROWS rows on B = sqrt(s) * x~ (float64 copy of
+    the block). Returns early, leaving a partial sum, once ``stop[0]`` is set.
     """
+    d = X.shape[1]
     p = H_acc.shape[0]
-    A = np.empty((BLOCK_ROWS, p))
-    B = np.empty((BLOCK_ROWS, p))
-    T = np.empty((p, p))
-    for b0 in range(lo, hi, BLOCK_ROWS):
+    B = np.empty((HESSIAN_BLOCK_ROWS, p))
+    for b0 in range(lo, hi, HESSIAN_BLOCK_ROWS):
         if stop[0]:
             return
-        m = min(BLOCK_ROWS, hi - b0)
-        _load_block(X, b0, b0 + m, A)
+        m = min(HESSIAN_BLOCK_ROWS, hi - b0)
         for i in range(m):
-            si = s[b0 + i]
-            for j in range(p):
-                B[i, j] = si * A[i, j]
-        np.dot(A[:m].T, B[:m], T)
-        H_acc += T
+            w = np.sqrt(s[b0 + i])
+            for j in range(d):
+                B[i, j] = w * X[b0 + i, j]
+            if p > d:
+                B[i, d] = w
+        syrk_lower(B, m, H_acc)
 
 
 @kernel(parallel=True)
 def _hessian_sum(X, s, ridge, H_out, stop):
     """H_out (p, p) = sum_i s_i x~_i x~_i^T + diag(ridge), in one pass over X.
 
-    Each chunk copies row blocks of BLOCK_ROWS into float64 buffers A and
-    B = s * A and adds A^T B with one BLAS gemm into its own (p, p) sum; no
-    n x p temporary. Call under ``single_threaded_blas()``. ``stop`` (1,) uint8:
-    the kernel returns early (with a meaningless H_out) once stop[0] is set.
+    Each chunk scales row blocks into a float64 buffer B = sqrt(s) x~ and adds
+    B^T B to the lower triangle of its own (p, p) sum with one BLAS dsyrk;
+    no n x p temporary. Call under ``single_threaded_blas()``. ``stop`` (1,)
+    uint8: the kernel returns early (with a meaningless H_out) once stop[0] is set.
 
-    Performance (n = 10^6, d = 100, 2 cores, counting 2 n p^2 flops; dgemm
-    measured 139 GFLOP/s): hand-written rank-4 updates of the upper triangle
-    only reached 25 GFLOP/s, full gemm per block 76. Upper-triangle gemm tiles
-    on a transposed block (half the flops) lost at d = 100 (34 GFLOP/s: strided
-    copy, small gemms) and won only from d ~ 500 (85 vs 75), so symmetry is used
-    only to mirror the result.
+    Performance (2 cores, dgemm measured 139-172 GFLOP/s; "effective" counts
+    2 n p^2 flops): at n = 10^6, d = 100, hand-written rank-4 updates of one
+    triangle reached 25 GFLOP/s, a gemm per 512-row block 76, dsyrk (half the
+    flops) per 1024-row block 134; at d = 500 and 1000, dsyrk 256 and 273.
     """
     n = X.shape[0]
     p = H_out.shape[0]
     H_out[:] = 0.0
-    nch = _chunk_count(n, 4 * BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    nch = _chunk_count(n, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
     if nch == 1:
         _hessian_rows(X, s, 0, n, H_out, stop)
     else:
@@ -238,7 +267,7 @@ def _hessian_sum(X, s, ridge, H_out, stop):
     for j in range(p):
         H_out[j, j] += ridge[j]
         for k in range(j + 1, p):
-            H_out[k, j] = H_out[j, k]  # A^T (s A) is symmetric only up to rounding: mirror
+            H_out[j, k] = H_out[k, j]  # mirror the lower triangle
 
 
 @kernel()

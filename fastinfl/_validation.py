@@ -5,6 +5,8 @@ import operator
 
 import numpy as np
 
+from . import _kernels
+
 
 def _as_array(a, name):
     try:
@@ -33,8 +35,12 @@ def check_finite(arr, name):
     """
     if arr.dtype.kind != "f":
         return
-    letters = "ij"[: arr.ndim]
-    if np.isfinite(np.einsum(f"{letters},{letters}->", arr, arr, dtype=np.float64)):
+    if arr.ndim == 2 and arr.flags.c_contiguous and arr.dtype in (np.float32, np.float64):
+        total = _kernels._sum_squares(arr)  # parallel; the common case of check_X
+    else:
+        letters = "ij"[: arr.ndim]
+        total = np.einsum(f"{letters},{letters}->", arr, arr, dtype=np.float64)
+    if np.isfinite(total):
         return
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")

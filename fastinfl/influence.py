@@ -108,15 +108,18 @@ class Influence:
         self._ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         self._coef = model.coef_
         self._intercept = model.intercept_
-        # One pass: residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i.
+        # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
+        # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i follow.
+        z = np.empty(n)
+        grad = np.empty(self.n_params)
+        _kernels._loss_grad(self.X_train, self.y_train, self._coef, self._intercept, grad, z)
+        grad[:d] += model.l2 * self._coef
+        self.grad_norm_ = float(np.linalg.norm(grad))
         self._r = np.empty(n)
         self._s = np.empty(n)
-        z = np.empty(n)
-        _kernels._margins(self.X_train, self._coef, self._intercept, z)
         _kernels._residuals_weights(z, self.y_train, self._r, self._s)
         self._H = None
         self._chol = None
-        self.grad_norm_ = self._objective_grad_norm()
         stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
         if self.grad_norm_ > stationarity_tol * n:
             warnings.warn(
@@ -127,12 +130,6 @@ class Influence:
                 "fastinfl.LogisticRegression to reach the optimum.",
                 StationarityWarning, stacklevel=2,
             )
-
-    def _objective_grad_norm(self):
-        grad = np.empty(self.n_params)
-        _kernels._loss_grad(self.X_train, self.y_train, self._coef, self._intercept, grad)
-        grad[: self._coef.shape[0]] += self.model.l2 * self._coef
-        return float(np.linalg.norm(grad))
 
     @property
     def _use_direct(self):

@@ -108,7 +108,7 @@ class LogisticRegression:
         H = np.empty((p, p))
 
         def evaluate(t):
-            loss, min_margin = _kernels._loss_grad(X, y, t[:d], self._b(t), grad)
+            loss, min_margin = _kernels._loss_grad(X, y, t[:d], self._b(t), grad, z)
             grad[:d] += self.l2 * t[:d]
             return loss + 0.5 * self.l2 * np.dot(t[:d], t[:d]), min_margin
 
@@ -132,8 +132,7 @@ class LogisticRegression:
                     + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)."
                        if self.l2 == 0.0 else ".")
                 )
-            _kernels._margins(X, theta[:d], self._b(theta), z)
-            _kernels._residuals_weights(z, y, r, s)
+            _kernels._residuals_weights(z, y, r, s)  # z: margins of the last evaluate(theta)
             with single_threaded_blas():
                 call_interruptible(_kernels._hessian_sum, X, s, ridge, H)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
@@ -254,7 +253,7 @@ class LogisticRegression:
         X = check_X(X, n_features=self.n_features_)
         y = check_y(y, X.shape[0])
         grad = np.empty(self.coef_.shape[0] + int(self.fit_intercept))
-        loss, _ = _kernels._loss_grad(X, y, self.coef_, self.intercept_, grad)
+        loss, _ = _kernels._loss_grad(X, y, self.coef_, self.intercept_, grad, np.empty(X.shape[0]))
         return loss + 0.5 * self.l2 * float(np.dot(self.coef_, self.coef_))
 
     def __repr__(self):

@@ -17,7 +17,8 @@ from fastinfl.model import ridge_diagonal
 def _objective_and_grad(X, y, theta, l2, d):
     """F and grad F from the fused kernel (intercept last)."""
     grad = np.empty(theta.shape[0])
-    loss, _ = _kernels._loss_grad(X, y.astype(np.float64), theta[:d], float(theta[d]), grad)
+    loss, _ = _kernels._loss_grad(X, y.astype(np.float64), theta[:d], float(theta[d]), grad,
+                                  np.empty(X.shape[0]))
     grad[:d] += l2 * theta[:d]
     return loss + 0.5 * l2 * theta[:d] @ theta[:d], grad
 
