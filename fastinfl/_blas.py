@@ -15,7 +15,7 @@ from ._config import kernel
 
 llvm.add_symbol("fastinfl_dsyrk", get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
 _vp = types.voidptr
-_dsyrk = types.ExternalFunction("fastinfl_dsyrk", types.void(_vp, _vp, _vp, _vp, _vp, _vp, _vp, _vp, _vp, _vp))
+_dsyrk = types.ExternalFunction("fastinfl_dsyrk", types.void(*[_vp] * 10))
 
 
 @kernel()

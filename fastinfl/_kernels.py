@@ -163,7 +163,10 @@ def _per_example_grads(X, y, coef, intercept, out):
 # ---------------------------------------------------------------- reductions
 @kernel()
 def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
-    """Adds sum r_i x~_i over [lo, hi) to grad_out, stores z_out[lo:hi]; returns (loss sum, min signed margin)."""
+    """Adds sum r_i x~_i over [lo, hi) to grad_out and stores z_out[lo:hi].
+
+    Returns (sum of losses, min signed margin) over the range.
+    """
     d = X.shape[1]
     p = grad_out.shape[0]
     loss = 0.0
