@@ -98,6 +98,11 @@ class LogisticRegression:
         X = check_X(X)
         y = check_y(y, X.shape[0])
         n, d = X.shape
+        if self.fit_intercept and (y == y[0]).all():
+            raise ValueError(
+                f"y holds only class {int(y[0])}: with an unpenalised intercept the loss has no minimum "
+                "(the intercept runs off to infinity). Fit data with both classes, or fit_intercept=False."
+            )
         p = d + int(self.fit_intercept)
         theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
         ridge = ridge_diagonal(d, self.fit_intercept, self.l2)

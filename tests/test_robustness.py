@@ -44,6 +44,8 @@ CASES = [
      ValueError, r"y must hold labels 0 and 1 only; found \[2.0\] \(first at row 5\)"),
     ("fit", "y with -1 (a {-1, 1} encoding)", lambda: LogisticRegression().fit(X, 2 * Y - 1),
      ValueError, r"y must hold labels 0 and 1 only; found \[-1.0\]"),
+    ("fit", "y all one class (with intercept)", lambda: LogisticRegression(l2=1.0).fit(X, np.zeros(300)),
+     ValueError, r"y holds only class 0: with an unpenalised intercept the loss has no minimum"),
     ("fit", "y with NaN", lambda: LogisticRegression().fit(X, _with(Y, 9, np.nan)),
      ValueError, r"y contains NaN or inf \(first at row 9\)"),
     ("fit", "y as strings", lambda: LogisticRegression().fit(X, Y.astype(str)),
