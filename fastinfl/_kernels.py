@@ -317,14 +317,14 @@ def _hvp_rows(X, s, V, lo, hi, acc):
                 if p > d:
                     acc[q, d] += t0 + t1 + t2 + t3
             i += 4
-        for i in range(i, hi):
+        for r in range(i, hi):
             for q in range(k):
                 z = V[q, d] if p > d else 0.0
                 for j in range(d):
-                    z += X[i, j] * V[q, j]
-                tq = s[i] * z
+                    z += X[r, j] * V[q, j]
+                tq = s[r] * z
                 for j in range(d):
-                    acc[q, j] += tq * X[i, j]
+                    acc[q, j] += tq * X[r, j]
                 if p > d:
                     acc[q, d] += tq
 
