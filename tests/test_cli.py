@@ -1,19 +1,43 @@
-"""The command line, run as a subprocess like a user would."""
+"""The command line, run as a subprocess like a user would, checked against the Python API."""
 
+import csv
+import io
+import json
+import pathlib
 import re
+import shlex
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
+import fastinfl
+import fastinfl.cli
+from fastinfl.cli import Progress, main
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "fastinfl.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+CLI = [sys.executable, "-m", "fastinfl.cli"]
+# The command with matplotlib made unimportable, whether or not it is installed.
+CLI_NO_MPL = [sys.executable, "-c",
+              "import sys; sys.modules['matplotlib'] = None; from fastinfl.cli import main; sys.exit(main())"]
 
 
+def _run(*args, cwd=None, cmd=CLI):
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def _write_csv(path, header, columns):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(zip(*[np.asarray(c).tolist() for c in columns], strict=True))
+
+
+# ------------------------------------------------------------------------ demo
 def test_demo_prints_seed_table_and_agreement():
-    proc = _run("demo", "--n", "3000", "--d", "5")
+    proc = _run("demo", "--n", "3000", "--d", "5", "--m", "40")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for solver in ("direct", "cg"):
@@ -25,7 +49,21 @@ def test_demo_prints_seed_table_and_agreement():
     assert "not a stationary point" in out
     assert "linearly separable" in out
     assert re.search(r"l2=1: w\*=0\.701613, b\*=-1\.449169", out)
-    assert len(re.findall(r"test point \d \(y=[01]\): most helpful rows", out)) == 5
+    assert "3,000 training and 40 test points, 5 features, float32" in out
+    assert re.search(r"fit: \S+ s, \d+ Newton iterations", out)
+    assert re.search(r"of 40 test points: \S+ s, \S+ M influences/s", out)
+    lines = re.findall(r"test point (\d) \(y=([01])\): most helpful rows \[(.*?)\].*"
+                       r"most harmful rows \[(.*?)\]", out)
+    assert len(lines) == 5
+    # the synthetic part is Influence.top_k on make_logistic data, fitted with l2=1
+    X, y, _ = fastinfl.datasets.make_logistic(3040, 5, seed=0)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X[:3000], y[:3000])
+    top = fastinfl.Influence(model, X[:3000], y[:3000]).top_k(X[3000:3005], y[3000:3005], k=3)
+    for t, label, helpful, harmful in lines:
+        t = int(t)
+        assert int(label) == y[3000 + t]
+        assert [int(i) for i in helpful.split(",")] == top.helpful_idx[t].tolist()
+        assert [int(i) for i in harmful.split(",")] == top.harmful_idx[t].tolist()
 
 
 def test_usage_error_exit_status():
@@ -33,7 +71,367 @@ def test_usage_error_exit_status():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["run", "--help"]])
 def test_help(args):
     proc = _run(*args)
     assert proc.returncode == 0 and "usage: fastinfl" in proc.stdout
+
+
+# --------------------------------------------------------------- run: formats
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Training (70) and test (12) points x 4 features in every input format, in one folder."""
+    folder = tmp_path_factory.mktemp("data")
+    X, y, _ = fastinfl.datasets.make_logistic(82, 4, seed=5, dtype=np.float64)
+    Xtr, ytr, Xte, yte = X[:70], y[:70], X[70:], y[70:]
+    names = ["f0", "f1", "f2", "f3"]
+    for part, A, b in (("train", Xtr, ytr), ("test", Xte, yte)):
+        np.savez(folder / f"{part}.npz", X=A.astype(np.float32), y=b)
+        np.save(folder / f"{part}.npy", np.column_stack([A, b]))
+        np.save(folder / f"X_{part}.npy", A)
+        np.save(folder / f"y_{part}.npy", b.astype(bool))
+        _write_csv(folder / f"{part}.csv", [*names, "y"], [*A.T, b])
+        _write_csv(folder / f"{part}_mid.csv", ["f0", "label", "f1", "f2", "f3"], [A[:, 0], b, *A[:, 1:].T])
+    return folder, Xtr, ytr, Xte, yte
+
+
+def _reference(Xtr, ytr, Xte, yte, k, l2=1.0, solver="auto", damping=0.0):
+    """TopK, Newton loo_change (helpful, harmful) of each test row, and the Influence, by the Python API."""
+    model = fastinfl.LogisticRegression(l2=l2).fit(Xtr, ytr)
+    inf = fastinfl.Influence(model, Xtr, ytr, solver=solver, damping=damping)
+    top = inf.top_k(Xte, yte, k=k)
+    loo = [np.array([inf.loo_change(Xte[t:t + 1], yte[t:t + 1], train_idx=idx[t], correction="newton")[0]
+                     for t in range(len(yte))]) for idx in (top.helpful_idx, top.harmful_idx)]
+    return top, loo, inf, model
+
+
+def _parse_csv(text, m, k):
+    """(m, k) arrays train_index, influence, loo_change per kind from the CSV output; checks its layout."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["test_index", "kind", "rank", "train_index", "influence", "loo_change"]
+    assert len(rows) == m * 2 * k
+    out = {}
+    for kind in ("helpful", "harmful"):
+        sel = [r for r in rows if r["kind"] == kind]
+        assert [(int(r["test_index"]), int(r["rank"])) for r in sel] == \
+            [(t, j) for t in range(m) for j in range(1, k + 1)]
+        out[kind] = tuple(np.array([float(r[c]) for r in sel]).reshape(m, k)
+                          for c in ("train_index", "influence", "loo_change"))
+    # helpful rows first within each test point
+    assert [r["kind"] for r in rows[: 2 * k]] == ["helpful"] * k + ["harmful"] * k
+    return out
+
+
+def _check(parsed, top, loo):
+    for kind, idx, values, change in (("helpful", top.helpful_idx, top.helpful, loo[0]),
+                                      ("harmful", top.harmful_idx, top.harmful, loo[1])):
+        got_idx, got_values, got_change = parsed[kind]
+        np.testing.assert_array_equal(got_idx, idx)
+        np.testing.assert_allclose(got_values, values, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got_change, change, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("args, float32", [
+    (["train.npz", "test.npz"], True),
+    (["train.npy", "test.npy"], False),
+    (["X_train.npy", "X_test.npy", "--labels", "y_train.npy", "y_test.npy"], False),
+    (["train_mid.csv", "test_mid.csv", "--label-col", "label"], False),
+    (["train.csv", "test.csv"], False),
+    (["train.csv", "test.npz"], False),  # formats may differ; test.npz stays float32
+], ids=["npz", "npy-last-column", "npy-labels", "csv-label-col", "csv-last-column", "csv-npz"])
+def test_run_csv_output_matches_api(data, args, float32):
+    folder, Xtr, ytr, Xte, yte = data
+    proc = _run("run", *args, "--k", "3", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    Xtr_ = Xtr.astype(np.float32) if float32 else Xtr
+    Xte_ = Xte.astype(np.float32) if float32 or args[1] == "test.npz" else Xte
+    top, loo, _, _ = _reference(Xtr_, ytr, Xte_, yte, 3)
+    _check(_parse_csv(proc.stdout, len(yte), 3), top, loo)
+
+
+def test_run_json_self_influence_cg_damping(data):
+    folder, Xtr, ytr, Xte, yte = data
+    proc = _run("run", "train.csv", "test.csv", "--k", "4", "--l2", "0.5", "--solver", "cg", "--damping",
+                "0.01", "--out", "top.json", "--self-influence", "si.json", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    top, loo, inf, model = _reference(Xtr, ytr, Xte, yte, 4, l2=0.5, solver="cg", damping=0.01)
+    records = json.loads((folder / "top.json").read_text())
+    assert [r["test_index"] for r in records] == list(range(len(yte)))
+    assert [r["label"] for r in records] == yte.tolist()
+    p = model.predict_proba(Xte)
+    np.testing.assert_allclose([r["loss"] for r in records], -np.log(np.where(yte == 1, p, 1 - p)), rtol=1e-9)
+    parsed = {kind: tuple(np.array([[e[key] for e in r[kind]] for r in records])
+                          for key in ("train_index", "influence", "loo_change"))
+              for kind in ("helpful", "harmful")}
+    assert all([e["rank"] for e in r["harmful"]] == [1, 2, 3, 4] for r in records)
+    _check(parsed, top, loo)
+    # self-influence: the --k (4) highest, descending
+    si = inf.self_influence()
+    order = np.argsort(-si, kind="stable")[:4]
+    ranking = json.loads((folder / "si.json").read_text())
+    assert [e["rank"] for e in ranking] == [1, 2, 3, 4]
+    assert [e["train_index"] for e in ranking] == order.tolist()
+    assert [e["label"] for e in ranking] == ytr[order].tolist()
+    np.testing.assert_allclose([e["self_influence"] for e in ranking], si[order], rtol=1e-10)
+
+
+def test_run_out_csv_self_influence_all(data):
+    folder, Xtr, ytr, Xte, yte = data
+    proc = _run("run", "train.npy", "test.npy", "--k", "2", "--format", "csv", "--out", "top.txt",
+                "--self-influence", "si.csv", "--self-k", "0", "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    top, loo, inf, _ = _reference(Xtr, ytr, Xte, yte, 2)
+    _check(_parse_csv((folder / "top.txt").read_text(), len(yte), 2), top, loo)
+    rows = list(csv.DictReader(io.StringIO((folder / "si.csv").read_text())))
+    si = inf.self_influence()
+    assert [int(r["train_index"]) for r in rows] == np.argsort(-si, kind="stable").tolist()
+    assert [int(r["rank"]) for r in rows] == list(range(1, 71))
+    np.testing.assert_allclose([float(r["self_influence"]) for r in rows], np.sort(si)[::-1], rtol=1e-12)
+
+
+def test_run_k_above_n_lists_every_training_point(tmp_path):
+    X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    np.savez(tmp_path / "d.npz", X=X, y=[0, 1, 0, 1])
+    proc = _run("run", "d.npz", "d.npz", "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)
+    assert len(records) == 4 and all(len(r["helpful"]) == len(r["harmful"]) == 4 for r in records)
+
+
+def test_plot(data):
+    pytest.importorskip("matplotlib")
+    folder, *_ = data
+    proc = _run("run", "train.npz", "test.npz", "--k", "2", "--out", "top.csv", "--plot", "loo.png",
+                cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "loo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib(data):
+    folder, *_ = data
+    proc = _run("run", "train.npz", "test.npz", "--out", "never.csv", "--plot", "x.png", cwd=folder,
+                cmd=CLI_NO_MPL)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("fastinfl: error: --plot needs matplotlib: pip install matplotlib "
+                                   "(or 'fastinfl[plot]').")
+    assert not (folder / "never.csv").exists()  # stopped before any work
+
+
+# ---------------------------------------------------------------- run: errors
+@pytest.fixture(scope="module")
+def bad(data):
+    """The data folder plus broken files; returns the folder."""
+    folder, Xtr, ytr, *_ = data
+    (folder / "corrupt.npz").write_bytes(b"not a zip archive")
+    (folder / "adir.npz").mkdir()
+    (folder / "train.txt").write_text("1,2\n")
+    np.savez(folder / "no_y.npz", X=Xtr)
+    np.savez(folder / "x3d.npz", X=Xtr[:, :, None], y=ytr)
+    np.save(folder / "flat.npy", Xtr[:, 0])
+    np.save(folder / "y_short.npy", ytr[:-1])
+    np.save(folder / "y_three.npy", np.where(np.arange(70) == 6, 3, ytr))
+    X = Xtr.copy()
+    X[4, 2] = np.nan
+    np.savez(folder / "nan.npz", X=X, y=ytr)
+    X = np.column_stack([Xtr, ytr])
+    X[3, 1] = -np.inf
+    np.save(folder / "inf.npy", X)
+    X = Xtr.copy()
+    X[1, 3] = -1e300
+    np.savez(folder / "huge.npz", X=X, y=ytr)
+    X = np.column_stack([Xtr, ytr])
+    X[5, 4] = 2
+    np.save(folder / "label2.npy", X)
+    np.savez(folder / "half.npz", X=Xtr, y=np.where(np.arange(70) == 9, 0.5, ytr))
+    np.savez(folder / "three_features.npz", X=Xtr[:, :3], y=ytr)
+    np.savez(folder / "one_class.npz", X=Xtr, y=np.ones(70, bool))
+    (folder / "abc.csv").write_text("x1,x2,y\n1,2,0\n3,4,1\n5,abc,0\n")
+    (folder / "ragged.csv").write_text("x1,x2,y\n1,2,0\n3,1\n")
+    (folder / "header_only.csv").write_text("x1,x2,y\n")
+    (folder / "nan.csv").write_text("x1,x2,y\n1,2,0\n3,4,1\n\n5,6,0\nnan,8,1\n")
+    (folder / "minus1.csv").write_text("x1,x2,y\n1,2,0\n3,4,-1\n")
+    _write_csv(folder / "renamed.csv", ["f0", "f1", "g2", "f3", "y"], [*Xtr[:5].T, ytr[:5]])
+    # separable, and (with a duplicated column) singular at l2 = 0
+    np.savez(folder / "separable.npz", X=[[0.0], [1.0], [2.0], [3.0]], y=[0, 0, 1, 1])
+    np.savez(folder / "collinear.npz", X=[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], y=[0, 1, 0, 1])
+    return folder
+
+
+# arguments of `fastinfl run` -> the start of its one-line error message
+ERRORS = {
+    "missing.npz test.npz": "missing.npz: cannot read: No such file or directory.",
+    "adir.npz test.npz": "adir.npz: cannot read: Is a directory.",
+    "corrupt.npz test.npz": "corrupt.npz: not a valid .npz file",
+    "train.txt test.npz": "train.txt: unknown file type '.txt'",
+    "no_y.npz test.npz": "no_y.npz: no array named 'y' (it has X; expected X and y).",
+    "x3d.npz test.npz": "x3d.npz: array X: features must be a 2-D array",
+    "flat.npy test.npy": "flat.npy: expected a 2-D array of features with the labels in the last column",
+    "X_train.npy X_test.npy --labels y_short.npy y_test.npy": "y_short.npy: 69 labels for 70 rows of "
+                                                              "features.",
+    "X_train.npy X_test.npy --labels y_three.npy y_test.npy": "y_three.npy: row 6: label 3 (labels must be 0 "
+                                                              "or 1).",
+    "nan.npz test.npz": "nan.npz: array X, row 4, column 2: nan (features must be finite).",
+    "train.npy inf.npy": "inf.npy: row 3, column 1: -inf (features must be finite).",
+    "train.npz huge.npz": "huge.npz: array X, row 1, column 3: -1e+300: features this large overflow float64 "
+                          "when squared; scale them (for example standardise them).",
+    "label2.npy test.npy": "label2.npy: row 5, column 4 (labels, the last): label 2 (labels must be 0 or 1).",
+    "half.npz test.npz": "half.npz: array y, row 9: label 0.5 (labels must be 0 or 1).",
+    "abc.csv test.csv": "abc.csv: line 4 (row 2), column 'x2': 'abc', not a number.",
+    "ragged.csv test.csv": "ragged.csv: line 3 (row 1) has 2 fields but the header has 3.",
+    "header_only.csv test.csv": "header_only.csv: no data rows after the header.",
+    "train.csv nan.csv": "nan.csv: line 6 (row 3), column 'x1': nan (features must be finite).",
+    "minus1.csv test.csv": "minus1.csv: line 3 (row 1), column 'y': label -1 (labels must be 0 or 1).",
+    "train.csv test.csv --label-col target": "train.csv: no column named 'target' for the labels (columns: "
+                                             "f0, f1, f2, f3, y).",
+    "one_class.npz test.npz": "one_class.npz: every label is 1; the training data need both classes, 0 "
+                              "and 1.",
+    "train.npz three_features.npz": "three_features.npz: 3 feature columns, but train.npz has 4.",
+    "train.csv renamed.csv": "renamed.csv: feature column 2 is 'g2', but in train.csv it is 'f2'",
+    "separable.npz separable.npz --l2 0": "fitting separable.npz: ConvergenceError: the training data are "
+                                          "linearly separable",
+    "collinear.npz collinear.npz --l2 0": "fitting collinear.npz: SingularHessianError: the Hessian of the "
+                                          "training objective is not positive definite",
+    "train.npz test.npz --out nowhere/top.csv": "cannot write nowhere/top.csv: no folder nowhere.",
+}
+
+
+def _main(args, cwd, capsys, monkeypatch):
+    """(exit status, stdout, stderr) of ``fastinfl ARGS`` run in this process (fast: no interpreter start)."""
+    monkeypatch.chdir(cwd)
+    try:
+        status = main(args)
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("args", ERRORS)
+def test_run_error_one_line_exit_1(bad, args, capsys, monkeypatch):
+    status, out, err = _main(["run", *args.split()], bad, capsys, monkeypatch)
+    assert status == 1, err
+    assert out == ""
+    assert err.startswith("fastinfl: error: " + ERRORS[args]), err
+    assert err.count("\n") == 1
+
+
+USAGE = {
+    "train.csv test.csv --labels y_train.npy y_test.npy": "--labels goes with .npy feature files",
+    "train.npz test.npz --label-col y": "--label-col goes with .csv files",
+    "train.npz test.npz --self-k 3": "--self-k goes with --self-influence FILE",
+    "train.npz test.npz --k 0": "argument --k: must be a positive integer; got 0",
+    "train.npz test.npz --l2=-1": "argument --l2: must be a finite number >= 0; got -1",
+    "train.npz test.npz --solver lu": "argument --solver: invalid choice: 'lu'",
+    "train.npz": "the following arguments are required: TEST",
+}
+
+
+@pytest.mark.parametrize("args", USAGE)
+def test_run_usage_error_exit_2(bad, args, capsys, monkeypatch):
+    status, out, err = _main(["run", *args.split()], bad, capsys, monkeypatch)
+    assert status == 2, err
+    assert err.startswith("usage: fastinfl run") and USAGE[args] in err, err
+
+
+@pytest.mark.parametrize("args", ["missing.npz test.npz", "abc.csv test.csv", "train.csv nan.csv",
+                                  "label2.npy test.npy", "separable.npz separable.npz --l2 0",
+                                  "train.csv test.csv --label-col target", "train.npz test.npz --solver lu"])
+def test_errors_in_a_subprocess(bad, args, capsys, monkeypatch):
+    """As a real process: the same one-line message and exit status, no traceback."""
+    proc = _run("run", *args.split(), cwd=bad)
+    in_process = _main(["run", *args.split()], bad, capsys, monkeypatch)
+    assert (proc.returncode, proc.stdout, proc.stderr) == in_process
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(bad):
+    proc = _run("run", "missing.npz", "test.npz", "--debug", cwd=bad)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "InputError: missing.npz: cannot read" in proc.stderr
+
+
+def test_interrupt_exit_130(capsys, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastinfl.cli, "demo", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "fastinfl: interrupted\n"
+
+
+# ------------------------------------------------------------------- progress
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_after_the_delay():
+    term = _Terminal()
+    with Progress("top-k", total=4, stream=term, delay=0.0, interval=0.01) as bar:
+        bar.update(3)
+        time.sleep(0.05)
+    assert re.search(r"\rtop-k \[#{18} {6}\] 3/4 \d+\.\d s", term.getvalue())
+    assert term.getvalue().endswith("\n")
+    term = _Terminal()
+    with Progress("fit", stream=term, delay=0.0, interval=0.01):
+        time.sleep(0.03)
+    assert re.search(r"\rfit \.\.\. \d+\.\d s", term.getvalue())
+    for stream, kwargs in ((_Terminal(), {}),                                      # under the delay
+                           (_Terminal(), {"enabled": False, "delay": 0.0}),        # --quiet
+                           (io.StringIO(), {"delay": 0.0})):                       # not a terminal
+        with Progress("fit", stream=stream, interval=0.01, **kwargs):
+            time.sleep(0.03)
+        assert stream.getvalue() == ""
+
+
+# ------------------------------------------------------------ docs/cli.md
+def test_docs_cli_commands_run_as_shown(tmp_path):
+    """Every command in docs/cli.md runs on its example files; shown output and errors match."""
+    text = DOC.read_text()
+    files = dict(re.findall(r"<!-- file: (\S+) -->\n```text\n(.*?)```", text, flags=re.S))
+    assert set(files) == {"train.csv", "test.csv"}
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+        data = np.loadtxt(tmp_path / name, delimiter=",", skiprows=1)
+        part = name.split(".")[0]
+        np.savez(tmp_path / f"{part}.npz", X=data[:, :-1], y=data[:, -1])
+        np.save(tmp_path / f"X_{part}.npy", data[:, :-1])
+        np.save(tmp_path / f"y_{part}.npy", data[:, -1])
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+                for line in block.strip().splitlines()]
+    assert len(commands) == 5 and all(c.startswith("fastinfl ") for c in commands)
+    try:
+        import matplotlib  # noqa: F401
+        have_mpl = True
+    except ImportError:
+        have_mpl = False
+    results = {}
+    for command in commands:
+        proc = _run(*shlex.split(command)[1:], cwd=tmp_path)
+        if "--plot" in command and not have_mpl:
+            assert proc.returncode == 1 and "--plot needs matplotlib" in proc.stderr
+        else:
+            assert proc.returncode == 0, (command, proc.stderr)
+        results[command] = proc.stdout
+    for path in ("top.json", "top.csv", "suspects.csv") + (("loo.png",) if have_mpl else ()):
+        assert (tmp_path / path).stat().st_size > 0, path
+    # the output shown under a command is what it prints
+    shown = re.findall(r"```bash\n([^\n]*)\n```\n\n<!-- output -->\n```text\n(.*?)```", text, flags=re.S)
+    assert len(shown) == 1
+    for command, output in shown:
+        got = list(csv.reader(io.StringIO(results[command])))
+        want = list(csv.reader(io.StringIO(output)))
+        assert got[0] == want[0] and len(got) == len(want)
+        for g, w in zip(got[1:], want[1:], strict=True):
+            assert g[:4] == w[:4]
+            np.testing.assert_allclose([float(v) for v in g[4:]], [float(v) for v in w[4:]], rtol=1e-9)
+    # the error example: an empty x2 in the third data row of train.csv
+    example = re.search(r"^fastinfl: error: train\.csv: .*$", text, flags=re.M).group(0)
+    lines = files["train.csv"].splitlines()
+    fields = lines[3].split(",")
+    lines[3] = ",".join([fields[0], "", fields[2]])
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    proc = _run("run", "train.csv", "test.csv", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == example
