@@ -105,6 +105,7 @@ class Influence:
         self.memory_limit = check_scalar(memory_limit, "memory_limit", integer=True, min_value=1)
         self.batch_size = check_scalar(batch_size, "batch_size", integer=True, min_value=1,
                                        allow_none=True)
+        stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
         self._ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         self._coef = model.coef_
         self._intercept = model.intercept_
@@ -120,7 +121,6 @@ class Influence:
         _kernels._residuals_weights(z, self.y_train, self._r, self._s)
         self._H = None
         self._chol = None
-        stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
         if self.grad_norm_ > stationarity_tol * n:
             warnings.warn(
                 f"the parameters are not a stationary point of the training objective: "
@@ -173,12 +173,17 @@ class Influence:
         ConvergenceError when CG does not reach ``tol`` within ``max_iter``.
         """
         V2, was_1d = check_vectors(V, "V", self.n_params)
-        out = np.empty_like(V2)
-        for lo, hi in self._batches(V2.shape[0], 8 * self.n_params):
-            out[lo:hi] = self._solve(V2[lo:hi])
+        out = self._solve_rows(V2)
         return out[0] if was_1d else out
 
     # --------------------------------------------------------------- solvers
+    def _solve_rows(self, B):
+        """H^-1 applied to every row of the float64 (k, p) array B, in batches; a new array."""
+        out = np.empty_like(B)
+        for lo, hi in self._batches(B.shape[0], 8 * self.n_params):
+            out[lo:hi] = self._solve(B[lo:hi])
+        return out
+
     def _solve(self, B):
         """H^-1 applied to the rows of the (k, p) float64 array B."""
         if self._use_direct:
@@ -252,7 +257,7 @@ class Influence:
         if X is None:
             return self.X_train, self.y_train
         X = check_X(X, name, n_features=self.model.n_features_)
-        return X, check_y(y, X.shape[0], "y" if name == "X" else name.replace("X", "y"))
+        return X, check_y(y, X.shape[0], "y" + name[1:])
 
     def _train_rows(self, idx):
         """x~_i for the training rows idx, as a float64 (len(idx), p) array."""
@@ -274,8 +279,13 @@ class Influence:
     # ------------------------------------------------------------ influence
     def s_test(self, X_test, y_test):
         """(m, p) rows H^-1 g(z_test) for each test point, solved in batches."""
-        X_test, y_test = self._check_data(X_test, y_test, "X_test")
-        return self.inverse_hvp(self.gradients(X_test, y_test))
+        return self._s_test(*self._check_data(X_test, y_test, "X_test"))
+
+    def _s_test(self, X_test, y_test):
+        """s_test of validated test data."""
+        G = np.empty((X_test.shape[0], self.n_params))
+        _kernels._per_example_grads(X_test, y_test, self._coef, self._intercept, G)
+        return self._solve_rows(G)
 
     def influence(self, X_test, y_test, train_idx=None):
         """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None).
@@ -285,7 +295,7 @@ class Influence:
         X_test, y_test = self._check_data(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((X_test.shape[0], idx.shape[0]), "influence")
-        S = self.s_test(X_test, y_test)
+        S = self._s_test(X_test, y_test)
         out = np.empty((S.shape[0], idx.shape[0]))
         with single_threaded_blas():
             _kernels._influence(self.X_train, self._r, S, idx, out)
@@ -309,7 +319,7 @@ class Influence:
         # per test point: 64 chunks x 2 lists x k (value, index) pairs, plus a block column per thread
         per_item = 64 * 4 * 8 * k + 2 * 8 * 512
         for lo, hi in self._batches(m, per_item):
-            S = self.s_test(X_test[lo:hi], y_test[lo:hi])
+            S = self._s_test(X_test[lo:hi], y_test[lo:hi])
             with single_threaded_blas():
                 call_interruptible(_kernels._top_k, self.X_train, self._r, S, out.helpful[lo:hi],
                                    out.helpful_idx[lo:hi], out.harmful[lo:hi], out.harmful_idx[lo:hi])
@@ -361,7 +371,7 @@ class Influence:
         idx = check_indices(train_idx, self.n_samples)
         d = self.X_train.shape[1]
         self._check_result_size((X_test.shape[0], idx.shape[0], d), "perturbation")
-        S = self.s_test(X_test, y_test)
+        S = self._s_test(X_test, y_test)
         proj = self._train_rows(idx) @ S.T  # (n_sel, m): s_t . x~_i
         s_sel, r_sel = self._s[idx], self._r[idx]
         out = np.empty((S.shape[0], idx.shape[0], d))
