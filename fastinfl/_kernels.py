@@ -240,13 +240,19 @@ def _hessian_rows(X, s, lo, hi, H_acc, stop):
         syrk_lower(B, m, H_acc)
 
 
+@kernel()
+def hessian_chunk_count(n, p):
+    """Row chunks of ``_hessian_sum``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
+    return _chunk_count(n, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+
+
 @kernel(parallel=True)
 def _hessian_sum(X, s, ridge, H_out, stop):
     """H_out (p, p) = sum_i s_i x~_i x~_i^T + diag(ridge), in one pass over X.
 
     Each chunk scales row blocks into a float64 buffer B = sqrt(s) x~ and adds
     B^T B to the lower triangle of its own (p, p) sum with one BLAS dsyrk;
-    no n x p temporary. Call under ``single_threaded_blas()``. ``stop`` (1,)
+    no n x p temporary. Call through ``model.hessian_sum`` (BLAS threads). ``stop`` (1,)
     uint8: the kernel returns early (with a meaningless H_out) once stop[0] is set.
 
     Performance (2 cores, dgemm measured 139-172 GFLOP/s; "effective" counts
@@ -257,7 +263,7 @@ def _hessian_sum(X, s, ridge, H_out, stop):
     n = X.shape[0]
     p = H_out.shape[0]
     H_out[:] = 0.0
-    nch = _chunk_count(n, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    nch = hessian_chunk_count(n, p)
     if nch == 1:
         _hessian_rows(X, s, 0, n, H_out, stop)
     else:

@@ -11,7 +11,7 @@ from ._config import single_threaded_blas
 from ._interrupt import call_interruptible
 from ._validation import check_choice, check_indices, check_scalar, check_vectors, check_X, check_y
 from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
-from .model import cholesky, ridge_diagonal
+from .model import cholesky, hessian_sum, ridge_diagonal
 
 SOLVERS = ("auto", "direct", "cg")
 CORRECTIONS = ("none", "newton")
@@ -145,10 +145,7 @@ class Influence:
         if self._H is None:
             self._check_result_size((self.n_params, self.n_params), "the Hessian",
                                     "use solver='cg', which never forms it, or raise memory_limit.")
-            H = np.empty((self.n_params, self.n_params))
-            with single_threaded_blas():
-                call_interruptible(_kernels._hessian_sum, self.X_train, self._s, self._ridge, H)
-            self._H = H
+            self._H = hessian_sum(self.X_train, self._s, self._ridge)
         return self._H.copy()
 
     def gradients(self, X=None, y=None):

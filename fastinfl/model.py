@@ -1,5 +1,7 @@
 """L2-regularised binary logistic regression, fitted by Newton's method on the kernels."""
 
+import contextlib
+
 import numpy as np
 import scipy.linalg
 
@@ -19,6 +21,21 @@ def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
     if fit_intercept:
         ridge[-1] = damping
     return ridge
+
+
+def hessian_sum(X, s, ridge):
+    """(p, p) sum_i s_i x~_i x~_i^T + diag(ridge) from the parallel kernel; Ctrl-C interrupts it.
+
+    With several row chunks each thread calls BLAS on its own chunk, so BLAS is held to one
+    thread; with a single chunk (p > 2048, where per-chunk buffers would pass 64 MiB) BLAS
+    threads each dsyrk itself (measured at p = 3000: one core busy otherwise).
+    """
+    p = ridge.shape[0]
+    H = np.empty((p, p))
+    several = _kernels.hessian_chunk_count(X.shape[0], p) > 1
+    with single_threaded_blas() if several else contextlib.nullcontext():
+        call_interruptible(_kernels._hessian_sum, X, s, ridge, H)
+    return H
 
 
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
@@ -110,7 +127,6 @@ class LogisticRegression:
         z = np.empty(n)
         r = np.empty(n)
         s = np.empty(n)
-        H = np.empty((p, p))
 
         def evaluate(t):
             loss, min_margin = _kernels._loss_grad(X, y, t[:d], self._b(t), grad, z)
@@ -138,8 +154,7 @@ class LogisticRegression:
                        if self.l2 == 0.0 else ".")
                 )
             _kernels._residuals_weights(z, y, r, s)  # z: margins of the last evaluate(theta)
-            with single_threaded_blas():
-                call_interruptible(_kernels._hessian_sum, X, s, ridge, H)
+            H = hessian_sum(X, s, ridge)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
                     "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
                 "check X for constant or duplicated columns"

@@ -188,3 +188,14 @@ def test_every_kernel_uses_the_shared_decorator(name, disp):
 def test_hessian_ridge_diagonal():
     np.testing.assert_array_equal(ridge_diagonal(3, True, 2.0, 0.5), [2.5, 2.5, 2.5, 0.5])
     np.testing.assert_array_equal(ridge_diagonal(2, False, 2.0), [2.0, 2.0])
+
+
+def test_hessian_wide_single_chunk_matches_reference():
+    # p > 2048: one row chunk, BLAS left multi-threaded for the dsyrk itself
+    X, y = make_problem(n=9000, d=2100, seed=5, scale=0.05)
+    coef = np.random.default_rng(1).standard_normal(2100) * 0.05
+    assert _kernels.hessian_chunk_count(9000, 2101) == 1 < _kernels.hessian_chunk_count(9000, 101)
+    model = fastinfl.LogisticRegression.from_params(coef, 0.1, l2=1.0)
+    with pytest.warns(fastinfl.StationarityWarning):
+        inf = fastinfl.Influence(model, X, y, solver="cg")
+    np.testing.assert_allclose(inf.hessian(), reference.hessian(X, coef, 0.1, l2=1.0), rtol=1e-12, atol=1e-12)
