@@ -1,7 +1,7 @@
 """Benchmark problems: one per (n, d, dtype), built once per session.
 
-The default size runs in seconds; FASTINFL_BENCH_LARGE=1 adds n = 10^5 and 10^6
-at d = 100, marked ``slow``.
+The default size runs in seconds; FASTINFL_BENCH_LARGE=1 adds n = 10^4 at d = 1000
+and n = 10^5 and 10^6 at d = 100, marked ``slow``.
 """
 
 import os
@@ -13,7 +13,7 @@ from bench.cases import Problem
 
 SHAPES = [(20_000, 50)]
 if os.environ.get("FASTINFL_BENCH_LARGE") == "1":
-    SHAPES += [(100_000, 100), (1_000_000, 100)]
+    SHAPES += [(10_000, 1000), (100_000, 100), (1_000_000, 100)]
 
 PARAMS = [
     pytest.param((n, d, dtype), id=f"{n}x{d}-{np.dtype(dtype).name}",

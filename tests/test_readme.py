@@ -24,3 +24,18 @@ def test_readme_commands_are_the_ci_commands():
     assert "pip install '.[test]' && pytest" in text
     assert "pip install -q '.[test]'" in ci and "\npytest" in ci
     assert "pip install . && fastinfl demo" in text
+
+
+def test_readme_main_command_runs_as_written():
+    """`fastinfl demo` with its defaults (10^6 x 50 synthetic rows): the README's main job."""
+    import shutil
+    import subprocess
+    import sys
+
+    assert "&& fastinfl demo\n" in README.read_text()
+    exe = shutil.which("fastinfl")
+    cmd = [exe, "demo", "--quiet"] if exe else [sys.executable, "-m", "fastinfl.cli", "demo", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Training point 1 (x=1.0, y=0): 0.228624" in proc.stdout
+    assert "Synthetic data: 1,000,000 training and 1,000 test points, 50 features" in proc.stdout
