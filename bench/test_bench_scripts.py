@@ -15,3 +15,12 @@ def test_end_to_end_memory_mapped(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| inf.top_k(X_test, y_test, k=3), m = 20 |" in out
     assert not list(tmp_path.iterdir()), "X.npy must be deleted without --keep"
+
+
+def test_report_prints_table(capsys):
+    from bench import report
+
+    report.main(["--n", "3000", "--d", "5", "--ops", "hessian,hvp,top_k", "--budget", "0"])
+    out = capsys.readouterr().out
+    assert "| hessian (with Influence() setup) | 3000x5 float64 |" in out
+    assert "| top_k (m=1000, k=10" in out
