@@ -24,3 +24,12 @@ def test_report_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| hessian (with Influence() setup) | 3000x5 float64 |" in out
     assert "| top_k (m=1000, k=10" in out
+
+
+def test_compile_time_prints_table(capsys):
+    from bench import compile_time
+
+    compile_time.main()  # fresh processes with an empty Numba cache: compiles everything once
+    out = capsys.readouterr().out
+    assert "| fit + influence, float64 | empty (cold) |" in out
+    assert "| import only (best of 3) | warm |" in out
