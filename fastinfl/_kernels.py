@@ -69,7 +69,7 @@ def _load_block(X, lo, hi, A):
             A[i, d] = 1.0
 
 
-# ------------------------------------------------------------------ row maps
+# ---------------------------------------------------------------- validation
 @kernel()
 def _sum_squares_rows(X, lo, hi):
     total = 0.0
@@ -93,7 +93,7 @@ def _sum_squares(X):
     return parts.sum()
 
 
-
+# ------------------------------------------------------------------ row maps
 @kernel()
 def _margins_rows(X, coef, intercept, lo, hi, z_out):
     for i in range(lo, hi):
@@ -102,7 +102,7 @@ def _margins_rows(X, coef, intercept, lo, hi, z_out):
 
 @kernel(parallel=True)
 def _margins(X, coef, intercept, z_out):
-    """z_out (n,) = X @ coef + intercept: the one pass over X behind every per-row quantity."""
+    """z_out (n,) = X @ coef + intercept (``_loss_grad`` also returns them, with the gradient)."""
     n = X.shape[0]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
     rows = (n + nch - 1) // nch

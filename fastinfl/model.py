@@ -157,7 +157,8 @@ class LogisticRegression:
             H = hessian_sum(X, s, ridge)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
                     "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
-                "check X for constant or duplicated columns"
+                ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
+                 "every sigma'(z) underflows; scale the features")
             step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                            grad, check_finite=False)
             slope = float(grad @ step)
