@@ -199,3 +199,26 @@ def test_hessian_wide_single_chunk_matches_reference():
     with pytest.warns(fastinfl.StationarityWarning):
         inf = fastinfl.Influence(model, X, y, solver="cg")
     np.testing.assert_allclose(inf.hessian(), reference.hessian(X, coef, 0.1, l2=1.0), rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_signatures_stay_few():
+    """Any input layout or dtype reaches the kernels as C-contiguous float32 or float64 (plus read-only)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numpy as np, fastinfl
+        from fastinfl import _kernels
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((300, 3)); y = (rng.random(300) < 0.5).astype(int)
+        ro = X.copy(); ro.setflags(write=False)
+        for Xv in (X, X.astype(np.float32), np.round(X * 3).astype(np.int64), np.asfortranarray(X),
+                   X.astype(np.float32)[:, ::1], X.tolist(), ro, X > 0):
+            m = fastinfl.LogisticRegression(l2=1.0).fit(Xv, y)
+            fastinfl.Influence(m, Xv, y).influence(Xv[:2], y[:2])
+        print(len(_kernels._hessian_sum.signatures), len(_kernels._loss_grad.signatures))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    # float64, float32 and read-only float64: three variants, whatever came in
+    assert out.split() == ["3", "3"]
