@@ -17,8 +17,8 @@ FASTMATH = frozenset({"nsz", "contract", "reassoc"})
 CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
 
 # Rows per block in the kernels that copy a row block to a float64 buffer and
-# hand it to BLAS (Hessian, batched HVP, influence). 512 rows x p <= 1000
-# columns stays in L2; measured best of 128..4096 for the Hessian at d=100.
+# hand it to BLAS (batched HVP, influence, top-k): 512 rows x p <= 1000 columns
+# stays in L2; the Hessian's dsyrk uses its own, measured HESSIAN_BLOCK_ROWS.
 BLOCK_ROWS = 512
 
 

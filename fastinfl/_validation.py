@@ -45,9 +45,9 @@ def check_finite(arr, name):
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")
     big = float(np.abs(arr).max())
+    advice = " Scale the features (for example standardise them)." if name.startswith("X") else ""
     raise ValueError(
-        f"{name} holds values up to {big:.3g} in magnitude: their squares overflow float64. "
-        "Scale the features (for example standardise them)."
+        f"{name} holds values up to {big:.3g} in magnitude: their squares overflow float64.{advice}"
     )
 
 
@@ -154,14 +154,33 @@ def check_indices(idx, n, name="train_idx"):
         raise ValueError(f"{name} must hold integer indices; got a boolean array (use np.flatnonzero).")
     if arr.size and arr.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integer indices; got dtype {arr.dtype}.")
-    arr = arr.astype(np.int64)
-    bad = (arr < -n) | (arr >= n)
+    bad = (arr >= n) if arr.dtype.kind == "u" else (arr < -n) | (arr >= n)  # before any cast wraps
     if bad.any():
         raise ValueError(
-            f"{name} holds {int(arr[bad][0])}, out of range for {n} training points "
+            f"{name} holds {arr[bad][0]}, out of range for {n} training points "
             f"(valid: -{n} to {n - 1})."
         )
+    arr = arr.astype(np.int64)
     return np.ascontiguousarray(np.where(arr < 0, arr + n, arr))
+
+
+def check_model(model, name="model"):
+    """Raise unless ``model`` is a fitted fastinfl.LogisticRegression (TypeError / ValueError)."""
+    from .model import LogisticRegression
+
+    if not isinstance(model, LogisticRegression):
+        raise TypeError(
+            f"{name} must be a fastinfl.LogisticRegression; got {type(model).__name__}. "
+            "Convert a fitted scikit-learn model with fastinfl.LogisticRegression.from_sklearn()."
+        )
+    model._check_fitted()
+
+
+def check_bool(value, name):
+    """Return ``value`` if it is True or False (numpy bools included), else raise ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}.")
+    return bool(value)
 
 
 def check_choice(value, name, choices):

@@ -29,7 +29,7 @@ def seed_fit(lr=0.1, n_steps=2000):
 _CHUNK_ROWS = 1 << 16
 
 
-def make_logistic(n, d, *, seed=0, dtype=np.float32, out=None, intercept=-0.5):
+def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     """Reproducible synthetic logistic-regression data, generated in row chunks.
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have

@@ -3,7 +3,8 @@
 import numpy as np
 
 from . import _kernels
-from ._validation import check_indices, check_scalar, check_X, check_y
+from ._validation import check_indices, check_model, check_scalar, check_X, check_y
+from .exceptions import ConvergenceError
 from .model import LogisticRegression
 
 
@@ -39,7 +40,7 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         loss(z_test_t; theta_{-i}) - loss(z_test_t; theta) for i = train_idx[j].
         Compare with ``Influence.loo_change``.
     """
-    model._check_fitted()
+    check_model(model)
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")
     X_test = check_X(X_test, "X_test", n_features=model.n_features_)
@@ -57,6 +58,9 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
     base_losses = _test_losses(base, X_test, y_test)
     out = np.empty((X_test.shape[0], idx.shape[0]))
     for j, i in enumerate(idx):
-        loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
+        try:
+            loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
+        except (ValueError, ConvergenceError) as exc:
+            raise type(exc)(f"refitting without training point {i} (train_idx[{j}]): {exc}") from exc
         out[:, j] = _test_losses(loo, X_test, y_test) - base_losses
     return out

@@ -135,23 +135,29 @@ class LogisticRegression:
 
         F, min_margin = evaluate(theta)
         gtol = self.tol * n
+        last_step = np.zeros(p)
         for it in range(self.max_iter + 1):
             if self.l2 == 0.0 and min_margin > 0.0:
                 raise ConvergenceError(
-                    f"the training data are linearly separable (the Newton iterate after {it} "
-                    "steps classifies every point correctly with a positive margin), so with "
+                    f"the training data are linearly separable (Newton iterate {it} classifies "
+                    "every point correctly with a positive margin), so with "
                     "l2 = 0 the loss has no minimum: it keeps falling as ||coef|| grows. "
                     "Fit with l2 > 0 (for example l2=1.0)."
                 )
             gmax = float(np.max(np.abs(grad)))
             if gmax <= gtol:
+                if self.l2 == 0.0 and it > 0:
+                    self._check_recession(X, y, last_step)
                 break
             if it == self.max_iter:
+                stalled = it > 0 and np.max(np.abs(last_step)) <= 1e-12 * max(1.0, np.max(np.abs(theta)))
                 raise ConvergenceError(
                     f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
-                    f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. Raise max_iter"
-                    + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)."
-                       if self.l2 == 0.0 else ".")
+                    f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. "
+                    + ("The steps are at rounding level: the gradient cannot get smaller in float64 "
+                       "at this scale of X; standardise the features or loosen tol." if stalled else
+                       "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
+                                           "separable)." if self.l2 == 0.0 else "."))
                 )
             _kernels._residuals_weights(z, y, r, s)  # z: margins of the last evaluate(theta)
             H = hessian_sum(X, s, ridge)
@@ -174,10 +180,29 @@ class LogisticRegression:
                     f"the line search found no decrease of the objective at Newton iteration {it} "
                     f"(max|grad F| = {gmax:.3g}); the problem is badly conditioned: use a larger l2."
                 )
-            theta = theta + t * step
+            last_step = t * step
+            theta = theta + last_step
             F, min_margin = F_new, margin_new
         self._set_params(theta, d, it, True)
         return self
+
+    def _check_recession(self, X, y, step):
+        """ConvergenceError if the last Newton step is a direction along which the loss never rises.
+
+        With l2 = 0, a step u with (2 y_i - 1) x~_i . u >= 0 for every i (and > 0 for some) is a
+        certificate of quasi-complete separation: the loss falls forever along u, so the
+        gradient test passed only because it decays like e^-||theta||, not at an optimum.
+        """
+        d = X.shape[1]
+        u = np.empty(X.shape[0])
+        _kernels._margins(X, step[:d], self._b(step), u)
+        signed = np.where(y > 0.5, u, -u)
+        if signed.max() > 0.0 and signed.min() >= -1e-8 * np.abs(u).max():
+            raise ConvergenceError(
+                "the training data are quasi-separable: along the last Newton step no training point's "
+                "loss rises and some fall, so with l2 = 0 the loss has no minimum and ||coef|| grows "
+                "without bound as tol shrinks. Fit with l2 > 0 (for example l2=1.0)."
+            )
 
     # ---------------------------------------------------------- construction
     def _b(self, theta):
@@ -242,7 +267,7 @@ class LogisticRegression:
         C = float(params.get("C", 1.0))
         if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
             l2 = 0.0
-        elif penalty in ("l2", "deprecated") and l1_ratio == 0.0:
+        elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
             l2 = 1.0 / C
         else:
             raise ValueError(

@@ -84,12 +84,12 @@ def self_influence(H, G):
     return np.einsum("ij,ij->i", G, inverse_hvp(H, G))
 
 
-def leverage(X, coef, intercept, H, fit_intercept=True):
+def leverage(X, coef, H, intercept=0.0, fit_intercept=True):
     """(n,) diagonal of the hat matrix S^1/2 X~ H^-1 X~^T S^1/2."""
     Xt = design(X, fit_intercept)
     sig = _sigmoid(Xt @ _theta(coef, intercept, fit_intercept))
     W = np.sqrt(sig * (1 - sig))[:, None] * Xt
-    return np.diag(W @ np.linalg.inv(H) @ W.T).copy()
+    return np.einsum("ij,ij->i", W @ np.linalg.inv(H), W)
 
 
 def loo_change(infl, lev=None):

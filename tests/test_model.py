@@ -190,3 +190,22 @@ def test_predict_proba_feature_count_checked():
         model.predict_proba(np.ones((4, 3)))
     with pytest.raises(ValueError, match="not fitted"):
         fastinfl.LogisticRegression().predict_proba(np.ones((4, 3)))
+
+
+def test_from_sklearn_accepts_l2_spelled_as_elasticnet(breast_cancer):
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+
+    X, y = breast_cancer
+    sk = SkLogisticRegression(penalty="elasticnet", l1_ratio=0.0, C=2.0, solver="saga", max_iter=20)
+    with pytest.warns(Warning):  # saga is not converged after 20 iterations and the penalty spelling is old
+        sk.fit(X, y)
+    assert fastinfl.LogisticRegression.from_sklearn(sk).l2 == 0.5
+
+
+def test_influence_state_does_not_follow_later_model_changes():
+    X, y = make_problem(n=300, d=3, seed=3)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    before = inf.influence(X[:4], y[:4])
+    model.coef_ *= 2.0
+    np.testing.assert_array_equal(inf.influence(X[:4], y[:4]), before)

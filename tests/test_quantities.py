@@ -32,7 +32,7 @@ def test_quantities_match_reference(problem, solver, batch_size):
     tol = dict(rtol=1e-10, atol=1e-15) if inf._use_direct else dict(rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(inf.params_change(idx), reference.params_change(H, G[idx]), **tol)
     np.testing.assert_allclose(inf.self_influence(idx), reference.self_influence(H, G[idx]), **tol)
-    lev = reference.leverage(X[idx], model.coef_, model.intercept_, H)
+    lev = reference.leverage(X[idx], model.coef_, H, model.intercept_)
     np.testing.assert_allclose(inf.leverage(idx), lev, **tol)
     infl = reference.influence(X, y, X_test, y_test, model.coef_, model.intercept_, l2=L2)[:, idx]
     np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="none"),

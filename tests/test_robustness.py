@@ -21,6 +21,12 @@ def model():
     return LogisticRegression(l2=1.0).fit(X, Y)
 
 
+def _sklearn_model():
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+
+    return SkLogisticRegression().fit(X, Y)
+
+
 @functools.lru_cache(maxsize=None)
 def inf():
     return Influence(model(), X, Y)
@@ -81,6 +87,15 @@ CASES = [
      ValueError, r"init_params must have shape \(4,\); got \(2,\)"),
     ("fit", "separable data, l2 = 0", lambda: LogisticRegression(l2=0).fit(X, X[:, 0] > 0),
      fastinfl.ConvergenceError, r"linearly separable.*l2 > 0"),
+    ("fit", "quasi-separable data (ties on the boundary), l2 = 0",
+     lambda: LogisticRegression(l2=0).fit([[-2.0], [-1.0], [0.0], [0.0], [1.0], [2.0]], [0, 0, 0, 1, 1, 1]),
+     fastinfl.ConvergenceError, r"quasi-separable.*l2 > 0"),
+    ("fit", "a flag column set only on positives, l2 = 0",
+     lambda: LogisticRegression(l2=0).fit(np.c_[X, (Y == 1) & (np.arange(300) < 100)], Y),
+     fastinfl.ConvergenceError, r"quasi-separable"),
+    ("fit", "features of magnitude 1e8 (gradient at its rounding floor)",
+     lambda: LogisticRegression(l2=1.0, max_iter=30).fit(X * 1e8, Y),
+     fastinfl.ConvergenceError, r"steps are at rounding level.*standardise the features"),
     ("fit", "duplicated column, l2 = 0", lambda: LogisticRegression(l2=0).fit(np.c_[X, X[:, 1]], Y),
      fastinfl.SingularHessianError, r"not positive definite.*use l2 > 0"),
     ("fit", "max_iter reached", lambda: LogisticRegression(max_iter=1).fit(X, Y),
@@ -99,6 +114,10 @@ CASES = [
      ValueError, r"intercept must be finite"),
     ("Influence", "unfitted model", lambda: Influence(LogisticRegression(), X, Y),
      ValueError, r"not fitted"),
+    ("Influence", "a scikit-learn estimator as model", lambda: Influence(_sklearn_model(), X, Y),
+     TypeError, r"model must be a fastinfl.LogisticRegression; got LogisticRegression.*from_sklearn"),
+    ("Influence", "verify='no'", lambda: Influence(model(), X, Y, verify="no"),
+     ValueError, r"verify must be True or False; got 'no'"),
     ("Influence", "X_train with 2 features", lambda: Influence(model(), X[:, :2], Y),
      ValueError, r"X_train has 2 features but the model has 3"),
     ("Influence", "y_train with NaN", lambda: Influence(model(), X, _with(Y, 4, np.nan)),
@@ -138,6 +157,11 @@ CASES = [
      ValueError, r"train_idx holds 300, out of range for 300 training points"),
     ("influence", "train_idx = -301", lambda: inf().influence(XT, YT, train_idx=[-301]),
      ValueError, r"train_idx holds -301, out of range"),
+    ("influence", "train_idx uint64 2**64 - 1 (would wrap to -1)",
+     lambda: inf().influence(XT, YT, train_idx=np.array([2**64 - 1], np.uint64)),
+     ValueError, r"train_idx holds 18446744073709551615, out of range"),
+    ("gradients", "X without y", lambda: inf().gradients(XT),
+     ValueError, r"y is required with X"),
     ("influence", "train_idx float", lambda: inf().influence(XT, YT, train_idx=[1.0]),
      ValueError, r"train_idx must hold integer indices; got dtype float64"),
     ("influence", "train_idx boolean mask", lambda: inf().influence(XT, YT, train_idx=np.ones(300, bool)),
@@ -157,6 +181,9 @@ CASES = [
      ValueError, r"train_idx must be 1-D"),
     ("loo_retrain", "train_idx out of range", lambda: loo_retrain(model(), X, Y, [300], XT, YT),
      ValueError, r"train_idx holds 300"),
+    ("loo_retrain", "removing the only point of class 1",
+     lambda: loo_retrain(model(), X[:60], np.r_[np.zeros(59), 1], [59], XT, YT),
+     ValueError, r"refitting without training point 59 \(train_idx\[0\]\): y holds only class 0"),
     ("loo_retrain", "y_test with 2", lambda: loo_retrain(model(), X, Y, [0], XT, _with(YT, 1, 2)),
      ValueError, r"y_test must hold labels 0 and 1 only"),
     ("make_logistic", "n = 0", lambda: fastinfl.datasets.make_logistic(0, 3),
