@@ -5,6 +5,7 @@ that the first call in a new process loads machine code instead of compiling).
 """
 
 import os
+import threading
 from contextlib import contextmanager
 
 from numba import njit
@@ -33,7 +34,9 @@ def kernel(parallel=False):
     )
 
 
-_controller = None
+_lock = threading.Lock()
+_users = 0  # calls inside single_threaded_blas(), over all Python threads
+_limiter = None
 
 
 @contextmanager
@@ -43,11 +46,22 @@ def single_threaded_blas():
     Kernels parallel over row blocks call BLAS from each Numba thread; letting
     OpenBLAS spawn its own threads on top over-subscribes the cores (measured:
     Hessian 10^6 x 100 on 2 cores, 0.58 s with BLAS threads, 0.32 s without).
+    The limit is process-wide: the first caller sets it and the last one restores
+    the original, so overlapping calls from several Python threads leave BLAS as
+    they found it.
     """
-    global _controller
-    if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+    global _users, _limiter
+    with _lock:
+        if _users == 0:
+            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
 
-        _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
+            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
+        _users += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                _limiter.restore_original_limits()
+                _limiter = None

@@ -58,3 +58,35 @@ def test_call_interruptible_returns_value_and_propagates_errors():
 
     with pytest.raises(ValueError, match="boom"):
         call_interruptible(failing)
+
+
+def test_concurrent_calls_leave_blas_threads_as_they_were():
+    import threading
+
+    from problems import make_problem
+    from threadpoolctl import threadpool_info
+
+    import fastinfl
+
+    X, y = make_problem(n=6000, d=20, seed=1)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(inf.top_k(X[:30], y[:30], k=3).helpful_idx)
+                inf.hvp(np.ones((9, 21)))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(np.array_equal(r, results[0]) for r in results)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before
