@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 from . import _cg, _kernels
 from ._config import single_threaded_blas
@@ -28,6 +29,8 @@ CORRECTIONS = ("none", "newton")
 # and runs CG on Hessian-vector products (O(n p) per iteration) above it.
 AUTO_DIRECT_MAX_P = 2000
 _VERIFY_SAMPLE = 8
+# The direct solver refuses H beyond this condition number (relative error ~ cond x 1e-16).
+MAX_CONDITION = 1e13
 DEFAULT_MEMORY_LIMIT = 1 << 30
 
 
@@ -197,13 +200,30 @@ class Influence:
         """H^-1 applied to the rows of the (k, p) float64 array B."""
         if self._use_direct:
             if self._chol is None:
-                self._chol = cholesky(self.hessian(), hint="add damping > 0 or fit with l2 > 0")
+                self._chol = self._factor()
             X = scipy.linalg.cho_solve(self._chol, B.T, check_finite=False).T
         else:
             X = self._cg(B)
         if self.verify:
             self._verify(B, X)
         return X
+
+    def _factor(self):
+        """Cholesky factor of H; SingularHessianError when H is not, or only numerically, positive definite.
+
+        LAPACK's dpocon estimates cond(H) in O(p^2). Beyond MAX_CONDITION the direct solve's
+        relative error (about cond(H) x 1e-16) could pass 1e-3, so it is refused, not returned.
+        """
+        H = self.hessian()
+        chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
+        rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
+        if rcond * MAX_CONDITION < 1.0:
+            raise SingularHessianError(
+                f"the Hessian is numerically singular: condition number about {1 / max(rcond, 1e-300):.2g} "
+                f"(> {MAX_CONDITION:.0e}), so solves could lose every digit beyond the first few. "
+                "Add damping > 0 (for example 1e-6 x the largest diagonal entry) or fit with l2 > 0."
+            )
+        return chol
 
     def _cg(self, B):
         k, p = B.shape

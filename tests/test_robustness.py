@@ -142,6 +142,11 @@ CASES = [
      lambda: Influence(LogisticRegression.from_params([1e4, 1e4, 1e4], 0.0), np.abs(X) + 1, np.ones(300),
                        solver="direct").inverse_hvp(np.ones(4)),
      fastinfl.SingularHessianError, r"not positive definite \(smallest eigenvalue 0.*add damping"),
+    ("inverse_hvp", "direct solve, nearly collinear columns (x2 = x1 + 1e-7 u), l2 = 0: cond(H) ~ 1e14",
+     lambda: Influence(LogisticRegression.from_params([0.3, -0.2], 0.1, l2=0.0),
+                       np.c_[X[:, 0], X[:, 0] + 1e-7 * X[:, 1]], Y, solver="direct", stationarity_tol=1e9)
+     .inverse_hvp(np.ones(3)),
+     fastinfl.SingularHessianError, r"numerically singular: condition number about .*Add damping"),
     ("inverse_hvp", "CG on a singular H (zero column, l2 = 0)",
      lambda: Influence(LogisticRegression.from_params([0.1, 0.2, 0.0], 0.0, l2=0.0),
                        np.c_[X[:, :2], 0 * X[:, 2]], Y, solver="cg", stationarity_tol=1e9)
