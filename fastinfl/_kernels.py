@@ -13,7 +13,7 @@ Each quantity is a serial ``*_rows`` kernel over a row range [lo, hi) and a
 driver that runs it on row chunks with ``prange``. The number of chunks depends
 on the sizes only, never on the thread count, and per-chunk sums are merged
 serially in a fixed order: results are bitwise identical for any number of
-Numba threads. With a single chunk (n < 4096 rows) the driver calls the body
+Numba threads. With a single chunk (n <= 4096 rows) the driver calls the body
 directly: waking the thread pool costs more than such a pass, and on a busy
 machine a parallel launch can cost a whole scheduler quantum (measured 40 ms
 per call on 568 rows with the other core loaded, 0.04 ms serial).
@@ -389,33 +389,67 @@ def _influence(X, r, S, idx, out):
     """
     n_sel = idx.shape[0]
     nblk = (n_sel + BLOCK_ROWS - 1) // BLOCK_ROWS
-    if nblk == 1:
-        _influence_rows(X, r, S, idx, 0, n_sel, out)
+    if n_sel <= _MIN_CHUNK_ROWS:
+        for b in range(nblk):
+            _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
     else:
         for b in prange(nblk):
             _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
 
 
 @kernel()
-def _insert(vals, idxs, v, i):
-    """Insert (v, i) into vals/idxs, kept ascending in (value, index) order, if it ranks among them."""
-    k = vals.shape[0]
-    if v > vals[k - 1] or (v == vals[k - 1] and i >= idxs[k - 1]):
-        return
-    j = k - 1
-    while j > 0 and (vals[j - 1] > v or (vals[j - 1] == v and idxs[j - 1] > i)):
-        vals[j] = vals[j - 1]
-        idxs[j] = idxs[j - 1]
-        j -= 1
+def _worse(v1, i1, v2, i2):
+    """True when (v1, i1) ranks after (v2, i2): larger value, or equal value and larger index."""
+    return v1 > v2 or (v1 == v2 and i1 > i2)
+
+
+@kernel()
+def _sift_down(vals, idxs, size):
+    """Restore the max-heap over [0, size) of (value, index) pairs after its root changed."""
+    v = vals[0]
+    i = idxs[0]
+    j = 0
+    while True:
+        c = 2 * j + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(vals[c + 1], idxs[c + 1], vals[c], idxs[c]):
+            c += 1
+        if not _worse(vals[c], idxs[c], v, i):
+            break
+        vals[j] = vals[c]
+        idxs[j] = idxs[c]
+        j = c
     vals[j] = v
     idxs[j] = i
 
 
 @kernel()
+def _offer(vals, idxs, v, i):
+    """Keep the k smallest (value, index) pairs seen in the max-heap vals/idxs (root: the worst kept).
+
+    O(log k) per accepted pair; a heap filled with (inf, n) accepts anything.
+    """
+    if _worse(vals[0], idxs[0], v, i):
+        vals[0] = v
+        idxs[0] = i
+        _sift_down(vals, idxs, vals.shape[0])
+
+
+@kernel()
+def _sort_heap(vals, idxs):
+    """Turn the max-heap vals/idxs into ascending (value, index) order, in place (heapsort)."""
+    for end in range(vals.shape[0] - 1, 0, -1):
+        v, i = vals[0], idxs[0]
+        vals[0], idxs[0] = vals[end], idxs[end]
+        vals[end], idxs[end] = v, i
+        _sift_down(vals, idxs, end)
+
+
+@kernel()
 def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i, stop):
-    """Streams rows [lo, hi) into the per-test candidate lists (m, k) lo_* (I) and hi_* (-I)."""
+    """Streams rows [lo, hi) into the per-test heaps (m, k) lo_* (of I) and hi_* (of -I)."""
     p, m = St.shape
-    k = lo_v.shape[1]
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, m))
     for b0 in range(lo, hi, BLOCK_ROWS):
@@ -428,10 +462,10 @@ def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i, stop):
             ri = r[b0 + i]
             for t in range(m):
                 v = -T[i, t] * ri
-                if v < lo_v[t, k - 1]:
-                    _insert(lo_v[t], lo_i[t], v, b0 + i)
-                if -v < hi_v[t, k - 1]:
-                    _insert(hi_v[t], hi_i[t], -v, b0 + i)
+                if v <= lo_v[t, 0]:  # cheap test against the worst kept; _offer breaks ties
+                    _offer(lo_v[t], lo_i[t], v, b0 + i)
+                if -v <= hi_v[t, 0]:
+                    _offer(hi_v[t], hi_i[t], -v, b0 + i)
 
 
 @kernel(parallel=True)
@@ -441,14 +475,15 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     ``S`` (m, p) are s_test rows; outputs are (m, k): ``low_*`` ascending (most
     helpful first), ``high_*`` descending (most harmful first); ties go to the
     smaller index, as a stable argsort would. Streams over row blocks (one gemm
-    each) keeping per-chunk candidate lists: memory O(chunks * m * k +
+    each) keeping per-chunk bounded max-heaps (O(log k) per accepted candidate,
+    so large k stays cheap): memory O(chunks * m * k +
     threads * BLOCK_ROWS * m), never the (m, n) matrix. Call under
     ``single_threaded_blas()``; returns early (meaningless outputs) once stop[0] is set.
     """
     n = X.shape[0]
     m = S.shape[0]
     k = low_out.shape[1]
-    nch = _chunk_count(n, 4 * BLOCK_ROWS, _MAX_CHUNKS)
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
     lo_v = np.full((nch, m, k), np.inf)
     lo_i = np.full((nch, m, k), n)
@@ -468,7 +503,9 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
         high_idx_out[t] = n
         for c in range(nch):
             for j in range(k):
-                _insert(low_out[t], low_idx_out[t], lo_v[c, t, j], lo_i[c, t, j])
-                _insert(high_out[t], high_idx_out[t], hi_v[c, t, j], hi_i[c, t, j])
+                _offer(low_out[t], low_idx_out[t], lo_v[c, t, j], lo_i[c, t, j])
+                _offer(high_out[t], high_idx_out[t], hi_v[c, t, j], hi_i[c, t, j])
+        _sort_heap(low_out[t], low_idx_out[t])
+        _sort_heap(high_out[t], high_idx_out[t])
         for j in range(k):
             high_out[t, j] = -high_out[t, j]

@@ -102,8 +102,8 @@ def test_top_k_equals_full_argsort(problem, k, batch_size):
 
 
 def test_top_k_ties_go_to_smaller_index():
-    X, y = make_problem(n=3000, d=4, seed=3)
-    X = np.vstack([X, X[:50]])  # exact duplicates: equal influence, indices i and 3000 + i
+    X, y = make_problem(n=6000, d=4, seed=3)
+    X = np.vstack([X, X[:50]])  # exact duplicates in another row chunk: indices i and 6000 + i
     y = np.concatenate([y, y[:50]])
     model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
     inf = fastinfl.Influence(model, X, y)
