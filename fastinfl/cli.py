@@ -130,12 +130,6 @@ def _top_k_loo(inf, X_test, y_test, k, quiet, newton=True):
     return top, ((loo[:, :k], loo[:, k:]) if newton else None)
 
 
-def _losses(model, X, y):
-    """Per-example log-loss, computed stably from the margins."""
-    z = np.asarray(X, dtype=np.float64) @ model.coef_ + model.intercept_
-    return np.logaddexp(0.0, z) - y * z
-
-
 # -------------------------------------------------------------------------- demo
 def _table(title, X, y, infl):
     print(title)
@@ -352,7 +346,7 @@ def run(args):
     model = _fit(train.X, train.y, args.l2, args.quiet, args.train)
     inf = Influence(model, train.X, train.y, solver=args.solver, damping=args.damping)
     top, loo = _top_k_loo(inf, test.X, test.y, min(args.k, train.y.shape[0]), args.quiet)
-    losses = _losses(model, test.X, test.y)
+    losses = model.losses(test.X, test.y)
     _write(args.out, _output_format(args.out, args.format), _TOP_HEADER, _top_rows(top, loo),
            lambda rows: _top_records(rows, test.y, losses))
     if args.self_influence is not None:

@@ -27,6 +27,7 @@ def seed_fit(lr=0.1, n_steps=2000):
 
 
 _CHUNK_ROWS = 1 << 16
+_CHUNK_ELEMENTS = 1 << 23  # float64 draws per chunk at most (64 MiB): wide d gets fewer rows
 
 
 def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
@@ -34,8 +35,9 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
     unit scale; y_i ~ Bernoulli(expit(x_i . coef + intercept)). Chunk c of
-    65536 rows is drawn from ``default_rng([seed, c])``: the same (n, d, seed)
-    give the same data whatever the dtype or destination.
+    min(65536, 2^23 / d) rows is drawn from ``default_rng([seed, c])`` (at most
+    64 MiB of float64 draws at a time): the same (n, d, seed) give the same data
+    whatever the dtype or destination.
 
     Parameters
     ----------
@@ -65,8 +67,9 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     else:
         X = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(n, d))
     y = np.empty(n, dtype=np.int8)
-    for c, lo in enumerate(range(0, n, _CHUNK_ROWS)):
-        hi = min(n, lo + _CHUNK_ROWS)
+    rows = max(1, min(_CHUNK_ROWS, _CHUNK_ELEMENTS // d))
+    for c, lo in enumerate(range(0, n, rows)):
+        hi = min(n, lo + rows)
         rng = np.random.default_rng([seed, c])
         block = rng.standard_normal((hi - lo, d))
         z = block @ coef + intercept

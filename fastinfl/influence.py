@@ -90,6 +90,13 @@ class Influence:
         ``perturbation``) are refused with a ValueError instead of exhausting
         memory; batches are sized so that their working arrays stay below it.
 
+    Attributes
+    ----------
+    grad_norm_ : float
+        ||grad F(theta)|| on the training set (the stationarity check).
+    cg_n_iter_, cg_residual_ : ndarray (k,)
+        Iterations and final relative residuals of the last CG batch solved.
+
     Raises
     ------
     ValueError
@@ -148,7 +155,10 @@ class Influence:
 
     @property
     def _use_direct(self):
-        return self.solver == "direct" or (self.solver == "auto" and self.n_params <= AUTO_DIRECT_MAX_P)
+        """Direct when asked; under "auto" while p <= AUTO_DIRECT_MAX_P and H fits memory_limit."""
+        if self.solver != "auto":
+            return self.solver == "direct"
+        return self.n_params <= AUTO_DIRECT_MAX_P and 8 * self.n_params**2 <= self.memory_limit
 
     @property
     def n_samples(self):
@@ -166,6 +176,7 @@ class Influence:
     def gradients(self, X=None, y=None):
         """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
         X, y = self._check_data(X, y)
+        self._check_result_size((X.shape[0], self.n_params), "gradients")
         out = np.empty((X.shape[0], self.n_params))
         _kernels._per_example_grads(X, y, self._coef, self._intercept, out)
         return out
@@ -278,8 +289,8 @@ class Influence:
         need = 8 * int(np.prod(shape, dtype=np.float64))
         if need > self.memory_limit:
             raise ValueError(
-                f"{what} would be a float64 array of shape {tuple(shape)} needing {need / 2**30:.2f} GiB, "
-                f"more than memory_limit={self.memory_limit / 2**30:.2f} GiB. "
+                f"{what} would be a float64 array of shape {tuple(shape)} needing {need / 2**20:.3g} MiB, "
+                f"more than memory_limit={self.memory_limit / 2**20:.3g} MiB. "
                 + (advice or "Use top_k() for the most influential points, select training points "
                    "with train_idx, pass fewer test points at a time, or raise memory_limit.")
             )

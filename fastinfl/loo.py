@@ -2,17 +2,9 @@
 
 import numpy as np
 
-from . import _kernels
 from ._validation import check_indices, check_model, check_scalar, check_X, check_y
 from .exceptions import ConvergenceError
 from .model import LogisticRegression
-
-
-def _test_losses(model, X, y):
-    z = np.empty(X.shape[0])
-    _kernels._margins(X, model.coef_, model.intercept_, z)
-    _kernels._losses(z, y, z)
-    return z
 
 
 def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100):
@@ -55,12 +47,12 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
                                   max_iter=max_iter).fit(X, y, init_params=init)
 
     base = refit(X_train, y_train, model.params_)
-    base_losses = _test_losses(base, X_test, y_test)
+    base_losses = base.losses(X_test, y_test)
     out = np.empty((X_test.shape[0], idx.shape[0]))
     for j, i in enumerate(idx):
         try:
             loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
         except (ValueError, ConvergenceError) as exc:
             raise type(exc)(f"refitting without training point {i} (train_idx[{j}]): {exc}") from exc
-        out[:, j] = _test_losses(loo, X_test, y_test) - base_losses
+        out[:, j] = loo.losses(X_test, y_test) - base_losses
     return out

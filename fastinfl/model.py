@@ -294,6 +294,15 @@ class LogisticRegression:
         _kernels._proba(z, z)
         return z
 
+    def losses(self, X, y):
+        """(n,) per-example log-losses log(1 + e^z_i) - y_i z_i, computed stably from the margins."""
+        X = check_X(X, n_features=self.n_features_)
+        y = check_y(y, X.shape[0])
+        z = np.empty(X.shape[0])
+        _kernels._margins(X, self.coef_, self.intercept_, z)
+        _kernels._losses(z, y, z)
+        return z
+
     def objective(self, X, y):
         """F(theta) = sum_i log-loss_i + l2/2 ||coef||^2 on (X, y)."""
         X = check_X(X, n_features=self.n_features_)

@@ -139,6 +139,10 @@ def test_results_beyond_memory_limit_are_refused(problem):
         tiny.hessian()
     cg = fastinfl.Influence(model, X, y, solver="cg", memory_limit=300)
     assert cg.inverse_hvp(np.ones(7)).shape == (7,)  # CG never forms H
+    auto = fastinfl.Influence(model, X, y, memory_limit=300)  # H (392 bytes) does not fit: auto takes CG
+    np.testing.assert_allclose(auto.inverse_hvp(np.ones(7)), cg.inverse_hvp(np.ones(7)), rtol=1e-9)
+    with pytest.raises(ValueError, match=r"gradients would be .*\(5000, 7\) needing 0.267 MiB"):
+        inf.gradients()
 
 
 def test_batch_size_does_not_change_results(problem):
