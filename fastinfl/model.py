@@ -165,6 +165,8 @@ class LogisticRegression:
                     "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
                 ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
                  "every sigma'(z) underflows; scale the features")
+            if init_params is not None:
+                hint += ", or fit without init_params (it may be too far from the optimum)"
             step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                            grad, check_finite=False)
             slope = float(grad @ step)
@@ -178,7 +180,10 @@ class LogisticRegression:
             else:
                 raise ConvergenceError(
                     f"the line search found no decrease of the objective at Newton iteration {it} "
-                    f"(max|grad F| = {gmax:.3g}); the problem is badly conditioned: use a larger l2."
+                    f"(max|grad F| = {gmax:.3g}); "
+                    + ("init_params may be too far from the optimum for Newton's method: fit without "
+                       "it (from zero)." if init_params is not None else
+                       "the problem is badly conditioned: use a larger l2.")
                 )
             last_step = t * step
             theta = theta + last_step
