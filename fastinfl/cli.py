@@ -437,7 +437,26 @@ def _parser():
                        help="how many to list in --self-influence FILE (default: --k; 0: all)")
     p_run.add_argument("--plot", metavar="FILE.png",
                        help="plot predicted vs actual leave-one-out change (needs matplotlib)")
+    # No options of its own (so that none can swallow an abbreviation): all go to bench.report.
+    p_bench = sub.add_parser("bench", add_help=False,
+                             help="throughput table against NumPy/SciPy and the machine's limits "
+                                  "(from a checkout: runs python -m bench.report with these arguments)")
+    p_bench.set_defaults(debug=False, quiet=False)
     return parser, p_run
+
+
+def bench(report_args):
+    """``python -m bench.report`` of the checkout in the current directory, with ``report_args``."""
+    root = os.getcwd()
+    if not os.path.isfile(os.path.join(root, "bench", "report.py")):
+        raise CommandError(
+            "fastinfl bench runs the benchmark suite in the bench/ folder of a fastinfl checkout, "
+            "which is not part of the installed package: run it from the repository's root."
+        )
+    sys.path.insert(0, root)
+    from bench import report
+
+    report.main(report_args)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -448,12 +467,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     """Entry point of the ``fastinfl`` command; returns the exit status."""
     parser, p_run = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with warnings.catch_warnings():  # restores showwarning
             warnings.showwarning = _show_warning
             if args.command == "demo":
                 demo(n=args.n, d=args.d, m=args.m, quiet=args.quiet)
+            elif args.command == "bench":
+                bench(extra)
             else:
                 _check_run_args(p_run, args)
                 run(args)

@@ -435,3 +435,15 @@ def test_docs_cli_commands_run_as_shown(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     proc = _run("run", "train.csv", "test.csv", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == example
+
+
+def test_bench_runs_the_report_from_a_checkout(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "fastinfl.cli", "bench", "--n", "3000", "--d", "4", "--ops",
+                           "hvp", "--budget", "0"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| hvp | 3000x4 float64 |" in proc.stdout
+    elsewhere = subprocess.run([sys.executable, "-m", "fastinfl.cli", "bench"], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=120)
+    assert elsewhere.returncode == 1 and "from the repository's root" in elsewhere.stderr
+    assert "Traceback" not in elsewhere.stderr
