@@ -21,7 +21,7 @@ from ._validation import (
     check_y,
 )
 from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
-from .model import cholesky, hessian_sum, ridge_diagonal
+from .model import cholesky, hessian_sum, objective_gradient, ridge_diagonal
 
 SOLVERS = ("auto", "direct", "cg")
 CORRECTIONS = ("none", "newton")
@@ -134,8 +134,7 @@ class Influence:
         # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i follow.
         z = np.empty(n)
         grad = np.empty(self.n_params)
-        _kernels._loss_grad(self.X_train, self.y_train, self._coef, self._intercept, grad, z)
-        grad[:d] += model.l2 * self._coef
+        objective_gradient(self.X_train, self.y_train, self._coef, self._intercept, model.l2, grad, z)
         self.grad_norm_ = float(np.linalg.norm(grad))
         self._r = np.empty(n)
         self._s = np.empty(n)

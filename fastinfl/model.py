@@ -23,6 +23,16 @@ def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
     return ridge
 
 
+def objective_gradient(X, y, coef, intercept, l2, grad_out, z_out):
+    """F(theta) and grad F (into ``grad_out`` (p,)) in one pass over X; margins into ``z_out`` (n,).
+
+    Returns (F, min_margin), min_margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
+    """
+    loss, min_margin = _kernels._loss_grad(X, y, coef, intercept, grad_out, z_out)
+    grad_out[: coef.shape[0]] += l2 * coef
+    return loss + 0.5 * l2 * float(np.dot(coef, coef)), min_margin
+
+
 def hessian_sum(X, s, ridge):
     """(p, p) sum_i s_i x~_i x~_i^T + diag(ridge) from the parallel kernel; Ctrl-C interrupts it.
 
@@ -129,9 +139,7 @@ class LogisticRegression:
         s = np.empty(n)
 
         def evaluate(t):
-            loss, min_margin = _kernels._loss_grad(X, y, t[:d], self._b(t), grad, z)
-            grad[:d] += self.l2 * t[:d]
-            return loss + 0.5 * self.l2 * np.dot(t[:d], t[:d]), min_margin
+            return objective_gradient(X, y, t[:d], self._b(t), self.l2, grad, z)
 
         F, min_margin = evaluate(theta)
         gtol = self.tol * n
@@ -313,8 +321,7 @@ class LogisticRegression:
         X = check_X(X, n_features=self.n_features_)
         y = check_y(y, X.shape[0])
         grad = np.empty(self.coef_.shape[0] + int(self.fit_intercept))
-        loss, _ = _kernels._loss_grad(X, y, self.coef_, self.intercept_, grad, np.empty(X.shape[0]))
-        return loss + 0.5 * self.l2 * float(np.dot(self.coef_, self.coef_))
+        return objective_gradient(X, y, self.coef_, self.intercept_, self.l2, grad, np.empty(X.shape[0]))[0]
 
     def __repr__(self):
         return (f"LogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
