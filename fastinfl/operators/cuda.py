@@ -290,8 +290,13 @@ class CudaOperator:
                 self.X, lo, hi, curv.s_dev, p, Bn)
             Bb = B[: hi - lo]
             if impl == "syrk":
-                cp.cublas.syrk("T", Bb, out=H, alpha=1.0, beta=1.0, lower=True)
-            else:
+                try:
+                    cp.cublas.syrk("T", Bb, out=H, alpha=1.0, beta=1.0, lower=True)
+                except (AttributeError, TypeError, ValueError):  # a CuPy without cublas.syrk
+                    impl = "gemm"
+                    H = cp.tril(H)
+                    H = H + cp.tril(H, -1).T
+            if impl == "gemm":
                 H += Bb.T @ Bb
         if impl == "syrk":  # one triangle written, the other still zero
             H = H + H.T - cp.diag(cp.diag(H))
