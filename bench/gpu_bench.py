@@ -104,6 +104,36 @@ def fastinfl_influence(X, y, Xte, yte, coef, b, as_device=True):
     return op.influence(curv, S, as_device=as_device)
 
 
+def fastinfl_influence_stages(X, y, Xte, yte, coef, b):
+    """The same pipeline with a device synchronisation after each stage: ms per stage."""
+    from fastinfl.operators.cuda import CudaOperator
+
+    marks = [time.perf_counter()]
+
+    def mark():
+        sync()
+        marks.append(time.perf_counter())
+
+    op = CudaOperator(X, y, True)
+    mark()
+    _, _, _, h = op.loss_grad(coef, b)
+    curv = op.curvature(h)
+    mark()
+    H = op.hessian_device(curv, ridge_of(X.shape[1]))
+    mark()
+    from fastinfl.operators.cuda import CudaCholesky
+    from fastinfl.exceptions import SingularHessianError
+
+    chol = CudaCholesky(op, H, SingularHessianError)
+    mark()
+    G = CudaOperator(Xte, yte, True).gradients(coef, b, as_device=True)
+    S = chol.solve(G, as_device=True)
+    mark()
+    op.influence(curv, S, as_device=True)
+    mark()
+    return [1e3 * (b_ - a_) for a_, b_ in zip(marks[:-1], marks[1:])]
+
+
 def fastinfl_top_k(X, y, Xte, yte, coef, b, k):
     from fastinfl.operators.cuda import CudaOperator
 
@@ -361,8 +391,9 @@ def run_gpu(args, rep, sim, jobs, topk_n, topk_m, fit_n, torch, cp, gpu_times):
         "`to host`: fastinfl with the matrix copied to a NumPy array.")
     rep("")
     rep("| n | d | m | dtype | fastinfl GPU (ms) | PyTorch (ms) | fastinfl / PyTorch | fastinfl GPU + to host (ms) "
-        "| max rel. diff vs PyTorch |")
-    rep("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+        "| max rel. diff vs PyTorch | stages, synchronised (ms): setup / loss+grad+weights / Hessian / Cholesky "
+        "/ s_test / influence |")
+    rep("|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for dtype in (np.float64, np.float32):
         for (n, d, m) in jobs:
             try:
@@ -379,8 +410,9 @@ def run_gpu(args, rep, sim, jobs, topk_n, topk_m, fit_n, torch, cp, gpu_times):
                     diff = float((I_fd - I_t.double()).abs().max() / I_t.double().abs().max())
                     del I_t, I_fd
                 gpu_times[(n, d, m, np.dtype(dtype).name)] = t_f
+                st = fastinfl_influence_stages(X, y, Xte, yte, coef, b)
                 rep(f"| {n:.0e} | {d} | {m} | {np.dtype(dtype).name} | {1e3 * t_f:.2f} | {1e3 * t_t:.2f} | "
-                    f"{t_f / t_t:.2f} | {1e3 * t_h:.2f} | {diff:.1e} |")
+                    f"{t_f / t_t:.2f} | {1e3 * t_h:.2f} | {diff:.1e} | " + "/".join(f"{x:.2f}" for x in st) + " |")
                 del X, y, Xte, yte, I_f
                 if cp is not None:
                     cp.get_default_memory_pool().free_all_blocks()
@@ -476,6 +508,24 @@ def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
 
     import fastinfl
 
+    try:
+        import threadpoolctl
+
+        from fastinfl._config import single_threaded_blas
+
+        t0 = time.perf_counter()
+        info = threadpoolctl.threadpool_info()
+        t1 = time.perf_counter()
+        with single_threaded_blas():
+            pass
+        t2 = time.perf_counter()
+        rep("threadpoolctl: " + "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} thr, "
+                                          f"{Path(i.get('filepath', '')).name})" for i in info)
+            + f". threadpool_info() {1e3 * (t1 - t0):.1f} ms, one single_threaded_blas() enter/exit "
+            f"{1e3 * (t2 - t1):.1f} ms; numba threading layer: {numba.config.THREADING_LAYER}")
+        rep("")
+    except Exception as exc:
+        rep(f"threadpoolctl diagnostics FAILED: {exc}")
     rep("### fastinfl CPU path on the same machine (Influence(model, X, y).influence(X_test, y_test), seconds)")
     rep("")
     threads = [int(t) for t in args.threads.split(",") if int(t) <= numba.config.NUMBA_NUM_THREADS]

@@ -26,12 +26,19 @@ own chunk of rows into a partial buffer, reduced afterwards by ``reduce_parts``.
 import math
 
 import numpy as np
-from numba import cuda, float64
+
+if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, removed in NumPy 2.5
+    np.row_stack = np.vstack
+
+from numba import cuda, float64  # noqa: E402
 
 TX = 32  # rows per tile (row products) / columns per tile (reductions): one warp
 TY = 4  # warps per block
 TK = 32  # columns per step of the row-product kernels
 TPB = TX * TY  # threads per block of the one-dimensional kernels
+# Shared-array shapes must be literal constants (numba-cuda does not fold TKP): padded widths.
+TKP = TK + 1
+TXP = TX + 1
 
 CONVERGED = 0
 MAX_ITER = 1
@@ -98,8 +105,8 @@ def _make_rowdot(QT):
         ty = cuda.threadIdx.y
         c0 = cuda.blockIdx.x * TX
         t0 = cuda.blockIdx.y * TT
-        sx = cuda.shared.array((TX, TK + 1), float64)
-        sa = cuda.shared.array((TT, TK + 1), float64)
+        sx = cuda.shared.array((TX, TKP), float64)
+        sa = cuda.shared.array((TT, TKP), float64)
         acc = cuda.local.array(QT, float64)
         for q in range(QT):
             acc[q] = 0.0
@@ -238,10 +245,33 @@ def residuals_weights(z, y, r_out, s_out):
         s_out[i] = _hessian_weight(z[i])
 
 
+@cuda.jit(device=True)
+def _row_col():
+    """(row, column) of a thread in the 2-D element grid: rows on grid x (no 65535 limit), columns on y."""
+    return (cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y,
+            cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x)
+
+
+@cuda.jit
+def iota(out):
+    """out[i] = i."""
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = i
+
+
+@cuda.jit
+def fill(out, value):
+    """out[i] = value."""
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = value
+
+
 @cuda.jit
 def gather_rows(X, idx, p, w, out):
-    """out[c, j] = w[idx[c]] * x~_idx[c], j as float64 (w = r: per-example gradients; w = 1: rows). 2-D grid."""
-    j, c = cuda.grid(2)
+    """out[c, j] = w[idx[c]] * x~_idx[c], j as float64 (w = r: per-example gradients; w = 1: rows). Element grid."""
+    c, j = _row_col()
     if c < idx.shape[0] and j < p:
         i = idx[c]
         out[c, j] = w[i] * _xt(X, i, j, X.shape[1], p)
@@ -250,7 +280,7 @@ def gather_rows(X, idx, p, w, out):
 @cuda.jit
 def gather_residuals(X, idx, p, z, y, out):
     """out[c, j] = r(z[c], y[idx[c]]) x~_idx[c], j: per-example gradients from the margins z (n_sel,)."""
-    j, c = cuda.grid(2)
+    c, j = _row_col()
     if c < idx.shape[0] and j < p:
         i = idx[c]
         out[c, j] = _residual(z[c], y[i]) * _xt(X, i, j, X.shape[1], p)
@@ -259,7 +289,7 @@ def gather_residuals(X, idx, p, z, y, out):
 @cuda.jit
 def scaled_rows(X, lo, hi, s, p, B):
     """B[i - lo, j] = sqrt(s_i) x~_ij in float64 for rows [lo, hi): the cuBLAS Hessian's input block."""
-    j, c = cuda.grid(2)
+    c, j = _row_col()
     i = lo + c
     if i < hi and j < p:
         B[c, j] = math.sqrt(s[i]) * _xt(X, i, j, X.shape[1], p)
@@ -285,8 +315,8 @@ def _make_xtw(QK):
         q0 = cuda.blockIdx.z * TQ
         r_lo = lo + c * rows_per_chunk
         r_hi = min(hi, r_lo + rows_per_chunk)
-        sx = cuda.shared.array((TX, TX + 1), float64)
-        sw = cuda.shared.array((TQ, TX + 1), float64)
+        sx = cuda.shared.array((TX, TXP), float64)
+        sw = cuda.shared.array((TQ, TXP), float64)
         acc = cuda.local.array(QK, float64)
         for qk in range(QK):
             acc[qk] = 0.0
@@ -331,6 +361,7 @@ def xtw_for(k):
 
 GRAM_QK = 8
 GRAM_TA = TY * GRAM_QK  # 32: square tiles
+GRAM_TAP = GRAM_TA + 1
 
 
 @cuda.jit
@@ -350,8 +381,8 @@ def gram(X, s, p, rows_per_chunk, part):
         return
     r_lo = c * rows_per_chunk
     r_hi = min(n, r_lo + rows_per_chunk)
-    sb = cuda.shared.array((TX, TX + 1), float64)
-    sa = cuda.shared.array((TX, GRAM_TA + 1), float64)
+    sb = cuda.shared.array((TX, TXP), float64)
+    sa = cuda.shared.array((TX, GRAM_TAP), float64)
     acc = cuda.local.array(GRAM_QK, float64)
     for q in range(GRAM_QK):
         acc[q] = 0.0
@@ -473,9 +504,9 @@ def top_k_rows(X, r, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
     t0 = cuda.blockIdx.y * TOPK_TT
     r_lo = c * rows_per_chunk
     r_hi = min(n, r_lo + rows_per_chunk)
-    sx = cuda.shared.array((TX, TK + 1), float64)
-    sa = cuda.shared.array((TOPK_TT, TK + 1), float64)
-    sv = cuda.shared.array((TOPK_TT, TX + 1), float64)
+    sx = cuda.shared.array((TX, TKP), float64)
+    sa = cuda.shared.array((TOPK_TT, TKP), float64)
+    sv = cuda.shared.array((TOPK_TT, TXP), float64)
     acc = cuda.local.array(TOPK_QT, float64)
     for r0 in range(r_lo, r_hi, TX):
         for q in range(TOPK_QT):

@@ -141,7 +141,7 @@ class CudaOperator:
                 raise ValueError("a device X must be C-contiguous; copy it (cupy.ascontiguousarray).")
             if A.shape[0] == 0 or A.shape[1] == 0:
                 raise ValueError(f"X is empty: shape {A.shape}.")
-            part = cuda.device_array(256)
+            part = self._empty(256)
             self.k.sum_squares[256, self.k.TPB](A, part)
             if not np.isfinite(part.copy_to_host().sum()):
                 raise ValueError("X contains NaN or inf, or values whose squares overflow float64 "
@@ -163,7 +163,8 @@ class CudaOperator:
         """Device int64 row indices; None means all rows (cached)."""
         if idx is None:
             if self._all_idx is None:
-                self._all_idx = self.cuda.to_device(np.arange(self.n, dtype=np.int64))
+                self._all_idx = self._empty(self.n, np.int64)
+                self.k.iota[_blocks(self.n, self.k.TPB), self.k.TPB](self._all_idx)
             return self._all_idx
         if is_device_array(idx):
             return self.cuda.as_cuda_array(idx)
@@ -182,6 +183,17 @@ class CudaOperator:
             theta[0, self.d] = intercept
         return self.cuda.to_device(theta)
 
+    def _egrid(self, rows, cols):
+        """Grid of the element kernels: row blocks on x (up to 2^31 - 1), column tiles on y."""
+        return (_blocks(rows, self.k.TY), _blocks(cols, self.k.TX))
+
+    def _empty(self, shape, dtype=np.float64):
+        """Uninitialised device array: from CuPy's memory pool when CuPy is there (numba's own
+        allocations call cuMemAlloc / cuMemFree each time, which synchronise), else numba's."""
+        if self.cupy is not None:
+            return self.cuda.as_cuda_array(self.cupy.empty(shape, dtype), sync=False)
+        return self.cuda.device_array(shape, dtype)
+
     def _host(self, a, as_device):
         return a if as_device else a.copy_to_host()
 
@@ -194,12 +206,13 @@ class CudaOperator:
 
     def _ones(self, n):
         if getattr(self, "_ones_dev", None) is None or self._ones_dev.shape[0] < n:
-            self._ones_dev = self.cuda.to_device(np.ones(max(n, self.n)))
+            self._ones_dev = self._empty(max(n, self.n))
+            self.k.fill[_blocks(self._ones_dev.shape[0], self.k.TPB), self.k.TPB](self._ones_dev, 1.0)
         return self._ones_dev
 
     def _margins_dev(self, coef, intercept, idx=None):
         idx_dev = self._idx(idx)
-        z = self.cuda.device_array((1, idx_dev.shape[0]))
+        z = self._empty((1, idx_dev.shape[0]))
         self._rowdot(idx_dev, self._theta(coef, intercept), self._ones(self.n), 1.0, z)
         return z.reshape(idx_dev.shape[0])
 
@@ -218,7 +231,7 @@ class CudaOperator:
         per = _blocks(rows, nch)
         per = _blocks(per, self.k.TX) * self.k.TX
         nch = _blocks(rows, per)
-        part = self.cuda.device_array((nch, k, self.p))
+        part = self._empty((nch, k, self.p))
         kern[(nch, _blocks(self.p, self.k.TX), _blocks(k, kern.TQ)), (self.k.TX, self.k.TY)](
             self.X, lo, hi, self.p, W, per, part)
         self._reduce(part, nch, out, accumulate)
@@ -233,15 +246,15 @@ class CudaOperator:
             raise ValueError("loss_grad needs the labels y.")
         cuda, k = self.cuda, self.k
         z = self._margins_dev(coef, intercept)
-        r = cuda.device_array(self.n)
-        s = cuda.device_array(self.n)
+        r = self._empty(self.n)
+        s = self._empty(self.n)
         nb = _blocks(self.n, k.TPB)
-        lpart = cuda.device_array(nb)
-        mpart = cuda.device_array(nb)
+        lpart = self._empty(nb)
+        mpart = self._empty(nb)
         k.loss_terms[nb, k.TPB](z, self.y, r, s, lpart, mpart)
-        scal = cuda.device_array(2)
+        scal = self._empty(2)
         k.reduce_scalars[1, k.TPB](lpart, mpart, scal)
-        grad = cuda.device_array((1, self.p))
+        grad = self._empty((1, self.p))
         self._xtw(0, self.n, r.reshape(1, self.n), grad, False)
         loss, mmin = scal.copy_to_host()
         return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, CudaCurvature(r, s))
@@ -251,8 +264,8 @@ class CudaOperator:
         if isinstance(margins, CudaMargins):
             return margins.curvature
         z = self._dev(margins)
-        r = self.cuda.device_array(self.n)
-        s = self.cuda.device_array(self.n)
+        r = self._empty(self.n)
+        s = self._empty(self.n)
         self.k.residuals_weights[_blocks(self.n, self.k.TPB), self.k.TPB](z, self.y, r, s)
         return CudaCurvature(r, s)
 
@@ -272,10 +285,10 @@ class CudaOperator:
             nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(self.n, 4 * k.TX), BLOCK_BYTES // (8 * p * p)))
             per = _blocks(_blocks(self.n, nch), k.TX) * k.TX
             nch = _blocks(self.n, per)
-            part = cuda.device_array((nch, p, p))
+            part = self._empty((nch, p, p))
             k.gram[(nch, _blocks(p, k.TX), _blocks(p, k.GRAM_TA)), (k.TX, k.TY)](
                 self.X, curv.s_dev, p, per, part)
-            H = cuda.device_array((p, p))
+            H = self._empty((p, p))
             self._reduce(part, nch, H, False)
             k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
             return H
@@ -286,7 +299,7 @@ class CudaOperator:
         Bn = self.cuda.as_cuda_array(B)
         for lo in range(0, self.n, rows):
             hi = min(self.n, lo + rows)
-            self.k.scaled_rows[(_blocks(p, self.k.TX), _blocks(hi - lo, self.k.TY)), (self.k.TX, self.k.TY)](
+            self.k.scaled_rows[self._egrid(hi - lo, p), (self.k.TX, self.k.TY)](
                 self.X, lo, hi, curv.s_dev, p, Bn)
             Bb = B[: hi - lo]
             if impl == "syrk":
@@ -320,7 +333,7 @@ class CudaOperator:
         """out (k, p) = H V (rows), V device (k, p): per row block T = s * (X~ V^T)^T, then X~^T T."""
         k = V.shape[0]
         rows = max(self.k.TX, min(self.n, BLOCK_BYTES // (8 * k)))
-        T = self.cuda.device_array((k, rows))
+        T = self._empty((k, rows))
         idx = self._idx(None)
         for lo in range(0, self.n, rows):
             hi = min(self.n, lo + rows)
@@ -333,7 +346,7 @@ class CudaOperator:
     def hvp(self, curv, ridge, V, as_device=False):
         """(k, p) rows H v_q for V (k, p), H = sum_i s_i x~_i x~_i^T + diag(ridge)."""
         V = self._dev(np.atleast_2d(V) if not is_device_array(V) else V)
-        out = self.cuda.device_array(V.shape)
+        out = self._empty(V.shape)
         self._hvp_dev(curv, self._dev(ridge), V, out)
         return self._host(out, as_device)
 
@@ -348,15 +361,15 @@ class CudaOperator:
         cuda, kern = self.cuda, self.k
         Bd = self._dev(B)
         k, p = Bd.shape
-        X = cuda.device_array((k, p))
-        R = cuda.device_array((k, p))
-        P = cuda.device_array((k, p))
-        HP = cuda.device_array((k, p))
-        rs = cuda.device_array(k)
-        bnorm = cuda.device_array(k)
-        n_iter = cuda.device_array(k, np.int64)
-        resid = cuda.device_array(k)
-        status = cuda.device_array(k, np.int64)
+        X = self._empty((k, p))
+        R = self._empty((k, p))
+        P = self._empty((k, p))
+        HP = self._empty((k, p))
+        rs = self._empty(k)
+        bnorm = self._empty(k)
+        n_iter = self._empty(k, np.int64)
+        resid = self._empty(k)
+        status = self._empty(k, np.int64)
         ridge_dev = self._dev(ridge)
         kern.cg_init[k, kern.TPB](Bd, R, P, X, rs, bnorm, n_iter, resid, status)
         st = status.copy_to_host()
@@ -374,16 +387,16 @@ class CudaOperator:
         """(n_sel, p) per-example log-loss gradients r_i x~_i at (coef, intercept)."""
         idx_dev = self._idx(idx)
         z = self._margins_dev(coef, intercept, idx)
-        out = self.cuda.device_array((idx_dev.shape[0], self.p))
-        grid = (_blocks(self.p, self.k.TX), _blocks(idx_dev.shape[0], self.k.TY))
+        out = self._empty((idx_dev.shape[0], self.p))
+        grid = self._egrid(idx_dev.shape[0], self.p)
         self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y, out)
         return self._host(out, as_device)
 
     def rows(self, idx=None, as_device=False):
         """(n_sel, p) x~_i as float64."""
         idx_dev = self._idx(idx)
-        out = self.cuda.device_array((idx_dev.shape[0], self.p))
-        grid = (_blocks(self.p, self.k.TX), _blocks(idx_dev.shape[0], self.k.TY))
+        out = self._empty((idx_dev.shape[0], self.p))
+        grid = self._egrid(idx_dev.shape[0], self.p)
         self.k.gather_rows[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, self._ones(self.n), out)
         return self._host(out, as_device)
 
@@ -391,7 +404,7 @@ class CudaOperator:
         """(m, n_sel) I[t, c] = -(S_t . x~_i) r_i, i = idx[c]; S (m, p) s_test rows (host or device)."""
         S = self._dev(S)
         idx_dev = self._idx(idx)
-        out = self.cuda.device_array((S.shape[0], idx_dev.shape[0]))
+        out = self._empty((S.shape[0], idx_dev.shape[0]))
         self._rowdot(idx_dev, S, curv.r_dev, -1.0, out)
         return self._host(out, as_device)
 
