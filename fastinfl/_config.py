@@ -1,15 +1,14 @@
-"""Kernel configuration: the one decorator every Numba kernel uses.
+"""Configuration: the one kernel decorator and every tuning constant, in one place.
 
 ``FASTINFL_CACHE=0`` turns Numba's on-disk cache off (it is on by default so
 that the first call in a new process loads machine code instead of compiling).
+The measurements that chose each constant are in bench/RESULTS.md ("Tuning
+constants"); re-measure there before changing one.
 """
 
 import os
-import threading
-from contextlib import contextmanager
 
 from numba import njit
-from threadpoolctl import ThreadpoolController
 
 # Reassociation and contraction let LLVM vectorise reductions; ``nnan``/``ninf``
 # stay off so finiteness checks survive and ``afn`` stays off so exp/log1p keep
@@ -17,10 +16,38 @@ from threadpoolctl import ThreadpoolController
 FASTMATH = frozenset({"nsz", "contract", "reassoc"})
 CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
 
+# ------------------------------------------------------------------ kernels
 # Rows per block in the kernels that copy a row block to a float64 buffer and
-# hand it to BLAS (batched HVP, influence, top-k): 512 rows x p <= 1000 columns
-# stays in L2; the Hessian's dsyrk uses its own, measured HESSIAN_BLOCK_ROWS.
+# hand it to BLAS (batched HVP, influence, top-k): 512 x p float64 (0.4 MiB at p = 100).
 BLOCK_ROWS = 512
+# Rows per dsyrk in the Hessian accumulation.
+HESSIAN_BLOCK_ROWS = 1024
+# Batched HVP: below this many vectors a fused loop per row, from it on two gemms per row block.
+HVP_BLAS_MIN_K = 8
+# Row chunks of the parallel drivers: at least MIN_CHUNK_ROWS rows each (one chunk = serial call),
+# at most MAX_CHUNKS, and per-chunk partial sums bounded by CHUNK_BYTES in all.
+MIN_CHUNK_ROWS = 4096
+MAX_CHUNKS = 64
+CHUNK_BYTES = 1 << 26
+
+# ------------------------------------------------------------------ solvers
+# solver="auto" forms and factors H up to this many parameters, CG on HVPs above.
+AUTO_DIRECT_MAX_P = 2000
+# The direct solver refuses H beyond this condition number (relative error ~ cond x 1e-16).
+MAX_CONDITION = 1e13
+# verify=True re-solves this many right-hand sides of every batch with the explicit inverse.
+VERIFY_SAMPLE = 8
+
+# ------------------------------------------------------------------ memory
+DEFAULT_MEMORY_LIMIT = 1 << 30
+# Right-hand sides per batch at most, whatever memory_limit allows.
+MAX_BATCH = 1024
+# Float64 vectors of length p that CG keeps per right-hand side (x, r, p, Hp, and two copies).
+CG_VECTORS = 6
+# top_k per test point: per-chunk heaps (MAX_CHUNKS x 2 lists x k x (value, index)) and a
+# BLOCK_ROWS column of the block product per thread.
+TOP_K_HEAP_BYTES = MAX_CHUNKS * 2 * 2 * 8
+TOP_K_BLOCK_BYTES = BLOCK_ROWS * 8 * 2
 
 
 def kernel(parallel=False):
@@ -32,36 +59,3 @@ def kernel(parallel=False):
         parallel=parallel,
         nogil=True,
     )
-
-
-_lock = threading.Lock()
-_users = 0  # calls inside single_threaded_blas(), over all Python threads
-_limiter = None
-
-
-@contextmanager
-def single_threaded_blas():
-    """Limit BLAS to one thread while a ``prange`` kernel calls it per thread.
-
-    Kernels parallel over row blocks call BLAS from each Numba thread; letting
-    OpenBLAS spawn its own threads on top over-subscribes the cores (measured:
-    Hessian 10^6 x 100 on 2 cores, 0.58 s with BLAS threads, 0.32 s without).
-    The limit is process-wide: the first caller sets it and the last one restores
-    the original, so overlapping calls from several Python threads leave BLAS as
-    they found it.
-    """
-    global _users, _limiter
-    with _lock:
-        if _users == 0:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
-
-            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
-        _users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0:
-                _limiter.restore_original_limits()
-                _limiter = None

@@ -1,11 +1,25 @@
-"""Input checks run by every public entry point before any kernel."""
+"""Input checks run by every public entry point before any kernel.
+
+This module imports neither the models nor the kernels: a check that needs a
+kernel (the parallel finiteness scan of a large X) receives it as an argument.
+Errors about values carry ``row`` and ``column`` attributes (:class:`BadValueError`)
+so that a file loader can reword them in its own terms.
+"""
 
 import numbers
 import operator
 
 import numpy as np
 
-from . import _kernels
+
+class BadValueError(ValueError):
+    """A ValueError about one entry of an array: ``name``, ``row`` and ``column`` (None for 1-D) say which."""
+
+    def __init__(self, message, name, row, column=None):
+        super().__init__(message)
+        self.name = name
+        self.row = row
+        self.column = column
 
 
 def _as_array(a, name):
@@ -20,41 +34,49 @@ def _as_array(a, name):
     return arr
 
 
-def _first_bad_row(arr):
-    bad = ~np.isfinite(arr)
-    if arr.ndim > 1:
-        bad = bad.reshape(arr.shape[0], -1).any(axis=1)
-    return int(np.flatnonzero(bad)[0])
+def _first_bad(bad):
+    """(row, column or None) of the first True entry of a 1-D or 2-D boolean array."""
+    flat = int(np.flatnonzero(bad.ravel())[0])
+    if bad.ndim == 1:
+        return flat, None
+    return flat // bad.shape[1], flat % bad.shape[1]
 
 
-def check_finite(arr, name):
-    """Raise ValueError naming the first row of ``arr`` holding NaN or inf, or values whose squares overflow.
+def check_finite(arr, name, sum_squares=None):
+    """Raise BadValueError naming the first entry of ``arr`` that is NaN or inf, or whose square overflows.
 
     One pass: the float64 sum of squares is finite exactly when every value is
     finite and every product of two values (Hessian entries) fits in float64.
+    ``sum_squares(arr)`` computes it when given (a parallel kernel for large X);
+    else NumPy does.
     """
     if arr.dtype.kind != "f":
         return
-    if arr.ndim == 2 and arr.flags.c_contiguous and arr.dtype in (np.float32, np.float64):
-        total = _kernels._sum_squares(arr)  # parallel; the common case of check_X
+    if sum_squares is not None:
+        total = sum_squares(arr)
     else:
         letters = "ij"[: arr.ndim]
         total = np.einsum(f"{letters},{letters}->", arr, arr, dtype=np.float64)
     if np.isfinite(total):
         return
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad_row(arr)}).")
-    big = float(np.abs(arr).max())
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row, col = _first_bad(bad)
+        raise BadValueError(f"{name} contains NaN or inf (first at row {row}).", name, row, col)
+    big = np.abs(arr)
+    row, col = _first_bad(big == big.max())
     advice = " Scale the features (for example standardise them)." if name.startswith("X") else ""
-    raise ValueError(
-        f"{name} holds values up to {big:.3g} in magnitude: their squares overflow float64.{advice}"
+    raise BadValueError(
+        f"{name} holds values up to {float(big.max()):.3g} in magnitude: their squares overflow float64.{advice}",
+        name, row, col,
     )
 
 
-def check_X(X, name="X", n_features=None):
+def check_X(X, name="X", n_features=None, sum_squares=None):
     """Return X as a C-contiguous float32 or float64 (n, d) array, copying only when needed.
 
-    float32 stays float32; ints and bools become float64.
+    float32 stays float32; ints and bools become float64. ``sum_squares``: see
+    :func:`check_finite`.
     """
     arr = _as_array(X, name)
     if arr.ndim != 2:
@@ -69,7 +91,7 @@ def check_X(X, name="X", n_features=None):
         )
     dtype = np.float32 if arr.dtype == np.float32 else np.float64
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(arr, name)
+    check_finite(arr, name, sum_squares)
     return arr
 
 
@@ -92,11 +114,20 @@ def check_y(y, n_samples, name="y"):
     bad = (arr != 0.0) & (arr != 1.0)
     if bad.any():
         found = np.unique(arr[bad])[:5]
-        raise ValueError(
-            f"{name} must hold labels 0 and 1 only; found {found.tolist()} "
-            f"(first at row {int(np.flatnonzero(bad)[0])})."
+        row = int(np.flatnonzero(bad)[0])
+        raise BadValueError(
+            f"{name} must hold labels 0 and 1 only; found {found.tolist()} (first at row {row}).", name, row
         )
     return arr
+
+
+def check_two_classes(y, name="y"):
+    """Raise ValueError when the 0/1 labels ``y`` hold only one class (an unpenalised intercept has no optimum)."""
+    if (y == y[0]).all():
+        raise ValueError(
+            f"{name} holds only class {int(y[0])}: with an unpenalised intercept the loss has no minimum "
+            "(the intercept runs off to infinity). Fit data with both classes, or fit_intercept=False."
+        )
 
 
 def check_vector(v, name, size):
@@ -162,18 +193,6 @@ def check_indices(idx, n, name="train_idx"):
         )
     arr = arr.astype(np.int64)
     return np.ascontiguousarray(np.where(arr < 0, arr + n, arr))
-
-
-def check_model(model, name="model"):
-    """Raise unless ``model`` is a fitted fastinfl.LogisticRegression (TypeError / ValueError)."""
-    from .model import LogisticRegression
-
-    if not isinstance(model, LogisticRegression):
-        raise TypeError(
-            f"{name} must be a fastinfl.LogisticRegression; got {type(model).__name__}. "
-            "Convert a fitted scikit-learn model with fastinfl.LogisticRegression.from_sklearn()."
-        )
-    model._check_fitted()
 
 
 def check_bool(value, name):

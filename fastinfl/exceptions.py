@@ -11,8 +11,8 @@ class SingularHessianError(np.linalg.LinAlgError):
     """The Hessian is not positive definite: add ``damping`` or use ``l2 > 0``."""
 
 
-class VerificationError(AssertionError):
-    """``verify=True`` found a result that disagrees with the direct-inverse reference."""
+class VerificationError(ArithmeticError):
+    """``verify=True`` found a result that disagrees with the direct-inverse reference (a numerical failure)."""
 
 
 class StationarityWarning(UserWarning):

@@ -1,50 +1,31 @@
-"""Influence functions of a fitted logistic regression on its training set."""
+"""Influence functions of a fitted logistic regression on its training set: a façade over operator + solver."""
 
 import warnings
-from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
-import scipy.linalg.lapack
 
-from . import _cg, _kernels
-from ._config import single_threaded_blas
-from ._interrupt import call_interruptible
+from ._config import (
+    AUTO_DIRECT_MAX_P,
+    DEFAULT_MEMORY_LIMIT,
+    TOP_K_BLOCK_BYTES,
+    TOP_K_HEAP_BYTES,
+)
 from ._validation import (
     check_bool,
     check_choice,
     check_indices,
-    check_model,
     check_scalar,
     check_vectors,
-    check_X,
-    check_y,
 )
-from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
-from .model import cholesky, hessian_sum, objective_gradient, ridge_diagonal
+from .exceptions import StationarityWarning
+from .model import check_fitted_model, objective_gradient, ridge_diagonal
+from .operators import HessianOperator, TopK, as_operator
+from .solvers import CG, Direct, Verified, batches, solve_bytes
 
 SOLVERS = ("auto", "direct", "cg")
 CORRECTIONS = ("none", "newton")
-# "auto" forms and factors H (O(n p^2 + p^3), once) up to this many parameters,
-# and runs CG on Hessian-vector products (O(n p) per iteration) above it.
-AUTO_DIRECT_MAX_P = 2000
-_VERIFY_SAMPLE = 8
-# The direct solver refuses H beyond this condition number (relative error ~ cond x 1e-16).
-MAX_CONDITION = 1e13
-DEFAULT_MEMORY_LIMIT = 1 << 30
 
-
-class TopK(NamedTuple):
-    """Most helpful (most negative influence) and most harmful (most positive) training points.
-
-    Each field is (m, k): row t belongs to test point t; ``helpful`` ascending,
-    ``harmful`` descending; ``*_idx`` are training-row indices.
-    """
-
-    helpful_idx: np.ndarray
-    helpful: np.ndarray
-    harmful_idx: np.ndarray
-    harmful: np.ndarray
+__all__ = ["Influence", "TopK", "SOLVERS", "CORRECTIONS", "AUTO_DIRECT_MAX_P", "DEFAULT_MEMORY_LIMIT"]
 
 
 class Influence:
@@ -72,7 +53,8 @@ class Influence:
     damping : float >= 0
         Added to the diagonal of H.
     tol : float > 0
-        CG stops when ||H x - b|| <= tol * ||b||.
+        CG stops a right-hand side when its recursively updated residual r
+        (not a recomputed H x - b) satisfies ||r|| <= tol * ||b||.
     max_iter : int or None
         CG iteration limit; None means max(100, 2 p).
     verify : bool
@@ -107,12 +89,11 @@ class Influence:
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
                  batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT):
-        check_model(model)
+        check_fitted_model(model)
         self.model = model
-        self.X_train = check_X(X_train, "X_train", n_features=model.n_features_)
-        n, d = self.X_train.shape
-        self.y_train = check_y(y_train, n, "y_train")
-        self.n_params = d + int(model.fit_intercept)
+        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_)
+        d = self._op.n_features
+        self.n_params = self._op.n_params
         self.solver = check_choice(solver, "solver", SOLVERS)
         self.damping = check_scalar(damping, "damping")
         self.tol = check_scalar(tol, "tol", strict=True)
@@ -125,30 +106,28 @@ class Influence:
         self.batch_size = check_scalar(batch_size, "batch_size", integer=True, min_value=1,
                                        allow_none=True)
         stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
-        self._ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
         self._intercept = float(model.intercept_)
         # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
-        # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights s_i follow.
-        z = np.empty(n)
-        grad = np.empty(self.n_params)
-        objective_gradient(self.X_train, self.y_train, self._coef, self._intercept, model.l2, grad, z)
+        # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
+        _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
         self.grad_norm_ = float(np.linalg.norm(grad))
-        self._r = np.empty(n)
-        self._s = np.empty(n)
-        _kernels._residuals_weights(z, self.y_train, self._r, self._s)
-        self._H = None
-        self._chol = None
-        self._H_inv = None  # numpy's explicit inverse, for verify=True
+        self._curv = self._op.curvature(z)
+        self._hess = HessianOperator(self._op, self._curv, ridge_diagonal(d, model.fit_intercept, model.l2,
+                                                                          self.damping))
+        self._solvers = {}
+        n = self._op.n_samples
         if self.grad_norm_ > stationarity_tol * n:
             warnings.warn(
                 f"the parameters are not a stationary point of the training objective: "
                 f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
                 f"{stationarity_tol * n:.3g}). Influence values describe the quadratic model "
                 "at these parameters, not the effect of refitting; fit with "
-                "fastinfl.LogisticRegression to reach the optimum.",
+                "fastinfl.LogisticRegression to reach the optimum (from a scikit-learn model, "
+                "refit it with a tighter tol, or use fastinfl.LogisticRegression(l2=1/C).fit(X, y, "
+                "init_params=...) warm-started from its parameters).",
                 StationarityWarning, stacklevel=2,
             )
 
@@ -161,31 +140,62 @@ class Influence:
 
     @property
     def n_samples(self):
-        return self.X_train.shape[0]
+        return self._op.n_samples
+
+    @property
+    def X_train(self):
+        """The validated training features the operator reads (not a copy: do not modify)."""
+        return self._op.X
+
+    @property
+    def y_train(self):
+        return self._op.y
+
+    @property
+    def _solver(self):
+        """The solver for the current settings (built once per setting; the factor is kept)."""
+        key = ("direct" if self._use_direct else "cg", self.tol, self.max_iter, self.verify, self.verify_rtol)
+        solver = self._solvers.get(key)
+        if solver is None:
+            solver = Direct(self._hess) if key[0] == "direct" else CG(self._hess, self.tol, self.max_iter)
+            if self.verify:
+                solver = Verified(solver, self.verify_rtol)
+            solver = self._solvers.setdefault(key, solver)
+        return solver
+
+    @property
+    def cg_n_iter_(self):
+        """(k,) CG iterations of the last CG batch solved."""
+        return self._last_cg("n_iter_")
+
+    @property
+    def cg_residual_(self):
+        """(k,) final relative residuals (recursively updated) of the last CG batch solved."""
+        return self._last_cg("residual_")
+
+    def _last_cg(self, attr):
+        for solver in self._solvers.values():
+            if solver.name == "cg" and getattr(solver, attr) is not None:
+                return getattr(solver, attr)
+        raise AttributeError(f"cg_{attr} is set once a CG solve has run")
 
     # ------------------------------------------------------------ primitives
     def hessian(self):
         """(p, p) Hessian H of the training objective at theta, plus damping * I."""
-        if self._H is None:
-            self._check_result_size((self.n_params, self.n_params), "the Hessian",
-                                    "use solver='cg', which never forms it, or raise memory_limit.")
-            self._H = hessian_sum(self.X_train, self._s, self._ridge)
-        return self._H.copy()
+        self._check_result_size((self.n_params, self.n_params), "the Hessian",
+                                "use solver='cg', which never forms it, or raise memory_limit.")
+        return self._hess.hessian().copy()
 
     def gradients(self, X=None, y=None):
         """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
-        X, y = self._check_data(X, y)
-        self._check_result_size((X.shape[0], self.n_params), "gradients")
-        out = np.empty((X.shape[0], self.n_params))
-        _kernels._per_example_grads(X, y, self._coef, self._intercept, out)
-        return out
+        op = self._test_operator(X, y)
+        self._check_result_size((op.n_samples, self.n_params), "gradients")
+        return op.gradients(self._coef, self._intercept)
 
     def hvp(self, V):
         """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train."""
         V2, was_1d = check_vectors(V, "V", self.n_params)
-        out = np.empty_like(V2)
-        with single_threaded_blas():
-            _kernels._hvp(self.X_train, self._s, self._ridge, V2, out)
+        out = self._hess.hvp(V2)
         return out[0] if was_1d else out
 
     def inverse_hvp(self, V):
@@ -198,91 +208,17 @@ class Influence:
         out = self._solve_rows(V2)
         return out[0] if was_1d else out
 
-    # --------------------------------------------------------------- solvers
+    # --------------------------------------------------- solves, batching, memory
     def _solve_rows(self, B):
         """H^-1 applied to every row of the float64 (k, p) array B, in batches; a new array."""
         out = np.empty_like(B)
-        for lo, hi in self._batches(B.shape[0], 8 * self.n_params):
-            out[lo:hi] = self._solve(B[lo:hi])
+        solver = self._solver
+        for begin, end in self._batches(B.shape[0], solve_bytes(self.n_params)):
+            out[begin:end] = solver.solve(np.ascontiguousarray(B[begin:end]))
         return out
 
-    def _solve(self, B):
-        """H^-1 applied to the rows of the (k, p) float64 array B."""
-        if self._use_direct:
-            if self._chol is None:
-                self._chol = self._factor()
-            X = scipy.linalg.cho_solve(self._chol, B.T, check_finite=False).T
-        else:
-            X = self._cg(B)
-        if self.verify:
-            self._verify(B, X)
-        return X
-
-    def _factor(self):
-        """Cholesky factor of H; SingularHessianError when H is not, or only numerically, positive definite.
-
-        LAPACK's dpocon estimates cond(H) in O(p^2). Beyond MAX_CONDITION the direct solve's
-        relative error (about cond(H) x 1e-16) could pass 1e-3, so it is refused, not returned.
-        """
-        H = self.hessian()
-        chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
-        rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
-        if rcond * MAX_CONDITION < 1.0:
-            raise SingularHessianError(
-                f"the Hessian is numerically singular: condition number about {1 / max(rcond, 1e-300):.2g} "
-                f"(> {MAX_CONDITION:.0e}), so solves could lose every digit beyond the first few. "
-                "Add damping > 0 (for example 1e-6 x the largest diagonal entry) or fit with l2 > 0."
-            )
-        return chol
-
-    def _cg(self, B):
-        k, p = B.shape
-        X = np.empty((k, p))
-        n_iter = np.empty(k, np.int64)
-        resid = np.empty(k)
-        status = np.empty(k, np.int64)
-        with single_threaded_blas():
-            call_interruptible(_cg._cg_solve, self.X_train, self._s, self._ridge, np.ascontiguousarray(B),
-                               self.tol, self.max_iter, X, n_iter, resid, status)
-        if (status == _cg.NOT_POSITIVE).any():
-            q = int(np.flatnonzero(status == _cg.NOT_POSITIVE)[0])
-            raise SingularHessianError(
-                f"conjugate gradient met non-positive curvature p^T H p <= 0 (right-hand side {q}): "
-                "the Hessian is not positive definite; add damping > 0 or fit with l2 > 0."
-            )
-        if (status == _cg.MAX_ITER).any():
-            q = int(np.argmax(np.where(status == _cg.MAX_ITER, resid, -np.inf)))
-            raise ConvergenceError(
-                f"conjugate gradient did not converge in max_iter={self.max_iter} iterations: "
-                f"relative residual {resid[q]:.3g} > tol={self.tol:g} (right-hand side {q}). "
-                "Raise max_iter, loosen tol, add damping, or use solver='direct'."
-            )
-        self.cg_n_iter_ = n_iter
-        self.cg_residual_ = resid
-        return X
-
-    def _verify(self, B, X):
-        sample = np.linspace(0, B.shape[0] - 1, min(_VERIFY_SAMPLE, B.shape[0])).astype(np.int64)
-        if self._H_inv is None:
-            self._H_inv = np.linalg.inv(self.hessian())
-        ref = B[sample] @ self._H_inv.T
-        err = np.max(np.abs(X[sample] - ref)) / max(np.max(np.abs(ref)), np.finfo(float).tiny)
-        if not err <= self.verify_rtol:
-            raise VerificationError(
-                f"inverse-HVP differs from numpy's direct inverse by {err:.3g} (relative, "
-                f"max-norm) > verify_rtol={self.verify_rtol:g}; H may be ill-conditioned: "
-                "add damping, tighten tol or use solver='direct'."
-            )
-
-    # ------------------------------------------------------ batching, memory
     def _batches(self, total, bytes_per_item):
-        """(lo, hi) ranges of at most batch_size items whose working memory fits memory_limit.
-
-        ``bytes_per_item`` is the working memory one right-hand side needs
-        beyond the arrays every batch shares (CG keeps about 6 vectors of p).
-        """
-        size = self.batch_size or max(1, min(1024, self.memory_limit // (6 * bytes_per_item)))
-        return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
+        return batches(total, bytes_per_item, self.memory_limit, self.batch_size)
 
     def _check_result_size(self, shape, what, advice=None):
         need = 8 * int(np.prod(shape, dtype=np.float64))
@@ -294,55 +230,41 @@ class Influence:
                    "with train_idx, pass fewer test points at a time, or raise memory_limit.")
             )
 
-    def _check_data(self, X, y, name="X"):
+    def _test_operator(self, X, y, name="X"):
+        """The operator over (X, y) (validated); the training operator when X is None."""
         if X is None:
-            return self.X_train, self.y_train
+            return self._op
         if y is None:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
-        X = check_X(X, name, n_features=self.model.n_features_)
-        return X, check_y(y, X.shape[0], "y" + name[1:])
-
-    def _train_rows(self, idx):
-        """x~_i for the training rows idx, as a float64 (len(idx), p) array."""
-        A = np.empty((idx.shape[0], self.n_params))
-        d = self.X_train.shape[1]
-        A[:, :d] = self.X_train[idx]
-        if self.n_params > d:
-            A[:, d] = 1.0
-        return A
+        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features)
 
     def _quad_forms(self, idx):
         """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
         q = np.empty(idx.shape[0])
-        for lo, hi in self._batches(idx.shape[0], 8 * self.n_params):
-            A = self._train_rows(idx[lo:hi])
-            q[lo:hi] = np.einsum("ij,ij->i", A, self._solve(A))
+        solver = self._solver
+        for begin, end in self._batches(idx.shape[0], solve_bytes(self.n_params)):
+            A = self._op.rows(idx[begin:end])
+            q[begin:end] = np.einsum("ij,ij->i", A, solver.solve(A))
         return q
 
     # ------------------------------------------------------------ influence
     def s_test(self, X_test, y_test):
         """(m, p) rows H^-1 g(z_test) for each test point, solved in batches."""
-        return self._s_test(*self._check_data(X_test, y_test, "X_test"))
+        return self._s_test(self._test_operator(X_test, y_test, "X_test"))
 
-    def _s_test(self, X_test, y_test):
-        """s_test of validated test data."""
-        G = np.empty((X_test.shape[0], self.n_params))
-        _kernels._per_example_grads(X_test, y_test, self._coef, self._intercept, G)
-        return self._solve_rows(G)
+    def _s_test(self, test, idx=None):
+        """s_test rows of the test operator's rows ``idx`` (all when None)."""
+        return self._solve_rows(test.gradients(self._coef, self._intercept, idx))
 
     def influence(self, X_test, y_test, train_idx=None):
         """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None).
 
         Refused with a ValueError when the result would exceed ``memory_limit``.
         """
-        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
-        self._check_result_size((X_test.shape[0], idx.shape[0]), "influence")
-        S = self._s_test(X_test, y_test)
-        out = np.empty((S.shape[0], idx.shape[0]))
-        with single_threaded_blas():
-            _kernels._influence(self.X_train, self._r, S, idx, out)
-        return out
+        self._check_result_size((test.n_samples, idx.shape[0]), "influence")
+        return self._op.influence(self._curv, self._s_test(test), idx)
 
     def top_k(self, X_test, y_test, k=10):
         """The k most helpful and k most harmful training points for each test point.
@@ -350,22 +272,22 @@ class Influence:
         Streams over row blocks of X_train (in parallel) without forming the
         (m, n) influence matrix: memory O(m k) plus a block buffer per thread.
         Ties go to the smaller training index. Returns a :class:`TopK` of
-        (m, k) arrays.
+        (m, k) arrays. A helpful point has influence < 0 and a harmful one > 0:
+        where fewer than k training points have that sign, the remaining slots
+        hold index -1 and value NaN.
         """
-        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        test = self._test_operator(X_test, y_test, "X_test")
         k = check_scalar(k, "k", integer=True, min_value=1)
         if k > self.n_samples:
             raise ValueError(f"k must be <= the number of training points ({self.n_samples}); got {k}.")
-        m = X_test.shape[0]
+        m = test.n_samples
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
                    np.empty((m, k)))
-        # per test point: 64 chunks x 2 lists x k (value, index) pairs, plus a block column per thread
-        per_item = 64 * 4 * 8 * k + 2 * 8 * 512
-        for lo, hi in self._batches(m, per_item):
-            S = self._s_test(X_test[lo:hi], y_test[lo:hi])
-            with single_threaded_blas():
-                call_interruptible(_kernels._top_k, self.X_train, self._r, S, out.helpful[lo:hi],
-                                   out.helpful_idx[lo:hi], out.harmful[lo:hi], out.harmful_idx[lo:hi])
+        per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
+        for begin, end in self._batches(m, per_item):
+            S = self._s_test(test, np.arange(begin, end))
+            for field, part in zip(out, self._op.top_k(self._curv, S, k)):
+                field[begin:end] = part
         return out
 
     def params_change(self, train_idx=None):
@@ -373,20 +295,21 @@ class Influence:
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((idx.shape[0], self.n_params), "params_change")
         out = np.empty((idx.shape[0], self.n_params))
-        for lo, hi in self._batches(idx.shape[0], 8 * self.n_params):
-            sel = idx[lo:hi]
-            out[lo:hi] = self._solve(self._train_rows(sel) * self._r[sel, None])
+        solver = self._solver
+        for begin, end in self._batches(idx.shape[0], solve_bytes(self.n_params)):
+            sel = idx[begin:end]
+            out[begin:end] = solver.solve(self._op.rows(sel) * self._op.residuals(self._curv, sel)[:, None])
         return out
 
     def self_influence(self, train_idx=None):
         """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?)."""
         idx = check_indices(train_idx, self.n_samples)
-        return self._r[idx] ** 2 * self._quad_forms(idx)
+        return self._op.residuals(self._curv, idx) ** 2 * self._quad_forms(idx)
 
     def leverage(self, train_idx=None):
-        """(n_sel,) h_i = s_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix."""
+        """(n_sel,) h_i = w_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix."""
         idx = check_indices(train_idx, self.n_samples)
-        return self._s[idx] * self._quad_forms(idx)
+        return self._op.weights(self._curv, idx) * self._quad_forms(idx)
 
     def loo_change(self, X_test, y_test, train_idx=None, correction="newton"):
         """(m, n_sel) predicted change in each test loss on removing training point i and refitting.
@@ -411,19 +334,19 @@ class Influence:
         n_samples times this.
 
         Closed form from s_test: -s_t^T grad_x grad_theta loss(z_i) with
-        grad_x grad_theta loss(z_i) = s_i x~_i coef^T + r_i [I_d; 0], so
-        I_pert[t, j] = -(s_i (s_t . x~_i) coef + r_i s_t[:d]) for i = train_idx[j].
+        grad_x grad_theta loss(z_i) = w_i x~_i coef^T + r_i [I_d; 0], so
+        I_pert[t, j] = -(w_i (s_t . x~_i) coef + r_i s_t[:d]) for i = train_idx[j].
         """
-        X_test, y_test = self._check_data(X_test, y_test, "X_test")
+        test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
-        d = self.X_train.shape[1]
-        self._check_result_size((X_test.shape[0], idx.shape[0], d), "perturbation")
-        S = self._s_test(X_test, y_test)
-        proj = self._train_rows(idx) @ S.T  # (n_sel, m): s_t . x~_i
-        s_sel, r_sel = self._s[idx], self._r[idx]
+        d = self._op.n_features
+        self._check_result_size((test.n_samples, idx.shape[0], d), "perturbation")
+        S = self._s_test(test)
+        proj = self._op.rows(idx) @ S.T  # (n_sel, m): s_t . x~_i
+        w_sel, r_sel = self._op.weights(self._curv, idx), self._op.residuals(self._curv, idx)
         out = np.empty((S.shape[0], idx.shape[0], d))
         for t in range(S.shape[0]):
-            np.multiply.outer(s_sel * proj[:, t], self._coef, out=out[t])
+            np.multiply.outer(w_sel * proj[:, t], self._coef, out=out[t])
             out[t] += np.multiply.outer(r_sel, S[t, :d])
             np.negative(out[t], out=out[t])
         return out

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from ._validation import check_indices, check_model, check_scalar, check_X, check_y
+from ._validation import check_indices, check_scalar, check_X, check_y
 from .exceptions import ConvergenceError
-from .model import LogisticRegression
+from .model import LogisticRegression, check_fitted_model
 
 
 def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100):
@@ -32,7 +32,7 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         loss(z_test_t; theta_{-i}) - loss(z_test_t; theta) for i = train_idx[j].
         Compare with ``Influence.loo_change``.
     """
-    check_model(model)
+    check_fitted_model(model)
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")
     X_test = check_X(X_test, "X_test", n_features=model.n_features_)

@@ -1,15 +1,12 @@
 """L2-regularised binary logistic regression, fitted by Newton's method on the kernels."""
 
-import contextlib
-
 import numpy as np
 import scipy.linalg
 
-from . import _kernels
-from ._config import single_threaded_blas
-from ._interrupt import call_interruptible
-from ._validation import check_scalar, check_vector, check_X, check_y
-from .exceptions import ConvergenceError, SingularHessianError
+from ._validation import check_scalar, check_two_classes, check_vector
+from .exceptions import ConvergenceError
+from .operators import as_operator
+from .solvers import cholesky
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -23,41 +20,25 @@ def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
     return ridge
 
 
-def objective_gradient(X, y, coef, intercept, l2, grad_out, z_out):
-    """F(theta) and grad F (into ``grad_out`` (p,)) in one pass over X; margins into ``z_out`` (n,).
+def objective_gradient(op, coef, intercept, l2):
+    """F(theta), grad F (p,), min signed margin and the margins, in one pass of operator ``op``.
 
-    Returns (F, min_margin), min_margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
+    F = sum of log-losses + l2/2 ||coef||^2 (intercept unpenalised); min signed
+    margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
     """
-    loss, min_margin = _kernels._loss_grad(X, y, coef, intercept, grad_out, z_out)
-    grad_out[: coef.shape[0]] += l2 * coef
-    return loss + 0.5 * l2 * float(np.dot(coef, coef)), min_margin
+    loss, grad, min_margin, z = op.loss_grad(coef, intercept)
+    grad[: coef.shape[0]] += l2 * coef
+    return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad, min_margin, z
 
 
-def hessian_sum(X, s, ridge):
-    """(p, p) sum_i s_i x~_i x~_i^T + diag(ridge) from the parallel kernel; Ctrl-C interrupts it.
-
-    With several row chunks each thread calls BLAS on its own chunk, so BLAS is held to one
-    thread; with a single chunk (p > 2048, where per-chunk buffers would pass 64 MiB) BLAS
-    threads each dsyrk itself (measured at p = 3000: one core busy otherwise).
-    """
-    p = ridge.shape[0]
-    H = np.empty((p, p))
-    several = _kernels.hessian_chunk_count(X.shape[0], p) > 1
-    with single_threaded_blas() if several else contextlib.nullcontext():
-        call_interruptible(_kernels._hessian_sum, X, s, ridge, H)
-    return H
-
-
-def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
-    """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError unless H is PD."""
-    try:
-        return scipy.linalg.cho_factor(H, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        smallest = float(np.linalg.eigvalsh(H)[0])
-        raise SingularHessianError(
-            f"the {what} is not positive definite (smallest eigenvalue {smallest:.3g}, "
-            f"largest {float(np.abs(H).max()):.3g} in magnitude): {hint}."
-        ) from None
+def check_fitted_model(model, name="model"):
+    """Raise unless ``model`` is a fitted fastinfl.LogisticRegression (TypeError / ValueError)."""
+    if not isinstance(model, LogisticRegression):
+        raise TypeError(
+            f"{name} must be a fastinfl.LogisticRegression; got {type(model).__name__}. "
+            "Convert a fitted scikit-learn model with fastinfl.LogisticRegression.from_sklearn()."
+        )
+    model._check_fitted()
 
 
 class LogisticRegression:
@@ -122,26 +103,17 @@ class LogisticRegression:
     def fit(self, X, y, init_params=None):
         """Fit by Newton's method; ``init_params`` (p,) warm-starts it. Returns self."""
         self._check_hyper()
-        X = check_X(X)
-        y = check_y(y, X.shape[0])
-        n, d = X.shape
-        if self.fit_intercept and (y == y[0]).all():
-            raise ValueError(
-                f"y holds only class {int(y[0])}: with an unpenalised intercept the loss has no minimum "
-                "(the intercept runs off to infinity). Fit data with both classes, or fit_intercept=False."
-            )
-        p = d + int(self.fit_intercept)
+        op = as_operator(X, y, self.fit_intercept)
+        if op.fit_intercept:
+            check_two_classes(op.y)
+        n, d, p = op.n_samples, op.n_features, op.n_params
         theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
         ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
-        grad = np.empty(p)
-        z = np.empty(n)
-        r = np.empty(n)
-        s = np.empty(n)
 
         def evaluate(t):
-            return objective_gradient(X, y, t[:d], self._b(t), self.l2, grad, z)
+            return objective_gradient(op, t[:d], self._b(t), self.l2)
 
-        F, min_margin = evaluate(theta)
+        F, grad, min_margin, z = evaluate(theta)
         gtol = self.tol * n
         last_step = np.zeros(p)
         for it in range(self.max_iter + 1):
@@ -155,7 +127,7 @@ class LogisticRegression:
             gmax = float(np.max(np.abs(grad)))
             if gmax <= gtol:
                 if self.l2 == 0.0 and it > 0:
-                    self._check_recession(X, y, last_step)
+                    self._check_recession(op, last_step)
                 break
             if it == self.max_iter:
                 stalled = it > 0 and np.max(np.abs(last_step)) <= 1e-12 * max(1.0, np.max(np.abs(theta)))
@@ -167,8 +139,7 @@ class LogisticRegression:
                        "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
                                            "separable)." if self.l2 == 0.0 else "."))
                 )
-            _kernels._residuals_weights(z, y, r, s)  # z: margins of the last evaluate(theta)
-            H = hessian_sum(X, s, ridge)
+            H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
             hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
                     "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
                 ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
@@ -180,7 +151,7 @@ class LogisticRegression:
             slope = float(grad @ step)
             t = 1.0
             for _ in range(_MAX_HALVINGS):
-                F_new, margin_new = evaluate(theta + t * step)
+                F_new, grad_new, margin_new, z_new = evaluate(theta + t * step)
                 # Accept within rounding of F: near the optimum the decrease is below eps * |F|.
                 if F_new <= F + _ARMIJO * t * slope + 8 * np.finfo(float).eps * abs(F):
                     break
@@ -195,21 +166,19 @@ class LogisticRegression:
                 )
             last_step = t * step
             theta = theta + last_step
-            F, min_margin = F_new, margin_new
+            F, grad, min_margin, z = F_new, grad_new, margin_new, z_new
         self._set_params(theta, d, it, True)
         return self
 
-    def _check_recession(self, X, y, step):
+    def _check_recession(self, op, step):
         """ConvergenceError if the last Newton step is a direction along which the loss never rises.
 
         With l2 = 0, a step u with (2 y_i - 1) x~_i . u >= 0 for every i (and > 0 for some) is a
         certificate of quasi-complete separation: the loss falls forever along u, so the
         gradient test passed only because it decays like e^-||theta||, not at an optimum.
         """
-        d = X.shape[1]
-        u = np.empty(X.shape[0])
-        _kernels._margins(X, step[:d], self._b(step), u)
-        signed = np.where(y > 0.5, u, -u)
+        u = op.margins(step[: op.n_features], self._b(step))
+        signed = np.where(op.y > 0.5, u, -u)
         if signed.max() > 0.0 and signed.min() >= -1e-8 * np.abs(u).max():
             raise ConvergenceError(
                 "the training data are quasi-separable: along the last Newton step no training point's "
@@ -299,29 +268,20 @@ class LogisticRegression:
         return cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept)
 
     # ------------------------------------------------------------- prediction
+    def _operator(self, X, y=None):
+        return as_operator(X, y, self.fit_intercept, n_features=self.n_features_)
+
     def predict_proba(self, X):
         """P(y = 1 | x) for each row of X, shape (n,)."""
-        X = check_X(X, n_features=self.n_features_)
-        z = np.empty(X.shape[0])
-        _kernels._margins(X, self.coef_, self.intercept_, z)
-        _kernels._proba(z, z)
-        return z
+        return self._operator(X).probabilities(self.coef_, self.intercept_)
 
     def losses(self, X, y):
         """(n,) per-example log-losses log(1 + e^z_i) - y_i z_i, computed stably from the margins."""
-        X = check_X(X, n_features=self.n_features_)
-        y = check_y(y, X.shape[0])
-        z = np.empty(X.shape[0])
-        _kernels._margins(X, self.coef_, self.intercept_, z)
-        _kernels._losses(z, y, z)
-        return z
+        return self._operator(X, y).losses(self.coef_, self.intercept_)
 
     def objective(self, X, y):
         """F(theta) = sum_i log-loss_i + l2/2 ||coef||^2 on (X, y)."""
-        X = check_X(X, n_features=self.n_features_)
-        y = check_y(y, X.shape[0])
-        grad = np.empty(self.coef_.shape[0] + int(self.fit_intercept))
-        return objective_gradient(X, y, self.coef_, self.intercept_, self.l2, grad, np.empty(X.shape[0]))[0]
+        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
 
     def __repr__(self):
         return (f"LogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "

@@ -120,10 +120,18 @@ def perturbation(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0, 
 
 
 def top_k(infl, k):
-    """Indices and values of the k smallest and k largest entries per row, ties to the smaller index."""
+    """Indices and values of the k smallest negative and k largest positive entries per row.
+
+    Ties go to the smaller index; slots without an entry of the right sign
+    (< 0 for the smallest, > 0 for the largest) hold index -1 and NaN.
+    """
     low = np.argsort(infl, axis=1, kind="stable")[:, :k]
     high = np.argsort(-infl, axis=1, kind="stable")[:, :k]
-    return low, np.take_along_axis(infl, low, 1), high, np.take_along_axis(infl, high, 1)
+    low_v = np.take_along_axis(infl, low, 1)
+    high_v = np.take_along_axis(infl, high, 1)
+    low = np.where(low_v < 0, low, -1)
+    high = np.where(high_v > 0, high, -1)
+    return low, np.where(low_v < 0, low_v, np.nan), high, np.where(high_v > 0, high_v, np.nan)
 
 
 def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):

@@ -5,7 +5,8 @@ import pytest
 from problems import make_problem
 
 import fastinfl
-from fastinfl import _cg, _kernels
+from fastinfl.kernels import cg as _cg
+from fastinfl.kernels import dense as _kernels
 from fastinfl.model import ridge_diagonal
 
 
@@ -13,7 +14,7 @@ def _system(n=3000, d=12, dtype=np.float64, seed=0, l2=1.0):
     X, y = make_problem(n=n, d=d, seed=seed, dtype=dtype)
     model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
     z, r, s = np.empty(n), np.empty(n), np.empty(n)
-    _kernels._margins(X, model.coef_, model.intercept_, z)
+    _kernels._margins(X, model.coef_, model.intercept_, z, np.zeros(1, np.uint8))
     _kernels._residuals_weights(z, y.astype(np.float64), r, s)
     ridge = ridge_diagonal(d, True, l2)
     H = np.empty((d + 1, d + 1))

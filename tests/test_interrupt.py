@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from fastinfl import _kernels
-from fastinfl._interrupt import call_interruptible
+from fastinfl.kernels import dense as _kernels
+from fastinfl.operators.policy import call_interruptible
 
 SCRIPT = textwrap.dedent("""
     import sys, time

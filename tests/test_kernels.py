@@ -10,17 +10,18 @@ from numba.core.registry import CPUDispatcher
 from problems import make_problem
 
 import fastinfl
-from fastinfl import _cg, _config, _kernels, _sigmoid, reference
-from fastinfl.model import ridge_diagonal
+from fastinfl import _config, reference
+from fastinfl.kernels import cg as _cg
+from fastinfl.kernels import dense as _kernels
+from fastinfl.kernels import sigmoid as _sigmoid
+from fastinfl.model import objective_gradient, ridge_diagonal
+from fastinfl.operators import as_operator
 
 
 def _objective_and_grad(X, y, theta, l2, d):
-    """F and grad F from the fused kernel (intercept last)."""
-    grad = np.empty(theta.shape[0])
-    loss, _ = _kernels._loss_grad(X, y.astype(np.float64), theta[:d], float(theta[d]), grad,
-                                  np.empty(X.shape[0]))
-    grad[:d] += l2 * theta[:d]
-    return loss + 0.5 * l2 * theta[:d] @ theta[:d], grad
+    """F and grad F from the production helper over the dense operator (intercept last)."""
+    F, grad, _, _ = objective_gradient(as_operator(X, y), theta[:d], float(theta[d]), l2)
+    return F, grad
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_hvp_equals_hessian_times_v(dtype, fit_intercept):
     rng = np.random.default_rng(0)
     v = rng.standard_normal(p)
     np.testing.assert_allclose(inf.hvp(v), H @ v, rtol=1e-12, atol=1e-10)
-    for k in (3, _kernels.HVP_BLAS_MIN_K, 40):  # both the fused-loop and the BLAS branch
+    for k in (3, _config.HVP_BLAS_MIN_K, 40):  # both the fused-loop and the BLAS branch
         V = rng.standard_normal((k, p))
         np.testing.assert_allclose(inf.hvp(V), V @ H, rtol=1e-12, atol=1e-10)
     ref = reference.hessian(X, model.coef_, model.intercept_, l2=1.0, fit_intercept=fit_intercept,
@@ -167,8 +168,8 @@ def test_thread_count_invariance(one_thread):
         results.append([model.params_, inf.hessian(), inf.hvp(V[0]), inf.hvp(V), inf.inverse_hvp(V),
                         inf.influence(X_test, y_test)])
     for one, two in zip(*results, strict=True):
-        # Chunking depends on sizes only, so the sums are in the same order: 1e-12 is generous.
-        np.testing.assert_allclose(one, two, rtol=1e-12, atol=0)
+        # Chunking depends on sizes only, so the sums are in the same order: bitwise identical.
+        np.testing.assert_array_equal(one, two)
 
 
 def _kernel_dispatchers():
@@ -209,7 +210,7 @@ def test_compiled_signatures_stay_few():
 
     script = textwrap.dedent("""
         import numpy as np, fastinfl
-        from fastinfl import _kernels
+        from fastinfl.kernels import dense as _kernels
         rng = np.random.default_rng(0)
         X = rng.standard_normal((300, 3)); y = (rng.random(300) < 0.5).astype(int)
         ro = X.copy(); ro.setflags(write=False)

@@ -1,0 +1,6 @@
+"""Numba kernels: one module per kind of data; nothing here validates or allocates results for the API.
+
+``dense`` (in-memory or memory-mapped arrays), ``cg`` (batched conjugate gradient
+on the dense HVP), ``sigmoid`` (stable scalar helpers), ``blas`` (dsyrk for kernels).
+Only the operator layer (``fastinfl.operators``) imports these modules.
+"""

@@ -1,0 +1,31 @@
+"""The operator layer: one object per data set that runs every pass over its rows.
+
+:func:`as_operator` turns user data into the operator for its kind (validated
+once); models and :class:`fastinfl.Influence` call only operators and solvers,
+never kernels. See docs/architecture.md for the layers and how to add a kind of data.
+"""
+
+from .. import _validation
+from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, TopK
+
+__all__ = ["CONVERGED", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator", "Operator",
+           "TopK", "as_operator"]
+
+
+def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
+    """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
+
+    ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
+    ``name`` ("X", "X_train", "X_test") names the arguments in errors; labels are
+    named "y" plus the same suffix. ``n_features`` checks the column count.
+    """
+    if isinstance(X, Operator):
+        if y is not None:
+            raise ValueError(f"{name} is already an operator; pass its labels when building it.")
+        return X
+    from .dense import DenseOperator, sum_squares
+
+    X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+    if y is not None:
+        y = _validation.check_y(y, X.shape[0], "y" + name[1:])
+    return DenseOperator(X, y, fit_intercept)

@@ -11,7 +11,7 @@ import numpy as np
 from numba import types
 from numba.core.extending import get_cython_function_address
 
-from ._config import kernel
+from .._config import kernel
 
 llvm.add_symbol("fastinfl_dsyrk", get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
 _vp = types.voidptr

@@ -7,7 +7,11 @@ Contract shared by every kernel (the API validates, kernels never do):
 - parameters, vectors and outputs are float64; ``p`` is the length of the
   parameter vector: ``p == d + 1`` means an intercept (x~ = [x, 1]),
   ``p == d`` means none (and ``intercept`` is 0);
-- ``y`` is float64 with values in {0, 1}; all values are finite.
+- ``y`` is float64 with values in {0, 1}; all values are finite;
+- per-row loss derivatives at the margins z_i: ``r`` (n,) residuals
+  sigma(z_i) - y_i (so g(z_i) = r_i x~_i) and ``w`` (n,) curvature weights
+  sigma(z_i) sigma(-z_i) (so H = sum_i w_i x~_i x~_i^T + diag(ridge));
+  ``S`` (m, p) always means s_test rows H^-1 g(z_test).
 
 Each quantity is a serial ``*_rows`` kernel over a row range [lo, hi) and a
 driver that runs it on row chunks with ``prange``. The number of chunks depends
@@ -22,23 +26,21 @@ per call on 568 rows with the other core loaded, 0.04 ms serial).
 import numpy as np
 from numba import prange
 
-from ._blas import syrk_lower
-from ._config import BLOCK_ROWS, kernel
-from ._sigmoid import expit, hessian_weight, log_loss, residual
+from .._config import (
+    BLOCK_ROWS,
+    CHUNK_BYTES,
+    HESSIAN_BLOCK_ROWS,
+    HVP_BLAS_MIN_K,
+    MAX_CHUNKS,
+    MIN_CHUNK_ROWS,
+    kernel,
+)
+from .blas import syrk_lower
+from .sigmoid import expit, hessian_weight, log_loss, residual
 
-# Below this many right-hand sides the batched HVP runs as a fused loop per row
-# (each row is read once and used for all k dot products and k updates); from
-# it on, per row block as two BLAS calls. Measured (n = 2e5, d = 100, float64,
-# 2 threads; ms per HVP, loop / BLAS): k=1 24/424, k=4 42/196, k=8 69/44,
-# k=16 74/74, k=32 201/102 (FASTINFL_CACHE=0 copies with the constant at 1 and 1000).
-HVP_BLAS_MIN_K = 8
-
-# Rows per dsyrk in the Hessian: 1024 beat 256 and 512 at d = 100 (0.152 s vs
-# 0.171 / 0.174 at n = 10^6) and tied at d = 500 and 1000.
-HESSIAN_BLOCK_ROWS = 1024
-_MIN_CHUNK_ROWS = 4096
-_MAX_CHUNKS = 64
-_CHUNK_BYTES = 1 << 26  # bound on the per-chunk Hessian / HVP sum buffers (64 MiB)
+_MIN_CHUNK_ROWS = MIN_CHUNK_ROWS
+_MAX_CHUNKS = MAX_CHUNKS
+_CHUNK_BYTES = CHUNK_BYTES
 
 
 @kernel()
@@ -80,7 +82,7 @@ def _sum_squares_rows(X, lo, hi):
 
 
 @kernel(parallel=True)
-def _sum_squares(X):
+def _sum_squares(X, stop):
     """sum_ij X_ij^2 in float64 (inf or NaN when X holds non-finite or overflowing values)."""
     n = X.shape[0]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
@@ -89,7 +91,8 @@ def _sum_squares(X):
     rows = (n + nch - 1) // nch
     parts = np.zeros(nch)
     for c in prange(nch):
-        parts[c] = _sum_squares_rows(X, c * rows, min(n, (c + 1) * rows))
+        if not stop[0]:
+            parts[c] = _sum_squares_rows(X, c * rows, min(n, (c + 1) * rows))
     return parts.sum()
 
 
@@ -101,7 +104,7 @@ def _margins_rows(X, coef, intercept, lo, hi, z_out):
 
 
 @kernel(parallel=True)
-def _margins(X, coef, intercept, z_out):
+def _margins(X, coef, intercept, z_out, stop):
     """z_out (n,) = X @ coef + intercept (``_loss_grad`` also returns them, with the gradient)."""
     n = X.shape[0]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
@@ -110,7 +113,8 @@ def _margins(X, coef, intercept, z_out):
         _margins_rows(X, coef, intercept, 0, n, z_out)
     else:
         for c in prange(nch):
-            _margins_rows(X, coef, intercept, c * rows, min(n, (c + 1) * rows), z_out)
+            if not stop[0]:
+                _margins_rows(X, coef, intercept, c * rows, min(n, (c + 1) * rows), z_out)
 
 
 @kernel()
@@ -128,11 +132,11 @@ def _losses(z, y, out):
 
 
 @kernel()
-def _residuals_weights(z, y, r_out, s_out):
-    """Per-row loss derivatives at margins z: r_out = expit(z) - y, s_out = expit(z) expit(-z)."""
+def _residuals_weights(z, y, r_out, w_out):
+    """Per-row loss derivatives at margins z: r_out = expit(z) - y, w_out = expit(z) expit(-z)."""
     for i in range(z.shape[0]):
         r_out[i] = residual(z[i], y[i])
-        s_out[i] = hessian_weight(z[i])
+        w_out[i] = hessian_weight(z[i])
 
 
 @kernel()
@@ -148,7 +152,7 @@ def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
 
 
 @kernel(parallel=True)
-def _per_example_grads(X, y, coef, intercept, out):
+def _per_example_grads(X, y, coef, intercept, out, stop):
     """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
     n = X.shape[0]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
@@ -157,7 +161,8 @@ def _per_example_grads(X, y, coef, intercept, out):
         _per_example_grads_rows(X, y, coef, intercept, 0, n, out)
     else:
         for c in prange(nch):
-            _per_example_grads_rows(X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), out)
+            if not stop[0]:
+                _per_example_grads_rows(X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), out)
 
 
 # ---------------------------------------------------------------- reductions
@@ -188,7 +193,7 @@ def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
 
 
 @kernel(parallel=True)
-def _loss_grad(X, y, coef, intercept, grad_out, z_out):
+def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
     """Sum of log-losses and its gradient, in one pass over X.
 
     Returns ``(loss, min_margin)``; ``grad_out`` (p,) receives sum_i r_i x~_i
@@ -208,8 +213,9 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out):
     losses = np.zeros(nch)
     margins = np.zeros(nch)
     for c in prange(nch):
-        losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
-                                                min(n, (c + 1) * rows), acc[c], z_out)
+        if not stop[0]:
+            losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
+                                                    min(n, (c + 1) * rows), acc[c], z_out)
     loss = 0.0
     for c in range(nch):
         grad_out += acc[c]
@@ -218,10 +224,10 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out):
 
 
 @kernel()
-def _hessian_rows(X, s, lo, hi, H_acc, stop):
-    """Adds sum_{i in [lo, hi)} s_i x~_i x~_i^T to the lower triangle of H_acc (p, p).
+def _hessian_rows(X, w, lo, hi, H_acc, stop):
+    """Adds sum_{i in [lo, hi)} w_i x~_i x~_i^T to the lower triangle of H_acc (p, p).
 
-    One dsyrk per HESSIAN_BLOCK_ROWS rows on B = sqrt(s) * x~ (float64 copy of
+    One dsyrk per HESSIAN_BLOCK_ROWS rows on B = sqrt(w) * x~ (float64 copy of
     the block). Returns early, leaving a partial sum, once ``stop[0]`` is set.
     """
     d = X.shape[1]
@@ -232,11 +238,11 @@ def _hessian_rows(X, s, lo, hi, H_acc, stop):
             return
         m = min(HESSIAN_BLOCK_ROWS, hi - b0)
         for i in range(m):
-            w = np.sqrt(s[b0 + i])
+            sq = np.sqrt(w[b0 + i])
             for j in range(d):
-                B[i, j] = w * X[b0 + i, j]
+                B[i, j] = sq * X[b0 + i, j]
             if p > d:
-                B[i, d] = w
+                B[i, d] = sq
         syrk_lower(B, m, H_acc)
 
 
@@ -247,30 +253,27 @@ def hessian_chunk_count(n, p):
 
 
 @kernel(parallel=True)
-def _hessian_sum(X, s, ridge, H_out, stop):
-    """H_out (p, p) = sum_i s_i x~_i x~_i^T + diag(ridge), in one pass over X.
+def _hessian_sum(X, w, ridge, H_out, stop):
+    """H_out (p, p) = sum_i w_i x~_i x~_i^T + diag(ridge), in one pass over X.
 
-    Each chunk scales row blocks into a float64 buffer B = sqrt(s) x~ and adds
+    Each chunk scales row blocks into a float64 buffer B = sqrt(w) x~ and adds
     B^T B to the lower triangle of its own (p, p) sum with one BLAS dsyrk;
-    no n x p temporary. Call through ``model.hessian_sum`` (BLAS threads). ``stop`` (1,)
+    no n x p temporary. Call through the dense operator (BLAS threads). ``stop`` (1,)
     uint8: the kernel returns early (with a meaningless H_out) once stop[0] is set.
-
-    Performance (2 cores, dgemm measured 139-172 GFLOP/s; "effective" counts
-    2 n p^2 flops): at n = 10^6, d = 100, hand-written rank-4 updates of one
-    triangle reached 25 GFLOP/s, a gemm per 512-row block 76, dsyrk (half the
-    flops) per 1024-row block 134; at d = 500 and 1000, dsyrk 256 and 273.
+    Why dsyrk (measurements in bench/RESULTS.md, "Tuning constants"): half the
+    flops of a gemm, and far ahead of hand-written symmetric updates.
     """
     n = X.shape[0]
     p = H_out.shape[0]
     H_out[:] = 0.0
     nch = hessian_chunk_count(n, p)
     if nch == 1:
-        _hessian_rows(X, s, 0, n, H_out, stop)
+        _hessian_rows(X, w, 0, n, H_out, stop)
     else:
         rows = (n + nch - 1) // nch
         acc = np.zeros((nch, p, p))
         for c in prange(nch):
-            _hessian_rows(X, s, c * rows, min(n, (c + 1) * rows), acc[c], stop)
+            _hessian_rows(X, w, c * rows, min(n, (c + 1) * rows), acc[c], stop)
         for c in range(nch):
             H_out += acc[c]
     for j in range(p):
@@ -280,8 +283,8 @@ def _hessian_sum(X, s, ridge, H_out, stop):
 
 
 @kernel()
-def _hvp_rows(X, s, V, lo, hi, acc):
-    """Adds sum_{i in [lo, hi)} s_i (x~_i . v_q) x~_i to row q of acc (k, p), for every row v_q of V."""
+def _hvp_rows(X, w, V, lo, hi, acc):
+    """Adds sum_{i in [lo, hi)} w_i (x~_i . v_q) x~_i to row q of acc (k, p), for every row v_q of V."""
     d = X.shape[1]
     k, p = V.shape
     if k >= HVP_BLAS_MIN_K:
@@ -293,14 +296,14 @@ def _hvp_rows(X, s, V, lo, hi, acc):
             _load_block(X, b0, b0 + m, A)
             np.dot(A[:m], V.T, T[:m])
             for i in range(m):
-                si = s[b0 + i]
+                wi = w[b0 + i]
                 for q in range(k):
-                    T[i, q] *= si
+                    T[i, q] *= wi
             np.dot(T[:m].T, A[:m], U)
             acc += U
     else:
         # Four rows at a time: four independent dot products per vector keep more loads in
-        # flight (measured 11 -> 20 GB/s at n = 10^6, d = 100, float64, k = 1, on a loaded machine).
+        # flight (bench/RESULTS.md, "Tuning constants").
         t = np.empty((k, 4))
         i = lo
         while i + 4 <= hi:
@@ -312,10 +315,10 @@ def _hvp_rows(X, s, V, lo, hi, acc):
                     z1 += X[i + 1, j] * vj
                     z2 += X[i + 2, j] * vj
                     z3 += X[i + 3, j] * vj
-                t[q, 0] = s[i] * z0
-                t[q, 1] = s[i + 1] * z1
-                t[q, 2] = s[i + 2] * z2
-                t[q, 3] = s[i + 3] * z3
+                t[q, 0] = w[i] * z0
+                t[q, 1] = w[i + 1] * z1
+                t[q, 2] = w[i + 2] * z2
+                t[q, 3] = w[i + 3] * z3
             for q in range(k):
                 t0, t1, t2, t3 = t[q, 0], t[q, 1], t[q, 2], t[q, 3]
                 for j in range(d):
@@ -328,7 +331,7 @@ def _hvp_rows(X, s, V, lo, hi, acc):
                 z = V[q, d] if p > d else 0.0
                 for j in range(d):
                     z += X[r, j] * V[q, j]
-                tq = s[r] * z
+                tq = w[r] * z
                 for j in range(d):
                     acc[q, j] += tq * X[r, j]
                 if p > d:
@@ -336,8 +339,8 @@ def _hvp_rows(X, s, V, lo, hi, acc):
 
 
 @kernel(parallel=True)
-def _hvp(X, s, ridge, V, out):
-    """out (k, p) = H V^T row by row: X~^T (s * (X~ v_q)) + ridge * v_q, one pass over X.
+def _hvp(X, w, ridge, V, out, stop):
+    """out (k, p) = H V^T row by row: X~^T (w * (X~ v_q)) + ridge * v_q, one pass over X.
 
     For k < HVP_BLAS_MIN_K each row is used for all k vectors while in cache;
     from there on each row block does two gemms (call under
@@ -350,12 +353,13 @@ def _hvp(X, s, ridge, V, out):
             out[q, j] = ridge[j] * V[q, j]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
     if nch == 1:
-        _hvp_rows(X, s, V, 0, n, out)
+        _hvp_rows(X, w, V, 0, n, out)
         return
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, k, p))
     for c in prange(nch):
-        _hvp_rows(X, s, V, c * rows, min(n, (c + 1) * rows), acc[c])
+        if not stop[0]:
+            _hvp_rows(X, w, V, c * rows, min(n, (c + 1) * rows), acc[c])
     for c in range(nch):
         out += acc[c]
 
@@ -380,7 +384,7 @@ def _influence_rows(X, r, S, idx, lo, hi, out):
 
 
 @kernel(parallel=True)
-def _influence(X, r, S, idx, out):
+def _influence(X, r, S, idx, out, stop):
     """out (m, len(idx)) = -(S x~_i) r_i for each training row i = idx[col].
 
     ``S`` (m, p) holds the s_test rows H^-1 g(z_test); ``r`` (n,) the training
@@ -391,10 +395,12 @@ def _influence(X, r, S, idx, out):
     nblk = (n_sel + BLOCK_ROWS - 1) // BLOCK_ROWS
     if n_sel <= _MIN_CHUNK_ROWS:
         for b in range(nblk):
-            _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
+            if not stop[0]:
+                _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
     else:
         for b in prange(nblk):
-            _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
+            if not stop[0]:
+                _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
 
 
 @kernel()
@@ -447,25 +453,25 @@ def _sort_heap(vals, idxs):
 
 
 @kernel()
-def _top_k_rows(X, r, St, lo, hi, lo_v, lo_i, hi_v, hi_i, stop):
-    """Streams rows [lo, hi) into the per-test heaps (m, k) lo_* (of I) and hi_* (of -I)."""
+def _top_k_rows(X, r, St, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
+    """Streams rows [begin, end) into per-test max-heaps (m, k): neg_* keeps the k smallest I, pos_* the k smallest -I."""
     p, m = St.shape
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, m))
-    for b0 in range(lo, hi, BLOCK_ROWS):
+    for b0 in range(begin, end, BLOCK_ROWS):
         if stop[0]:
             return
-        mb = min(BLOCK_ROWS, hi - b0)
+        mb = min(BLOCK_ROWS, end - b0)
         _load_block(X, b0, b0 + mb, A)
         np.dot(A[:mb], St, T[:mb])
         for i in range(mb):
             ri = r[b0 + i]
             for t in range(m):
                 v = -T[i, t] * ri
-                if v <= lo_v[t, 0]:  # cheap test against the worst kept; _offer breaks ties
-                    _offer(lo_v[t], lo_i[t], v, b0 + i)
-                if -v <= hi_v[t, 0]:
-                    _offer(hi_v[t], hi_i[t], -v, b0 + i)
+                if v <= neg_v[t, 0]:  # cheap test against the worst kept; _offer breaks ties
+                    _offer(neg_v[t], neg_i[t], v, b0 + i)
+                if -v <= pos_v[t, 0]:
+                    _offer(pos_v[t], pos_i[t], -v, b0 + i)
 
 
 @kernel(parallel=True)
@@ -474,7 +480,8 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
 
     ``S`` (m, p) are s_test rows; outputs are (m, k): ``low_*`` ascending (most
     helpful first), ``high_*`` descending (most harmful first); ties go to the
-    smaller index, as a stable argsort would. Streams over row blocks (one gemm
+    smaller index, as a stable argsort would; slots without a point of the right
+    sign (helpful needs I < 0, harmful I > 0) hold index -1 and NaN. Streams over row blocks (one gemm
     each) keeping per-chunk bounded max-heaps (O(log k) per accepted candidate,
     so large k stays cheap): memory O(chunks * m * k +
     threads * BLOCK_ROWS * m), never the (m, n) matrix. Call under
@@ -485,16 +492,16 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     k = low_out.shape[1]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
-    lo_v = np.full((nch, m, k), np.inf)
-    lo_i = np.full((nch, m, k), n)
-    hi_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
-    hi_i = np.full((nch, m, k), n)
+    neg_v = np.full((nch, m, k), np.inf)
+    neg_i = np.full((nch, m, k), n)
+    pos_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
+    pos_i = np.full((nch, m, k), n)
     St = np.ascontiguousarray(S.T)
     if nch == 1:
-        _top_k_rows(X, r, St, 0, n, lo_v[0], lo_i[0], hi_v[0], hi_i[0], stop)
+        _top_k_rows(X, r, St, 0, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
         for c in prange(nch):
-            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), lo_v[c], lo_i[c], hi_v[c], hi_i[c],
+            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c],
                         stop)
     for t in range(m):
         low_out[t] = np.inf
@@ -503,9 +510,16 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
         high_idx_out[t] = n
         for c in range(nch):
             for j in range(k):
-                _offer(low_out[t], low_idx_out[t], lo_v[c, t, j], lo_i[c, t, j])
-                _offer(high_out[t], high_idx_out[t], hi_v[c, t, j], hi_i[c, t, j])
+                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
+                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
         _sort_heap(low_out[t], low_idx_out[t])
         _sort_heap(high_out[t], high_idx_out[t])
         for j in range(k):
             high_out[t, j] = -high_out[t, j]
+            # A helpful point needs I < 0 and a harmful one I > 0: pad the rest.
+            if not low_out[t, j] < 0.0:
+                low_out[t, j] = np.nan
+                low_idx_out[t, j] = -1
+            if not high_out[t, j] > 0.0:
+                high_out[t, j] = np.nan
+                high_idx_out[t, j] = -1

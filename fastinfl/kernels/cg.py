@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from ._config import kernel
-from ._kernels import _hvp
+from .._config import kernel
+from .dense import _hvp
 
 CONVERGED = 0
 MAX_ITER = 1
@@ -13,10 +13,10 @@ NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
 
 
 @kernel()
-def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
+def _cg_solve(X, w, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
     """Solve H x_q = b_q for every row b_q of B (k, p) by conjugate gradient.
 
-    H = X~^T diag(s) X~ + diag(ridge) is applied through ``_hvp``: one pass over
+    H = X~^T diag(w) X~ + diag(ridge) is applied through ``_hvp``: one pass over
     X per iteration for all columns still running. Each column has its own step
     sizes and stops on its own when ||r_q|| <= tol * ||b_q|| (relative residual
     of the recursively updated residual) or after ``max_iter`` iterations.
@@ -51,7 +51,7 @@ def _cg_solve(X, s, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
     while na > 0 and it < max_iter and not stop[0]:
         for a in range(na):
             Pa[a] = P[active[a]]
-        _hvp(X, s, ridge, Pa[:na], HPa[:na])
+        _hvp(X, w, ridge, Pa[:na], HPa[:na], stop)
         it += 1
         still = 0
         for a in range(na):

@@ -6,7 +6,7 @@ overflows (scikit-learn's ``_loss``, glum's binomial family).
 
 import math
 
-from ._config import kernel
+from .._config import kernel
 
 
 @kernel()

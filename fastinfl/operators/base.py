@@ -1,0 +1,204 @@
+"""The operator interface: every pass over the training rows, whatever kind of data holds them.
+
+An :class:`Operator` owns one data set (X and, for training data, y) and knows
+how to run each pass of binary logistic regression over its rows; models and
+:class:`fastinfl.Influence` only ask it. One implementation per kind of data
+(dense arrays in ``dense.py``; later CSR, Dask, CUDA): see docs/architecture.md.
+
+Conventions: theta = (coef (d,), intercept); p = d + 1 with an intercept, d
+without; x~_i = [x_i, 1] (or x_i). A pass at theta gives the margins
+z_i = x~_i . theta; from them the :class:`Curvature` of the loss: residuals
+r_i = sigma(z_i) - y_i (so g(z_i) = r_i x~_i) and curvature weights
+w_i = sigma(z_i) sigma(-z_i) (so H = sum_i w_i x~_i x~_i^T + diag(ridge)).
+``S`` (m, p) always means s_test rows H^-1 g(z_test). Every result handed back
+is a NumPy float64 array; margins and curvature stay in the operator's own
+storage (a NumPy array for dense data, device or distributed arrays elsewhere).
+"""
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Curvature(NamedTuple):
+    """Per-row loss derivatives at theta, in the operator's storage: ``residuals`` r and ``weights`` w, (n,) each."""
+
+    residuals: object
+    weights: object
+
+
+class TopK(NamedTuple):
+    """Most helpful (most negative influence) and most harmful (most positive) training points.
+
+    Each field is (m, k): row t belongs to test point t; ``helpful`` ascending,
+    ``harmful`` descending; ``*_idx`` are training-row positions (0-based, not
+    DataFrame labels). A helpful point has influence < 0 and a harmful one > 0:
+    when fewer than k training points have that sign, the remaining slots hold
+    index -1 and value NaN.
+    """
+
+    helpful_idx: np.ndarray
+    helpful: np.ndarray
+    harmful_idx: np.ndarray
+    harmful: np.ndarray
+
+
+class CGResult(NamedTuple):
+    """Batched CG outcome, row q for right-hand side q: solutions (k, p), iterations, relative residuals, status."""
+
+    x: np.ndarray
+    n_iter: np.ndarray
+    residual: np.ndarray
+    status: np.ndarray
+
+
+# CG status codes (shared with the kernels).
+CONVERGED = 0
+MAX_ITER = 1
+NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
+
+
+class Operator(ABC):
+    """Every pass over the rows of one data set, for binary logistic regression.
+
+    Attributes: ``n_samples``, ``n_features``, ``fit_intercept``, ``n_params``
+    (p), ``dtype`` (of X), ``has_labels``.
+    """
+
+    def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels):
+        self.n_samples = n_samples
+        self.n_features = n_features
+        self.fit_intercept = bool(fit_intercept)
+        self.n_params = n_features + int(fit_intercept)
+        self.dtype = np.dtype(dtype)
+        self.has_labels = has_labels
+
+    # ------------------------------------------------------ passes at theta
+    @abstractmethod
+    def loss_grad(self, coef, intercept):
+        """(loss_sum, grad (p,) of the summed log-loss without L2, min signed margin, margins) in one pass.
+
+        min signed margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
+        """
+
+    @abstractmethod
+    def margins(self, coef, intercept):
+        """(n,) margins z_i as a NumPy array."""
+
+    @abstractmethod
+    def probabilities(self, coef, intercept):
+        """(n,) sigma(z_i) as a NumPy array."""
+
+    @abstractmethod
+    def losses(self, coef, intercept):
+        """(n,) per-example log-losses (needs labels)."""
+
+    @abstractmethod
+    def gradients(self, coef, intercept, idx=None):
+        """(n_sel, p) per-example log-loss gradients r_i x~_i of rows ``idx`` (all when None); needs labels."""
+
+    @abstractmethod
+    def curvature(self, margins):
+        """:class:`Curvature` (residuals, weights) from the margins of :meth:`loss_grad`; needs labels."""
+
+    # ----------------------------------------------------- curvature passes
+    @abstractmethod
+    def hessian(self, curv, ridge):
+        """(p, p) sum_i w_i x~_i x~_i^T + diag(ridge)."""
+
+    @abstractmethod
+    def hvp(self, curv, ridge, V):
+        """(k, p) rows H v_q for the rows of V (k, p), one pass over X for all k."""
+
+    def cg(self, curv, ridge, B, tol, max_iter):
+        """Batched conjugate gradient on :meth:`hvp`: a :class:`CGResult` for the rows of B (k, p).
+
+        Each right-hand side has its own step sizes and stops on its own once
+        its recursively updated residual satisfies ||r_q|| <= tol ||b_q||.
+        Implementations may override with a fused kernel; this one makes one
+        :meth:`hvp` call (one pass over X) per iteration for all running columns.
+        """
+        k, p = B.shape
+        x = np.zeros((k, p))
+        R = B.copy()
+        P = B.copy()
+        rs = np.einsum("ij,ij->i", R, R)
+        bnorm = np.sqrt(rs)
+        n_iter = np.zeros(k, np.int64)
+        resid = np.where(bnorm > 0.0, 1.0, 0.0)
+        status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
+        active = np.flatnonzero(bnorm > 0.0)
+        it = 0
+        while active.size and it < max_iter:
+            HP = self.hvp(curv, ridge, P[active])
+            it += 1
+            n_iter[active] = it
+            curv_pp = np.einsum("ij,ij->i", P[active], HP)
+            bad = ~(curv_pp > 0.0)
+            status[active[bad]] = NOT_POSITIVE
+            keep = ~bad
+            a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
+            alpha = rs[a] / curv_pp
+            x[a] += alpha[:, None] * P[a]
+            R[a] -= alpha[:, None] * HP
+            rs_new = np.einsum("ij,ij->i", R[a], R[a])
+            resid[a] = np.sqrt(rs_new) / bnorm[a]
+            done = resid[a] <= tol
+            status[a[done]] = CONVERGED
+            a, rs_new = a[~done], rs_new[~done]
+            P[a] = R[a] + (rs_new / rs[a])[:, None] * P[a]
+            rs[a] = rs_new
+            active = a
+        return CGResult(x, n_iter, resid, status)
+
+    @abstractmethod
+    def rows(self, idx):
+        """(n_sel, p) rows x~_i for ``idx`` as a dense float64 array."""
+
+    @abstractmethod
+    def influence(self, curv, S, idx):
+        """(m, n_sel) I[t, j] = -(S_t . x~_i) r_i for i = idx[j]."""
+
+    @abstractmethod
+    def top_k(self, curv, S, k):
+        """:class:`TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
+
+    def residuals(self, curv, idx):
+        """(n_sel,) r_i for rows ``idx`` as NumPy."""
+        return np.asarray(curv.residuals)[idx]
+
+    def weights(self, curv, idx):
+        """(n_sel,) w_i for rows ``idx`` as NumPy."""
+        return np.asarray(curv.weights)[idx]
+
+
+class HessianOperator:
+    """H = sum_i w_i x~_i x~_i^T + diag(ridge) at one theta: what the solvers need, and nothing else.
+
+    ``hvp(V)`` (k, p), ``hessian()`` (p, p, formed once and cached), ``cg(B, tol,
+    max_iter)`` and ``n_params``. Thread-safe: the cached Hessian is built under a lock.
+    """
+
+    def __init__(self, operator, curv, ridge):
+        import threading
+
+        self.operator = operator
+        self.curv = curv
+        self.ridge = np.ascontiguousarray(ridge, dtype=np.float64)
+        self.n_params = operator.n_params
+        self._H = None
+        self._lock = threading.Lock()
+
+    def hvp(self, V):
+        return self.operator.hvp(self.curv, self.ridge, V)
+
+    def hessian(self):
+        """(p, p) H; formed on the first call (one pass over X) and cached: do not modify it."""
+        with self._lock:
+            if self._H is None:
+                self._H = self.operator.hessian(self.curv, self.ridge)
+        return self._H
+
+    def cg(self, B, tol, max_iter):
+        return self.operator.cg(self.curv, self.ridge, B, tol, max_iter)

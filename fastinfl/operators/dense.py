@@ -1,0 +1,132 @@
+"""The operator over dense rows: an in-memory ``numpy.ndarray`` or a ``numpy.memmap``, float32 or float64."""
+
+import numpy as np
+
+from .._config import MIN_CHUNK_ROWS
+from ..kernels import cg as cg_kernels
+from ..kernels import dense as kernels
+from . import policy
+from .base import CGResult, Curvature, Operator, TopK
+
+
+def sum_squares(X):
+    """sum_ij X_ij^2 in float64 by the parallel kernel (the finiteness check of check_X)."""
+    return policy.run(kernels._sum_squares, X, work=X.size, parallel=X.shape[0] > MIN_CHUNK_ROWS)
+
+
+class DenseOperator(Operator):
+    """Passes over a C-contiguous float32 or float64 (n, d) array (float32 stays float32; sums in float64).
+
+    Build it with :func:`fastinfl.operators.as_operator`, which validates. ``X``
+    is kept, not copied when already C-contiguous float32/float64 (a memory map
+    stays a memory map): do not modify it while the operator is in use.
+    """
+
+    kind = "dense"
+
+    def __init__(self, X, y, fit_intercept):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
+        self.X = X
+        self.y = y
+
+    # -------------------------------------------------------------- helpers
+    def _params(self, coef, intercept):
+        return np.ascontiguousarray(coef, dtype=np.float64), float(intercept) if self.fit_intercept else 0.0
+
+    def _parallel(self, rows=None):
+        return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
+
+    def _labels(self):
+        if self.y is None:
+            raise ValueError("labels are required for this quantity: pass y with X.")
+        return self.y
+
+    # ------------------------------------------------------ passes at theta
+    def loss_grad(self, coef, intercept):
+        coef, b = self._params(coef, intercept)
+        grad = np.empty(self.n_params)
+        z = np.empty(self.n_samples)
+        loss, min_margin = policy.run(kernels._loss_grad, self.X, self._labels(), coef, b, grad, z,
+                                      work=self.X.size, parallel=self._parallel())
+        return float(loss), grad, float(min_margin), z
+
+    def margins(self, coef, intercept):
+        coef, b = self._params(coef, intercept)
+        z = np.empty(self.n_samples)
+        policy.run(kernels._margins, self.X, coef, b, z, work=self.X.size, parallel=self._parallel())
+        return z
+
+    def losses(self, coef, intercept):
+        z = self.margins(coef, intercept)
+        kernels._losses(z, self._labels(), z)
+        return z
+
+    def probabilities(self, coef, intercept):
+        """(n,) sigma(z_i)."""
+        z = self.margins(coef, intercept)
+        kernels._proba(z, z)
+        return z
+
+    def gradients(self, coef, intercept, idx=None):
+        coef, b = self._params(coef, intercept)
+        X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
+        X = np.ascontiguousarray(X)
+        out = np.empty((X.shape[0], self.n_params))
+        policy.run(kernels._per_example_grads, X, y, coef, b, out, work=X.size,
+                   parallel=self._parallel(X.shape[0]))
+        return out
+
+    def curvature(self, margins):
+        r = np.empty(self.n_samples)
+        w = np.empty(self.n_samples)
+        kernels._residuals_weights(margins, self._labels(), r, w)
+        return Curvature(r, w)
+
+    # ----------------------------------------------------- curvature passes
+    def hessian(self, curv, ridge):
+        p = self.n_params
+        H = np.empty((p, p))
+        several = kernels.hessian_chunk_count(self.n_samples, p) > 1
+        policy.run(kernels._hessian_sum, self.X, curv.weights, ridge, H, work=self.X.size * p,
+                   parallel=several)
+        return H
+
+    def hvp(self, curv, ridge, V):
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        out = np.empty_like(V)
+        policy.run(kernels._hvp, self.X, curv.weights, ridge, V, out, work=self.X.size * V.shape[0],
+                   parallel=self._parallel())
+        return out
+
+    def cg(self, curv, ridge, B, tol, max_iter):
+        """Batched CG fused in one kernel (no Python between iterations); see :meth:`Operator.cg`."""
+        k, p = B.shape
+        x = np.empty((k, p))
+        n_iter = np.empty(k, np.int64)
+        resid = np.empty(k)
+        status = np.empty(k, np.int64)
+        policy.run(cg_kernels._cg_solve, self.X, curv.weights, ridge, np.ascontiguousarray(B), tol, max_iter,
+                   x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=self._parallel())
+        return CGResult(x, n_iter, resid, status)
+
+    def rows(self, idx):
+        A = np.empty((idx.shape[0], self.n_params))
+        A[:, : self.n_features] = self.X[idx]
+        if self.fit_intercept:
+            A[:, self.n_features] = 1.0
+        return A
+
+    def influence(self, curv, S, idx):
+        S = np.ascontiguousarray(S, dtype=np.float64)
+        out = np.empty((S.shape[0], idx.shape[0]))
+        policy.run(kernels._influence, self.X, curv.residuals, S, idx, out,
+                   work=idx.shape[0] * self.n_params * S.shape[0], parallel=self._parallel(idx.shape[0]))
+        return out
+
+    def top_k(self, curv, S, k):
+        S = np.ascontiguousarray(S, dtype=np.float64)
+        m = S.shape[0]
+        out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
+        policy.run(kernels._top_k, self.X, curv.residuals, S, out.helpful, out.helpful_idx, out.harmful,
+                   out.harmful_idx, work=self.X.size * m, parallel=self._parallel())
+        return out
