@@ -486,7 +486,7 @@ def run_gpu(args, rep, sim, jobs, topk_n, topk_m, fit_n, torch, cp, gpu_times):
                     tt = float("nan")
                     if torch is not None:
                         Xg = torch.as_tensor(X)
-                        sg = torch.as_tensor(curv.s_dev, dtype=Xg.dtype, device=Xg.device)
+                        sg = torch.as_tensor(curv.weights, dtype=Xg.dtype, device=Xg.device)
 
                         def th():
                             A = torch.cat([Xg, torch.ones(n, 1, dtype=Xg.dtype, device=Xg.device)], 1) * sg.sqrt()[:, None]

@@ -16,9 +16,10 @@ Float64 accumulation everywhere: see ``fastinfl.kernels.cuda``.
 """
 
 import os
-from typing import NamedTuple
 
 import numpy as np
+
+from .base import CGResult, Curvature, Operator, TopK
 
 EXTRA_HINT = "pip install fastinfl[cuda]"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
@@ -63,50 +64,23 @@ def is_device_array(a):
     return hasattr(a, "__cuda_array_interface__")
 
 
-class CudaCurvature:
-    """Per-row residuals r_i = sigma(z_i) - y_i and weights s_i = sigma'(z_i), on the device.
-
-    ``r_dev`` / ``s_dev`` are device arrays; ``r`` / ``s`` NumPy copies made on first use.
-    """
-
-    def __init__(self, r_dev, s_dev):
-        self.r_dev = r_dev
-        self.s_dev = s_dev
-        self._host = {}
-
-    @property
-    def r(self):
-        if "r" not in self._host:
-            self._host["r"] = self.r_dev.copy_to_host()
-        return self._host["r"]
-
-    @property
-    def s(self):
-        if "s" not in self._host:
-            self._host["s"] = self.s_dev.copy_to_host()
-        return self._host["s"]
-
-
 class CudaMargins:
-    """Margins z_i (device) of one ``loss_grad`` call, with the r and s computed in the same pass."""
+    """Margins z_i (device) of one ``loss_grad`` call, with the Curvature computed in the same pass."""
 
     def __init__(self, z_dev, curvature):
         self.z_dev = z_dev
         self.curvature = curvature
 
-
-class TopKResult(NamedTuple):
-    helpful: np.ndarray
-    helpful_idx: np.ndarray
-    harmful: np.ndarray
-    harmful_idx: np.ndarray
+    def __array__(self, dtype=None, copy=None):
+        z = self.z_dev.copy_to_host()
+        return z if dtype is None else z.astype(dtype)
 
 
 def _blocks(n, per):
     return max(1, (n + per - 1) // per)
 
 
-class CudaOperator:
+class CudaOperator(Operator):
     """Passes over the training rows (X, y) held on the GPU.
 
     Parameters
@@ -117,14 +91,17 @@ class CudaOperator:
         p = d + 1 (x~ = [x, 1]) when True, else p = d.
     """
 
+    kind = "cuda"
+
     def __init__(self, X, y=None, fit_intercept=True):
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
         self.X = self._matrix_to_device(X)
-        self.n, self.d = self.X.shape
-        self.p = self.d + int(bool(fit_intercept))
-        self.fit_intercept = bool(fit_intercept)
-        self.y = None if y is None else self._labels_to_device(y)
+        super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None)
+        self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
+        # Labels: a NumPy copy (``y``, what the models check) and the device copy the kernels read.
+        self.y = None if y is None else self._labels_host(y)
+        self.y_dev = None if y is None else self.cuda.to_device(self.y)
         self._all_idx = None
 
     # ---------------------------------------------------------------- inputs
@@ -151,13 +128,12 @@ class CudaOperator:
         dtype = np.float32 if A.dtype == np.float32 else np.float64
         return cuda.to_device(np.ascontiguousarray(A, dtype=dtype))
 
-    def _labels_to_device(self, y):
+    def _labels_host(self, y):
+        from .. import _validation
+
         if is_device_array(y):
             y = self.cuda.as_cuda_array(y).copy_to_host()
-        y = np.ascontiguousarray(np.asarray(y), dtype=np.float64).ravel()
-        if y.shape[0] != self.n:
-            raise ValueError(f"y has {y.shape[0]} labels but X has {self.n} rows (axis 0 must agree).")
-        return self.cuda.to_device(y)
+        return _validation.check_y(y, self.n_samples)
 
     def _idx(self, idx):
         """Device int64 row indices; None means all rows (cached)."""
@@ -220,6 +196,38 @@ class CudaOperator:
         """(n,) z_i = x_i . coef + intercept."""
         return self._host(self._margins_dev(coef, intercept), as_device)
 
+    def probabilities(self, coef, intercept):
+        """(n,) sigma(z_i), from the device margins by the CPU's stable kernel."""
+        from ..kernels import dense
+
+        z = self.margins(coef, intercept)
+        dense._proba(z, z)
+        return z
+
+    def losses(self, coef, intercept):
+        """(n,) per-example log-losses, from the device margins by the CPU's stable kernel."""
+        from ..kernels import dense
+
+        self._labels()
+        z = self.margins(coef, intercept)
+        dense._losses(z, self.y, z)
+        return z
+
+    def residuals(self, curv, idx):
+        return self._curv_host(curv, 0)[idx]
+
+    def weights(self, curv, idx):
+        return self._curv_host(curv, 1)[idx]
+
+    def _curv_host(self, curv, which):
+        """NumPy copy of the residuals (0) or weights (1), made once per Curvature."""
+        cache = getattr(self, "_curv_cache", None)
+        if cache is None or cache[0] is not curv:
+            cache = self._curv_cache = (curv, {})
+        if which not in cache[1]:
+            cache[1][which] = curv[which].copy_to_host()
+        return cache[1][which]
+
     def _xtw(self, lo, hi, W, out, accumulate):
         """out (k, p) (+)= sum_{i in [lo, hi)} W[:, i - lo] x~_i, summed in a fixed order."""
         k = W.shape[0]
@@ -242,8 +250,7 @@ class CudaOperator:
 
     def loss_grad(self, coef, intercept):
         """(sum of log-losses, gradient (p,) without L2, min signed margin, margins handle), two passes over X."""
-        if self.y is None:
-            raise ValueError("loss_grad needs the labels y.")
+        self._labels()
         cuda, k = self.cuda, self.k
         z = self._margins_dev(coef, intercept)
         r = self._empty(self.n)
@@ -251,23 +258,29 @@ class CudaOperator:
         nb = _blocks(self.n, k.TPB)
         lpart = self._empty(nb)
         mpart = self._empty(nb)
-        k.loss_terms[nb, k.TPB](z, self.y, r, s, lpart, mpart)
+        k.loss_terms[nb, k.TPB](z, self.y_dev, r, s, lpart, mpart)
         scal = self._empty(2)
         k.reduce_scalars[1, k.TPB](lpart, mpart, scal)
         grad = self._empty((1, self.p))
         self._xtw(0, self.n, r.reshape(1, self.n), grad, False)
         loss, mmin = scal.copy_to_host()
-        return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, CudaCurvature(r, s))
+        return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, Curvature(r, s))
+
+    def _labels(self):
+        if self.y is None:
+            raise ValueError("labels are required for this quantity: pass y with X.")
+        return self.y_dev
 
     def curvature(self, margins):
-        """Residuals and weights (device) at the margins of a ``loss_grad`` handle (or a (n,) z)."""
+        """:class:`Curvature` of device arrays (residuals r, weights s) at the margins of ``loss_grad``."""
+        self._labels()
         if isinstance(margins, CudaMargins):
             return margins.curvature
         z = self._dev(margins)
         r = self._empty(self.n)
         s = self._empty(self.n)
-        self.k.residuals_weights[_blocks(self.n, self.k.TPB), self.k.TPB](z, self.y, r, s)
-        return CudaCurvature(r, s)
+        self.k.residuals_weights[_blocks(self.n, self.k.TPB), self.k.TPB](z, self.y_dev, r, s)
+        return Curvature(r, s)
 
     # --------------------------------------------------------------- Hessian
     def _hessian_impl(self):
@@ -287,7 +300,7 @@ class CudaOperator:
             nch = _blocks(self.n, per)
             part = self._empty((nch, p, p))
             k.gram[(nch, _blocks(p, k.TX), _blocks(p, k.GRAM_TA)), (k.TX, k.TY)](
-                self.X, curv.s_dev, p, per, part)
+                self.X, curv.weights, p, per, part)
             H = self._empty((p, p))
             self._reduce(part, nch, H, False)
             k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
@@ -300,7 +313,7 @@ class CudaOperator:
         for lo in range(0, self.n, rows):
             hi = min(self.n, lo + rows)
             self.k.scaled_rows[self._egrid(hi - lo, p), (self.k.TX, self.k.TY)](
-                self.X, lo, hi, curv.s_dev, p, Bn)
+                self.X, lo, hi, curv.weights, p, Bn)
             Bb = B[: hi - lo]
             if impl == "syrk":
                 try:
@@ -338,7 +351,7 @@ class CudaOperator:
         for lo in range(0, self.n, rows):
             hi = min(self.n, lo + rows)
             Tb = T[:, : hi - lo]
-            self._rowdot(idx[lo:hi], V, curv.s_dev, 1.0, Tb)
+            self._rowdot(idx[lo:hi], V, curv.weights, 1.0, Tb)
             self._xtw(lo, hi, Tb, out, lo > 0)
         grid = (_blocks(self.p, self.k.TX), _blocks(k, self.k.TY))
         self.k.add_ridge[grid, (self.k.TX, self.k.TY)](ridge_dev, V, out)
@@ -380,7 +393,7 @@ class CudaOperator:
             kern.cg_step[k, kern.TPB](P, HP, X, R, rs, bnorm, float(tol), n_iter, resid, status)
             st = status.copy_to_host()
         st = np.where(st == kern.RUNNING, kern.MAX_ITER, st)
-        return X.copy_to_host(), n_iter.copy_to_host(), resid.copy_to_host(), st
+        return CGResult(X.copy_to_host(), n_iter.copy_to_host(), resid.copy_to_host(), st)
 
     # ------------------------------------------------------------ influence
     def gradients(self, coef, intercept, idx=None, as_device=False):
@@ -389,7 +402,7 @@ class CudaOperator:
         z = self._margins_dev(coef, intercept, idx)
         out = self._empty((idx_dev.shape[0], self.p))
         grid = self._egrid(idx_dev.shape[0], self.p)
-        self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y, out)
+        self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y_dev, out)
         return self._host(out, as_device)
 
     def rows(self, idx=None, as_device=False):
@@ -405,13 +418,13 @@ class CudaOperator:
         S = self._dev(S)
         idx_dev = self._idx(idx)
         out = self._empty((S.shape[0], idx_dev.shape[0]))
-        self._rowdot(idx_dev, S, curv.r_dev, -1.0, out)
+        self._rowdot(idx_dev, S, curv.residuals, -1.0, out)
         return self._host(out, as_device)
 
     def top_k(self, curv, S, k):
         """Per test row the k most helpful (ascending I < 0) and most harmful (descending I > 0) rows.
 
-        Returns (helpful (m, k), helpful_idx, harmful (m, k), harmful_idx); a slot
+        Returns a :class:`TopK` of (m, k) arrays; a slot
         without a point of the right sign has index -1 and value NaN. Ties go to
         the smaller index. Memory O(chunks * m * k), never the (m, n) matrix.
         """
@@ -427,7 +440,7 @@ class CudaOperator:
         init_i = np.full((nch, m, k), self.n, np.int64)
         lo_v, lo_i = cuda.to_device(init_v), cuda.to_device(init_i)
         hi_v, hi_i = cuda.to_device(init_v), cuda.to_device(init_i)
-        kern.top_k_rows[(nch, ttiles), (kern.TX, kern.TY)](self.X, curv.r_dev, self.p, S, per,
+        kern.top_k_rows[(nch, ttiles), (kern.TX, kern.TY)](self.X, curv.residuals, self.p, S, per,
                                                             lo_v, lo_i, hi_v, hi_i)
         out = []
         for v, i in ((lo_v, lo_i), (hi_v, hi_i)):
@@ -440,7 +453,7 @@ class CudaOperator:
         bad_g = ~(gv > 0.0)
         hv[bad_h], hidx[bad_h] = np.nan, -1
         gv[bad_g], gidx[bad_g] = np.nan, -1
-        return TopKResult(hv, hidx, gv, gidx)
+        return TopK(hidx, hv, gidx, gv)
 
 
 class CudaCholesky:
@@ -489,4 +502,4 @@ class CudaCholesky:
         return self.op.cuda.to_device(np.ascontiguousarray(Xs)) if as_device else np.ascontiguousarray(Xs)
 
 
-__all__ = ["CudaOperator", "CudaCurvature", "CudaCholesky", "require_cuda", "is_device_array"]
+__all__ = ["CudaOperator", "CudaCholesky", "require_cuda", "is_device_array"]
