@@ -24,6 +24,7 @@ own chunk of rows into a partial buffer, reduced afterwards by ``reduce_parts``.
 """
 
 import math
+import os
 
 import numpy as np
 
@@ -33,7 +34,9 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, remo
 from numba import cuda, float64  # noqa: E402
 
 TX = 32  # rows per tile (row products) / columns per tile (reductions): one warp
-TY = 4  # warps per block
+# Warps per block (4 on a GPU; the tests run the simulator with 2: every simulated thread is a
+# Python thread). Read once, at import: the shared-array shapes below are compile-time constants.
+TY = int(os.environ.get("FASTINFL_CUDA_WARPS", "4"))
 TK = 32  # columns per step of the row-product kernels
 TPB = TX * TY  # threads per block of the one-dimensional kernels
 # Shared-array shapes must be literal constants (numba-cuda does not fold TKP): padded widths.
@@ -377,7 +380,7 @@ def gram(X, s, p, rows_per_chunk, part):
     c = cuda.blockIdx.x
     b0 = cuda.blockIdx.y * TX
     a0 = cuda.blockIdx.z * GRAM_TA
-    if a0 < b0:
+    if a0 + GRAM_TA <= b0:  # tile strictly above the diagonal
         return
     r_lo = c * rows_per_chunk
     r_hi = min(n, r_lo + rows_per_chunk)
@@ -390,12 +393,14 @@ def gram(X, s, p, rows_per_chunk, part):
         for rr in range(ty, TX, TY):
             i = r0 + rr
             vb = 0.0
-            va = 0.0
             if i < r_hi:
                 vb = _xt(X, i, b0 + tx, d, p)
-                va = s[i] * _xt(X, i, a0 + tx, d, p)
             sb[rr, tx] = vb
-            sa[rr, tx] = va
+            for aa in range(tx, GRAM_TA, TX):
+                va = 0.0
+                if i < r_hi:
+                    va = s[i] * _xt(X, i, a0 + aa, d, p)
+                sa[rr, aa] = va
         cuda.syncthreads()
         for rr in range(TX):
             xb = sb[rr, tx]
