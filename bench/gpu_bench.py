@@ -261,8 +261,7 @@ def torch_fit(X, y, n_iter):
 # ------------------------------------------------------------------- checks
 def check_small(rep, dtypes, n=2000, d=20):
     """CudaOperator against the CPU kernels on n x d (every quantity); max relative errors."""
-    from fastinfl import _kernels
-    from fastinfl.model import hessian_sum
+    from fastinfl.operators import as_operator
     from fastinfl.operators.cuda import CudaOperator
 
     rep(f"### Agreement with the CPU path ({n} x {d}, fit_intercept, random parameters; max relative error)")
@@ -277,12 +276,11 @@ def check_small(rep, dtypes, n=2000, d=20):
         y = (rng.random(n) < 0.4).astype(np.float64)
         coef, b = rng.standard_normal(d) * 0.2, 0.1
         ridge = ridge_of(d)
-        z = np.empty(n)
-        g = np.empty(d + 1)
-        loss_c, _ = _kernels._loss_grad(X, y, coef, b, g, z)
-        r, s = np.empty(n), np.empty(n)
-        _kernels._residuals_weights(z, y, r, s)
-        Hc = hessian_sum(X, s, ridge)
+        cpu = as_operator(X, y)
+        loss_c, g, _, z = cpu.loss_grad(coef, b)
+        cc = cpu.curvature(z)
+        r = np.asarray(cc.residuals)
+        Hc = cpu.hessian(cc, ridge)
         Xt = np.hstack([X.astype(np.float64), np.ones((n, 1))])
 
         def rel(a, ref):
@@ -308,8 +306,7 @@ def check_small(rep, dtypes, n=2000, d=20):
         tk = op.top_k(curv, S, 5)
         same = bool((tk.helpful_idx == np.argsort(Iref, axis=1, kind="stable")[:, :5]).all()
                     and (tk.harmful_idx == np.argsort(-Iref, axis=1, kind="stable")[:, :5]).all())
-        G = np.empty((n, d + 1))
-        _kernels._per_example_grads(X, y, coef, b, G)
+        G = cpu.gradients(coef, b)
         rep(f"| {np.dtype(dtype).name} | {abs(loss - loss_c) / loss_c:.1e} | {rel(grad, g):.1e} | "
             f"{' / '.join(hs)} | {rel(op.hvp(curv, ridge, V), V @ Hc):.1e} | "
             f"{rel(Xs, np.linalg.solve(Hc, B.T).T):.1e} | {rel(op.influence(curv, S), Iref):.1e} | {same} | "

@@ -50,7 +50,9 @@ def _cuda_operator(X, y, fit_intercept, name, n_features):
     except ImportError as exc:
         raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: pip install fastinfl[cuda] ({exc})") from None
     if not hasattr(X, "__cuda_array_interface__"):
-        X = _validation.check_X(X, name, n_features=n_features)
+        from .dense import sum_squares
+
+        X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
     elif n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
     return CudaOperator(X, y, fit_intercept)

@@ -251,7 +251,7 @@ class CudaOperator(Operator):
     def loss_grad(self, coef, intercept):
         """(sum of log-losses, gradient (p,) without L2, min signed margin, margins handle), two passes over X."""
         self._labels()
-        cuda, k = self.cuda, self.k
+        k = self.k
         z = self._margins_dev(coef, intercept)
         r = self._empty(self.n)
         s = self._empty(self.n)
@@ -293,7 +293,7 @@ class CudaOperator(Operator):
         impl = self._hessian_impl()
         p = self.p
         if impl == "numba":
-            cuda, k = self.cuda, self.k
+            k = self.k
             tiles = _blocks(p, k.TX) * (_blocks(p, k.TX) + 1) // 2
             nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(self.n, 4 * k.TX), BLOCK_BYTES // (8 * p * p)))
             per = _blocks(_blocks(self.n, nch), k.TX) * k.TX
@@ -371,7 +371,7 @@ class CudaOperator(Operator):
         all k columns and one update kernel; only the (k,) status vector comes
         back to the host (to stop once every column is done).
         """
-        cuda, kern = self.cuda, self.k
+        kern = self.k
         Bd = self._dev(B)
         k, p = Bd.shape
         X = self._empty((k, p))
