@@ -71,6 +71,11 @@ class Influence:
         Bytes. Results larger than this (``influence``, ``params_change``,
         ``perturbation``) are refused with a ValueError instead of exhausting
         memory; batches are sized so that their working arrays stay below it.
+    device : {None, "cpu", "cuda"}
+        "cuda": the training rows live on the GPU and every pass over them runs
+        as Numba CUDA kernels (optional extra ``cuda``: ``pip install
+        fastinfl[cuda]``); NumPy X_train is moved once, CuPy / Numba device
+        arrays are used in place (None picks "cuda" for them). Results are NumPy.
 
     Attributes
     ----------
@@ -88,10 +93,11 @@ class Influence:
 
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
-                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT):
+                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None):
         check_fitted_model(model)
         self.model = model
-        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_)
+        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_,
+                               device=device)
         d = self._op.n_features
         self.n_params = self._op.n_params
         self.solver = check_choice(solver, "solver", SOLVERS)

@@ -100,10 +100,10 @@ class LogisticRegression:
             raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, init_params=None):
-        """Fit by Newton's method; ``init_params`` (p,) warm-starts it. Returns self."""
+    def fit(self, X, y, init_params=None, device=None):
+        """Fit by Newton's method; ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU. Returns self."""
         self._check_hyper()
-        op = as_operator(X, y, self.fit_intercept)
+        op = as_operator(X, y, self.fit_intercept, device=device)
         if op.fit_intercept:
             check_two_classes(op.y)
         n, d, p = op.n_samples, op.n_features, op.n_params
