@@ -169,6 +169,7 @@ SIM_API = """
 """
 
 
+@pytest.mark.slow  # ~35 s in the CUDA simulator
 def test_influence_and_fit_with_device_cuda_in_simulator():
     assert run_python(SIM_API).strip() == "OK"
 
