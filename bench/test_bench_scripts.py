@@ -1,5 +1,7 @@
 """The benchmark scripts run end to end on tiny sizes and print their tables."""
 
+import pytest
+
 from bench import auto_switch, end_to_end
 
 
@@ -10,6 +12,7 @@ def test_auto_switch_prints_table(capsys):
     assert "- m = 9:" in out
 
 
+@pytest.mark.slow  # ~20 s
 def test_end_to_end_memory_mapped(tmp_path, capsys):
     end_to_end.main(["--n", "20_000", "--d", "5", "--m", "20", "--k", "3", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
@@ -26,6 +29,7 @@ def test_report_prints_table(capsys):
     assert "| top_k (m=1000, k=10" in out
 
 
+@pytest.mark.slow  # ~100 s: three processes compile every kernel on a cold cache
 def test_compile_time_prints_table(capsys):
     from bench import compile_time
 

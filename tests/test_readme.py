@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -26,6 +28,7 @@ def test_readme_commands_are_the_ci_commands():
     assert "pip install . && fastinfl demo" in text
 
 
+@pytest.mark.slow  # the 10^6-row demo: about a minute
 def test_readme_main_command_runs_as_written():
     """`fastinfl demo` with its defaults (10^6 x 50 synthetic rows): the README's main job."""
     import shutil
