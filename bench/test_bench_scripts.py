@@ -1,5 +1,7 @@
 """The benchmark scripts run end to end on tiny sizes and print their tables."""
 
+import re
+
 import pytest
 
 from bench import auto_switch, end_to_end
@@ -37,3 +39,20 @@ def test_compile_time_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| fit + influence, float64 | empty (cold) |" in out
     assert "| import only (best of 3) | warm |" in out
+
+
+def test_report_fraction_of_limit_never_above_100_percent():
+    from bench.report import fraction
+
+    assert fraction(50.0, 100.0) == "50%"
+    assert fraction(100.0, 100.0) == "100%"
+    assert fraction(130.0, 100.0) == ">100%*"  # measured limit below the achieved rate: not a fraction
+
+
+def test_report_small_problem_in_cache_is_not_above_100_percent(capsys):
+    from bench import report
+
+    report.main(["--n", "3000", "--d", "5", "--ops", "hvp", "--budget", "0"])
+    out = capsys.readouterr().out
+    fractions = re.findall(r"\| (\d+)% \|$", out, flags=re.M)
+    assert all(int(f) <= 100 for f in fractions)
