@@ -134,10 +134,10 @@ class Influence:
                 f"the parameters are not a stationary point of the training objective: "
                 f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
                 f"{stationarity_tol * n:.3g}). Influence values describe the quadratic model "
-                "at these parameters, not the effect of refitting; fit with "
-                "fastinfl.LogisticRegression to reach the optimum (from a scikit-learn model, "
-                "refit it with a tighter tol, or use fastinfl.LogisticRegression(l2=1/C).fit(X, y, "
-                "init_params=...) warm-started from its parameters).",
+                "at these parameters, not the effect of refitting. Refit to the optimum: "
+                "fastinfl.LogisticRegression(l2=...).fit(X, y); for a scikit-learn model, "
+                "fastinfl.LogisticRegression.from_sklearn(estimator, X, y) (a Newton refit warm-started "
+                "from its parameters) or sklearn's LogisticRegression(tol=1e-10).",
                 StationarityWarning, stacklevel=2,
             )
 
