@@ -137,6 +137,17 @@ def _parser():
                        help="how many to list in --self-influence FILE (default: --k; 0: all)")
     p_run.add_argument("--plot", metavar="FILE.png",
                        help="plot predicted vs actual leave-one-out change (needs matplotlib)")
+    p_run.add_argument("--loss", choices=("exact", "linear"), default="exact",
+                       help="loo_change: the test loss evaluated at the predicted parameters (exact, "
+                            "default) or carried to first order (linear); docs/validation_accuracy.md")
+    p_run.add_argument("--groups", metavar="FILE",
+                       help="group label of every training row (.npy of integers, or text with one "
+                            "integer per line, an optional header first); negative: in no group")
+    p_run.add_argument("--groups-out", metavar="FILE",
+                       help="with --groups: per test point, the K groups whose removal would raise its "
+                            "loss most (helpful) and lower it most (harmful), with the predicted change")
+    p_run.add_argument("--group-steps", type=_positive_int, default=1, metavar="N",
+                       help="Newton steps per group removal (default 1; 2 adds a convergence check)")
 
     p_bench = sub.add_parser("bench", help="throughput table against NumPy/SciPy and the machine's limits "
                                            "(from a checkout)", description=BENCH_DESCRIPTION)
@@ -165,13 +176,15 @@ def check_run_args(parser, args):
             parser.error(f"{option} goes with .csv files")
     if args.self_k is not None and args.self_influence is None:
         parser.error("--self-k goes with --self-influence FILE")
-    for path in (args.out, args.self_influence):
+    if (args.groups is None) != (args.groups_out is None):
+        parser.error("--groups FILE and --groups-out FILE go together")
+    for path in (args.out, args.self_influence, args.groups_out):
         conflict = format_conflict(path, args.format)
         if conflict:
             parser.error(conflict)
     if args.self_k is None:
         args.self_k = args.k
-    for path in (args.out, args.self_influence, args.plot):
+    for path in (args.out, args.self_influence, args.plot, args.groups_out):
         folder = os.path.dirname(path) if path else ""
         if folder and not os.path.isdir(folder):
             raise CommandError(f"cannot write {path}: no folder {folder}.")

@@ -30,7 +30,7 @@ def _test_batch(m, k):
     return max(1, min(256, cap, -(-m // 50)))
 
 
-def top_k_loo(inf, X_test, y_test, k, quiet, newton=True):
+def top_k_loo(inf, X_test, y_test, k, quiet, newton=True, loss="exact"):
     """``inf.top_k`` of every test point, in batches under a progress bar.
 
     With ``newton``, also the Newton-corrected predicted leave-one-out change of each listed
@@ -56,7 +56,7 @@ def top_k_loo(inf, X_test, y_test, k, quiet, newton=True):
                 change = np.full((hi - lo, idx.shape[0]), np.nan)
                 if valid.any():
                     change[:, valid] = inf.loo_change(X_test[lo:hi], y_test[lo:hi], idx[valid],
-                                                      correction="newton")
+                                                      correction="newton", loss=loss)
                 loo[lo:hi] = np.take_along_axis(change, where, axis=1)
             bar.update(hi - lo)
     return top, ((loo[:, :k], loo[:, k:]) if newton else None)
@@ -80,6 +80,63 @@ def _self_influence(args, inf, train):
             for r, i in enumerate(order)]
     header = ["rank", "train_index"] + (["train_id"] if ids is not None else []) + ["label", "self_influence"]
     write(args.self_influence, output_format(args.self_influence, args.format), header, rows)
+
+
+def load_groups(path, n):
+    """(n,) int64 group labels from a .npy array or a text file with one integer per line (optional header)."""
+    try:
+        if path.lower().endswith(".npy"):
+            labels = np.load(path, allow_pickle=False)
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f if line.strip()]
+            if lines and not lines[0].lstrip("+-").isdigit():
+                lines = lines[1:]  # a header
+            bad = next((j for j, line in enumerate(lines) if not line.lstrip("+-").isdigit()), None)
+            if bad is not None:
+                raise CommandError(f"{path}: line {bad + 1} is {lines[bad]!r}, not an integer group label.")
+            labels = np.array([int(line) for line in lines], dtype=np.int64)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    except ValueError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise CommandError(f"{path}: group labels must be one integer per training row; got shape "
+                           f"{labels.shape} of {labels.dtype}.")
+    if labels.shape[0] != n:
+        raise CommandError(f"{path}: {labels.shape[0]} group labels for {n} training rows.")
+    return labels.astype(np.int64)
+
+
+def _groups(args, inf, train, test, losses):
+    """Write, per test point, the groups whose removal would raise (helpful) or lower (harmful) its loss most."""
+    labels = load_groups(args.groups, train.y.shape[0])
+    names = np.unique(labels[labels >= 0])
+    if names.size == 0:
+        raise CommandError(f"{args.groups}: every label is negative: no group to remove.")
+    sizes = np.array([np.count_nonzero(labels == g) for g in names])
+    try:
+        with progress("groups", enabled=not args.quiet):
+            change = inf.group_change(test.X, test.y, labels, correction="newton", loss=args.loss,
+                                      steps=args.group_steps)
+    except ValueError as exc:
+        raise CommandError(f"{args.groups}: {exc}") from None
+    k = min(args.k, names.size)
+    ids = test.ids
+    header = (["test_index"] + (["test_id"] if ids is not None else [])
+              + ["test_label", "test_loss", "kind", "rank", "group", "size", "loo_change"])
+    rows = []
+    for t in range(change.shape[0]):
+        head = [t] + ([ids[t]] if ids is not None else []) + [int(test.y[t]), float(losses[t])]
+        for kind, order, sign in (("helpful", np.argsort(-change[t], kind="stable"), 1.0),
+                                  ("harmful", np.argsort(change[t], kind="stable"), -1.0)):
+            rank = 0
+            for g in order[:k]:
+                if not sign * change[t, g] > 0:
+                    break
+                rank += 1
+                rows.append(head + [kind, rank, int(names[g]), int(sizes[g]), float(change[t, g])])
+    write(args.groups_out, output_format(args.groups_out, args.format), header, rows)
 
 
 def _note(message):
@@ -113,7 +170,7 @@ def run(args):
     model = fit(train.X, train.y, args.l2, args.quiet, args.train)
     inf = Influence(model, train.X, train.y, solver=args.solver, damping=args.damping)
     k = min(args.k, train.y.shape[0])
-    top, loo = top_k_loo(inf, test.X, test.y, k, args.quiet)
+    top, loo = top_k_loo(inf, test.X, test.y, k, args.quiet, loss=args.loss)
     losses = model.losses(test.X, test.y)
     header = top_header(test.ids, train.ids)
     rows = top_rows(top, loo, test.y, losses, test.ids, train.ids)
@@ -121,6 +178,8 @@ def run(args):
     write(args.out, fmt, header, rows, lambda rows: top_records(header, rows, test.y, losses, test.ids))
     if args.self_influence is not None:
         _self_influence(args, inf, train)
+    if args.groups is not None:
+        _groups(args, inf, train, test, losses)
     if args.plot is not None:
         from .plot import plot
 
