@@ -57,7 +57,8 @@ def seed_demo():
             warnings.simplefilter("always", StationarityWarning)
             inf = Influence(seed_model, X, y, solver=solver)
         tables[solver] = inf.influence(X_test, y_test)[0]
-        _table(f"Influence on the test point (x=1.5, y=1), solver={solver!r}:", X, y, tables[solver])
+        _table(f"Influence on the test point (x={X_test[0, 0]:g}, y={y_test[0]}), solver={solver!r}:", X, y,
+               tables[solver])
     diff = np.max(np.abs(tables["direct"] - tables["cg"]))
     print(f"Direct and CG agree to {diff:.1e} (max abs difference).")
     for w_ in caught:
