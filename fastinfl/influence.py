@@ -316,7 +316,7 @@ class Influence:
                    np.empty((m, k)))
         per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
         for begin, end in self._batches(m, per_item):
-            S = self._s_test(test, np.arange(begin, end))
+            S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part
         return out
