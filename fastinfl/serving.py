@@ -49,7 +49,8 @@ class Batcher:
         Test points per batched call at most.
     max_wait_ms : float
         How long the dispatcher waits, after the first request of a batch
-        arrives, for more to join it (the latency a lone request pays extra).
+        arrives, for more to join it; skipped when the previous batch held a
+        single request (a lone caller pays no wait).
     max_queue : int
         Test points waiting at most; beyond it :meth:`submit_top_k` and
         :meth:`submit_influence` raise :class:`QueueFull`.
@@ -75,6 +76,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self.batches_ = 0  # batched calls made (for measurements)
+        self._last_size = self.max_batch  # requests in the previous batch: 1 means a lone caller
         self._thread = threading.Thread(target=self._dispatch, name="fastinfl-batcher", daemon=True)
         self._thread.start()
 
@@ -142,7 +144,9 @@ class Batcher:
                 if self._closed:
                     return None
                 self._cond.wait()
-            deadline = time.perf_counter() + self.max_wait
+            # A lone caller (the previous batch held one request) does not wait: under concurrency,
+            # requests also queue up while the previous batch computes.
+            deadline = time.perf_counter() + (self.max_wait if self._last_size > 1 else 0.0)
             while self._queued < self.max_batch and not self._closed:
                 left = deadline - time.perf_counter()
                 if left <= 0:
@@ -160,6 +164,7 @@ class Batcher:
                     rest.append(req)
             self._pending = rest
             self._queued -= rows
+            self._last_size = len(batch)
             return batch
 
     def _dispatch(self):
