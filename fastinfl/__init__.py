@@ -5,6 +5,7 @@ from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError,
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
+from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,8 @@ __all__ = [
     "StationarityWarning",
     "VerificationError",
     "datasets",
+    "get_num_threads",
     "loo_retrain",
     "reference",
+    "set_num_threads",
 ]
