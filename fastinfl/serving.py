@@ -15,6 +15,7 @@ Starlette on uvicorn) is imported lazily: ``import fastinfl`` and
 
 import argparse
 import collections
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -395,7 +396,7 @@ def serve_main(argv=None):
         import starlette  # noqa: F401
     except ImportError:
         print("fastinfl serve needs the optional extra 'serve': pip install 'fastinfl[serve]' "
-              "(starlette and uvicorn)")
+              "(starlette and uvicorn)", file=sys.stderr)
         return 2
     from ._io import InputError, load_dataset
     from .influence import Influence
@@ -404,7 +405,7 @@ def serve_main(argv=None):
         train = load_dataset(args.train, label_col=args.label_col)
         inf = Influence.load(args.state, train.X, train.y)
     except (InputError, ValueError, OSError) as exc:
-        print(f"fastinfl serve: {exc}")
+        print(f"fastinfl serve: error: {exc}", file=sys.stderr)
         return 2
     inf.s_test(train.X[:1], train.y[:1])  # compile or load the kernels before the first request
     inf.top_k(train.X[:1], train.y[:1], k=1)
