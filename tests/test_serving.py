@@ -270,6 +270,6 @@ def test_serve_main_reports_bad_files(tmp_path, problem, capsys):
     state = inf.save(tmp_path / "state.npz")
     np.savez(tmp_path / "other.npz", X=X[:100], y=y[:100])
     assert serve_main([str(state), "--train", str(tmp_path / "other.npz")]) == 2
-    assert "X_train has shape (100, 5) but the state" in capsys.readouterr().out
+    assert "X_train has shape (100, 5) but the state" in capsys.readouterr().err
     assert serve_main([str(tmp_path / "missing.npz"), "--train", str(tmp_path / "other.npz")]) == 2
     assert os.path.exists(state)
