@@ -5,6 +5,7 @@ from .exceptions import ConvergenceError, SingularHessianError, StationarityWarn
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
+from .multinomial import MultinomialLogisticRegression
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "ConvergenceError",
     "Influence",
     "LogisticRegression",
+    "MultinomialLogisticRegression",
     "SingularHessianError",
     "TopK",
     "StationarityWarning",
