@@ -45,7 +45,7 @@ def _centred(b):
     return b - b.mean()
 
 
-@pytest.mark.parametrize("name", ["iris", "digits"])
+@pytest.mark.parametrize("name", ["iris", pytest.param("digits", marks=pytest.mark.slow)])
 def test_fit_matches_sklearn(name):
     from sklearn import datasets
 

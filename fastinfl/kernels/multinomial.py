@@ -477,3 +477,82 @@ def _mn_top_k(X, R, S, low_out, low_idx_out, high_out, high_idx_out, stop):
             if not high_out[t, j] > 0.0:
                 high_out[t, j] = np.nan
                 high_idx_out[t, j] = -1
+
+
+# ------------------------------------------------------------------- CG
+@kernel()
+def _project_rows(V, mask, K):
+    """V (k, P) -= Pi_0 V in place: each masked coordinate j loses its mean over the K classes."""
+    k, P = V.shape
+    p = P // K
+    for q in range(k):
+        for j in range(p):
+            if mask[j]:
+                s = 0.0
+                for a in range(K):
+                    s += V[q, a * p + j]
+                s /= K
+                for a in range(K):
+                    V[q, a * p + j] -= s
+
+
+@kernel()
+def _mn_cg_solve(X, Pi, ridge, mask, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
+    """Batched CG on H restricted to the complement of its null space N_0, as kernels.cg._cg_solve.
+
+    ``mask`` (p,) uint8 marks the coordinates j whose class-mean direction
+    1_K (x) e_j is null (operators/multinomial.py); B's rows must already be
+    orthogonal to N_0. Every H p is projected back onto N_0's complement, so
+    rounding cannot accumulate along N_0 (the caller projects x at the end).
+    Status codes as kernels/cg.py (0 converged, 1 max_iter, 2 non-positive curvature).
+    """
+    K = Pi.shape[1]
+    k, P = B.shape
+    R = B.copy()
+    Pd = B.copy()
+    rs = np.empty(k)
+    bnorm = np.empty(k)
+    active = np.empty(k, np.int64)
+    na = 0
+    x_out[:] = 0.0
+    for q in range(k):
+        rs[q] = np.dot(R[q], R[q])
+        bnorm[q] = math.sqrt(rs[q])
+        n_iter_out[q] = 0
+        status_out[q] = 0
+        resid_out[q] = 0.0
+        if bnorm[q] > 0.0:
+            resid_out[q] = 1.0
+            status_out[q] = 1
+            active[na] = q
+            na += 1
+    Pa = np.empty((k, P))
+    HPa = np.empty((k, P))
+    it = 0
+    while na > 0 and it < max_iter and not stop[0]:
+        for a in range(na):
+            Pa[a] = Pd[active[a]]
+        _mn_hvp(X, Pi, ridge, Pa[:na], HPa[:na], stop)
+        _project_rows(HPa[:na], mask, K)
+        it += 1
+        still = 0
+        for a in range(na):
+            q = active[a]
+            n_iter_out[q] = it
+            curv = np.dot(Pa[a], HPa[a])
+            if not curv > 0.0:
+                status_out[q] = 2
+                continue
+            alpha = rs[q] / curv
+            x_out[q] += alpha * Pa[a]
+            R[q] -= alpha * HPa[a]
+            rs_new = np.dot(R[q], R[q])
+            resid_out[q] = math.sqrt(rs_new) / bnorm[q]
+            if resid_out[q] <= tol:
+                status_out[q] = 0
+                continue
+            Pd[q] = R[q] + (rs_new / rs[q]) * Pd[q]
+            rs[q] = rs_new
+            active[still] = q
+            still += 1
+        na = still

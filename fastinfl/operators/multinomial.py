@@ -38,7 +38,7 @@ from .. import _validation
 from .._config import MIN_CHUNK_ROWS
 from ..kernels import multinomial as kernels
 from . import policy
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, TopK
+from .base import CGResult, Curvature, HessianOperator, Operator, TopK
 
 
 # ------------------------------------------------------------------- gauge
@@ -108,40 +108,8 @@ class GaugedHessianOperator(HessianOperator):
         return project(B, self.mask, self.n_classes)
 
     def cg(self, B, tol, max_iter):
-        """Batched CG on H restricted to N_0^perp (see :meth:`Operator.cg` for the stopping rule)."""
-        B = self.project(B)
-        k, P = B.shape
-        x = np.zeros((k, P))
-        R = B.copy()
-        Pd = B.copy()
-        rs = np.einsum("ij,ij->i", R, R)
-        bnorm = np.sqrt(rs)
-        n_iter = np.zeros(k, np.int64)
-        resid = np.where(bnorm > 0.0, 1.0, 0.0)
-        status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
-        active = np.flatnonzero(bnorm > 0.0)
-        it = 0
-        while active.size and it < max_iter:
-            HP = self.project(self.hvp(Pd[active]))
-            it += 1
-            n_iter[active] = it
-            curv_pp = np.einsum("ij,ij->i", Pd[active], HP)
-            bad = ~(curv_pp > 0.0)
-            status[active[bad]] = NOT_POSITIVE
-            keep = ~bad
-            a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
-            alpha = rs[a] / curv_pp
-            x[a] += alpha[:, None] * Pd[a]
-            R[a] -= alpha[:, None] * HP
-            rs_new = np.einsum("ij,ij->i", R[a], R[a])
-            resid[a] = np.sqrt(rs_new) / bnorm[a]
-            done = resid[a] <= tol
-            status[a[done]] = CONVERGED
-            a, rs_new = a[~done], rs_new[~done]
-            Pd[a] = R[a] + (rs_new / rs[a])[:, None] * Pd[a]
-            rs[a] = rs_new
-            active = a
-        return CGResult(self.project(x), n_iter, resid, status)
+        """Batched CG on H restricted to N_0^perp, fused in one kernel (stopping rule of :meth:`Operator.cg`)."""
+        return self.operator.cg_projected(self.curv, self.ridge, self.mask, self.project(B), tol, max_iter)
 
 
 # ---------------------------------------------------------------- operator
@@ -269,6 +237,24 @@ class DenseMultinomialOperator(Operator):
         policy.run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
                    work=self.X.size * V.shape[0] * self.n_classes, parallel=self._parallel())
         return out
+
+    def cg(self, curv, ridge, B, tol, max_iter):
+        """Batched CG on H with B projected off the null space of H (see the module docstring)."""
+        mask = null_mask(ridge, self.n_classes)
+        return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
+
+    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
+        """:class:`CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0)."""
+        B = np.ascontiguousarray(B, dtype=np.float64)
+        k, P = B.shape
+        x = np.empty((k, P))
+        n_iter = np.empty(k, np.int64)
+        resid = np.empty(k)
+        status = np.empty(k, np.int64)
+        policy.run(kernels._mn_cg_solve, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
+                   mask.astype(np.uint8), B, tol, max_iter, x, n_iter, resid, status,
+                   work=self.X.size * k * max_iter * self.n_classes, parallel=self._parallel())
+        return CGResult(project(x, mask, self.n_classes), n_iter, resid, status)
 
     def rows(self, idx):
         A = np.empty((idx.shape[0], self.row_params))
