@@ -176,6 +176,10 @@ def test_gauge_shift_changes_nothing_and_solves_are_the_pseudo_inverse(problem):
         # CG does not drift along the null direction u = (0_d, 1) (x) 1_K: s_test stays orthogonal to it.
         S = inf.s_test(X_test, y_test).reshape(len(y_test), K, -1)
         assert np.abs(S[:, :, -1].sum(axis=1)).max() < 1e-12 * np.abs(S).max()
+        # verify=True compares with numpy's inverse of the matrix the solvers use (H + c Pi_0): it agrees.
+        checked = fastinfl.Influence(model, X, y, solver=solver, verify=True, verify_rtol=1e-7)
+        np.testing.assert_allclose(checked.s_test(X_test, y_test), S.reshape(len(y_test), -1), rtol=1e-7,
+                                   atol=1e-11)
 
 
 def test_k2_equals_binary_model_at_half_l2():
