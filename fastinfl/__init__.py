@@ -1,7 +1,7 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
 from . import datasets, reference
-from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
@@ -10,6 +10,7 @@ from .multinomial import MultinomialLogisticRegression
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccuracyWarning",
     "ConvergenceError",
     "Influence",
     "LogisticRegression",
