@@ -122,9 +122,25 @@ def test_quantities_match_reference(problem, solver, batch_size):
     np.testing.assert_allclose(inf.params_change(idx), G[idx] @ Hp, **tol)
     np.testing.assert_allclose(inf.self_influence(idx), np.einsum("ij,jk,ik->i", G[idx], Hp, G[idx]), **tol)
     np.testing.assert_allclose(inf.leverage(idx), reference.mn_leverage(X[idx], model.coef_, H, b), **tol)
-    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="none"), -infl[:, idx], **tol)
+    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="none", loss="linear"),
+                               -infl[:, idx], **tol)
     newton = reference.mn_newton_loo_change(X, y, X_test, y_test, model.coef_, idx, b, l2=L2)
-    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="newton"), newton, **tol)
+    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="newton", loss="linear"), newton,
+                               **tol)
+    # loss="exact": the test cross-entropy re-evaluated at theta + dtheta_i (explicit pinv steps here).
+    Xtil = reference.design(X)
+    Pi = reference.mn_probabilities(X, model.coef_, b)
+    theta = reference.mn_theta(model.coef_, b)
+    for corr in ("none", "newton"):
+        ref = np.empty((len(y_test), len(idx)))
+        for j, i in enumerate(idx):
+            Hi = np.kron(np.diag(Pi[i]) - np.outer(Pi[i], Pi[i]), np.outer(Xtil[i], Xtil[i]))
+            step = (reference.mn_pinv(H - Hi) if corr == "newton" else Hp) @ G[i]
+            t2 = theta + step.reshape(theta.shape)
+            for t in range(len(y_test)):
+                ref[t, j] = (reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], t2[:, :-1], t2[:, -1])
+                             - reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], model.coef_, b))
+        np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction=corr, loss="exact"), ref, **tol)
     # perturbation: the reference builds a (K p, d) Jacobian per point, so a 300-row model keeps it quick.
     small = fastinfl.MultinomialLogisticRegression(l2=L2).fit(X[:300], y[:300])
     pert = reference.mn_perturbation(X[:300], y[:300], X_test, y_test, small.coef_, small.intercept_, l2=L2)
@@ -202,8 +218,9 @@ def test_k2_equals_binary_model_at_half_l2():
         np.testing.assert_allclose(mi.self_influence(), bi.self_influence(), **tol)
         np.testing.assert_allclose(mi.leverage(), bi.leverage(), **tol)
         for c in ("none", "newton"):
-            np.testing.assert_allclose(mi.loo_change(X_test, y_test, correction=c),
-                                       bi.loo_change(X_test, y_test, correction=c), **tol)
+            for loss in ("linear", "exact"):
+                np.testing.assert_allclose(mi.loo_change(X_test, y_test, correction=c, loss=loss),
+                                           bi.loo_change(X_test, y_test, correction=c, loss=loss), **tol)
         np.testing.assert_allclose(mi.perturbation(X_test, y_test), bi.perturbation(X_test, y_test), **tol)
         tb, tm = bi.top_k(X_test, y_test, k=5), mi.top_k(X_test, y_test, k=5)
         np.testing.assert_array_equal(tm.harmful_idx, tb.harmful_idx)

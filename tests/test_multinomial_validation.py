@@ -58,8 +58,8 @@ def figure2_multinomial(X_train, y_train, X_test, y_test, n_test=N_TEST_POINTS, 
     none, newton, actual, lev = (np.empty((n_test, k)) for _ in range(4))
     for t in range(n_test):
         Xt, yt = X_test[worst[t:t + 1]], y_test[worst[t:t + 1]]
-        none[t] = inf.loo_change(Xt, yt, idx[t], correction="none")[0]
-        newton[t] = inf.loo_change(Xt, yt, idx[t], correction="newton")[0]
+        none[t] = inf.loo_change(Xt, yt, idx[t], correction="none", loss="linear")[0]
+        newton[t] = inf.loo_change(Xt, yt, idx[t], correction="newton", loss="linear")[0]
         actual[t] = fastinfl.loo_retrain(model, X_train, y_train, idx[t], Xt, yt)[0]
         lev[t] = inf.leverage(idx[t])
     return Figure2(X_train.shape[0], X_test.shape[0], X_train.shape[1], model.n_classes_, worst, y_test[worst],
