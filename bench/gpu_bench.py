@@ -508,7 +508,7 @@ def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
     try:
         import threadpoolctl
 
-        from fastinfl._config import single_threaded_blas
+        from fastinfl.operators.policy import single_threaded_blas
 
         t0 = time.perf_counter()
         info = threadpoolctl.threadpool_info()

@@ -56,3 +56,16 @@ def test_report_small_problem_in_cache_is_not_above_100_percent(capsys):
     out = capsys.readouterr().out
     fractions = re.findall(r"\| (\d+)% \|$", out, flags=re.M)
     assert all(int(f) <= 100 for f in fractions)
+
+
+def test_serving_benchmarks_print_their_tables(tmp_path, capsys):
+    from bench import call_overhead, load_test, state_load
+
+    call_overhead.main(["--n", "500", "--d", "4", "--calls", "5", "--repeats", "1"])
+    state_load.main(["--n", "3000", "--d", "4", "--repeats", "1", "--dir", str(tmp_path)])
+    load_test.main(["--n", "3000", "--d", "4", "--clients", "1,3", "--requests", "12", "--seconds", "20",
+                    "--inprocess-only"])
+    out = capsys.readouterr().out
+    assert "| top_k(x, y, k=10) |" in out
+    assert "| Influence.load(path, X, y) (sampled fingerprint) |" in out
+    assert "\n| 3 | " in out and not list(tmp_path.iterdir())

@@ -6,6 +6,7 @@ from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
+from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,8 @@ __all__ = [
     "StationarityWarning",
     "VerificationError",
     "datasets",
+    "get_num_threads",
     "loo_retrain",
     "reference",
+    "set_num_threads",
 ]

@@ -15,6 +15,9 @@ from numba import njit
 # full accuracy (the loss passes are memory-bound: approximate maths buys nothing).
 FASTMATH = frozenset({"nsz", "contract", "reassoc"})
 CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
+# Thread budget of the parallel kernels, shared by concurrent calls (operators/policy.py);
+# empty means all of Numba's threads. fastinfl.set_num_threads changes it at run time.
+NUM_THREADS = os.environ.get("FASTINFL_NUM_THREADS", "").strip() or None
 
 # ------------------------------------------------------------------ kernels
 # Rows per block in the kernels that copy a row block to a float64 buffer and

@@ -105,13 +105,13 @@ class Influence:
 
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
-                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None):
+                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, *, _state=None):
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
             model._check_fitted()
-            if device is not None:
-                raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression yet; "
-                                 "use device=None (CPU).")
+            if device is not None or _state is not None:
+                raise ValueError("device= and Influence.load are not available for MultinomialLogisticRegression "
+                                 "yet; use device=None (CPU) and build Influence from the training data.")
         else:
             check_fitted_model(model)
         self.model = model
@@ -136,12 +136,15 @@ class Influence:
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
-        # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
-        # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
-        _, grad, _, z = (_multiclass.objective_gradient if self._multi else objective_gradient)(
-            self._op, self._coef, self._intercept, model.l2)
-        self.grad_norm_ = float(np.linalg.norm(grad))
-        self._curv = self._op.curvature(z)
+        if _state is None:
+            # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
+            # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
+            _, grad, _, z = (_multiclass.objective_gradient if self._multi else objective_gradient)(
+                self._op, self._coef, self._intercept, model.l2)
+            self.grad_norm_ = float(np.linalg.norm(grad))
+            self._curv = self._op.curvature(z)
+        else:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
+            self.grad_norm_, self._curv = _state.restore_curvature(self._op)
         if self._multi:
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(
                 self._op.n_classes, d, model.fit_intercept, model.l2, self.damping))
@@ -161,6 +164,36 @@ class Influence:
                 "from its parameters) or sklearn's LogisticRegression(tol=1e-10).",
                 StationarityWarning, stacklevel=2,
             )
+
+    # ------------------------------------------------------------ persisted state
+    def save(self, path, check="sample"):
+        """Write the fitted state to ``path``: a versioned .npz file read without pickle.
+
+        Holds the model, the solver settings, the per-row residuals and weights,
+        the Hessian and its Cholesky factor when formed (call ``hessian()`` or
+        any solve first to include them), and a fingerprint of the training data:
+        shape, dtype, SHA-256 of the labels and of a deterministic sample of 1024
+        rows (``check="sample"``) or of every row (``check="full"``, one pass over X).
+        See :meth:`load`.
+        """
+        from . import _state
+
+        if self._multi:
+            raise ValueError("save is not available for MultinomialLogisticRegression yet (binary models only).")
+        return _state.save(self, path, check)
+
+    @classmethod
+    def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
+        """The :class:`Influence` saved by :meth:`save`, over the same training data.
+
+        Validates ``X_train`` and ``y_train`` (finite values, 0/1 labels: one
+        pass over X, as any Influence) and refuses them with a ValueError when
+        they do not match the saved fingerprint; nothing else reads X: the
+        residuals, weights, Hessian and Cholesky factor come from the file.
+        """
+        from . import _state
+
+        return _state.load(cls, path, X_train, y_train, stationarity_tol)
 
     @property
     def _use_direct(self):
@@ -318,7 +351,7 @@ class Influence:
                    np.empty((m, k)))
         per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
         for begin, end in self._batches(m, per_item):
-            S = self._s_test(test, np.arange(begin, end))
+            S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part
         return out

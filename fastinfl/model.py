@@ -324,9 +324,9 @@ class LogisticRegression:
 
     def score(self, X, y):
         """Accuracy: the fraction of rows whose :meth:`predict` equals ``y`` (as scikit-learn's ``score``)."""
-        pred = self.predict(X)
-        y = check_y(y, pred.shape[0])
-        return float(np.mean(pred == y))
+        op = self._operator(X, y)  # validates X and the 0/1 labels y
+        pred = op.probabilities(self.coef_, self.intercept_) > 0.5
+        return float(np.mean(pred == (op.y > 0.5)))
 
     def losses(self, X, y):
         """(n,) per-example log-losses log(1 + e^z_i) - y_i z_i, computed stably from the margins."""

@@ -12,7 +12,8 @@ from ..loo import loo_retrain
 from ..model import LogisticRegression
 from . import compile as _compile
 from .progress import progress
-from .run import fit, top_k_loo
+from .run import fit
+from .topk import top_k_loo
 
 INTRO = """\
 What this shows. An influence function estimates, without refitting, how much one training point

@@ -18,6 +18,7 @@ DESCRIPTION = """\
 fastinfl: influence functions for L2-regularised logistic regression (Numba kernels).
   fastinfl demo    the seed example end to end, then synthetic data with planted mislabels
   fastinfl run     the most helpful and harmful training points of every test point, on your files
+  fastinfl serve   an HTTP service over a saved Influence state (extra 'serve')
   fastinfl bench   throughput against NumPy/SciPy and this machine's limits (from a checkout)
 'fastinfl COMMAND --help' describes each command's options."""
 
@@ -93,6 +94,8 @@ def _parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    sub.add_parser("serve", help="HTTP service over a saved Influence state (extra 'serve'; "
+                                 "fastinfl serve --help)", add_help=False)
     p_demo = sub.add_parser("demo", parents=[common], help="the seed example end to end, then synthetic data",
                             description="The seed notebook's example by direct solve and CG, then a "
                                         "synthetic data set with planted mislabels: fit, self-influence, "
@@ -226,6 +229,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None):
     """Entry point of the ``fastinfl`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv and argv[0] == "serve":  # its own parser (fastinfl.serving), optional extra 'serve'
+        from ..serving import serve_main
+
+        return serve_main(argv[1:])
     parser, p_run, _ = _parser()
     args = parser.parse_args(argv)
     try:

@@ -5,7 +5,7 @@ import numpy as np
 from ..loo import loo_retrain
 from .output import CommandError
 from .progress import progress
-from .run import top_k_loo
+from .topk import top_k_loo
 
 
 def plot(args, inf, model, train, test, losses):
