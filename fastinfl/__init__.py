@@ -5,6 +5,7 @@ from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError,
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
+from .multinomial import MultinomialLogisticRegression
 from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __all__ = [
     "ConvergenceError",
     "Influence",
     "LogisticRegression",
+    "MultinomialLogisticRegression",
     "SingularHessianError",
     "TopK",
     "StationarityWarning",

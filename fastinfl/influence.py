@@ -19,9 +19,11 @@ from ._validation import (
     check_scalar,
     check_vectors,
 )
+from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import check_groups, group_steps, loss_change
 from .model import check_fitted_model, objective_gradient, ridge_diagonal
+from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, Direct, Verified, batches, solve_bytes
 
@@ -44,8 +46,14 @@ class Influence:
 
     Parameters
     ----------
-    model : LogisticRegression
-        Fitted (or built with ``from_params`` / ``from_sklearn``).
+    model : LogisticRegression or MultinomialLogisticRegression
+        Fitted (or built with ``from_params`` / ``from_sklearn``). For the
+        multinomial model every quantity lives in parameter space P = K p
+        (s_test (m, K p), params_change (n_sel, K p)); H is singular along the
+        shift of every class by the same vector (the intercepts), every gradient
+        is orthogonal to it, and solves return the pseudo-inverse H^+ V
+        (``fastinfl.operators.multinomial`` says how and why it is exact);
+        ``leverage`` and the Newton correction use the K x K blocks (see them).
     X_train : array-like (n, d), float32 kept as float32, other reals as float64
     y_train : array-like (n,), labels 0/1 (bool accepted)
     solver : {"auto", "direct", "cg"}
@@ -98,10 +106,18 @@ class Influence:
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
                  batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, *, _state=None):
-        check_fitted_model(model)
+        self._multi = isinstance(model, MultinomialLogisticRegression)
+        if self._multi:
+            model._check_fitted()
+            if device is not None or _state is not None:
+                raise ValueError("device= and Influence.load are not available for MultinomialLogisticRegression "
+                                 "yet; use device=None (CPU) and build Influence from the training data.")
+        else:
+            check_fitted_model(model)
         self.model = model
-        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_,
-                               device=device)
+        self._op = (model._operator(X_train, y_train, "X_train") if self._multi else
+                    as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_,
+                                device=device))
         d = self._op.n_features
         self.n_params = self._op.n_params
         self.solver = check_choice(solver, "solver", SOLVERS)
@@ -119,17 +135,22 @@ class Influence:
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
-        self._intercept = float(model.intercept_)
+        self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
         if _state is None:
             # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
             # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
-            _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+            _, grad, _, z = (_multiclass.objective_gradient if self._multi else objective_gradient)(
+                self._op, self._coef, self._intercept, model.l2)
             self.grad_norm_ = float(np.linalg.norm(grad))
             self._curv = self._op.curvature(z)
         else:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
             self.grad_norm_, self._curv = _state.restore_curvature(self._op)
-        self._hess = HessianOperator(self._op, self._curv, ridge_diagonal(d, model.fit_intercept, model.l2,
-                                                                          self.damping))
+        if self._multi:
+            self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(
+                self._op.n_classes, d, model.fit_intercept, model.l2, self.damping))
+        else:
+            self._hess = HessianOperator(self._op, self._curv, ridge_diagonal(d, model.fit_intercept, model.l2,
+                                                                              self.damping))
         self._solvers = {}
         n = self._op.n_samples
         if self.grad_norm_ > stationarity_tol * n:
@@ -157,6 +178,8 @@ class Influence:
         """
         from . import _state
 
+        if self._multi:
+            raise ValueError("save is not available for MultinomialLogisticRegression yet (binary models only).")
         return _state.save(self, path, check)
 
     @classmethod
@@ -225,7 +248,7 @@ class Influence:
         """(p, p) Hessian H of the training objective at theta, plus damping * I."""
         self._check_result_size((self.n_params, self.n_params), "the Hessian",
                                 "use solver='cg', which never forms it, or raise memory_limit.")
-        return self._hess.hessian().copy()
+        return self._hess.exact_hessian().copy()
 
     def gradients(self, X=None, y=None):
         """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
@@ -255,7 +278,7 @@ class Influence:
         out = np.empty_like(B)
         solver = self._solver
         for begin, end in self._batches(B.shape[0], solve_bytes(self.n_params)):
-            out[begin:end] = solver.solve(np.ascontiguousarray(B[begin:end]))
+            out[begin:end] = solver.solve(np.ascontiguousarray(self._hess.project(B[begin:end])))
         return out
 
     def _batches(self, total, bytes_per_item):
@@ -277,6 +300,8 @@ class Influence:
             return self._op
         if y is None:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
+        if self._multi:
+            return self.model._operator(X, y, name)
         return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features)
 
     def _quad_forms(self, idx):
@@ -335,6 +360,8 @@ class Influence:
         """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((idx.shape[0], self.n_params), "params_change")
+        if self._multi:
+            return self._solve_rows(self._op.example_gradients(self._curv, idx))
         out = np.empty((idx.shape[0], self.n_params))
         solver = self._solver
         for begin, end in self._batches(idx.shape[0], solve_bytes(self.n_params)):
@@ -345,11 +372,21 @@ class Influence:
     def self_influence(self, train_idx=None):
         """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?)."""
         idx = check_indices(train_idx, self.n_samples)
+        if self._multi:
+            return _multiclass.self_influence(self, idx)
         return self._op.residuals(self._curv, idx) ** 2 * self._quad_forms(idx)
 
     def leverage(self, train_idx=None):
-        """(n_sel,) h_i = w_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix."""
+        """(n_sel,) h_i = w_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix.
+
+        Multinomial: h_i = trace(W_i Q_i), the trace of the i-th K x K diagonal
+        block of the hat matrix, Q_i = B_i^T H^+ B_i with B_i = I_K (x) x~_i and
+        W_i = diag(pi_i) - pi_i pi_i^T (its eigenvalues lie in [0, 1); K = 2 gives
+        the binary h_i).
+        """
         idx = check_indices(train_idx, self.n_samples)
+        if self._multi:
+            return _multiclass.leverage(self, idx)
         return self._op.weights(self._curv, idx) * self._quad_forms(idx)
 
     def loo_change(self, X_test, y_test, train_idx=None, correction="newton", loss="exact"):
@@ -367,6 +404,11 @@ class Influence:
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
+        if self._multi:  # the K x K block forms (fastinfl/_multiclass.py)
+            if loss == "exact":
+                return _multiclass.exact_change(self, X_test, y_test, train_idx, correction)
+            if correction == "newton":  # Woodbury form: rank K - 1 per training point
+                return -_multiclass.newton_influence(self, X_test, y_test, train_idx)
         if loss == "linear":
             change = -self.influence(X_test, y_test, train_idx)
             if correction == "newton":
@@ -441,6 +483,8 @@ class Influence:
         d = self._op.n_features
         self._check_result_size((test.n_samples, idx.shape[0], d), "perturbation")
         S = self._s_test(test)
+        if self._multi:
+            return _multiclass.perturbation(self, S, idx)
         proj = self._op.rows(idx) @ S.T  # (n_sel, m): s_t . x~_i
         w_sel, r_sel = self._op.weights(self._curv, idx), self._op.residuals(self._curv, idx)
         out = np.empty((S.shape[0], idx.shape[0], d))

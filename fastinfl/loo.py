@@ -6,6 +6,7 @@ from ._validation import check_indices, check_scalar, check_X, check_y
 from .exceptions import ConvergenceError
 from .groups import check_groups
 from .model import LogisticRegression, check_fitted_model
+from .multinomial import MultinomialLogisticRegression, loo_retrain_multinomial
 
 
 def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100, groups=None):
@@ -19,8 +20,8 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
 
     Parameters
     ----------
-    model : LogisticRegression
-        Supplies l2, fit_intercept and the starting parameters.
+    model : LogisticRegression or MultinomialLogisticRegression
+        Supplies l2, fit_intercept and the starting parameters (and ``classes_``).
     X_train, y_train : training data, (n, d) and (n,)
     train_idx : int array-like (n_sel,), the training points to remove, one at a time; None with ``groups``
     groups : list of index arrays or (n,) integer labels, optional
@@ -36,6 +37,8 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         loss(z_test_t; theta_{-i}) - loss(z_test_t; theta) for i = train_idx[j].
         Compare with ``Influence.loo_change``.
     """
+    if isinstance(model, MultinomialLogisticRegression):
+        return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter)
     check_fitted_model(model)
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")

@@ -172,6 +172,10 @@ class Operator(ABC):
     def top_k(self, curv, S, k):
         """:class:`TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
 
+    def hessian_operator(self, curv, ridge):
+        """The :class:`HessianOperator` the solvers use at this curvature (the multinomial one adds its gauge)."""
+        return HessianOperator(self, curv, ridge)
+
     def residuals(self, curv, idx):
         """(n_sel,) r_i for rows ``idx`` as NumPy."""
         return np.asarray(curv.residuals)[idx]
@@ -210,3 +214,11 @@ class HessianOperator:
 
     def cg(self, B, tol, max_iter):
         return self.operator.cg(self.curv, self.ridge, B, tol, max_iter)
+
+    def exact_hessian(self):
+        """H itself; :meth:`hessian` is what the solvers factor (they differ only for a singular H with a gauge)."""
+        return self.hessian()
+
+    def project(self, B):
+        """The part of the right-hand sides B (k, p) that H^+ sees: B itself here (H is nonsingular)."""
+        return B
