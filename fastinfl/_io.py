@@ -228,14 +228,20 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
     if n_fields != len(header):
         raise InputError(f"{path}: line 2 (row 0) has {n_fields} fields but the header has {len(header)}"
                          f"{'' if delim == ',' else f' (fields separated by {shown})'}.")
-    ids = None
-    if id_j is not None:  # text: read with the csv module, checking every row's field count on the way
-        ids = []
-        for r, (line, fields) in enumerate(_csv_rows(path, delim)):
-            if len(fields) != len(header):
-                raise _ragged(path, line, r, fields, header)
+    # IDs and labels are text (labels may be class names): read with the csv module, checking every
+    # row's field count on the way; the features with numpy.
+    ids = [] if id_j is not None else None
+    label_text = []
+    for r, (line, fields) in enumerate(_csv_rows(path, delim)):
+        if len(fields) != len(header):
+            raise _ragged(path, line, r, fields, header)
+        if id_j is not None:
             ids.append(fields[id_j].strip())
-    numeric = sorted([label_j, *features])
+        text = fields[label_j].strip()
+        if not text:
+            raise InputError(f"{_csv_where(path, r, delim)}, column {header[label_j]!r}: an empty label.")
+        label_text.append(text)
+    numeric = sorted(features)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
@@ -255,7 +261,7 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
     pos = {j: i for i, j in enumerate(numeric)}
     columns = [header[j] for j in features]
     X = np.ascontiguousarray(data[:, [pos[j] for j in features]])
-    y = data[:, pos[label_j]]
+    y = _label_array(label_text)
     _check_features(X, lambda r, c: f"{_csv_where(path, r, delim)}, column {columns[c]!r}", path)
     _check_labels(y, X.shape[0], lambda r: f"{_csv_where(path, r, delim)}, column {header[label_j]!r}", path)
     return Dataset(X, y, columns, header[label_j], ids, tuple(notes))
@@ -330,19 +336,33 @@ def _check_features(X, where, name):
                          "scale them (for example standardise them).") from None
 
 
+def _label_array(texts):
+    """Labels read as text: float64 when every one is a number, else the strings (class names)."""
+    try:
+        return np.array([float(t) for t in texts])
+    except ValueError:
+        return np.array(texts)
+
+
 def _check_labels(y, n, where, name):
-    """Labels: numbers or bools, one per row, each 0 or 1; ``where(row)`` words a location."""
-    if y.dtype.kind not in "biuf":
-        raise InputError(f"{name}: labels must be 0 or 1; got dtype {y.dtype}.")
+    """Labels: one per row, class labels: 0/1 (binary), integers, or text names (several classes).
+
+    ``where(row)`` words a location. Numbers must be finite integers (0.5 is not a class).
+    """
+    if y.dtype.kind not in "biufU":
+        raise InputError(f"{name}: labels must be numbers or text class names; got dtype {y.dtype}.")
     if not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
         raise InputError(f"{name}: labels must be a 1-D array; got shape {y.shape}.")
     if y.shape[0] != n:
         raise InputError(f"{name}: {y.shape[0]} labels for {n} rows of features.")
+    if y.dtype.kind == "U":
+        return
     values = _squeeze(y).astype(np.float64)
-    bad = (values != 0.0) & (values != 1.0)
+    bad = ~np.isfinite(values) | (values != np.round(values))
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{where(r)}: label {values[r]:g} (labels must be 0 or 1).")
+        raise InputError(f"{where(r)}: label {values[r]:g} (labels are classes: 0 and 1 for a binary "
+                         "model, or integers or names for several classes).")
 
 
 def _squeeze(y):

@@ -442,6 +442,9 @@ class Influence:
         steps >= 2, a second decrement that is not small against the first (ratio
         above ~0.1) says one step was not enough: trust more steps, or refit.
         """
+        if self._multi:
+            raise ValueError("group_change is available for the binary LogisticRegression only, not for a "
+                             "MultinomialLogisticRegression.")
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
         steps = check_scalar(steps, "steps", integer=True, min_value=1)

@@ -38,6 +38,8 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         Compare with ``Influence.loo_change``.
     """
     if isinstance(model, MultinomialLogisticRegression):
+        if groups is not None:
+            raise ValueError("groups= is available for the binary LogisticRegression only.")
         return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter)
     check_fitted_model(model)
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)

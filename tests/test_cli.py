@@ -284,7 +284,8 @@ def bad(data):
     np.savez(folder / "x3d.npz", X=Xtr[:, :, None], y=ytr)
     np.save(folder / "flat.npy", Xtr[:, 0])
     np.save(folder / "y_short.npy", ytr[:-1])
-    np.save(folder / "y_three.npy", np.where(np.arange(70) == 6, 3, ytr))
+    yte = data[4]
+    np.save(folder / "y_test_three.npy", np.where(np.arange(len(yte)) == 2, 3, yte))
     X = Xtr.copy()
     X[4, 2] = np.nan
     np.savez(folder / "nan.npz", X=X, y=ytr)
@@ -295,7 +296,7 @@ def bad(data):
     X[1, 3] = -1e300
     np.savez(folder / "huge.npz", X=X, y=ytr)
     X = np.column_stack([Xtr, ytr])
-    X[5, 4] = 2
+    X[5, 4] = 2.5
     np.save(folder / "label2.npy", X)
     np.savez(folder / "half.npz", X=Xtr, y=np.where(np.arange(70) == 9, 0.5, ytr))
     np.savez(folder / "three_features.npz", X=Xtr[:, :3], y=ytr)
@@ -307,7 +308,7 @@ def bad(data):
     _write_csv(folder / "test_nolabel.csv", ["f0", "f1", "f2", "f3"], list(data[3].T))
     (folder / "header_only.csv").write_text("x1,x2,y\n")
     (folder / "nan.csv").write_text("x1,x2,y\n1,2,0\n3,4,1\n\n5,6,0\nnan,8,1\n")
-    (folder / "minus1.csv").write_text("x1,x2,y\n1,2,0\n3,4,-1\n")
+    (folder / "minus1.csv").write_text("x1,x2,y\n1,2,0\n3,4, \n")
     _write_csv(folder / "renamed.csv", ["f0", "f1", "g2", "f3", "y"], [*Xtr[:5].T, ytr[:5]])
     # separable, and (with a duplicated column) singular at l2 = 0
     np.savez(folder / "separable.npz", X=[[0.0], [1.0], [2.0], [3.0]], y=[0, 0, 1, 1])
@@ -326,14 +327,16 @@ ERRORS = {
     "flat.npy test.npy": "flat.npy: expected a 2-D array of features with the labels in the last column",
     "X_train.npy X_test.npy --labels y_short.npy y_test.npy": "y_short.npy: 69 labels for 70 rows of "
                                                               "features.",
-    "X_train.npy X_test.npy --labels y_three.npy y_test.npy": "y_three.npy: row 6: label 3 (labels must be 0 "
-                                                              "or 1).",
+    "X_train.npy X_test.npy --labels y_train.npy y_test_three.npy": "y_test_three.npy: label 3 is not a class "
+                                                                    "of the training data (0, 1).",
     "nan.npz test.npz": "nan.npz: array X, row 4, column 2: nan (features must be finite).",
     "train.npy inf.npy": "inf.npy: row 3, column 1: -inf (features must be finite).",
     "train.npz huge.npz": "huge.npz: array X, row 1, column 3: -1e+300: features this large overflow float64 "
                           "when squared; scale them (for example standardise them).",
-    "label2.npy test.npy": "label2.npy: row 5, column 4 (labels, the last): label 2 (labels must be 0 or 1).",
-    "half.npz test.npz": "half.npz: array y, row 9: label 0.5 (labels must be 0 or 1).",
+    "label2.npy test.npy": "label2.npy: row 5, column 4 (labels, the last): label 2.5 (labels are classes: 0 "
+                           "and 1 for a binary model, or integers or names for several classes).",
+    "half.npz test.npz": "half.npz: array y, row 9: label 0.5 (labels are classes: 0 and 1 for a binary "
+                         "model, or integers or names for several classes).",
     "abc.csv test.csv": "abc.csv: line 4 (row 2), column 'x2': 'abc', not a number (if column 'x2' holds "
                         "names or IDs, pass --id-col x2 to carry it into the output, or --drop-cols x2 to "
                         "ignore it).",
@@ -354,11 +357,11 @@ ERRORS = {
     "ragged.csv test.csv": "ragged.csv: line 3 (row 1) has 2 fields but the header has 3.",
     "header_only.csv test.csv": "header_only.csv: no data rows after the header.",
     "train.csv nan.csv": "nan.csv: line 6 (row 3), column 'x1': nan (features must be finite).",
-    "minus1.csv test.csv": "minus1.csv: line 3 (row 1), column 'y': label -1 (labels must be 0 or 1).",
+    "minus1.csv test.csv": "minus1.csv: line 3 (row 1), column 'y': an empty label.",
     "train.csv test.csv --label-col target": "train.csv: no column named 'target' for the labels (columns: "
                                              "f0, f1, f2, f3, y).",
-    "one_class.npz test.npz": "one_class.npz: every label is 1; the training data need both classes, 0 "
-                              "and 1.",
+    "one_class.npz test.npz": "one_class.npz: every label is 1; the training data need at least two "
+                              "classes.",
     "train.npz three_features.npz": "three_features.npz: 3 feature columns, but train.npz has 4.",
     "train.csv renamed.csv": "renamed.csv: feature column 2 is 'g2', but in train.csv it is 'f2'",
     "separable.npz separable.npz --l2 0": "fitting separable.npz: ConvergenceError: the training data are "

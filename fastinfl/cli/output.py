@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 
 class CommandError(Exception):
     """An error the command reports in one line on stderr, exiting with status 1."""
@@ -61,6 +63,13 @@ def write(path, fmt, header, rows, to_json=None):
             f.write("\n")
 
 
+def label_value(v):
+    """A label for output: an int for integer-valued numbers, else the text as it was."""
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    return int(v) if float(v).is_integer() else float(v)
+
+
 def top_header(test_ids, train_ids):
     """Columns of the top-k table; the ID columns only when the files have row IDs."""
     return (["test_index"] + (["test_id"] if test_ids is not None else []) + ["test_label", "test_loss", "kind",
@@ -77,7 +86,7 @@ def top_rows(top, loo, y_test, losses, test_ids=None, train_ids=None):
     kinds = (("helpful", top.helpful_idx, top.helpful, loo[0], -1.0),
              ("harmful", top.harmful_idx, top.harmful, loo[1], 1.0))
     for t in range(top.helpful_idx.shape[0]):
-        head = [t] + ([test_ids[t]] if test_ids is not None else []) + [int(y_test[t]), float(losses[t])]
+        head = [t] + ([test_ids[t]] if test_ids is not None else []) + [label_value(y_test[t]), float(losses[t])]
         for kind, idx, infl, change, sign in kinds:
             rank = 0
             for j in range(idx.shape[1]):
@@ -95,7 +104,7 @@ def top_records(header, rows, y_test, losses, test_ids=None):
     records = []
     for t, (y, loss) in enumerate(zip(y_test, losses, strict=True)):
         record = {"test_index": t} | ({"test_id": test_ids[t]} if test_ids is not None else {})
-        records.append(record | {"label": int(y), "loss": float(loss), "helpful": [], "harmful": []})
+        records.append(record | {"label": label_value(y), "loss": float(loss), "helpful": [], "harmful": []})
     split = header.index("kind")
     for row in rows:
         entry = dict(zip(header[split:], row[split:], strict=True))

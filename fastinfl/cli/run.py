@@ -9,24 +9,25 @@ from .._io import check_same_features, load_dataset
 from ..exceptions import ConvergenceError, SingularHessianError
 from ..influence import Influence
 from ..model import LogisticRegression
+from ..multinomial import MultinomialLogisticRegression
 from . import compile as _compile
-from .output import CommandError, output_format, top_header, top_records, top_rows, write
+from .output import CommandError, label_value, output_format, top_header, top_records, top_rows, write
 from .progress import progress
 from .topk import top_k_loo
 
 
-def fit(X, y, l2, quiet, source):
-    """LogisticRegression(l2).fit(X, y) under a progress bar; fit errors become CommandError."""
+def fit(X, y, l2, quiet, source, multinomial=False):
+    """LogisticRegression(l2).fit(X, y) (or the multinomial model) under a progress bar; fit errors become CommandError."""
     try:
         with progress("fit", enabled=not quiet):
-            return LogisticRegression(l2=l2).fit(X, y)
+            return (MultinomialLogisticRegression if multinomial else LogisticRegression)(l2=l2).fit(X, y)
     except (ConvergenceError, SingularHessianError) as exc:
         raise CommandError(f"fitting {source}: {type(exc).__name__}: {exc}") from exc
 
 
-def _self_influence(args, inf, train):
+def _self_influence(args, inf, train, y_shown):
     """Write the training points of highest self-influence g_i^T H^-1 g_i to ``args.self_influence``."""
-    y_train = train.y
+    y_train = y_shown
     n = y_train.shape[0]
     values = np.empty(n)
     step = max(4096, -(-n // 50))
@@ -38,7 +39,7 @@ def _self_influence(args, inf, train):
     count = n if args.self_k == 0 else min(args.self_k, n)
     order = np.argsort(-values, kind="stable")[:count]
     ids = train.ids
-    rows = [[r + 1, int(i)] + ([ids[i]] if ids is not None else []) + [int(y_train[i]), float(values[i])]
+    rows = [[r + 1, int(i)] + ([ids[i]] if ids is not None else []) + [label_value(y_train[i]), float(values[i])]
             for r, i in enumerate(order)]
     header = ["rank", "train_index"] + (["train_id"] if ids is not None else []) + ["label", "self_influence"]
     write(args.self_influence, output_format(args.self_influence, args.format), header, rows)
@@ -70,7 +71,7 @@ def load_groups(path, n):
     return labels.astype(np.int64)
 
 
-def _groups(args, inf, train, test, losses):
+def _groups(args, inf, train, test, losses, y_shown):
     """Write, per test point, the groups whose removal would raise (helpful) or lower (harmful) its loss most."""
     labels = load_groups(args.groups, train.y.shape[0])
     names = np.unique(labels[labels >= 0])
@@ -89,7 +90,7 @@ def _groups(args, inf, train, test, losses):
               + ["test_label", "test_loss", "kind", "rank", "group", "size", "loo_change"])
     rows = []
     for t in range(change.shape[0]):
-        head = [t] + ([ids[t]] if ids is not None else []) + [int(test.y[t]), float(losses[t])]
+        head = [t] + ([ids[t]] if ids is not None else []) + [label_value(y_shown[t]), float(losses[t])]
         for kind, order, sign in (("helpful", np.argsort(-change[t], kind="stable"), 1.0),
                                   ("harmful", np.argsort(change[t], kind="stable"), -1.0)):
             rank = 0
@@ -99,6 +100,38 @@ def _groups(args, inf, train, test, losses):
                 rank += 1
                 rows.append(head + [kind, rank, int(names[g]), int(sizes[g]), float(change[t, g])])
     write(args.groups_out, output_format(args.groups_out, args.format), header, rows)
+
+
+def _classes(args, y_train, y_test):
+    """(y_train, y_test, multinomial) for the model from the labels as read.
+
+    0/1 labels: the binary model. Two other classes (-1/1, "no"/"yes"): the binary model with the
+    larger (sorted) class as 1, as scikit-learn does, said in a note. More classes: the multinomial
+    model on the labels as they are. Test labels must be classes of the training data.
+    """
+    train_src, test_src = args.labels if args.labels else (args.train, args.test)  # where labels came from
+    if (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
+        raise CommandError(f"{test_src}: its labels are {'text' if y_test.dtype.kind == 'U' else 'numbers'} "
+                           f"but the training labels in {train_src} are "
+                           f"{'text' if y_train.dtype.kind == 'U' else 'numbers'}.")
+    classes = np.unique(y_train)
+    if classes.size < 2:
+        # the unpenalised intercept would diverge: the objective has no minimum
+        raise CommandError(f"{train_src}: every label is {label_value(classes[0])}; the training data need at "
+                           "least two classes.")
+    unknown = np.setdiff1d(np.unique(y_test), classes)
+    if unknown.size:
+        raise CommandError(f"{test_src}: label {label_value(unknown[0])} is not a class of the training data "
+                           f"({', '.join(str(label_value(c)) for c in classes[:10])}).")
+    if classes.size > 2:
+        if not args.quiet:
+            _note(f"{train_src}: {classes.size} classes: multinomial (softmax) logistic regression.")
+        return y_train, y_test, True
+    if y_train.dtype.kind != "U" and set(classes.tolist()) <= {0.0, 1.0}:
+        return y_train, y_test, False
+    if not args.quiet:
+        _note(f"{train_src}: labels {label_value(classes[0])} and {label_value(classes[1])} read as 0 and 1.")
+    return (y_train == classes[1]).astype(np.float64), (y_test == classes[1]).astype(np.float64), False
 
 
 def _note(message):
@@ -123,25 +156,24 @@ def run(args):
     for note in (*train.notes, *test.notes):
         _note(note)
     check_same_features(train, args.train, test, args.test)
-    if np.all(train.y == train.y[0]):
-        # the unpenalised intercept would diverge: the objective has no minimum
-        raise CommandError(f"{args.train}: every label is {train.y[0]:g}; the training data need both "
-                           "classes, 0 and 1.")
+    shown_train, shown_test = train.y, test.y  # labels as the files give them, for the output
+    y_train, y_test, multinomial = _classes(args, train.y, test.y)
+    train, test = train._replace(y=y_train), test._replace(y=y_test)
     dtype = "float32" if train.X.dtype == np.float32 else "float64"
     _compile.notice([dtype], quiet=args.quiet)
-    model = fit(train.X, train.y, args.l2, args.quiet, args.train)
+    model = fit(train.X, train.y, args.l2, args.quiet, args.train, multinomial)
     inf = Influence(model, train.X, train.y, solver=args.solver, damping=args.damping)
     k = min(args.k, train.y.shape[0])
     top, loo = top_k_loo(inf, test.X, test.y, k, args.quiet, loss=args.loss)
     losses = model.losses(test.X, test.y)
     header = top_header(test.ids, train.ids)
-    rows = top_rows(top, loo, test.y, losses, test.ids, train.ids)
+    rows = top_rows(top, loo, shown_test, losses, test.ids, train.ids)
     fmt = output_format(args.out, args.format)
-    write(args.out, fmt, header, rows, lambda rows: top_records(header, rows, test.y, losses, test.ids))
+    write(args.out, fmt, header, rows, lambda rows: top_records(header, rows, shown_test, losses, test.ids))
     if args.self_influence is not None:
-        _self_influence(args, inf, train)
+        _self_influence(args, inf, train, shown_train)
     if args.groups is not None:
-        _groups(args, inf, train, test, losses)
+        _groups(args, inf, train, test, losses, shown_test)
     if args.plot is not None:
         from .plot import plot
 

@@ -1,0 +1,80 @@
+"""``fastinfl run`` on labels other than 0/1: several classes (multinomial), and two classes named otherwise."""
+
+import csv
+
+import numpy as np
+import pytest
+
+import fastinfl
+from fastinfl.cli import main
+
+
+def _main(argv):
+    return main([str(a) for a in argv])
+
+
+def _write(path, X, y):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"x{j}" for j in range(X.shape[1])] + ["label"])
+        for row, label in zip(X, y, strict=True):
+            w.writerow([*row, label])
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mc")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((90, 3))
+    names = np.array(["bird", "cat", "dog"])
+    y = names[np.argmax(X @ rng.standard_normal((3, 3)) + rng.standard_normal((90, 3)), axis=1)]
+    _write(d / "train.csv", X[:80], y[:80])
+    _write(d / "test.csv", X[80:], y[80:])
+    return d, X[:80], y[:80], X[80:], y[80:]
+
+
+def test_text_classes_fit_the_multinomial_model_and_match_the_api(three, capsys):
+    d, X, y, Xt, yt = three
+    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--out", d / "top.csv"]) == 0
+    assert "3 classes: multinomial" in capsys.readouterr().err
+    model = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    I = inf.influence(Xt, yt)
+    rows = _read(d / "top.csv")
+    assert {r["test_label"] for r in rows} <= {"bird", "cat", "dog"}
+    for r in rows:
+        t, i = int(r["test_index"]), int(r["train_index"])
+        assert r["test_label"] == yt[t]
+        assert float(r["influence"]) == pytest.approx(I[t, i], rel=1e-9, abs=1e-15)
+    for t in range(len(yt)):
+        harmful = [int(r["train_index"]) for r in rows if int(r["test_index"]) == t and r["kind"] == "harmful"]
+        expect = [i for i in np.argsort(-I[t], kind="stable")[:2] if I[t, i] > 0]
+        assert harmful == expect
+
+
+def test_two_classes_named_otherwise_are_the_binary_model(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((60, 2))
+    y01 = (X[:, 0] + rng.standard_normal(60) > 0).astype(int)
+    _write(tmp_path / "a.csv", X[:50], y01[:50])
+    _write(tmp_path / "a_test.csv", X[50:], y01[50:])
+    _write(tmp_path / "b.csv", X[:50], np.where(y01[:50] == 1, "yes", "no"))
+    _write(tmp_path / "b_test.csv", X[50:], np.where(y01[50:] == 1, "yes", "no"))
+    assert _main(["run", tmp_path / "a.csv", tmp_path / "a_test.csv", "--out", tmp_path / "a.out.csv"]) == 0
+    assert _main(["run", tmp_path / "b.csv", tmp_path / "b_test.csv", "--out", tmp_path / "b.out.csv"]) == 0
+    assert "labels no and yes read as 0 and 1" in capsys.readouterr().err
+    a, b = _read(tmp_path / "a.out.csv"), _read(tmp_path / "b.out.csv")
+    assert [r["influence"] for r in a] == [r["influence"] for r in b]  # the same model and numbers
+    assert [r["test_label"] for r in b] == [{"0": "no", "1": "yes"}[r["test_label"]] for r in a]
+
+
+def test_text_test_labels_against_numeric_training_labels(three, tmp_path, capsys):
+    d, X, y, Xt, yt = three
+    _write(tmp_path / "num.csv", X, np.searchsorted(["bird", "cat", "dog"], y))
+    assert _main(["run", tmp_path / "num.csv", d / "test.csv"]) == 1
+    assert "its labels are text but the training labels" in capsys.readouterr().err
