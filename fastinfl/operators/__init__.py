@@ -16,6 +16,8 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
     """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
+    A ``dask.array.Array`` X (with dask or NumPy y) gives a
+    :class:`~fastinfl.operators.dask.DaskOperator`; dask is imported only then.
     ``name`` ("X", "X_train", "X_test") names the arguments in errors; labels are
     named "y" plus the same suffix. ``n_features`` checks the column count.
     """
@@ -23,6 +25,10 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
         if y is not None:
             raise ValueError(f"{name} is already an operator; pass its labels when building it.")
         return X
+    if _validation.is_dask_array(X):  # before check_X, which would gather it
+        from .dask import from_dask
+
+        return from_dask(X, y, fit_intercept, name, n_features)
     from .dense import DenseOperator, sum_squares
 
     X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
