@@ -52,8 +52,8 @@ TOP_K_BLOCK_BYTES = BLOCK_ROWS * 8 * 2
 # ------------------------------------------------------------------ dask
 # Partial results (one per row block) combined this many at a time, in block order (a fixed tree).
 DASK_SPLIT_EVERY = 8
-# Influence-matrix blocks written to Zarr: test points per block so that one block stays below this.
-DASK_INFLUENCE_BLOCK_BYTES = 1 << 27
+# Influence-matrix blocks written to Zarr (influence_to_zarr) stay below this many bytes each.
+INFLUENCE_BLOCK_BYTES = 1 << 27
 
 
 def kernel(parallel=False):

@@ -28,7 +28,7 @@ import dask.array as da
 import numpy as np
 
 from .. import _validation
-from .._config import DASK_INFLUENCE_BLOCK_BYTES, DASK_SPLIT_EVERY
+from .._config import DASK_SPLIT_EVERY, INFLUENCE_BLOCK_BYTES
 from ..kernels import blocks as kb
 from ..kernels import dense as kd
 from . import policy
@@ -396,7 +396,7 @@ class DaskOperator(Operator):
         """Write the (m, n) influence matrix to a Zarr array at ``path`` from the blocks, where they live.
 
         Blocks of the matrix are (test points, X's row chunk); test points are
-        split so that one block stays below DASK_INFLUENCE_BLOCK_BYTES. Returns
+        split so that one block stays below INFLUENCE_BLOCK_BYTES. Returns
         the Zarr array (opened for reading).
         """
         import zarr
@@ -404,7 +404,7 @@ class DaskOperator(Operator):
         S = _c(S, np.float64)
         m = S.shape[0]
         rows = max(self.X.chunks[0])
-        per = max(1, min(m, DASK_INFLUENCE_BLOCK_BYTES // (8 * rows)))
+        per = max(1, min(m, INFLUENCE_BLOCK_BYTES // (8 * rows)))
         full = self._influence_map(S, self.X, curv.residuals, chunks=per).astype(dtype)
         if len(set(self.X.chunks[0][:-1])) > 1 or self.X.chunks[0][-1] > rows:
             full = full.rechunk({1: rows})  # Zarr needs regular chunks
