@@ -39,17 +39,22 @@ def _timed(fn):
     return time.perf_counter() - t, out
 
 
-def _stages(X, y, Xt, yt, k):
-    """[(stage, seconds)] and the Influence: fit, Influence(), hessian(), top_k."""
+def _stages(X, y, Xt, yt, k, meter=lambda: 0):
+    """[(stage, seconds, bytes by meter())], the model and the top-k: fit, Influence(), hessian(), top_k."""
     rows = []
-    t, model = _timed(lambda: fastinfl.LogisticRegression(l2=1.0).fit(X, y))
-    rows.append((f"fit ({model.n_iter_} Newton steps)", t))
-    t, inf = _timed(lambda: fastinfl.Influence(model, X, y))
-    rows.append(("Influence(model, X, y)", t))
-    t, _ = _timed(inf.hessian)
-    rows.append(("inf.hessian()", t))
-    t, top = _timed(lambda: inf.top_k(Xt, yt, k))
-    rows.append((f"inf.top_k(X_test, y_test, k={k}), m = {Xt.shape[0]}", t))
+    out = {}
+
+    def stage(name, fn):
+        b = meter()
+        t, out["last"] = _timed(fn)
+        rows.append((name() if callable(name) else name, t, meter() - b))
+        return out["last"]
+
+    model = stage("fit", lambda: fastinfl.LogisticRegression(l2=1.0).fit(X, y))
+    rows[-1] = (f"fit ({model.n_iter_} Newton steps)",) + rows[-1][1:]
+    inf = stage("Influence(model, X, y)", lambda: fastinfl.Influence(model, X, y))
+    stage("inf.hessian()", inf.hessian)
+    top = stage(f"inf.top_k(X_test, y_test, k={k}), m = {Xt.shape[0]}", lambda: inf.top_k(Xt, yt, k))
     return rows, model, top
 
 
@@ -105,8 +110,11 @@ def main(argv=None):
 
             _stages(*as_dask(small, ys), Xt[:5], yt[:5], 2)  # warm-up on the workers
             Xd, yd = as_dask(path, y)
+            def sent():  # bytes the workers sent to other workers and to this client
+                return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
+
             with get_task_stream(client) as stream:
-                multi, model_d, top_d = _stages(Xd, yd, Xt, yt, args.k)
+                multi, model_d, top_d = _stages(Xd, yd, Xt, yt, args.k, sent)
             tasks = _task_times(stream.data)
             n_blocks = Xd.numblocks[0]
         load.append(os.getloadavg()[0])
@@ -125,14 +133,14 @@ def main(argv=None):
     print(machine.describe() + f"; 1-minute load average {load[0]:.1f} at the start, {load[-1]:.1f} at the end  ")
     print(f"make_logistic(out=X.npy): {t_gen:.1f} s. Dask vs single process: parameters agree to "
           f"{agree[0]:.1e} (relative), top-k harmful indices identical: {agree[1]}.\n")
-    print("| stage | one process (s) | dask, 2 workers (s) | ratio |")
-    print("|---|---:|---:|---:|")
+    print(f"| stage | one process (s) | dask, {args.workers} workers (s) | ratio | bytes sent by workers (MB) |")
+    print("|---|---:|---:|---:|---:|")
     total = [0.0, 0.0]
-    for (name, a), (_, b) in zip(single, multi):
+    for (name, a, _), (_, b, moved) in zip(single, multi):
         total[0] += a
         total[1] += b
-        print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
-    print(f"| **all four** | {total[0]:.2f} | {total[1]:.2f} | **{total[1] / total[0]:.2f}** |\n")
+        print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f} | {moved / 1e6:.1f} |")
+    print(f"| **all four** | {total[0]:.2f} | {total[1]:.2f} | **{total[1] / total[0]:.2f}** | |\n")
     print("Block tasks on the workers (per-partition times, from the task stream):\n")
     print("| task | count | median (s) | total (s) | median per 10^6 rows (s) |")
     print("|---|---:|---:|---:|---:|")
