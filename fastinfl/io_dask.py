@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ._io import Dataset, InputError
+from ._io import Dataset, InputError, load_dataset
 
 # Rows per block when a store's own chunks are smaller (a task per block costs about a millisecond).
 MIN_BLOCK_BYTES = 1 << 25
@@ -72,6 +72,24 @@ def load_zarr(path, rows=None):
         rows = max(X.chunks[0][0], _row_chunks(X.shape, X.dtype.itemsize, None))
     X = X.rechunk({0: rows, 1: -1})
     return Dataset(X, y.rechunk((X.chunks[0],)), None)
+
+
+def load_any(path, label_col=None, labels=None, in_memory=False):
+    """``fastinfl run``'s loader: a Zarr store as dask arrays (:func:`load_zarr`), else ``_io.load_dataset``.
+
+    ``in_memory=True`` computes a Zarr store's arrays into NumPy (for test points).
+    """
+    if not is_zarr(path):
+        return load_dataset(path, label_col, labels)
+    if label_col is not None or labels is not None:
+        raise InputError(f"{path}: a Zarr store holds its labels as array 'y'; --label-col and --labels "
+                         "do not apply.")
+    data = load_zarr(path)
+    if in_memory:
+        import dask
+
+        return Dataset(*dask.compute(data.X, data.y), None)
+    return data
 
 
 def _npy_block(path, block_info=None):

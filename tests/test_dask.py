@@ -249,6 +249,11 @@ def test_zarr_store_and_npy_file_round_trip(problem, tmp_path):
         Xz = da.from_zarr(str(store), component="X")
         close(fastinfl.Influence(model, Xz, da.from_zarr(str(store), component="y")).s_test(Xt, yt),
               fastinfl.Influence(model, X32, y).s_test(Xt, yt))
+    loaded = io_dask.load_any(store, in_memory=True)  # the command line's loader
+    np.testing.assert_array_equal(loaded.X, X32)
+    assert isinstance(io_dask.load_any(store).X, da.Array)
+    with pytest.raises(fastinfl._io.InputError, match="do not apply"):
+        io_dask.load_any(store, label_col="y")
     np.save(tmp_path / "X.npy", X32)
     Xn = io_dask.from_npy(tmp_path / "X.npy", rows=CHUNK)
     assert Xn.chunks[0][:2] == (CHUNK, CHUNK)
