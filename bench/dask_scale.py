@@ -116,6 +116,8 @@ def main(argv=None):
             with get_task_stream(client) as stream:
                 multi, model_d, top_d = _stages(Xd, yd, Xt, yt, args.k, sent)
             tasks = _task_times(stream.data)
+            transfers = sum(ss["stop"] - ss["start"] for rec in stream.data for ss in rec["startstops"]
+                            if ss["action"] == "transfer")
             n_blocks = Xd.numblocks[0]
         load.append(os.getloadavg()[0])
         assert dask.config.get("scheduler", None) in (None, "dask.distributed", "threads")
@@ -145,8 +147,9 @@ def main(argv=None):
     print("| task | count | median (s) | total (s) | median per 10^6 rows (s) |")
     print("|---|---:|---:|---:|---:|")
     for kind, (count, med, tot) in tasks.items():
-        per = f"{med / args.rows * 1e6:.3f}" if kind.startswith("_") and "block" in kind else ""
+        per = f"{med / args.rows * 1e6:.3f}" if "block" in kind else ""
         print(f"| {kind} | {count} | {med:.4f} | {tot:.2f} | {per} |")
+    print(f"\nWorker-to-worker transfers took {transfers:.2f} s in all (task stream).")
     print(f"\nPartial results per pass ({n_blocks} blocks, p = {p}): gradient {n_blocks * 8 * (p + 2) / 1e6:.3f} MB, "
           f"Hessian {n_blocks * 8 * p * p / 1e6:.2f} MB, HVP of k vectors {n_blocks * 8 * p / 1e6:.3f} k MB, "
           f"top-k {n_blocks * 8 * 4 * args.k * args.m / 1e6:.1f} MB; the client receives one of each.")

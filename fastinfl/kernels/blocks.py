@@ -7,7 +7,9 @@ each. Sums are accumulated in float64; partial sums of different blocks are
 combined by the caller in a fixed order.
 """
 
-from .._config import BLOCK_ROWS, kernel
+import numpy as np
+
+from .._config import BLOCK_ROWS, MIN_CHUNK_ROWS, kernel
 from .dense import (
     _hvp_rows,
     _influence_rows,
@@ -27,9 +29,24 @@ def sum_squares_block(X, stop):
 
 @kernel()
 def loss_grad_block(X, y, coef, intercept, grad_out, z_out, stop):
-    """grad_out (p,) = sum_i r_i x~_i, z_out (n,) the margins; returns (loss sum, min signed margin)."""
+    """grad_out (p,) = sum_i r_i x~_i, z_out (n,) the margins; returns (loss sum, min signed margin).
+
+    Sums MIN_CHUNK_ROWS rows at a time, then adds the partial sums: the loss keeps the accuracy
+    of the dense driver's chunked sums (Newton's line search compares losses to 8 eps |F|).
+    """
+    n = X.shape[0]
     grad_out[:] = 0.0
-    return _loss_grad_rows(X, y, coef, intercept, 0, X.shape[0], grad_out, z_out)
+    part = np.empty_like(grad_out)
+    loss = 0.0
+    mmin = np.inf
+    for lo in range(0, n, MIN_CHUNK_ROWS):
+        part[:] = 0.0
+        chunk_loss, chunk_min = _loss_grad_rows(X, y, coef, intercept, lo, min(n, lo + MIN_CHUNK_ROWS), part,
+                                                z_out)
+        loss += chunk_loss
+        grad_out += part
+        mmin = min(mmin, chunk_min)
+    return loss, mmin
 
 
 @kernel()
