@@ -117,13 +117,14 @@ def from_npy(path, rows=None):
 
 
 @contextmanager
-def scheduler(address):
+def scheduler(address, timeout="10s"):
     """Run the dask passes inside the block on the scheduler at ``address``.
 
     ``address``: ``tcp://host:port`` of a running ``dask.distributed``
     scheduler; ``local`` or ``local:N`` starts a LocalCluster of N worker
     processes (default: one per core) for the block's duration; ``threads``
     or ``synchronous`` use dask's in-process schedulers. None: no change.
+    ``timeout``: how long to try to reach a remote scheduler.
     """
     if address is None:
         yield None
@@ -143,7 +144,7 @@ def scheduler(address):
             yield client
         return
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=timeout)
     except OSError as exc:
         raise InputError(f"cannot reach the dask scheduler at {address}: {exc}") from None
     with client:

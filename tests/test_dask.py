@@ -216,9 +216,9 @@ def test_integer_and_numpy_labels(problem):
 
 
 def test_make_logistic_chunks_reproduce_the_in_memory_generator():
-    n, d = 60_000, 300  # generator chunks of 27962 rows: blocks straddle them
+    n, d = 30_000, 300  # generator chunks of 27962 rows: blocks straddle them
     X, y, coef = datasets.make_logistic(n, d, seed=3)
-    for chunks in (25_000, 27962, (50_000, 10_000)):
+    for chunks in (10_000, 27962, (25_000, 5_000)):
         Xd, yd, coef_d = datasets.make_logistic(n, d, seed=3, chunks=chunks)
         assert isinstance(Xd, da.Array) and Xd.dtype == np.float32 and yd.dtype == np.int8
         assert Xd.numblocks[1] == 1
@@ -294,7 +294,7 @@ def test_scheduler_context(problem):
         assert dask.config.get("scheduler") == "synchronous"
         fastinfl.Influence(model, *dask_xy(X, y)).hessian()
     with pytest.raises(fastinfl._io.InputError, match="cannot reach the dask scheduler"):
-        with io_dask.scheduler("tcp://127.0.0.1:9"):
+        with io_dask.scheduler("tcp://127.0.0.1:9", timeout="1s"):
             pass
 
 
