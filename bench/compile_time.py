@@ -1,6 +1,7 @@
 """Compile cost of the Numba kernels, in fresh processes: empty NUMBA_CACHE_DIR, then populated.
 
-    python -m bench.compile_time
+    python -m bench.compile_time               # cold / warm first-call times
+    python -m bench.compile_time --per-kernel  # which kernels and signatures the cold time goes to
 
 Each child process imports fastinfl, then fits and computes influences on a
 small problem twice: the first call compiles (or loads from the cache), the
@@ -36,6 +37,62 @@ print(json.dumps(out))
 """
 
 
+# Times every Dispatcher.compile (the kernel's own time: nested compiles of the kernels it calls are
+# subtracted) in a process with a cold cache, while the demo-like steps run on float64 and float32.
+PER_KERNEL = f"""
+import json, sys, time
+import numba.core.dispatcher as dispatcher
+orig, stack, spent = dispatcher.Dispatcher.compile, [], {{}}
+def compile(self, sig):
+    t = time.perf_counter()
+    stack.append(0.0)
+    try:
+        return orig(self, sig)
+    finally:
+        dt = time.perf_counter() - t
+        inner = stack.pop()
+        if stack:
+            stack[-1] += dt
+        key = self.py_func.__module__ + "." + self.py_func.__qualname__ + " " + str(sig)
+        spent[key] = spent.get(key, 0.0) + dt - inner
+dispatcher.Dispatcher.compile = compile
+import fastinfl
+t0 = time.perf_counter()
+for dtype in sys.argv[1:]:
+    X, y, _ = fastinfl.datasets.make_logistic({N}, {D}, seed=0, dtype=dtype)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    inf.influence(X[:10], y[:10]); inf.top_k(X[:10], y[:10], 3); inf.self_influence(); model.losses(X, y)
+    fastinfl.Influence(model, X, y, solver="cg").inverse_hvp(inf.gradients(X[:2], y[:2]))
+print(json.dumps({{"total": time.perf_counter() - t0, "kernels": spent}}))
+"""
+
+
+def per_kernel(dtypes=("float64", "float32")):
+    """Cold-cache compile seconds of each (kernel, signature), largest first, and the total."""
+    with tempfile.TemporaryDirectory(prefix="fastinfl-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTINFL_CACHE="1")
+        proc = subprocess.run([sys.executable, "-c", PER_KERNEL, *dtypes], env=env, capture_output=True,
+                              text=True, check=True)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    print("## Compile time per kernel (cold cache)\n")
+    print(f"`python -m bench.compile_time --per-kernel`, fit + influence + top_k + self_influence + CG on "
+          f"{N} x {D}, {' then '.join(dtypes)}, one process, empty NUMBA_CACHE_DIR  ")
+    print(f"Machine: {machine.describe()}\n")
+    rows = sorted(out["kernels"].items(), key=lambda kv: -kv[1])
+    total = sum(v for _, v in rows)
+    print(f"Steps took {out['total']:.1f} s, of which compiling {total:.1f} s in {len(rows)} "
+          "(kernel, signature) pairs; exclusive seconds (nested compiles subtracted):\n")
+    print("| kernel | signature | s | share |")
+    print("|---|---|---:|---:|")
+    for key, v in rows:
+        name, sig = key.split(" ", 1)
+        if v >= 0.2:
+            print(f"| {name.removeprefix('fastinfl.')} | `{sig}` | {v:.2f} | {v / total:.0%} |")
+    rest = [v for _, v in rows if v < 0.2]
+    print(f"| {len(rest)} others | | {sum(rest):.2f} | {sum(rest) / total:.0%} |")
+
+
 def run_child(cache_dir, *dtypes):
     """Run CHILD in a fresh interpreter with ``NUMBA_CACHE_DIR=cache_dir``: (its timings, wall time)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), FASTINFL_CACHE="1")
@@ -45,7 +102,11 @@ def run_child(cache_dir, *dtypes):
     return json.loads(proc.stdout.splitlines()[-1]), time.perf_counter() - t
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--per-kernel" in argv:
+        per_kernel()
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="fastinfl-numba-cache-") as cache:
         for dtype, state in [("float64", "empty (cold)"), ("float64", "warm"),

@@ -38,22 +38,30 @@ def best_time(fn, budget, max_reps=5):
     return best, result
 
 
+def fraction(rate, limit):
+    """``rate / limit`` as a percentage, never above 100%: a rate above the measured limit means the
+    limit was not the machine's (data in cache, a disturbed measurement), shown as ">100%*"."""
+    frac = rate / limit
+    return ">100%*" if frac > 1.0 else f"{frac:.0%}"
+
+
 def roofline(case, seconds, gflops, gbs):
     """(achieved rate, fraction of the machine limit) for whichever of flops or bytes binds."""
     if case.flops is None:
         return "", ""
     if case.flops / gflops >= case.bytes / gbs:
         rate = case.flops / seconds / 1e9
-        return f"{rate:.1f} GFLOP/s", f"{rate / gflops:.0%}"
+        return f"{rate:.1f} GFLOP/s", fraction(rate, gflops)
     rate = case.bytes / seconds / 1e9
-    return f"{rate:.1f} GB/s", f"{rate / gbs:.0%}"
+    return f"{rate:.1f} GB/s", fraction(rate, gbs)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--d", type=int, default=100)
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--n", type=int, default=1_000_000, help="rows (default 1000000)")
+    parser.add_argument("--d", type=int, default=100, help="features (default 100)")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="dtype of X (default float64)")
     parser.add_argument("--ops", default=",".join(op for op in CASES if op != "fit"),
                         help="comma-separated, from: " + ", ".join(CASES))
     parser.add_argument("--budget", type=float, default=5.0, help="seconds of repeats per timing")
@@ -102,6 +110,9 @@ def main(argv=None):
         name = f"{op} ({case.note})" if case.note else op
         print(f"| {name} | {args.n}x{args.d} {args.dtype} | {t_fast:.4f} | {case.reference_name} | "
               f"{t_ref:.4f} | {t_ref / t_fast:.2f}x | {rate} | {frac} |")
+    if any(frac == ">100%*" for frac in (roofline(c, t, gflops, gbs)[1] for _, c, t, _ in timed)):
+        print("\n\\* faster than the limit measured in this run: the data fit in cache (small n x d), or "
+              "the limit's measurement was disturbed by other load; the fraction is not meaningful.")
     if memory:
         print("\nPeak extra memory of one call (MiB): allocations traced by tracemalloc (NumPy buffers and "
               "Numba's, all threads), and the rise of the resident set (VmHWM reset before the call, a "

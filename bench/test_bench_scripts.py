@@ -1,5 +1,9 @@
 """The benchmark scripts run end to end on tiny sizes and print their tables."""
 
+import re
+
+import pytest
+
 from bench import auto_switch, end_to_end
 
 
@@ -10,6 +14,7 @@ def test_auto_switch_prints_table(capsys):
     assert "- m = 9:" in out
 
 
+@pytest.mark.slow  # ~20 s
 def test_end_to_end_memory_mapped(tmp_path, capsys):
     end_to_end.main(["--n", "20_000", "--d", "5", "--m", "20", "--k", "3", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
@@ -26,6 +31,7 @@ def test_report_prints_table(capsys):
     assert "| top_k (m=1000, k=10" in out
 
 
+@pytest.mark.slow  # ~100 s: three processes compile every kernel on a cold cache
 def test_compile_time_prints_table(capsys):
     from bench import compile_time
 
@@ -33,3 +39,33 @@ def test_compile_time_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| fit + influence, float64 | empty (cold) |" in out
     assert "| import only (best of 3) | warm |" in out
+
+
+def test_report_fraction_of_limit_never_above_100_percent():
+    from bench.report import fraction
+
+    assert fraction(50.0, 100.0) == "50%"
+    assert fraction(100.0, 100.0) == "100%"
+    assert fraction(130.0, 100.0) == ">100%*"  # measured limit below the achieved rate: not a fraction
+
+
+def test_report_small_problem_in_cache_is_not_above_100_percent(capsys):
+    from bench import report
+
+    report.main(["--n", "3000", "--d", "5", "--ops", "hvp", "--budget", "0"])
+    out = capsys.readouterr().out
+    fractions = re.findall(r"\| (\d+)% \|$", out, flags=re.M)
+    assert all(int(f) <= 100 for f in fractions)
+
+
+def test_serving_benchmarks_print_their_tables(tmp_path, capsys):
+    from bench import call_overhead, load_test, state_load
+
+    call_overhead.main(["--n", "500", "--d", "4", "--calls", "5", "--repeats", "1"])
+    state_load.main(["--n", "3000", "--d", "4", "--repeats", "1", "--dir", str(tmp_path)])
+    load_test.main(["--n", "3000", "--d", "4", "--clients", "1,3", "--requests", "12", "--seconds", "20",
+                    "--inprocess-only"])
+    out = capsys.readouterr().out
+    assert "| top_k(x, y, k=10) |" in out
+    assert "| Influence.load(path, X, y) (sampled fingerprint) |" in out
+    assert "\n| 3 | " in out and not list(tmp_path.iterdir())

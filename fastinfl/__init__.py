@@ -1,22 +1,28 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
 from . import datasets, reference
-from .exceptions import ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
+from .multinomial import MultinomialLogisticRegression
+from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccuracyWarning",
     "ConvergenceError",
     "Influence",
     "LogisticRegression",
+    "MultinomialLogisticRegression",
     "SingularHessianError",
     "TopK",
     "StationarityWarning",
     "VerificationError",
     "datasets",
+    "get_num_threads",
     "loo_retrain",
     "reference",
+    "set_num_threads",
 ]

@@ -15,6 +15,9 @@ from numba import njit
 # full accuracy (the loss passes are memory-bound: approximate maths buys nothing).
 FASTMATH = frozenset({"nsz", "contract", "reassoc"})
 CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
+# Thread budget of the parallel kernels, shared by concurrent calls (operators/policy.py);
+# empty means all of Numba's threads. fastinfl.set_num_threads changes it at run time.
+NUM_THREADS = os.environ.get("FASTINFL_NUM_THREADS", "").strip() or None
 
 # ------------------------------------------------------------------ kernels
 # Rows per block in the kernels that copy a row block to a float64 buffer and
@@ -22,6 +25,9 @@ CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
 BLOCK_ROWS = 512
 # Rows per dsyrk in the Hessian accumulation.
 HESSIAN_BLOCK_ROWS = 1024
+# Rows per block in the multinomial Hessian (kernels/multinomial.py): K scaled float64 copies of the
+# block (K x 256 x p: 2 MiB at K = 10, p = 101) plus one for the diagonal dsyrk.
+MN_HESSIAN_BLOCK_ROWS = 256
 # Batched HVP: below this many vectors a fused loop per row, from it on two gemms per row block.
 HVP_BLAS_MIN_K = 8
 # Row chunks of the parallel drivers: at least MIN_CHUNK_ROWS rows each (one chunk = serial call),
@@ -37,6 +43,10 @@ AUTO_DIRECT_MAX_P = 2000
 MAX_CONDITION = 1e13
 # verify=True re-solves this many right-hand sides of every batch with the explicit inverse.
 VERIFY_SAMPLE = 8
+
+# group_change warns when its last Newton step's decrement exceeds this fraction of the first
+# (docs/validation_groups.md: unconverged groups showed ratios of 0.5 to 16, converged ones < 0.05).
+UNCONVERGED_DECREMENT_RATIO = 0.1
 
 # ------------------------------------------------------------------ memory
 DEFAULT_MEMORY_LIMIT = 1 << 30

@@ -24,14 +24,26 @@ class InputError(ValueError):
 
 
 class Dataset(NamedTuple):
-    """Features ``X`` (n, d), labels ``y`` (n,) and, for CSV, the feature column names (else None)."""
+    """One input file, read and checked.
+
+    ``X`` (n, d) features, ``y`` (n,) labels; for CSV also the feature column names, the label
+    column's name, the row IDs (from ``--id-col`` or a leading unnamed index column: strings, one
+    per row) and notes for the user (such as "column 0 read as the row index"); else None / [].
+    """
 
     X: np.ndarray
     y: np.ndarray
     columns: list | None
+    label: str | None = None
+    ids: list | None = None
+    notes: tuple = ()
 
 
-def load_dataset(path, label_col=None, labels=None):
+_NEEDS_LABELS = ("the test file needs its labels too (influence is measured on each test point's loss, "
+                 "which needs its label)")
+
+
+def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n_features=None):
     """Read features and labels from ``path`` (.npz, .npy or .csv) and check them.
 
     Parameters
@@ -43,6 +55,14 @@ def load_dataset(path, label_col=None, labels=None):
         CSV only: the name of the label column (default: the last column).
     labels : str, optional
         ``.npy`` only: a ``.npy`` file of labels, one per row of ``path``.
+    id_col : str, optional
+        CSV only: a column of row IDs (any text), carried into the output, never a feature.
+        Without it, a leading column with an empty name (pandas' ``to_csv`` index) is the IDs.
+    drop_cols : sequence of str
+        CSV only: columns to ignore.
+    n_features : int, optional
+        The training file's feature count, when ``path`` is the test file: a test file with
+        exactly that many columns and no labels gets a message saying it needs its labels.
 
     Raises
     ------
@@ -52,10 +72,10 @@ def load_dataset(path, label_col=None, labels=None):
     path = str(path)
     ext = _extension(path)
     if ext == ".npz":
-        return _load_npz(path)
+        return _load_npz(path, n_features is not None)
     if ext == ".npy":
-        return _load_npy(path, labels)
-    return _load_csv(path, label_col)
+        return _load_npy(path, labels, n_features)
+    return _load_csv(path, label_col, id_col, tuple(drop_cols), n_features)
 
 
 def check_same_features(train, train_path, test, test_path):
@@ -88,7 +108,7 @@ def _np_load(path):
         raise InputError(f"{path}: not a valid {_extension(path)} file ({exc}).") from None
 
 
-def _load_npz(path):
+def _load_npz(path, is_test=False):
     data = _np_load(path)
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: not a .npz archive (it holds a single array: save X and y with "
@@ -97,7 +117,8 @@ def _load_npz(path):
         missing = [key for key in ("X", "y") if key not in data.files]
         if missing:
             found = ", ".join(data.files) or "none"
-            raise InputError(f"{path}: no array named {missing[0]!r} (it has {found}; expected X and y).")
+            hint = f"; {_NEEDS_LABELS}" if is_test and missing == ["y"] else ""
+            raise InputError(f"{path}: no array named {missing[0]!r} (it has {found}; expected X and y){hint}.")
         try:
             X, y = data["X"], data["y"]
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
@@ -107,7 +128,7 @@ def _load_npz(path):
     return Dataset(X, _squeeze(y), None)
 
 
-def _load_npy(path, labels):
+def _load_npy(path, labels, n_features=None):
     arr = _np_load(path)
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{path}: a .npz archive, not a .npy array: rename it to .npz.")
@@ -124,6 +145,9 @@ def _load_npy(path, labels):
             raise InputError(f"{labels}: a .npz archive, not a .npy array of labels.")
         _check_labels(y, arr.shape[0], lambda r: f"{labels}: row {r}", labels)
         return Dataset(arr, _squeeze(y), None)
+    if n_features is not None and arr.ndim == 2 and arr.shape[1] == n_features:
+        raise InputError(f"{path}: {arr.shape[1]} columns, as many as the training file has features: "
+                         f"{_NEEDS_LABELS}. Put them in the last column, or pass --labels.")
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise InputError(f"{path}: expected a 2-D array of features with the labels in the last column; "
                          f"got shape {arr.shape} (or pass --labels).")
@@ -134,79 +158,154 @@ def _load_npy(path, labels):
     return Dataset(X, arr[:, d], None)
 
 
-def _load_csv(path, label_col):
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path, label_col, id_col, drop_cols, n_features):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
+            first = f.readline()
+            second = f.readline()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}.") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a CSV text file ({exc}).") from None
+    # The delimiter: the one the header line uses most (a header has no decimal commas).
+    delim = max(_DELIMITERS, key=first.count)
+    delim = delim if first.count(delim) else ","
+    shown = {"\t": "tab"}.get(delim, repr(delim))
+    try:
+        header = next(csv.reader([first], delimiter=delim), [])
+    except csv.Error as exc:
         raise InputError(f"{path}: not a CSV text file ({exc}).") from None
     header = [name.strip() for name in header]
-    if len(header) < 2:
+    if any(header) and all(_is_number(name) for name in header if name):
+        raise InputError(f"{path}: line 1 ({first.strip()[:60]!r}) holds numbers, not column names: the "
+                         "file has no header line. Add one naming the columns (the labels in the last "
+                         "column, or in the one named by --label-col).")
+    notes = [] if delim == "," else [f"{path}: fields separated by {shown}."]
+    listing = ", ".join(name or "(unnamed)" for name in header)
+
+    def column(name, option):
+        if name not in header:
+            hint = f"; {_NEEDS_LABELS}" if option == "--label-col" and n_features is not None else ""
+            what = "for the labels" if option == "--label-col" else f"for {option}"
+            raise InputError(f"{path}: no column named {name!r} {what} (columns: {listing}){hint}.")
+        return header.index(name)
+
+    id_j = None
+    if id_col is not None:
+        id_j = column(id_col, "--id-col")
+    elif len(header) > 2 and header[0] == "":
+        id_j = 0
+        notes.append(f"{path}: column 0 has no name: read as the row index (as pandas' to_csv writes it), "
+                     "not as a feature; the output gives each row's index from it (train_id, test_id).")
+    dropped = {column(name, "--drop-cols") for name in drop_cols}
+    other = [j for j in range(len(header)) if j != id_j and j not in dropped]
+    if label_col is not None:
+        label_j = column(label_col, "--label-col")
+        if label_j == id_j or label_j in dropped:
+            raise InputError(f"{path}: column {label_col!r} is both the labels and an ID or dropped column.")
+    elif other:
+        label_j = other[-1]
+        if n_features is not None and len(other) == n_features:
+            raise InputError(f"{path}: {len(other)} columns ({', '.join(header[j] for j in other)}), as many "
+                             f"as the training file has features: {_NEEDS_LABELS}. Add the label column "
+                             "(the last, or the one named by --label-col).")
+    features = [j for j in other if j != label_j]
+    if label_col is None and not other or not features:
         raise InputError(f"{path}: expected a header line naming at least one feature column and a "
-                         f"label column; got {len(header)} column(s).")
-    if label_col is None:
-        j = len(header) - 1
-    elif label_col in header:
-        j = header.index(label_col)
-    else:
-        raise InputError(f"{path}: no column named {label_col!r} for the labels (columns: "
-                         f"{', '.join(header)}).")
+                         f"label column; got {len(header)} column(s) ({listing}).")
+    n_fields = len(next(csv.reader([second], delimiter=delim), [])) if second.strip() else len(header)
+    if n_fields != len(header):
+        raise InputError(f"{path}: line 2 (row 0) has {n_fields} fields but the header has {len(header)}"
+                         f"{'' if delim == ',' else f' (fields separated by {shown})'}.")
+    ids = None
+    if id_j is not None:  # text: read with the csv module, checking every row's field count on the way
+        ids = []
+        for r, (line, fields) in enumerate(_csv_rows(path, delim)):
+            if len(fields) != len(header):
+                raise _ragged(path, line, r, fields, header)
+            ids.append(fields[id_j].strip())
+    numeric = sorted([label_j, *features])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-            data = np.loadtxt(path, dtype=np.float64, delimiter=",", skiprows=1, ndmin=2, comments=None,
-                              quotechar='"', encoding="utf-8-sig")
+            data = np.loadtxt(path, dtype=np.float64, delimiter=delim, skiprows=1, ndmin=2, comments=None,
+                              quotechar='"', encoding="utf-8-sig",
+                              usecols=numeric if len(numeric) < len(header) else None)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a CSV text file ({exc}).") from None
     except ValueError as exc:
-        raise _csv_parse_error(path, header) or InputError(f"{path}: malformed CSV ({exc}).") from None
+        raise (_csv_parse_error(path, header, delim, numeric, label_j)
+               or InputError(f"{path}: malformed CSV ({exc}).")) from None
     if data.shape[0] == 0:
         raise InputError(f"{path}: no data rows after the header.")
-    if data.shape[1] != len(header):
+    if data.shape[1] != len(numeric):
         raise InputError(f"{path}: the header has {len(header)} columns but the data rows have "
                          f"{data.shape[1]}.")
-    columns = header[:j] + header[j + 1:]
+    pos = {j: i for i, j in enumerate(numeric)}
+    columns = [header[j] for j in features]
+    X = np.ascontiguousarray(data[:, [pos[j] for j in features]])
+    y = data[:, pos[label_j]]
+    _check_features(X, lambda r, c: f"{_csv_where(path, r, delim)}, column {columns[c]!r}", path)
+    _check_labels(y, X.shape[0], lambda r: f"{_csv_where(path, r, delim)}, column {header[label_j]!r}", path)
+    return Dataset(X, y, columns, header[label_j], ids, tuple(notes))
 
-    X = np.ascontiguousarray(np.delete(data, j, axis=1))
-    _check_features(X, lambda r, c: f"{_csv_where(path, r)}, column {columns[c]!r}", path)
-    _check_labels(data[:, j], X.shape[0], lambda r: f"{_csv_where(path, r)}, column {header[j]!r}", path)
-    return Dataset(X, data[:, j], columns)
 
-
-def _csv_rows(path):
+def _csv_rows(path, delim=","):
     """(line number, fields) of the data rows of a CSV file, skipping empty lines as numpy does."""
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, delimiter=delim)
         next(reader, None)
         for fields in reader:
             if fields:
                 yield reader.line_num, fields
 
 
-def _csv_where(path, row):
+def _csv_where(path, row, delim=","):
     """'PATH: line L (row R)' for data row ``row`` (0-based)."""
-    for r, (line, _) in enumerate(_csv_rows(path)):
+    for r, (line, _) in enumerate(_csv_rows(path, delim)):
         if r == row:
             return f"{path}: line {line} (row {row})"
     return f"{path}: row {row}"
 
 
-def _csv_parse_error(path, header):
+def _ragged(path, line, r, fields, header):
+    return InputError(f"{path}: line {line} (row {r}) has {len(fields)} fields but the header "
+                      f"has {len(header)}.")
+
+
+def _csv_parse_error(path, header, delim, numeric, label_j):
     """InputError locating the first field numpy could not read, or None if none is found."""
-    for r, (line, fields) in enumerate(_csv_rows(path)):
+    for r, (line, fields) in enumerate(_csv_rows(path, delim)):
         if len(fields) != len(header):
-            return InputError(f"{path}: line {line} (row {r}) has {len(fields)} fields but the header "
-                              f"has {len(header)}.")
-        for name, text in zip(header, fields, strict=True):
+            return _ragged(path, line, r, fields, header)
+        for j in numeric:
+            name, text = header[j], fields[j]
             try:
                 if "_" in text:  # Python's float() accepts 1_000, numpy does not
                     raise ValueError
                 float(text)
             except ValueError:
-                what = "an empty field" if not text.strip() else f"{text!r}, not a number"
-                return InputError(f"{path}: line {line} (row {r}), column {name!r}: {what}.")
+                if not text.strip():
+                    return InputError(f"{path}: line {line} (row {r}), column {name!r}: an empty field.")
+                hint = ""
+                if "," in text and delim != ",":
+                    hint = f" (decimal commas? fields are separated by {delim!r}; write 1.5, not 1,5)"
+                elif j != label_j:
+                    hint = (f" (if column {name!r} holds names or IDs, pass --id-col {name} to carry it into "
+                            f"the output, or --drop-cols {name} to ignore it)")
+                return InputError(f"{path}: line {line} (row {r}), column {name!r}: {text!r}, not a "
+                                  f"number{hint}.")
     return None
 
 

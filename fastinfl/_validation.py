@@ -225,3 +225,51 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
     return value
+
+
+# ------------------------------------------------------ multi-class labels
+def check_class_labels(y, n_samples, classes=None, name="y"):
+    """Return (codes int64 (n,), classes (K,)) for labels of any type (ints, strings, bools).
+
+    With ``classes`` None they are the sorted unique labels (at least two);
+    otherwise every label must be one of ``classes`` (sorted, as a model's
+    ``classes_``) and codes index into it.
+    """
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {arr.shape[0]} labels but X{name[1:]} has {n_samples} rows (axis 0 must agree)."
+        )
+    if arr.dtype.kind == "f":
+        check_finite(arr, name)
+    if arr.dtype.kind not in "biufUSO":
+        raise ValueError(f"{name} must hold class labels (integers or strings); got dtype {arr.dtype}.")
+    if classes is None:
+        try:
+            classes = np.unique(arr)
+        except TypeError as exc:
+            raise ValueError(f"{name} holds labels that cannot be sorted together: {exc}") from None
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"{name} holds only one class ({classes.tolist()}): a classifier needs at least two."
+            )
+    try:
+        codes = np.clip(np.searchsorted(classes, arr), 0, classes.shape[0] - 1)
+        bad = classes[codes] != arr
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} labels cannot be compared with the model's classes: {exc}") from None
+    if np.any(bad):
+        row = int(np.flatnonzero(bad)[0])
+        found = np.unique(arr[bad])[:5].tolist()
+        raise BadValueError(
+            f"{name} holds labels {found} that are not among the model's classes {classes.tolist()} "
+            f"(first at row {row}).", name, row
+        )
+    return np.ascontiguousarray(codes, dtype=np.int64), classes

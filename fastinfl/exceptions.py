@@ -21,3 +21,8 @@ class StationarityWarning(UserWarning):
     Influence functions assume grad F(theta) = 0; away from it they describe
     the quadratic model at theta, not the effect of refitting.
     """
+
+
+class AccuracyWarning(UserWarning):
+    """A prediction beyond first order is not converged (e.g. Newton steps of ``group_change``
+    still large): take more steps, or refit."""

@@ -4,11 +4,13 @@ import numpy as np
 
 from ._validation import check_indices, check_scalar, check_X, check_y
 from .exceptions import ConvergenceError
+from .groups import check_groups
 from .model import LogisticRegression, check_fitted_model
+from .multinomial import MultinomialLogisticRegression, loo_retrain_multinomial
 
 
-def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100):
-    """Actual change in each test loss after removing each listed training point and refitting.
+def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100, groups=None):
+    """Actual change in each test loss after removing each listed training point (or group) and refitting.
 
     The baseline is the full-data optimum refitted from ``model``'s parameters
     to the same tolerance as each leave-one-out fit (so that the fit error of
@@ -18,10 +20,13 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
 
     Parameters
     ----------
-    model : LogisticRegression
-        Supplies l2, fit_intercept and the starting parameters.
+    model : LogisticRegression or MultinomialLogisticRegression
+        Supplies l2, fit_intercept and the starting parameters (and ``classes_``).
     X_train, y_train : training data, (n, d) and (n,)
-    train_idx : int array-like (n_sel,), the training points to remove, one at a time
+    train_idx : int array-like (n_sel,), the training points to remove, one at a time; None with ``groups``
+    groups : list of index arrays or (n,) integer labels, optional
+        Remove each group at once instead (as in ``Influence.group_change``); the
+        result is then (m, G).
     X_test, y_test : test points, (m, d) and (m,)
     tol : float
         Newton gradient tolerance of every refit (see LogisticRegression).
@@ -32,12 +37,21 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         loss(z_test_t; theta_{-i}) - loss(z_test_t; theta) for i = train_idx[j].
         Compare with ``Influence.loo_change``.
     """
+    if isinstance(model, MultinomialLogisticRegression):
+        return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter)
     check_fitted_model(model)
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")
     X_test = check_X(X_test, "X_test", n_features=model.n_features_)
     y_test = check_y(y_test, X_test.shape[0], "y_test")
-    idx = check_indices(train_idx, X_train.shape[0])
+    if groups is not None:
+        if train_idx is not None:
+            raise ValueError("pass train_idx or groups, not both.")
+        removals = check_groups(groups, X_train.shape[0])
+        what = "group"
+    else:
+        removals = [np.array([i]) for i in check_indices(train_idx, X_train.shape[0])]
+        what = "train_idx"
     tol = check_scalar(tol, "tol", strict=True)
     if X_train.shape[0] < 2:
         raise ValueError("X_train needs at least 2 rows to leave one out.")
@@ -48,11 +62,13 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
 
     base = refit(X_train, y_train, model.params_)
     base_losses = base.losses(X_test, y_test)
-    out = np.empty((X_test.shape[0], idx.shape[0]))
-    for j, i in enumerate(idx):
+    out = np.empty((X_test.shape[0], len(removals)))
+    for j, rows in enumerate(removals):
         try:
-            loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
+            loo = refit(np.delete(X_train, rows, axis=0), np.delete(y_train, rows), base.params_)
         except (ValueError, ConvergenceError) as exc:
-            raise type(exc)(f"refitting without training point {i} (train_idx[{j}]): {exc}") from exc
+            which = f"training point {int(rows[0])} (train_idx[{j}])" if what == "train_idx" else \
+                f"group {j} ({rows.shape[0]} points)"
+            raise type(exc)(f"refitting without {which}: {exc}") from exc
         out[:, j] = loo.losses(X_test, y_test) - base_losses
     return out

@@ -100,10 +100,10 @@ class LogisticRegression:
             raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, init_params=None):
-        """Fit by Newton's method; ``init_params`` (p,) warm-starts it. Returns self."""
+    def fit(self, X, y, init_params=None, device=None):
+        """Fit by Newton's method; ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU. Returns self."""
         self._check_hyper()
-        op = as_operator(X, y, self.fit_intercept)
+        op = as_operator(X, y, self.fit_intercept, device=device)
         if op.fit_intercept:
             check_two_classes(op.y)
         n, d, p = op.n_samples, op.n_features, op.n_params
@@ -228,13 +228,48 @@ class LogisticRegression:
         return model
 
     @classmethod
-    def from_sklearn(cls, estimator):
+    def from_sklearn(cls, estimator, X=None, y=None):
         """Model with the parameters of a fitted binary, L2 (or unpenalised) sklearn LogisticRegression.
 
         ``l2 = 1/C``. Refuses multiclass models, L1/elastic-net penalties,
         class weights and liblinear (which penalises the intercept): those
         minimise a different objective, so their influence would be wrong.
+
+        Parameters
+        ----------
+        estimator : sklearn.linear_model.LogisticRegression or sklearn.pipeline.Pipeline
+            Fitted. A pipeline must end with the classifier; its earlier steps are kept as
+            ``feature_transform_`` (``pipeline[:-1]``), because the model, and so every
+            influence, is then on the *transformed* features: pass
+            ``model.feature_transform_.transform(X)`` as X to :class:`fastinfl.Influence`.
+        X, y : array-like, optional
+            The training data (raw: before a pipeline's transform). Given, the model is refitted
+            by fastinfl's Newton method warm-started from the sklearn parameters (same objective,
+            usually 1-3 iterations) to ``tol`` = 1e-10. scikit-learn's default ``tol=1e-4`` stops
+            short of the optimum, so influence at its parameters describes a quadratic model,
+            not refitting, and :class:`fastinfl.Influence` warns (``StationarityWarning``):
+            pass X and y here, or fit sklearn with a tight ``tol`` (such as 1e-10).
+
+        Returns
+        -------
+        LogisticRegression
+            With ``n_iter_`` 0 and ``converged_`` None when not refitted.
         """
+        transform = None
+        if hasattr(estimator, "steps") and hasattr(estimator, "__getitem__"):  # sklearn Pipeline
+            last = estimator.steps[-1][1] if estimator.steps else None
+            if not hasattr(last, "coef_"):
+                raise ValueError(
+                    f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
+                    "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
+                    "classifier; influence is then on the features its earlier steps produce.")
+            transform = estimator[:-1] if len(estimator.steps) > 1 else None
+            model = cls.from_sklearn(last)
+            if X is not None:
+                Xt = transform.transform(X) if transform is not None else X
+                model.fit(Xt, y, init_params=model.params_)
+            model.feature_transform_ = transform
+            return model
         params = estimator.get_params() if hasattr(estimator, "get_params") else {}
         if not hasattr(estimator, "coef_"):
             raise ValueError("estimator is not a fitted scikit-learn LogisticRegression (no coef_).")
@@ -265,7 +300,12 @@ class LogisticRegression:
             )
         fit_intercept = bool(params.get("fit_intercept", True))
         intercept = float(np.ravel(estimator.intercept_)[0]) if fit_intercept else 0.0
-        return cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept)
+        model = cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept)
+        if X is not None:
+            if y is None:
+                raise ValueError("y is required with X (the training data to refit on).")
+            model.fit(X, y, init_params=model.params_)
+        return model
 
     # ------------------------------------------------------------- prediction
     def _operator(self, X, y=None):
@@ -274,6 +314,19 @@ class LogisticRegression:
     def predict_proba(self, X):
         """P(y = 1 | x) for each row of X, shape (n,)."""
         return self._operator(X).probabilities(self.coef_, self.intercept_)
+
+    def predict(self, X):
+        """Predicted labels, 1 where P(y = 1 | x) > 0.5 (margin > 0), else 0: shape (n,), int64.
+
+        Like scikit-learn's ``predict`` (whose ``classes_`` are 0 and 1 here).
+        """
+        return (self.predict_proba(X) > 0.5).astype(np.int64)
+
+    def score(self, X, y):
+        """Accuracy: the fraction of rows whose :meth:`predict` equals ``y`` (as scikit-learn's ``score``)."""
+        op = self._operator(X, y)  # validates X and the 0/1 labels y
+        pred = op.probabilities(self.coef_, self.intercept_) > 0.5
+        return float(np.mean(pred == (op.y > 0.5)))
 
     def losses(self, X, y):
         """(n,) per-example log-losses log(1 + e^z_i) - y_i z_i, computed stably from the margins."""

@@ -161,3 +161,152 @@ def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):
     else:
         raise RuntimeError("reference Newton did not converge")
     return (theta[:d], float(theta[d])) if fit_intercept else (theta, 0.0)
+
+
+# =====================================================================================================
+# Multinomial (softmax) logistic regression: the same quantities, written independently of the kernels
+# and of the gauge handling (explicit Kronecker products, numpy's pseudo-inverse).
+#
+# theta = the (K, p) rows [w_k, b_k] flattened class by class (P = K p); y holds class codes 0..K-1;
+# F = sum_i -log softmax(Theta x~_i)_{y_i} + l2/2 ||W||_F^2; g_i = (pi_i - e_{y_i}) kron x~_i;
+# H = sum_i kron(diag(pi_i) - pi_i pi_i^T, x~_i x~_i^T) + l2 on the coefficients (+ damping I);
+# H is singular along the common shift of the classes: I = -g_test^T pinv(H) g_i.
+# =====================================================================================================
+MN_PINV_RCOND = 1e-10  # relative cut-off of pinv: the gauge eigenvalues are ~1e-16 ||H||, the others >> 1e-10
+
+
+def mn_theta(coef, intercept=0.0, fit_intercept=True):
+    """(K, p) parameter rows [w_k, b_k] (w_k without an intercept)."""
+    coef = np.asarray(coef, dtype=np.float64)
+    if not fit_intercept:
+        return coef.copy()
+    b = np.broadcast_to(np.asarray(intercept, dtype=np.float64), (coef.shape[0],))
+    return np.hstack([coef, b[:, None]])
+
+
+def mn_probabilities(X, coef, intercept=0.0, fit_intercept=True):
+    """(n, K) softmax(Theta x~_i), through scipy-free log-sum-exp."""
+    Z = design(X, fit_intercept) @ mn_theta(coef, intercept, fit_intercept).T
+    return np.exp(Z - np.logaddexp.reduce(Z, axis=1, keepdims=True))
+
+
+def mn_objective(X, y, coef, intercept=0.0, l2=0.0, fit_intercept=True):
+    """F(theta) = sum_i [logsumexp(z_i) - z_{i,y_i}] + l2/2 ||coef||_F^2."""
+    Z = design(X, fit_intercept) @ mn_theta(coef, intercept, fit_intercept).T
+    y = np.asarray(y, dtype=np.int64)
+    loss = np.logaddexp.reduce(Z, axis=1) - Z[np.arange(len(y)), y]
+    return float(loss.sum() + 0.5 * l2 * np.sum(np.asarray(coef) ** 2))
+
+
+def mn_per_example_gradients(X, y, coef, intercept=0.0, fit_intercept=True):
+    """(n, K p) rows kron(pi_i - e_{y_i}, x~_i)."""
+    Xt = design(X, fit_intercept)
+    Pi = mn_probabilities(X, coef, intercept, fit_intercept)
+    R = Pi - np.eye(Pi.shape[1])[np.asarray(y, dtype=np.int64)]
+    return np.stack([np.kron(R[i], Xt[i]) for i in range(Xt.shape[0])])
+
+
+def mn_hessian(X, coef, intercept=0.0, l2=0.0, fit_intercept=True, damping=0.0):
+    """(K p, K p) sum_i kron(diag(pi_i) - pi_i pi_i^T, x~_i x~_i^T) + l2 on every coefficient + damping I."""
+    Xt = design(X, fit_intercept)
+    Pi = mn_probabilities(X, coef, intercept, fit_intercept)
+    K, p = Pi.shape[1], Xt.shape[1]
+    H = np.zeros((K * p, K * p))
+    for i in range(Xt.shape[0]):
+        H += np.kron(np.diag(Pi[i]) - np.outer(Pi[i], Pi[i]), np.outer(Xt[i], Xt[i]))
+    reg = np.tile(np.r_[np.full(np.asarray(coef).shape[1], l2), np.zeros(p - np.asarray(coef).shape[1])], K)
+    return H + np.diag(reg) + damping * np.eye(K * p)
+
+
+def mn_pinv(H):
+    """Pseudo-inverse of the symmetric H (cut-off MN_PINV_RCOND relative to the largest eigenvalue)."""
+    return np.linalg.pinv(H, rcond=MN_PINV_RCOND, hermitian=True)
+
+
+def mn_influence(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0, fit_intercept=True, damping=0.0):
+    """(m, n) I[t, i] = -g(z_test_t)^T pinv(H) g(z_i)."""
+    H = mn_hessian(X_train, coef, intercept, l2, fit_intercept, damping)
+    G = mn_per_example_gradients(X_train, y_train, coef, intercept, fit_intercept)
+    Gt = mn_per_example_gradients(X_test, y_test, coef, intercept, fit_intercept)
+    return -Gt @ mn_pinv(H) @ G.T
+
+
+def mn_leverage(X, coef, H, intercept=0.0, fit_intercept=True):
+    """(n,) trace(pinv(H) H_i) with H_i = kron(W_i, x~_i x~_i^T): the trace of the hat matrix's K x K block."""
+    Xt = design(X, fit_intercept)
+    Pi = mn_probabilities(X, coef, intercept, fit_intercept)
+    Hp = mn_pinv(H)
+    return np.array([np.trace(Hp @ np.kron(np.diag(Pi[i]) - np.outer(Pi[i], Pi[i]), np.outer(Xt[i], Xt[i])))
+                     for i in range(Xt.shape[0])])
+
+
+def mn_newton_loo_change(X_train, y_train, X_test, y_test, coef, train_idx, intercept=0.0, l2=0.0,
+                         fit_intercept=True, damping=0.0):
+    """(m, n_sel) g_test^T pinv(H - H_i) g_i: one explicit Newton step from theta on F without z_i."""
+    H = mn_hessian(X_train, coef, intercept, l2, fit_intercept, damping)
+    Xt = design(X_train, fit_intercept)
+    Pi = mn_probabilities(X_train, coef, intercept, fit_intercept)
+    G = mn_per_example_gradients(X_train, y_train, coef, intercept, fit_intercept)
+    Gt = mn_per_example_gradients(X_test, y_test, coef, intercept, fit_intercept)
+    out = np.empty((Gt.shape[0], len(train_idx)))
+    for j, i in enumerate(train_idx):
+        Hi = np.kron(np.diag(Pi[i]) - np.outer(Pi[i], Pi[i]), np.outer(Xt[i], Xt[i]))
+        out[:, j] = Gt @ (mn_pinv(H - Hi) @ G[i])
+    return out
+
+
+def mn_perturbation(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0, fit_intercept=True,
+                    damping=0.0):
+    """(m, n, d) -g_test^T pinv(H) J_i with the (K p, d) Jacobian J_i = d g_i / d x_i built column by column.
+
+    g = kron(r, x~) with r = softmax(Theta x~) - e_y: d g / d x_m = kron(W coef[:, m], x~) + kron(r, e_m).
+    """
+    X_train = np.asarray(X_train, dtype=np.float64)
+    n, d = X_train.shape
+    H = mn_hessian(X_train, coef, intercept, l2, fit_intercept, damping)
+    S = mn_per_example_gradients(X_test, y_test, coef, intercept, fit_intercept) @ mn_pinv(H)
+    Xt = design(X_train, fit_intercept)
+    Pi = mn_probabilities(X_train, coef, intercept, fit_intercept)
+    R = Pi - np.eye(Pi.shape[1])[np.asarray(y_train, dtype=np.int64)]
+    coef = np.asarray(coef, dtype=np.float64)
+    out = np.empty((S.shape[0], n, d))
+    for i in range(n):
+        W = np.diag(Pi[i]) - np.outer(Pi[i], Pi[i])
+        J = np.stack([np.kron(W @ coef[:, m], Xt[i]) + np.kron(R[i], np.eye(Xt.shape[1])[m]) for m in range(d)],
+                     axis=1)
+        out[:, i, :] = -S @ J
+    return out
+
+
+def mn_fit(X, y, n_classes, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):
+    """Plain damped Newton with pinv steps; returns (coef (K, d), intercept (K,)), intercepts summing to 0."""
+    Xt = design(X, fit_intercept)
+    y = np.asarray(y, dtype=np.int64)
+    n, p = Xt.shape
+    d = np.asarray(X).shape[1]
+    K = n_classes
+    theta = np.zeros((K, p))
+    Y = np.eye(K)[y]
+
+    def F(t):
+        coef = t[:, :d]
+        return mn_objective(X, y, coef, t[:, d] if fit_intercept else 0.0, l2, fit_intercept)
+
+    for _ in range(max_iter):
+        b = theta[:, d] if fit_intercept else 0.0
+        Pi = mn_probabilities(X, theta[:, :d], b, fit_intercept)
+        g = ((Pi - Y).T @ Xt)
+        g[:, :d] += l2 * theta[:, :d]
+        g = g.ravel()
+        if np.max(np.abs(g)) <= tol * n:
+            break
+        step = -(mn_pinv(mn_hessian(X, theta[:, :d], b, l2, fit_intercept)) @ g).reshape(K, p)
+        t, f0 = 1.0, F(theta)
+        while F(theta + t * step) > f0 + 1e-4 * t * (g @ step.ravel()) + 1e-13 * abs(f0) and t > 1e-10:
+            t *= 0.5
+        theta = theta + t * step
+    else:
+        raise RuntimeError("reference multinomial Newton did not converge")
+    if fit_intercept:
+        theta[:, d] -= theta[:, d].mean()
+    return theta[:, :d], (theta[:, d] if fit_intercept else np.zeros(K))

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 import fastinfl
-import fastinfl.cli
-from fastinfl.cli import Progress, main
+import fastinfl.cli.demo
+import fastinfl.cli.run
+from fastinfl.cli import main
+from fastinfl.cli.progress import progress
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 CLI = [sys.executable, "-m", "fastinfl.cli"]
@@ -24,8 +26,15 @@ CLI_NO_MPL = [sys.executable, "-c",
               "import sys; sys.modules['matplotlib'] = None; from fastinfl.cli import main; sys.exit(main())"]
 
 
-def _run(*args, cwd=None, cmd=CLI):
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd)
+NOTICE = re.compile(r"^fastinfl: compiling kernels \(first run only, about \d+ s\)…\n", flags=re.M)
+
+
+def _run(*args, cwd=None, cmd=CLI, env=None):
+    """The command as a subprocess; stderr without the cold-cache notice (it depends on the cache)."""
+    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env=env)
+    proc.stderr = NOTICE.sub("", proc.stderr)
+    return proc
 
 
 def _write_csv(path, header, columns):
@@ -36,7 +45,7 @@ def _write_csv(path, header, columns):
 
 
 # ------------------------------------------------------------------------ demo
-def test_demo_prints_seed_table_and_agreement():
+def test_demo_explains_and_shows_checkable_results():
     proc = _run("demo", "--n", "3000", "--d", "5", "--m", "40")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -46,24 +55,46 @@ def test_demo_prints_seed_table_and_agreement():
         assert values == [0.000104, 0.228624, -0.225480], solver
     agree = float(re.search(r"Direct and CG agree to (\S+) ", out).group(1))
     assert agree < 1e-10
+    # plain words: what influence's sign means, what the seed notebook is, why the warning/error show
+    assert "negative influence: the point HELPED" in out and "positive influence: the point HURT" in out
+    assert "This project started from a notebook" in out
+    assert "The warning above is part of the demonstration, not a failure" in out
     assert "not a stationary point" in out
     assert "linearly separable" in out
     assert re.search(r"l2=1: w\*=0\.701613, b\*=-1\.449169", out)
     assert "3,000 training and 40 test points, 5 features, float32" in out
-    assert re.search(r"fit: \S+ s, \d+ Newton iterations", out)
-    assert re.search(r"of 40 test points: \S+ s, \S+ M influences/s", out)
+    assert re.search(r"fit \(l2=1\): \S+ s, \d+ Newton iterations", out)
+    # the synthetic part, recomputed by the API: planted mislabels found by self-influence
+    X, y, coef = fastinfl.datasets.make_logistic(3040, 5, seed=0)
+    ytr, planted = fastinfl.cli.demo.plant_mislabels(X[:3000], y[:3000], coef, 10)
+    assert f"planted mislabels (training rows): {planted.tolist()}" in out
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X[:3000], ytr)
+    inf = fastinfl.Influence(model, X[:3000], ytr)
+    ranked = np.argsort(-inf.self_influence(), kind="stable")
+    within = int(np.max(np.flatnonzero(np.isin(ranked, planted)))) + 1
+    found = int(np.isin(ranked[:10], planted).sum())
+    assert f"rows {ranked[:10].tolist()}" in out
+    assert f"{found} of the 10 planted mislabels are among them, and all 10 among the {within:,} highest" in out
+    assert within < 100  # they do stand out: 10 rows of 3000 within the top 100
+    assert re.search(r"of each of the 40 test points: \S+ s, \S+ M influences/s", out)
+    top = inf.top_k(X[3000:3003], y[3000:3003], k=3)
     lines = re.findall(r"test point (\d) \(y=([01])\): most helpful rows \[(.*?)\].*"
                        r"most harmful rows \[(.*?)\]", out)
-    assert len(lines) == 5
-    # the synthetic part is Influence.top_k on make_logistic data, fitted with l2=1
-    X, y, _ = fastinfl.datasets.make_logistic(3040, 5, seed=0)
-    model = fastinfl.LogisticRegression(l2=1.0).fit(X[:3000], y[:3000])
-    top = fastinfl.Influence(model, X[:3000], y[:3000]).top_k(X[3000:3005], y[3000:3005], k=3)
+    assert len(lines) == 3
     for t, label, helpful, harmful in lines:
         t = int(t)
         assert int(label) == y[3000 + t]
         assert [int(i) for i in helpful.split(",")] == top.helpful_idx[t].tolist()
         assert [int(i) for i in harmful.split(",")] == top.harmful_idx[t].tolist()
+    # predicted vs actual leave-one-out change, side by side, for two refits
+    t = int(np.argmax(model.losses(X[3000:], y[3000:])))
+    assert f"Test point {t}, the one of highest loss" in out
+    table = re.findall(r"^ +(\d+) most (harmful|helpful) +(\S+) +(\S+) +(\S+)$", out, flags=re.M)
+    assert [kind for _, kind, *_ in table] == ["harmful", "helpful"]
+    rows = [int(i) for i, *_ in table]
+    actual = fastinfl.loo_retrain(model, X[:3000], ytr, rows, X[3000 + t:3001 + t], y[3000 + t:3001 + t])[0]
+    np.testing.assert_allclose([float(a) for *_, a in table], actual, rtol=1e-4)  # printed to 5 digits
+    assert float(table[0][4]) < 0 < float(table[1][4])
 
 
 def test_usage_error_exit_status():
@@ -105,11 +136,16 @@ def _reference(Xtr, ytr, Xte, yte, k, l2=1.0, solver="auto", damping=0.0):
     return top, loo, inf, model
 
 
-def _parse_csv(text, m, k):
-    """(m, k) arrays train_index, influence, loo_change per kind from the CSV output; checks its layout."""
+def _parse_csv(text, m, k, y_test=None, losses=None):
+    """(m, k) arrays train_index, influence, loo_change per kind from the CSV output; checks its layout
+    and, when given, the test label and loss on every row."""
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == ["test_index", "kind", "rank", "train_index", "influence", "loo_change"]
+    assert list(rows[0]) == ["test_index", "test_label", "test_loss", "kind", "rank", "train_index",
+                             "influence", "loo_change"]
     assert len(rows) == m * 2 * k
+    if y_test is not None:
+        assert [int(r["test_label"]) for r in rows] == np.repeat(y_test, 2 * k).tolist()
+        np.testing.assert_allclose([float(r["test_loss"]) for r in rows], np.repeat(losses, 2 * k), rtol=1e-12)
     out = {}
     for kind in ("helpful", "harmful"):
         sel = [r for r in rows if r["kind"] == kind]
@@ -146,8 +182,8 @@ def test_run_csv_output_matches_api(data, args, float32):
     assert proc.stderr == ""
     Xtr_ = Xtr.astype(np.float32) if float32 else Xtr
     Xte_ = Xte.astype(np.float32) if float32 or args[1] == "test.npz" else Xte
-    top, loo, _, _ = _reference(Xtr_, ytr, Xte_, yte, 3)
-    _check(_parse_csv(proc.stdout, len(yte), 3), top, loo)
+    top, loo, _, model = _reference(Xtr_, ytr, Xte_, yte, 3)
+    _check(_parse_csv(proc.stdout, len(yte), 3, yte, model.losses(Xte_, yte)), top, loo)
 
 
 def test_run_json_self_influence_cg_damping(data):
@@ -191,13 +227,30 @@ def test_run_out_csv_self_influence_all(data):
     np.testing.assert_allclose([float(r["self_influence"]) for r in rows], np.sort(si)[::-1], rtol=1e-12)
 
 
-def test_run_k_above_n_lists_every_training_point(tmp_path):
+def test_run_k_above_n_lists_each_training_point_once_by_its_sign(tmp_path):
+    """k = n: a helpful point has negative influence, a harmful one positive; no point in both lists,
+    slots without a point of the right sign left out (JSON and CSV), as the API's influence says."""
     X = np.array([[0.0], [1.0], [2.0], [3.0]])
-    np.savez(tmp_path / "d.npz", X=X, y=[0, 1, 0, 1])
-    proc = _run("run", "d.npz", "d.npz", "--format", "json", cwd=tmp_path)
+    y = np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    proc = _run("run", "d.npz", "d.npz", "--format", "json", "--k", "4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
-    assert len(records) == 4 and all(len(r["helpful"]) == len(r["harmful"]) == 4 for r in records)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    infl = fastinfl.Influence(model, X, y).influence(X, y)
+    assert len(records) == 4
+    for t, r in enumerate(records):
+        assert {e["train_index"] for e in r["helpful"]} == set(np.flatnonzero(infl[t] < 0).tolist())
+        assert {e["train_index"] for e in r["harmful"]} == set(np.flatnonzero(infl[t] > 0).tolist())
+        assert all(e["influence"] < 0 for e in r["helpful"]) and all(e["influence"] > 0 for e in r["harmful"])
+        assert [e["rank"] for e in r["helpful"]] == list(range(1, len(r["helpful"]) + 1))
+        assert len(r["helpful"]) + len(r["harmful"]) <= 4
+    assert any(len(r["helpful"]) < 4 for r in records)  # the case of the issue: fewer than k of a sign
+    proc = _run("run", "d.npz", "d.npz", "--k", "4", cwd=tmp_path)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == sum(len(r["helpful"]) + len(r["harmful"]) for r in records)
+    assert all((float(r["influence"]) < 0) == (r["kind"] == "helpful") for r in rows)
+    assert all(r["train_index"] != "-1" and r["loo_change"] != "nan" for r in rows)
 
 
 def test_plot(data):
@@ -249,6 +302,9 @@ def bad(data):
     np.savez(folder / "one_class.npz", X=Xtr, y=np.ones(70, bool))
     (folder / "abc.csv").write_text("x1,x2,y\n1,2,0\n3,4,1\n5,abc,0\n")
     (folder / "ragged.csv").write_text("x1,x2,y\n1,2,0\n3,1\n")
+    (folder / "noheader.csv").write_text("1,2,0\n3,4,1\n5,6,0\n")
+    (folder / "decimal_comma.csv").write_text("x1;x2;y\n1,5;2;0\n3;4;1\n")
+    _write_csv(folder / "test_nolabel.csv", ["f0", "f1", "f2", "f3"], list(data[3].T))
     (folder / "header_only.csv").write_text("x1,x2,y\n")
     (folder / "nan.csv").write_text("x1,x2,y\n1,2,0\n3,4,1\n\n5,6,0\nnan,8,1\n")
     (folder / "minus1.csv").write_text("x1,x2,y\n1,2,0\n3,4,-1\n")
@@ -278,7 +334,23 @@ ERRORS = {
                           "when squared; scale them (for example standardise them).",
     "label2.npy test.npy": "label2.npy: row 5, column 4 (labels, the last): label 2 (labels must be 0 or 1).",
     "half.npz test.npz": "half.npz: array y, row 9: label 0.5 (labels must be 0 or 1).",
-    "abc.csv test.csv": "abc.csv: line 4 (row 2), column 'x2': 'abc', not a number.",
+    "abc.csv test.csv": "abc.csv: line 4 (row 2), column 'x2': 'abc', not a number (if column 'x2' holds "
+                        "names or IDs, pass --id-col x2 to carry it into the output, or --drop-cols x2 to "
+                        "ignore it).",
+    "noheader.csv test.csv": "noheader.csv: line 1 ('1,2,0') holds numbers, not column names: the file has "
+                             "no header line.",
+    "train.csv noheader.csv": "noheader.csv: line 1 ('1,2,0') holds numbers, not column names",
+    "train.csv test_nolabel.csv": "test_nolabel.csv: no column named 'y' for the labels (columns: f0, f1, f2, "
+                                  "f3); the test file needs its labels too",
+    "train.npy X_test.npy": "X_test.npy: 4 columns, as many as the training file has features: the test "
+                            "file needs its labels too",
+    "train.npz no_y.npz": "no_y.npz: no array named 'y' (it has X; expected X and y); the test file needs "
+                          "its labels too",
+    "decimal_comma.csv test.csv": "decimal_comma.csv: line 2 (row 0), column 'x1': '1,5', not a number "
+                                  "(decimal commas? fields are separated by ';'; write 1.5, not 1,5).",
+    "train.csv test.csv --id-col name": "train.csv: no column named 'name' for --id-col (columns: f0, f1, "
+                                        "f2, f3, y).",
+    "train.csv test.csv --drop-cols f1,zz": "train.csv: no column named 'zz' for --drop-cols",
     "ragged.csv test.csv": "ragged.csv: line 3 (row 1) has 2 fields but the header has 3.",
     "header_only.csv test.csv": "header_only.csv: no data rows after the header.",
     "train.csv nan.csv": "nan.csv: line 6 (row 3), column 'x1': nan (features must be finite).",
@@ -305,7 +377,7 @@ def _main(args, cwd, capsys, monkeypatch):
     except SystemExit as exc:  # argparse's usage errors
         status = exc.code
     out, err = capsys.readouterr()
-    return status, out, err
+    return status, out, NOTICE.sub("", err)
 
 
 @pytest.mark.parametrize("args", ERRORS)
@@ -320,6 +392,10 @@ def test_run_error_one_line_exit_1(bad, args, capsys, monkeypatch):
 USAGE = {
     "train.csv test.csv --labels y_train.npy y_test.npy": "--labels goes with .npy feature files",
     "train.npz test.npz --label-col y": "--label-col goes with .csv files",
+    "train.npz test.npz --id-col id": "--id-col goes with .csv files",
+    "train.npz test.npz --drop-cols a": "--drop-cols goes with .csv files",
+    "train.csv test.csv --format csv --out top.json": "--format csv contradicts the file name top.json",
+    "train.csv test.csv --format json --self-influence si.csv": "--format json contradicts the file name si.csv",
     "train.npz test.npz --self-k 3": "--self-k goes with --self-influence FILE",
     "train.npz test.npz --k 0": "argument --k: must be a positive integer; got 0",
     "train.npz test.npz --l2=-1": "argument --l2: must be a finite number >= 0; got -1",
@@ -356,7 +432,7 @@ def test_interrupt_exit_130(capsys, monkeypatch):
     def interrupted(**kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fastinfl.cli, "demo", interrupted)
+    monkeypatch.setattr(fastinfl.cli.demo, "demo", interrupted)
     assert main(["demo"]) == 130
     assert capsys.readouterr().err == "fastinfl: interrupted\n"
 
@@ -367,23 +443,42 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_a_terminal_and_after_the_delay():
+def test_progress_bar_is_tqdm_and_moves_during_one_long_call(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     term = _Terminal()
-    with Progress("top-k", total=4, stream=term, delay=0.0, interval=0.01) as bar:
+    with progress("top-k", total=4, file=term, delay=0.0, interval=0.01) as bar:
+        assert isinstance(bar, __import__("tqdm").tqdm)
         bar.update(3)
         time.sleep(0.05)
-    assert re.search(r"\rtop-k \[#{18} {6}\] 3/4 \d+\.\d s", term.getvalue())
-    assert term.getvalue().endswith("\n")
+    assert re.search(r"\rtop-k:  75%\|.*\| 3/4 \[", term.getvalue())
     term = _Terminal()
-    with Progress("fit", stream=term, delay=0.0, interval=0.01):
-        time.sleep(0.03)
-    assert re.search(r"\rfit \.\.\. \d+\.\d s", term.getvalue())
-    for stream, kwargs in ((_Terminal(), {}),                                      # under the delay
-                           (_Terminal(), {"enabled": False, "delay": 0.0}),        # --quiet
-                           (io.StringIO(), {"delay": 0.0})):                       # not a terminal
-        with Progress("fit", stream=stream, interval=0.01, **kwargs):
-            time.sleep(0.03)
-        assert stream.getvalue() == ""
+    with progress("fit", file=term, delay=0.0, interval=0.01):  # no update(): the monitor refreshes
+        time.sleep(0.1)
+    assert term.getvalue().count("\rfit: 00:00") >= 3
+
+
+@pytest.mark.parametrize("case", ["under the delay", "--quiet", "not a terminal", "TQDM_DISABLE=1"])
+def test_progress_bar_silent(case, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    stream, kwargs = _Terminal(), {"delay": 0.0}
+    if case == "under the delay":
+        kwargs = {"delay": 5.0}
+    elif case == "--quiet":
+        kwargs["enabled"] = False
+    elif case == "not a terminal":
+        stream = io.StringIO()
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", "1")
+    with progress("fit", total=3, file=stream, interval=0.01, **kwargs) as bar:
+        bar.update(2)
+        time.sleep(0.05)
+    assert stream.getvalue() == ""
+
+
+def test_no_hand_written_progress_bar():
+    import fastinfl.cli.progress as mod
+
+    assert not hasattr(fastinfl.cli, "Progress") and "tqdm.auto" in pathlib.Path(mod.__file__).read_text()
 
 
 # ------------------------------------------------------------ docs/cli.md
@@ -424,9 +519,11 @@ def test_docs_cli_commands_run_as_shown(tmp_path):
         got = list(csv.reader(io.StringIO(results[command])))
         want = list(csv.reader(io.StringIO(output)))
         assert got[0] == want[0] and len(got) == len(want)
-        for g, w in zip(got[1:], want[1:], strict=True):
-            assert g[:4] == w[:4]
-            np.testing.assert_allclose([float(v) for v in g[4:]], [float(v) for v in w[4:]], rtol=1e-9)
+        for g, w in zip(got[1:], want[1:], strict=True):  # numbers to 1e-9: the last digits vary by CPU
+            exact = [j for j, name in enumerate(got[0]) if name not in ("test_loss", "influence", "loo_change")]
+            assert [g[j] for j in exact] == [w[j] for j in exact]
+            np.testing.assert_allclose([float(g[j]) for j in range(len(g)) if j not in exact],
+                                       [float(w[j]) for j in range(len(w)) if j not in exact], rtol=1e-9)
     # the error example: an empty x2 in the third data row of train.csv
     example = re.search(r"^fastinfl: error: train\.csv: .*$", text, flags=re.M).group(0)
     lines = files["train.csv"].splitlines()
@@ -447,3 +544,167 @@ def test_bench_runs_the_report_from_a_checkout(tmp_path):
                                text=True, cwd=tmp_path, timeout=120)
     assert elsewhere.returncode == 1 and "from the repository's root" in elsewhere.stderr
     assert "Traceback" not in elsewhere.stderr
+
+
+# ------------------------------------------------------- run: CSV columns, IDs
+def _json_run(folder, *args):
+    proc = _run("run", *args, "--k", "3", "--format", "json", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def test_pandas_index_column_is_row_ids_not_a_feature(data, tmp_path):
+    pd = pytest.importorskip("pandas")
+    folder, Xtr, ytr, Xte, yte = data
+    names = ["f0", "f1", "f2", "f3"]
+    for part, A, b, first in (("train", Xtr, ytr, 100), ("test", Xte, yte, 500)):
+        frame = pd.DataFrame(A, columns=names, index=range(first, first + len(b)))
+        frame["y"] = b
+        frame.to_csv(tmp_path / f"{part}.csv")  # pandas' default: an unnamed index column first
+    assert (tmp_path / "train.csv").read_text().startswith(",f0,f1,f2,f3,y\n")
+    got, err = _json_run(tmp_path, "train.csv", "test.csv")
+    assert "train.csv: column 0 has no name: read as the row index" in err
+    plain, _ = _json_run(folder, "train.csv", "test.csv")  # the same data without the index column
+    for g, p in zip(got, plain, strict=True):
+        assert g["test_id"] == str(500 + g["test_index"])
+        for kind in ("helpful", "harmful"):
+            assert [e["train_index"] for e in g[kind]] == [e["train_index"] for e in p[kind]]
+            assert [e["train_id"] for e in g[kind]] == [str(100 + e["train_index"]) for e in p[kind]]
+            np.testing.assert_allclose([e["influence"] for e in g[kind]], [e["influence"] for e in p[kind]],
+                                       rtol=1e-12)
+
+
+def test_id_col_text_and_drop_cols(data, tmp_path):
+    folder, Xtr, ytr, Xte, yte = data
+    for part, A, b in (("train", Xtr, ytr), ("test", Xte, yte)):
+        names = [f"{part}-{i}" for i in range(len(b))]
+        _write_csv(tmp_path / f"{part}.csv", ["name", "f0", "f1", "note", "f2", "f3", "y"],
+                   [names, A[:, 0], A[:, 1], np.arange(len(b)) * 7.0, A[:, 2], A[:, 3], b])
+    proc = _run("run", "train.csv", "test.csv", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "column 'name': 'train-0', not a number (if column 'name' holds names or IDs, pass --id-col name" \
+        in proc.stderr
+    got, _ = _json_run(tmp_path, "train.csv", "test.csv", "--id-col", "name", "--drop-cols", "note")
+    plain, _ = _json_run(folder, "train.csv", "test.csv")
+    for g, p in zip(got, plain, strict=True):
+        assert g["test_id"] == f"test-{g['test_index']}"
+        for kind in ("helpful", "harmful"):
+            assert [e["train_id"] for e in g[kind]] == [f"train-{e['train_index']}" for e in p[kind]]
+            np.testing.assert_allclose([e["loo_change"] for e in g[kind]], [e["loo_change"] for e in p[kind]],
+                                       rtol=1e-12)
+    proc = _run("run", "train.csv", "test.csv", "--id-col", "name", "--drop-cols", "note", "--k", "1",
+                "--self-influence", "si.csv", cwd=tmp_path)
+    header = proc.stdout.splitlines()[0].split(",")
+    assert header == ["test_index", "test_id", "test_label", "test_loss", "kind", "rank", "train_index",
+                      "train_id", "influence", "loo_change"]
+    si = list(csv.DictReader(io.StringIO((tmp_path / "si.csv").read_text())))
+    assert all(r["train_id"] == f"train-{r['train_index']}" for r in si)
+
+
+def test_semicolon_separated_csv_detected(data, tmp_path):
+    folder, *_ = data
+    for part in ("train", "test"):
+        text = (folder / f"{part}.csv").read_text()
+        (tmp_path / f"{part}.csv").write_text(text.replace(",", ";"))
+    got, err = _json_run(tmp_path, "train.csv", "test.csv")
+    assert "train.csv: fields separated by ';'." in err
+    assert got == _json_run(folder, "train.csv", "test.csv")[0]
+
+
+def test_run_help_says_test_file_needs_labels():
+    proc = _run("run", "--help")
+    assert "The TEST file needs its labels too" in proc.stdout
+    for option in ("--id-col", "--drop-cols", "--format", "--out"):
+        assert option in proc.stdout
+
+
+def test_help_has_no_rst_markup():
+    proc = _run("--help")
+    assert proc.returncode == 0 and "``" not in proc.stdout and ":func:" not in proc.stdout
+    assert "fastinfl run" in proc.stdout
+
+
+# ------------------------------------------------------------- run: output
+def test_out_json_inferred_and_self_influence_follows_its_extension(data):
+    folder, *_ = data
+    proc = _run("run", "train.npz", "test.npz", "--k", "2", "--out", "x.json", "--self-influence", "s.csv",
+                "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads((folder / "x.json").read_text()), list)
+    assert (folder / "s.csv").read_text().startswith("rank,train_index,label,self_influence\n")
+
+
+def test_out_prints_summary_on_a_terminal(data, capsys, monkeypatch):
+    folder, _, _, _, yte = data
+    monkeypatch.setattr(fastinfl.cli.run, "_is_terminal", lambda stream: True)
+    status, out, err = _main(["run", "train.npz", "test.npz", "--k", "2", "--out", "summary.csv"], folder,
+                             capsys, monkeypatch)
+    assert status == 0, err
+    assert out == (f"fastinfl: wrote the 2 most helpful and 2 most harmful training points of {len(yte)} "
+                   "test points to summary.csv (CSV).\n")
+    monkeypatch.setattr(fastinfl.cli.run, "_is_terminal", lambda stream: False)  # a pipe or a file: silent
+    assert _main(["run", "train.npz", "test.npz", "--out", "summary.csv"], folder, capsys, monkeypatch)[1] == ""
+
+
+def test_broken_pipe_exits_quietly_with_0(tmp_path):
+    """`fastinfl run ... | head -1`: the reader leaves after one line; the command exits 0, says nothing."""
+    X, y, _ = fastinfl.datasets.make_logistic(800, 3, seed=2, dtype=np.float64)
+    np.savez(tmp_path / "train.npz", X=X[:100], y=y[:100])
+    np.savez(tmp_path / "test.npz", X=X[100:], y=y[100:])  # 700 x 2 x 10 rows: far more than a pipe holds
+    proc = subprocess.Popen([*CLI, "run", "train.npz", "test.npz", "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("test_index,")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == 0 and NOTICE.sub("", err) == ""
+
+
+# ------------------------------------------------------------------ bench, compile
+def test_bench_help_describes_every_option_and_says_how_long():
+    proc = _run("bench", "--help")
+    assert proc.returncode == 0
+    options = re.findall(r"^  (--\w+)[^\n]*?  +(\S.*)$", proc.stdout, flags=re.M)
+    assert [o for o, _ in options] == ["--n", "--d", "--dtype", "--ops", "--budget"] or \
+        {o for o, _ in options} >= {"--n", "--d", "--ops", "--budget"}
+    for option in ("--n", "--d", "--dtype", "--ops", "--budget"):
+        assert re.search(rf"^  {option} \S*( \S+)?\s+\S", proc.stdout, flags=re.M) or \
+            re.search(rf"^  {option}.*\n {{10,}}\S", proc.stdout, flags=re.M), option
+    assert "about 3 minutes" in proc.stdout
+
+
+def test_bench_ops_are_the_report_cases():
+    from bench.cases import CASES
+
+    from fastinfl.cli.main import BENCH_OPS
+
+    assert list(BENCH_OPS) == list(CASES)
+
+
+def test_cold_cache_detected_without_compiling(tmp_path):
+    """A fresh NUMBA_CACHE_DIR is cold for both dtypes; after a float64 call this process's is warm."""
+    code = ("import json; from fastinfl.cli.compile import cold_dtypes; "
+            "print(json.dumps(cold_dtypes(['float64', 'float32'])))")
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path), FASTINFL_CACHE="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(proc.stdout) == ["float64", "float32"], proc.stderr
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing was compiled to decide
+    from fastinfl.cli.compile import cold_dtypes
+
+    X, y, _ = fastinfl.datasets.make_logistic(300, 3, seed=0, dtype=np.float64)
+    fastinfl.Influence(fastinfl.LogisticRegression().fit(X, y), X, y).top_k(X[:2], y[:2], 2)
+    if fastinfl._config.CACHE:
+        assert cold_dtypes(["float64"]) == []
+
+
+def test_compile_notice_on_a_cold_cache(tmp_path):
+    """The first run with an empty cache says it is compiling, before compiling."""
+    np.savez(tmp_path / "d.npz", X=[[0.0], [1.0], [2.0], [3.0]], y=[0, 1, 0, 1])
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTINFL_CACHE="1")
+    code = ("import sys, fastinfl.cli.run as r; "
+            "r.fit = lambda *a: sys.exit(3); "  # stop right after the notice: no compiling in this test
+            "from fastinfl.cli import main; sys.exit(main())")
+    proc = subprocess.run([sys.executable, "-c", code, "run", "d.npz", "d.npz"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 3
+    assert re.fullmatch(r"fastinfl: compiling kernels \(first run only, about \d+ s\)…\n", proc.stderr)

@@ -43,8 +43,9 @@ def test_ctrl_c_interrupts_top_k_and_process_stays_usable():
     elapsed = time.perf_counter() - sent
     assert "interrupted after" in out, out + err
     assert "usable (3, 2)" in out
-    # the kernel polls its flag once per 512-row block: far sooner than the call would end
-    assert elapsed < 3, out
+    # the kernel polls its flag once per 512-row block: far sooner than the call would end (over a
+    # minute); 10 s leaves room for a loaded machine (seen: 4.7 s with load average 15 on 2 cores)
+    assert elapsed < 10, out
 
 
 def test_call_interruptible_returns_value_and_propagates_errors():

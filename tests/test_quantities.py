@@ -35,9 +35,9 @@ def test_quantities_match_reference(problem, solver, batch_size):
     lev = reference.leverage(X[idx], model.coef_, H, model.intercept_)
     np.testing.assert_allclose(inf.leverage(idx), lev, **tol)
     infl = reference.influence(X, y, X_test, y_test, model.coef_, model.intercept_, l2=L2)[:, idx]
-    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="none"),
+    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="none", loss="linear"),
                                reference.loo_change(infl), **tol)
-    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="newton"),
+    np.testing.assert_allclose(inf.loo_change(X_test, y_test, idx, correction="newton", loss="linear"),
                                reference.loo_change(infl, lev), **tol)
     pert = reference.perturbation(X, y, X_test, y_test, model.coef_, model.intercept_, l2=L2)[:, idx, :]
     np.testing.assert_allclose(inf.perturbation(X_test, y_test, idx), pert, **tol)

@@ -78,8 +78,8 @@ def figure2(X_train, y_train, X_test, y_test, n_test=N_TEST_POINTS, k=N_TRAIN_PO
     none, newton, actual, lev = (np.empty((n_test, k)) for _ in range(4))
     for t in range(n_test):
         Xt, yt = X_test[worst[t:t + 1]], y_test[worst[t:t + 1]]
-        none[t] = inf.loo_change(Xt, yt, idx[t], correction="none")[0]
-        newton[t] = inf.loo_change(Xt, yt, idx[t], correction="newton")[0]
+        none[t] = inf.loo_change(Xt, yt, idx[t], correction="none", loss="linear")[0]
+        newton[t] = inf.loo_change(Xt, yt, idx[t], correction="newton", loss="linear")[0]
         actual[t] = fastinfl.loo_retrain(model, X_train, y_train, idx[t], Xt, yt)[0]
         lev[t] = inf.leverage(idx[t])
     return Figure2(X_train.shape[0], X_test.shape[0], X_train.shape[1], worst, y_test[worst],
@@ -185,7 +185,7 @@ def test_newton_correction_is_one_exact_newton_step():
     X, y = make_problem(n=60, d=4, seed=3)
     X_test, y_test = make_problem(n=3, d=4, seed=4)
     model = fastinfl.LogisticRegression(l2=0.3).fit(X, y)
-    pred = fastinfl.Influence(model, X, y).loo_change(X_test, y_test, correction="newton")
+    pred = fastinfl.Influence(model, X, y).loo_change(X_test, y_test, correction="newton", loss="linear")
     coef, b = model.coef_, model.intercept_
     Xt = reference.design(X)
     z = Xt @ model.params_

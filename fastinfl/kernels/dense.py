@@ -38,9 +38,15 @@ from .._config import (
 from .blas import syrk_lower
 from .sigmoid import expit, hessian_weight, log_loss, residual
 
-_MIN_CHUNK_ROWS = MIN_CHUNK_ROWS
-_MAX_CHUNKS = MAX_CHUNKS
-_CHUNK_BYTES = CHUNK_BYTES
+# Integer constants as typed int64 globals, not Python ints: a literal argument (a row bound 0, a
+# chunk limit 64) makes Numba compile the callee a second time, for Literal[int] and for int64
+# (every row kernel twice: bench/RESULTS.md, "Compile time").
+ZERO = np.int64(0)
+_MIN_CHUNK_ROWS = np.int64(MIN_CHUNK_ROWS)
+_HESSIAN_CHUNK_ROWS = np.int64(4 * HESSIAN_BLOCK_ROWS)
+_MAX_CHUNKS = np.int64(MAX_CHUNKS)
+_UNBOUNDED_CHUNKS = np.int64(1 << 20)
+_CHUNK_BYTES = np.int64(CHUNK_BYTES)
 
 
 @kernel()
@@ -87,7 +93,7 @@ def _sum_squares(X, stop):
     n = X.shape[0]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     if nch == 1:
-        return _sum_squares_rows(X, 0, n)
+        return _sum_squares_rows(X, ZERO, n)
     rows = (n + nch - 1) // nch
     parts = np.zeros(nch)
     for c in prange(nch):
@@ -107,10 +113,10 @@ def _margins_rows(X, coef, intercept, lo, hi, z_out):
 def _margins(X, coef, intercept, z_out, stop):
     """z_out (n,) = X @ coef + intercept (``_loss_grad`` also returns them, with the gradient)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
-        _margins_rows(X, coef, intercept, 0, n, z_out)
+        _margins_rows(X, coef, intercept, ZERO, n, z_out)
     else:
         for c in prange(nch):
             if not stop[0]:
@@ -155,10 +161,10 @@ def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
 def _per_example_grads(X, y, coef, intercept, out, stop):
     """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
-        _per_example_grads_rows(X, y, coef, intercept, 0, n, out)
+        _per_example_grads_rows(X, y, coef, intercept, ZERO, n, out)
     else:
         for c in prange(nch):
             if not stop[0]:
@@ -207,7 +213,7 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
     grad_out[:] = 0.0
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     if nch == 1:
-        return _loss_grad_rows(X, y, coef, intercept, 0, n, grad_out, z_out)
+        return _loss_grad_rows(X, y, coef, intercept, ZERO, n, grad_out, z_out)
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, p))
     losses = np.zeros(nch)
@@ -249,7 +255,7 @@ def _hessian_rows(X, w, lo, hi, H_acc, stop):
 @kernel()
 def hessian_chunk_count(n, p):
     """Row chunks of ``_hessian_sum``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
-    return _chunk_count(n, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    return _chunk_count(n, _HESSIAN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
 
 
 @kernel(parallel=True)
@@ -268,7 +274,7 @@ def _hessian_sum(X, w, ridge, H_out, stop):
     H_out[:] = 0.0
     nch = hessian_chunk_count(n, p)
     if nch == 1:
-        _hessian_rows(X, w, 0, n, H_out, stop)
+        _hessian_rows(X, w, ZERO, n, H_out, stop)
     else:
         rows = (n + nch - 1) // nch
         acc = np.zeros((nch, p, p))
@@ -353,7 +359,7 @@ def _hvp(X, w, ridge, V, out, stop):
             out[q, j] = ridge[j] * V[q, j]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
     if nch == 1:
-        _hvp_rows(X, w, V, 0, n, out)
+        _hvp_rows(X, w, V, ZERO, n, out)
         return
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, k, p))
@@ -498,7 +504,7 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     pos_i = np.full((nch, m, k), n)
     St = np.ascontiguousarray(S.T)
     if nch == 1:
-        _top_k_rows(X, r, St, 0, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
+        _top_k_rows(X, r, St, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
         for c in prange(nch):
             _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c],

@@ -8,11 +8,14 @@ never kernels. See docs/architecture.md for the layers and how to add a kind of 
 from .. import _validation
 from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, TopK
 
-__all__ = ["CONVERGED", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator", "Operator",
-           "TopK", "as_operator"]
+__all__ = ["CONVERGED", "DEVICES", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator",
+           "Operator", "TopK", "as_operator"]
 
 
-def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
+DEVICES = (None, "cpu", "cuda")
+
+
+def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device=None):
     """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
@@ -20,18 +23,45 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
     :class:`~fastinfl.operators.dask.DaskOperator`; dask is imported only then.
     ``name`` ("X", "X_train", "X_test") names the arguments in errors; labels are
     named "y" plus the same suffix. ``n_features`` checks the column count.
+    ``device="cuda"`` (or X a CuPy / Numba device array) gives the CUDA operator
+    (``operators/cuda.py``, optional extra ``cuda``), imported only then.
     """
     if isinstance(X, Operator):
         if y is not None:
             raise ValueError(f"{name} is already an operator; pass its labels when building it.")
         return X
     if _validation.is_dask_array(X):  # before check_X, which would gather it
+        if device == "cuda":
+            raise ValueError(f"{name} is a dask array: its blocks run on CPU workers; device='cuda' does not "
+                             "apply to it.")
         from .dask import from_dask
 
         return from_dask(X, y, fit_intercept, name, n_features)
+    if device not in DEVICES:
+        raise ValueError(f"device must be None, 'cpu' or 'cuda'; got {device!r}.")
+    on_device = hasattr(X, "__cuda_array_interface__")
+    if device == "cuda" or (on_device and device is None):
+        return _cuda_operator(X, y, fit_intercept, name, n_features)
+    if on_device:
+        raise ValueError(f"{name} is a GPU array but device='cpu': pass device='cuda' or copy it to the host.")
     from .dense import DenseOperator, sum_squares
 
     X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
     if y is not None:
         y = _validation.check_y(y, X.shape[0], "y" + name[1:])
     return DenseOperator(X, y, fit_intercept)
+
+
+def _cuda_operator(X, y, fit_intercept, name, n_features):
+    """CudaOperator over (X, y): host input validated here then moved once; device input checked there."""
+    try:
+        from .cuda import CudaOperator
+    except ImportError as exc:
+        raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: pip install fastinfl[cuda] ({exc})") from None
+    if not hasattr(X, "__cuda_array_interface__"):
+        from .dense import sum_squares
+
+        X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+    elif n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
+    return CudaOperator(X, y, fit_intercept)

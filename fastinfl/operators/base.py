@@ -59,6 +59,47 @@ MAX_ITER = 1
 NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
 
 
+def cg_on_hvp(hvp, B, tol, max_iter):
+    """Batched conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
+
+    Each right-hand side has its own step sizes and stops on its own once its
+    recursively updated residual satisfies ||r_q|| <= tol ||b_q||; one ``hvp``
+    call per iteration for all running columns. Returns a :class:`CGResult`.
+    """
+    k, p = B.shape
+    x = np.zeros((k, p))
+    R = B.copy()
+    P = B.copy()
+    rs = np.einsum("ij,ij->i", R, R)
+    bnorm = np.sqrt(rs)
+    n_iter = np.zeros(k, np.int64)
+    resid = np.where(bnorm > 0.0, 1.0, 0.0)
+    status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
+    active = np.flatnonzero(bnorm > 0.0)
+    it = 0
+    while active.size and it < max_iter:
+        HP = hvp(P[active])
+        it += 1
+        n_iter[active] = it
+        curv_pp = np.einsum("ij,ij->i", P[active], HP)
+        bad = ~(curv_pp > 0.0)
+        status[active[bad]] = NOT_POSITIVE
+        keep = ~bad
+        a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
+        alpha = rs[a] / curv_pp
+        x[a] += alpha[:, None] * P[a]
+        R[a] -= alpha[:, None] * HP
+        rs_new = np.einsum("ij,ij->i", R[a], R[a])
+        resid[a] = np.sqrt(rs_new) / bnorm[a]
+        done = resid[a] <= tol
+        status[a[done]] = CONVERGED
+        a, rs_new = a[~done], rs_new[~done]
+        P[a] = R[a] + (rs_new / rs[a])[:, None] * P[a]
+        rs[a] = rs_new
+        active = a
+    return CGResult(x, n_iter, resid, status)
+
+
 class Operator(ABC):
     """Every pass over the rows of one data set, for binary logistic regression.
 
@@ -114,43 +155,10 @@ class Operator(ABC):
     def cg(self, curv, ridge, B, tol, max_iter):
         """Batched conjugate gradient on :meth:`hvp`: a :class:`CGResult` for the rows of B (k, p).
 
-        Each right-hand side has its own step sizes and stops on its own once
-        its recursively updated residual satisfies ||r_q|| <= tol ||b_q||.
-        Implementations may override with a fused kernel; this one makes one
-        :meth:`hvp` call (one pass over X) per iteration for all running columns.
+        Implementations may override with a fused kernel; this one (:func:`cg_on_hvp`)
+        makes one :meth:`hvp` call (one pass over X) per iteration for all running columns.
         """
-        k, p = B.shape
-        x = np.zeros((k, p))
-        R = B.copy()
-        P = B.copy()
-        rs = np.einsum("ij,ij->i", R, R)
-        bnorm = np.sqrt(rs)
-        n_iter = np.zeros(k, np.int64)
-        resid = np.where(bnorm > 0.0, 1.0, 0.0)
-        status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
-        active = np.flatnonzero(bnorm > 0.0)
-        it = 0
-        while active.size and it < max_iter:
-            HP = self.hvp(curv, ridge, P[active])
-            it += 1
-            n_iter[active] = it
-            curv_pp = np.einsum("ij,ij->i", P[active], HP)
-            bad = ~(curv_pp > 0.0)
-            status[active[bad]] = NOT_POSITIVE
-            keep = ~bad
-            a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
-            alpha = rs[a] / curv_pp
-            x[a] += alpha[:, None] * P[a]
-            R[a] -= alpha[:, None] * HP
-            rs_new = np.einsum("ij,ij->i", R[a], R[a])
-            resid[a] = np.sqrt(rs_new) / bnorm[a]
-            done = resid[a] <= tol
-            status[a[done]] = CONVERGED
-            a, rs_new = a[~done], rs_new[~done]
-            P[a] = R[a] + (rs_new / rs[a])[:, None] * P[a]
-            rs[a] = rs_new
-            active = a
-        return CGResult(x, n_iter, resid, status)
+        return cg_on_hvp(lambda V: self.hvp(curv, ridge, V), B, tol, max_iter)
 
     @abstractmethod
     def rows(self, idx):
@@ -183,6 +191,10 @@ class Operator(ABC):
     @abstractmethod
     def top_k(self, curv, S, k):
         """:class:`TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
+
+    def hessian_operator(self, curv, ridge):
+        """The :class:`HessianOperator` the solvers use at this curvature (the multinomial one adds its gauge)."""
+        return HessianOperator(self, curv, ridge)
 
     def residuals(self, curv, idx):
         """(n_sel,) r_i for rows ``idx`` as NumPy."""
@@ -222,3 +234,11 @@ class HessianOperator:
 
     def cg(self, B, tol, max_iter):
         return self.operator.cg(self.curv, self.ridge, B, tol, max_iter)
+
+    def exact_hessian(self):
+        """H itself; :meth:`hessian` is what the solvers factor (they differ only for a singular H with a gauge)."""
+        return self.hessian()
+
+    def project(self, B):
+        """The part of the right-hand sides B (k, p) that H^+ sees: B itself here (H is nonsingular)."""
+        return B

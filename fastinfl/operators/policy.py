@@ -1,80 +1,258 @@
-"""How every kernel call is made: BLAS thread policy and Ctrl-C, in one place for every operation.
+"""How every kernel call is made: threads, locking, BLAS and Ctrl-C, in one place for every operation.
 
-Numba code cannot see signals, so long kernels poll a ``stop`` flag (a (1,)
-uint8 array) and return early once it is set. :func:`run` starts such a call in
-a worker thread while the calling thread waits; on KeyboardInterrupt it sets the
-flag, joins the worker and re-raises, so no thread keeps running and the
-process stays usable. Small calls (below ``INTERRUPT_MIN_WORK`` element visits)
-run directly: a thread start would cost more than the call, and they end
-before a Ctrl-C could matter.
+Concurrent callers. Any operation may be called from many Python threads at
+once. A kernel that runs as one serial chunk (a small call) needs nothing: it
+runs on the calling thread without the GIL. A kernel that runs row chunks in
+parallel launches Numba's thread pool:
 
-Kernels that are parallel over row chunks call BLAS from each Numba thread;
-letting OpenBLAS spawn its own threads on top over-subscribes the cores, so
-BLAS is held to one thread while such a kernel runs (the limit is process-wide:
-the first caller sets it and the last one restores it). A kernel that runs as
-one serial chunk keeps BLAS's threads.
+- on a layer that is not thread-safe (``workqueue``: concurrent launches abort
+  the process) and until the layer is known (the first launch), parallel
+  launches are serialised by one process-wide lock; each then has the whole
+  thread budget;
+- on ``omp`` and ``tbb`` launches run concurrently and share the thread budget
+  (:func:`set_num_threads`, ``FASTINFL_NUM_THREADS``, default all of Numba's
+  threads): a call takes ``max(1, budget // calls in flight)`` threads, so T
+  callers never start T teams of all threads each (with ``omp`` every calling
+  thread owns a team, and T x budget spinning threads collapse throughput).
+
+BLAS. Parallel kernels call BLAS from each Numba thread; letting OpenBLAS spawn
+its own threads on top over-subscribes the cores, so BLAS is held to one thread
+while any parallel kernel runs (process-wide and counted: the first caller sets
+the limit and the last one restores the previous value). The libraries are
+found once (threadpoolctl's scan costs milliseconds); setting the limit then
+costs microseconds. A kernel that runs as one serial chunk leaves BLAS alone.
+
+Ctrl-C. Numba code cannot see signals, so long kernels poll a ``stop`` flag (a
+(1,) uint8 array) and return early once it is set. :func:`run` starts such a
+call in a worker thread while the calling thread waits; on KeyboardInterrupt it
+sets the flag, joins the worker and re-raises, so no thread keeps running and
+the process stays usable. Small calls (below ``INTERRUPT_MIN_WORK`` element
+visits) run directly: a thread start would cost more than the call.
 """
 
+import ctypes
+import os
+import sys
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
+import numba
 import numpy as np
+
+from .._config import NUM_THREADS
 
 # Element visits (rows x columns x vectors) from which a call runs in an interruptible worker.
 INTERRUPT_MIN_WORK = 1 << 22
+# Numba threading layers that abort on concurrent parallel launches.
+UNSAFE_LAYERS = frozenset({"workqueue"})
 
-_lock = threading.Lock()
-_users = 0  # calls inside single_threaded_blas(), over all Python threads
-_limiter = None
+_lock = threading.Lock()  # guards the counters below
+_launch_lock = threading.Lock()  # serialises parallel launches on a layer that is not thread-safe
+_active = 0  # parallel kernel calls in flight, over all Python threads
+_blas = None  # threadpoolctl controllers of the BLAS libraries, found once
+_blas_saved = None  # their thread counts before the limit
+_layer = None  # the threading layer, once Numba has chosen it
+_budget = None  # threads for parallel kernels (set_num_threads); None until first asked
+
+
+# ------------------------------------------------------------------ thread budget
+def get_num_threads():
+    """Threads that fastinfl's parallel kernels use in all (shared by concurrent calls)."""
+    global _budget
+    if _budget is None:
+        _budget = _check_threads(NUM_THREADS, "FASTINFL_NUM_THREADS") if NUM_THREADS else \
+            numba.config.NUMBA_NUM_THREADS
+    return _budget
+
+
+def set_num_threads(n):
+    """Set the thread budget of fastinfl's parallel kernels (process-wide; all Python threads share it).
+
+    Parameters
+    ----------
+    n : int, 1 <= n <= numba.config.NUMBA_NUM_THREADS
+        One call in flight uses n threads; c concurrent calls use max(1, n // c)
+        each. ``FASTINFL_NUM_THREADS`` sets the initial value.
+
+    Raises
+    ------
+    ValueError
+        When n is not an integer in that range.
+    """
+    global _budget
+    _budget = _check_threads(n, "n")
+
+
+def _check_threads(n, name):
+    top = numba.config.NUMBA_NUM_THREADS
+    try:
+        ok = int(n) == float(n) and 1 <= int(n) <= top
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(n, bool):
+        raise ValueError(f"{name} must be an integer between 1 and NUMBA_NUM_THREADS={top}; got {n!r}.")
+    return int(n)
+
+
+# ------------------------------------------------------------------ threading layers
+def _preload_tbb():
+    """Make Numba's ``tbb`` layer loadable when the ``tbb`` wheel put libtbb in ``sys.prefix/lib``.
+
+    pip installs libtbb.so.12 into the environment's lib/, which the dynamic loader
+    does not search; loading it by path first lets Numba's tbbpool find it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    path = os.path.join(sys.prefix, "lib", "libtbb.so.12")
+    if os.path.exists(path):
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass
+
+
+def available_layers():
+    """The Numba threading layers that can be loaded here (of "tbb", "omp", "workqueue")."""
+    import importlib
+
+    _preload_tbb()
+    found = []
+    for name, module in (("tbb", "tbbpool"), ("omp", "omppool"), ("workqueue", "workqueue")):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{module}")
+            found.append(name)
+        except ImportError:
+            pass
+    return found
+
+
+def threading_layer():
+    """Numba's threading layer once a parallel kernel has run, else None."""
+    global _layer
+    if _layer is None:
+        try:
+            _layer = numba.threading_layer()
+        except ValueError:  # no parallel launch yet
+            return None
+    return _layer
+
+
+def _launch_is_safe():
+    layer = threading_layer()
+    if layer is None:
+        # First launch: Numba picks the layer now. When the user asked for tbb (explicitly or as
+        # "threadsafe"), make the pip wheel's libtbb loadable first.
+        if str(numba.config.THREADING_LAYER).lower() in ("tbb", "threadsafe"):
+            _preload_tbb()
+        return False
+    return layer not in UNSAFE_LAYERS
+
+
+# ------------------------------------------------------------------ BLAS
+def _blas_limit():
+    """Hold every BLAS library to one thread (called on the first parallel call in flight)."""
+    global _blas, _blas_saved
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    _blas_saved = [lib.get_num_threads() for lib in _blas]
+    for lib, n in zip(_blas, _blas_saved):
+        if n != 1:
+            lib.set_num_threads(1)
+
+
+def _blas_restore():
+    for lib, n in zip(_blas, _blas_saved):
+        if n != 1:
+            lib.set_num_threads(n)
 
 
 @contextmanager
 def single_threaded_blas():
-    """Limit BLAS to one thread while a ``prange`` kernel calls it per thread (process-wide, counted)."""
-    global _users, _limiter
+    """BLAS held to one thread inside the block (process-wide, counted with the parallel kernel calls)."""
+    global _active
     with _lock:
-        if _users == 0:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
-            from threadpoolctl import ThreadpoolController
-
-            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
-        _users += 1
+        _active += 1
+        if _active == 1:
+            _blas_limit()
     try:
         yield
     finally:
         with _lock:
-            _users -= 1
-            if _users == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+            _active -= 1
+            if _active == 0:
+                _blas_restore()
 
 
+@contextmanager
+def _parallel_call():
+    """Enter a parallel kernel call: the launch lock if needed, BLAS limit; yields the thread count."""
+    global _active
+    serial_launch = not _launch_is_safe()
+    if serial_launch:
+        _launch_lock.acquire()
+    try:
+        with _lock:
+            _active += 1
+            if _active == 1:
+                _blas_limit()
+            budget = get_num_threads()
+            threads = budget if serial_launch else max(1, budget // _active)
+        try:
+            yield threads
+        finally:
+            with _lock:
+                _active -= 1
+                if _active == 0:
+                    _blas_restore()
+    finally:
+        if serial_launch:
+            _launch_lock.release()
+
+
+def _set_threads(n):
+    """Numba's thread count for the calling thread (thread-local in Numba; set only when it changes)."""
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+# ------------------------------------------------------------------ the one entry point
 def run(kernel, *args, work, parallel):
-    """Return ``kernel(*args, stop)`` under the BLAS policy, interruptible by Ctrl-C.
+    """Return ``kernel(*args, stop)`` under the thread, lock and BLAS policy, interruptible by Ctrl-C.
 
     ``kernel`` takes a trailing ``stop`` (1,) uint8 array and returns early once
     ``stop[0]`` is set. ``work`` estimates its element visits (decides whether
-    a worker thread is worth starting); ``parallel`` says whether it will run
-    several row chunks in parallel (then BLAS is held to one thread).
+    a worker thread is worth starting); ``parallel`` says whether it may run
+    several row chunks in parallel (then the launch follows the layer's
+    locking, the thread budget and the BLAS limit).
     """
     stop = np.zeros(1, np.uint8)
-    with single_threaded_blas() if parallel else nullcontext():
+    if not parallel:
         if work < INTERRUPT_MIN_WORK:
             return kernel(*args, stop)
-        return _interruptible(kernel, args, stop)
+        return _interruptible(kernel, args, stop, None)
+    with _parallel_call() as threads:
+        if work < INTERRUPT_MIN_WORK:
+            _set_threads(threads)
+            return kernel(*args, stop)
+        return _interruptible(kernel, args, stop, threads)
 
 
 def call_interruptible(kernel, *args):
-    """``kernel(*args, stop)`` in a worker thread that Ctrl-C stops (no BLAS policy)."""
-    return _interruptible(kernel, args, np.zeros(1, np.uint8))
+    """``kernel(*args, stop)`` in a worker thread that Ctrl-C stops (no thread or BLAS policy)."""
+    return _interruptible(kernel, args, np.zeros(1, np.uint8), None)
 
 
-def _interruptible(kernel, args, stop):
+def _interruptible(kernel, args, stop, threads):
     outcome = []
     done = threading.Event()
 
     def work():
         try:
+            if threads is not None:
+                _set_threads(threads)
             outcome.append((True, kernel(*args, stop)))
         except BaseException as exc:  # handed to the calling thread
             outcome.append((False, exc))

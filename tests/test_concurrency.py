@@ -1,0 +1,115 @@
+"""Concurrent callers: every threading layer, 8 Python threads, results identical to sequential calls."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+import fastinfl
+from fastinfl.operators import policy
+
+SCRIPT = textwrap.dedent("""
+    import sys, threading
+    import numpy as np
+    import numba, fastinfl
+
+    # n > 4096 rows: the passes over X run parallel row chunks (the launches that need the policy);
+    # the small test sets and train_idx selections run serial chunks beside them.
+    X, y, _ = fastinfl.datasets.make_logistic(12_000, 8, seed=0, dtype=np.float64)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    infs = {"direct": fastinfl.Influence(model, X, y, solver="direct"),
+            "cg": fastinfl.Influence(model, X, y, solver="cg", tol=1e-10)}
+    Xt, yt, _ = fastinfl.datasets.make_logistic(6, 8, seed=1, dtype=np.float64)
+    V = np.random.default_rng(2).standard_normal((3, 9))
+    idx = np.arange(0, 12_000, 97)
+    calls = {
+        "top_k": lambda inf: inf.top_k(Xt, yt, k=5),
+        "influence": lambda inf: inf.influence(Xt[:2], yt[:2]),
+        "influence_sel": lambda inf: inf.influence(Xt, yt, train_idx=idx),
+        "s_test": lambda inf: inf.s_test(Xt, yt),
+        "hvp": lambda inf: inf.hvp(V),
+        "inverse_hvp": lambda inf: inf.inverse_hvp(V),
+        "self_influence": lambda inf: inf.self_influence(idx),
+        "gradients": lambda inf: inf.gradients(Xt, yt),
+    }
+    # CG (one parallel launch per iteration) for the solves only; the direct solver for everything.
+    jobs = [("direct", c) for c in calls] + [("cg", c) for c in ("s_test", "inverse_hvp", "top_k")]
+    expected = {job: calls[job[1]](infs[job[0]]) for job in jobs}  # sequential
+    mismatches, errors = [], []
+
+    def worker(t):
+        for rep in range(2):
+            for j in range(len(jobs)):
+                job = jobs[(j + 3 * t + rep) % len(jobs)]
+                try:
+                    got = calls[job[1]](infs[job[0]])
+                except BaseException as exc:
+                    errors.append(f"{job}: {exc!r}")
+                    continue
+                for a, b in zip(np.atleast_1d(got) if not isinstance(got, tuple) else got,
+                                np.atleast_1d(expected[job]) if not isinstance(got, tuple) else expected[job]):
+                    if not np.array_equal(a, b, equal_nan=True):
+                        mismatches.append(job)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("layer", numba.threading_layer(), "errors", errors[:3], "mismatches", sorted(set(mismatches)))
+""")
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "omp", "tbb"])
+def test_eight_threads_mixing_calls_match_sequential_results(layer):
+    if layer not in policy.available_layers():
+        pytest.skip(f"Numba's {layer} threading layer cannot be loaded here")
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer, NUMBA_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    # workqueue without the policy's launch lock aborts here ("Fatal Python error: Aborted").
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Identical, not close: row chunks and their merge order do not depend on the thread count.
+    assert f"layer {layer} errors [] mismatches []" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+def test_set_num_threads_validates_and_sets_the_budget():
+    before = fastinfl.get_num_threads()
+    try:
+        fastinfl.set_num_threads(1)
+        assert fastinfl.get_num_threads() == 1
+        for bad in (0, -1, numba.config.NUMBA_NUM_THREADS + 1, 1.5, "two", None, True):
+            with pytest.raises(ValueError, match="n must be an integer between 1 and"):
+                fastinfl.set_num_threads(bad)
+    finally:
+        fastinfl.set_num_threads(before)
+
+
+def test_fastinfl_num_threads_environment_variable():
+    code = "import fastinfl; print(fastinfl.get_num_threads())"
+    env = dict(os.environ, FASTINFL_NUM_THREADS="1", NUMBA_NUM_THREADS="2")
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "1"
+    env["FASTINFL_NUM_THREADS"] = "9"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "FASTINFL_NUM_THREADS must be an integer between 1 and" in proc.stderr
+
+
+def test_concurrent_parallel_calls_share_the_budget_and_restore_blas(monkeypatch):
+    """Two parallel calls in flight get budget // 2 threads each; BLAS limits come back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    monkeypatch.setattr(policy, "_launch_is_safe", lambda: True)
+    monkeypatch.setattr(policy, "_budget", 4)
+    with policy._parallel_call() as first:
+        with policy._parallel_call() as second:
+            assert (first, second) == (4, 2)
+            assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+    monkeypatch.setattr(policy, "_launch_is_safe", lambda: False)  # workqueue: serialised, whole budget
+    with policy._parallel_call() as only:
+        assert only == 4 and policy._launch_lock.locked()
+    assert not policy._launch_lock.locked()

@@ -1,0 +1,187 @@
+"""The CUDA operator (device="cuda") against the CPU path.
+
+Without a GPU the kernels run in Numba's CUDA simulator, which must be switched
+on before numba.cuda is first imported: each check runs in a subprocess with
+NUMBA_ENABLE_CUDASIM=1 (tiny problems: the simulator runs every GPU thread as a
+Python thread). Tests that need a real GPU skip without one.
+
+Tolerances: the CUDA kernels sum in float64 like the CPU ones but in another
+order (tiles of 32 rows / columns, partial sums per block), so float64 results
+agree to rounding: 1e-12 relative; CG to 10 x tol.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, sim=True, timeout=240):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+        env["FASTINFL_CUDA_WARPS"] = "2"  # 64-thread blocks: half the simulated threads of the GPU's 128
+    else:
+        env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _real_gpu():
+    out = subprocess.run([sys.executable, "-c", "from numba import cuda; print(cuda.is_available())"],
+                         capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"})
+    return out.stdout.strip() == "True"
+
+
+def test_import_fastinfl_does_not_import_cuda():
+    out = run_python("""
+        import sys, fastinfl
+        print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "cupy", "numba_cuda"))))
+    """, sim=False)
+    assert out.strip() == "[]"
+
+
+def test_device_cuda_without_gpu_names_the_extra():
+    if _real_gpu():
+        pytest.skip("a CUDA GPU is present")
+    out = run_python("""
+        import numpy as np, fastinfl
+        X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 1, 0, 1])
+        m = fastinfl.LogisticRegression().fit(X, y)
+        for call in (lambda: fastinfl.Influence(m, X, y, device="cuda"),
+                     lambda: fastinfl.LogisticRegression().fit(X, y, device="cuda")):
+            try:
+                call()
+            except ImportError as exc:
+                print("OK" if "fastinfl[cuda]" in str(exc) else "BAD: " + str(exc))
+        try:
+            fastinfl.Influence(m, X, y, device="tpu")
+        except ValueError as exc:
+            print("OK" if "device" in str(exc) else "BAD")
+    """, sim=False)
+    assert out.split() == ["OK", "OK", "OK"]
+
+
+# Every operator quantity against the dense (CPU) operator, float64 and float32, in one simulator process.
+SIM_OPERATOR = """
+    import numpy as np
+    from fastinfl.operators import as_operator
+    from fastinfl.operators.cuda import CudaOperator
+
+    def rel(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+    rng = np.random.default_rng(0)
+    n, d = 33, 3
+    for dtype in (np.float64, np.float32):
+        X = rng.standard_normal((n, d)).astype(dtype)
+        y = (rng.random(n) < 0.5).astype(float)
+        coef, b = rng.standard_normal(d) * 0.5, 0.3
+        ridge = np.r_[np.full(d, 0.7), 0.1]
+        cpu, gpu = as_operator(X, y), CudaOperator(X, y)
+        lc, gc, mc, zc = cpu.loss_grad(coef, b)
+        lg, gg, mg, zg = gpu.loss_grad(coef, b)
+        cc, cg_ = cpu.curvature(zc), gpu.curvature(zg)
+        idx = np.array([4, 0, 32, 4])
+        S = rng.standard_normal((5, d + 1))
+        V = rng.standard_normal((2, d + 1))
+        res = {
+            "loss": rel(lg, lc), "grad": rel(gg, gc), "min_margin": rel(mg, mc),
+            "margins": rel(gpu.margins(coef, b), cpu.margins(coef, b)),
+            "proba": rel(gpu.probabilities(coef, b), cpu.probabilities(coef, b)),
+            "losses": rel(gpu.losses(coef, b), cpu.losses(coef, b)),
+            "residuals": rel(gpu.residuals(cg_, idx), cpu.residuals(cc, idx)),
+            "weights": rel(gpu.weights(cg_, idx), cpu.weights(cc, idx)),
+            "hessian": rel(gpu.hessian(cg_, ridge), cpu.hessian(cc, ridge)),
+            "hvp": rel(gpu.hvp(cg_, ridge, V), cpu.hvp(cc, ridge, V)),
+            "gradients": rel(gpu.gradients(coef, b, idx), cpu.gradients(coef, b, idx)),
+            "rows": rel(gpu.rows(idx), cpu.rows(idx)),
+            "influence": rel(gpu.influence(cg_, S, idx), cpu.influence(cc, S, idx)),
+        }
+        H = cpu.hessian(cc, ridge)
+        B = np.vstack([rng.standard_normal((2, d + 1)), np.zeros((1, d + 1))])
+        x, it, resid, status = gpu.cg(cg_, ridge, B, 1e-12, 50)
+        res["cg"] = rel(x[:2], np.linalg.solve(H, B[:2].T).T)
+        assert list(status) == [0, 0, 0] and it[2] == 0 and resid[2] == 0.0 and (resid[:2] <= 1e-12).all(), (it, status)
+        x, it, resid, status = gpu.cg(cg_, ridge, B[:1], 1e-12, 1)
+        assert status[0] == 1 and it[0] == 1  # MAX_ITER after one iteration
+        k = 6
+        tc, tg = cpu.top_k(cc, S, k), gpu.top_k(cg_, S, k)
+        assert (tc.helpful_idx == tg.helpful_idx).all() and (tc.harmful_idx == tg.harmful_idx).all()
+        res["top_k"] = max(rel(np.nan_to_num(tg.helpful), np.nan_to_num(tc.helpful)),
+                           rel(np.nan_to_num(tg.harmful), np.nan_to_num(tc.harmful)))
+        bad = {key: v for key, v in res.items() if not v <= 1e-12}
+        print(np.dtype(dtype).name, "BAD" if bad else "OK", bad)
+"""
+
+
+def test_cuda_operator_matches_cpu_in_simulator():
+    out = run_python(SIM_OPERATOR)
+    assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out
+
+
+SIM_ACCUMULATION = """
+    import numpy as np
+    from fastinfl.operators.cuda import CudaOperator
+
+    # float32 data whose sums need float64: 1e8 + 16 ones is 1e8 in float32 arithmetic (spacing 8).
+    X = np.ones((17, 17), np.float32)
+    X[0, :] = 1e8
+    X[:, 0] = 1e8
+    op = CudaOperator(X, np.zeros(17), fit_intercept=False)
+    z = op.margins(np.ones(17), 0.0)          # row sums (row-product kernel)
+    _, g, _, _ = op.loss_grad(np.zeros(17), 0.0)  # 0.5 * column sums (row-reduction kernel)
+    assert z[1] == 1e8 + 16 and z[0] == 17e8, z[:2]
+    assert g[1] == 0.5 * (1e8 + 16) and g[0] == 0.5 * 17e8, g[:2]
+    print("OK")
+"""
+
+
+def test_cuda_float32_data_accumulate_in_float64():
+    assert run_python(SIM_ACCUMULATION).strip() == "OK"
+
+
+SIM_API = """
+    import warnings
+    import numpy as np, fastinfl
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((20, 2)); y = (rng.random(20) < 0.5).astype(float)
+    m = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    mg = fastinfl.LogisticRegression(l2=1.0).fit(X, y, device="cuda")
+    assert np.allclose(mg.params_, m.params_, rtol=1e-12, atol=1e-14), (mg.params_, m.params_)
+    cpu = fastinfl.Influence(m, X, y)
+    for solver in ("direct", "cg"):
+        gpu = fastinfl.Influence(m, X, y, solver=solver, device="cuda")
+        I, Ig = cpu.influence(X[:3], y[:3]), gpu.influence(X[:3], y[:3])
+        tol = 1e-12 if solver == "direct" else 1e-8  # CG to tol=1e-10 on a well-conditioned H
+        assert np.allclose(Ig, I, rtol=tol, atol=tol * np.abs(I).max()), solver
+        assert np.allclose(gpu.leverage(), cpu.leverage(), rtol=tol, atol=1e-15)
+    print("OK")
+"""
+
+
+@pytest.mark.slow  # ~35 s in the CUDA simulator
+def test_influence_and_fit_with_device_cuda_in_simulator():
+    assert run_python(SIM_API).strip() == "OK"
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU")
+def test_cuda_operator_matches_cpu_on_gpu():
+    out = run_python(SIM_OPERATOR.replace("n, d = 33, 3", "n, d = 5000, 40"), sim=False)
+    assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out
+
+
+def test_numpy_reference_of_the_accumulation_case():
+    """The float32 accumulation case really does need float64: float32 sums lose the ones."""
+    col = np.ones(17, np.float32)
+    col[0] = 1e8
+    assert np.add.reduce(col, dtype=np.float32) != np.float64(1e8) + 16

@@ -1,0 +1,128 @@
+"""Influence.save / Influence.load: same answers, no setup pass over X, mismatching data refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastinfl
+from fastinfl import _state
+from fastinfl.operators import policy
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _ = fastinfl.datasets.make_logistic(3000, 6, seed=0, dtype=np.float64)
+    Xt, yt, _ = fastinfl.datasets.make_logistic(5, 6, seed=1, dtype=np.float64)
+    return X, y, Xt, yt, fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+
+
+def _answers(inf, Xt, yt):
+    return [*inf.top_k(Xt, yt, k=4), inf.influence(Xt, yt), inf.s_test(Xt, yt), inf.self_influence([0, 5, 7]),
+            inf.leverage([1, 2]), inf.inverse_hvp(np.ones(inf.n_params))]
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_loaded_state_gives_identical_answers(tmp_path, data, solver):
+    X, y, Xt, yt, model = data
+    inf = fastinfl.Influence(model, X, y, solver=solver, damping=0.01, tol=1e-11)
+    before = _answers(inf, Xt, yt)
+    path = inf.save(tmp_path / "state.npz")
+    loaded = fastinfl.Influence.load(path, X, y)
+    # Identical, not close: the same residuals, weights and factor go through the same kernels.
+    for a, b in zip(before, _answers(loaded, Xt, yt)):
+        np.testing.assert_array_equal(a, b)
+    assert (loaded.solver, loaded.damping, loaded.tol, loaded.grad_norm_) == (solver, 0.01, 1e-11, inf.grad_norm_)
+    np.testing.assert_array_equal(loaded.model.params_, model.params_)
+    assert loaded.model.l2 == model.l2
+
+
+def test_load_makes_no_setup_pass_over_X(tmp_path, data, monkeypatch):
+    """Counting every kernel call: loading validates X (one finiteness scan) and computes nothing else."""
+    X, y, Xt, yt, model = data
+    inf = fastinfl.Influence(model, X, y, solver="direct")
+    inf.s_test(Xt, yt)  # forms H and its Cholesky factor: both go into the file
+    path = inf.save(tmp_path / "state.npz")
+    called = []
+    real_run = policy.run
+
+    def counting_run(kernel, *args, **kw):
+        called.append(kernel.__name__)
+        return real_run(kernel, *args, **kw)
+
+    monkeypatch.setattr(policy, "run", counting_run)
+    loaded = fastinfl.Influence.load(path, X, y)
+    assert called == ["_sum_squares"]  # validation of X_train; no loss/gradient/margins pass
+    called.clear()
+    np.testing.assert_array_equal(loaded.s_test(Xt, yt), inf.s_test(Xt, yt))
+    # the test points' own validation and gradients; no Hessian pass (the factor was loaded)
+    assert "_hessian_sum" not in called and "_loss_grad" not in called, called
+
+
+def test_state_file_is_versioned_npz_without_pickle(tmp_path, data):
+    X, y, _, _, model = data
+    path = fastinfl.Influence(model, X, y).save(tmp_path / "s.npz")
+    with np.load(path, allow_pickle=False) as npz:  # every entry loads without pickle
+        header = json.loads(npz["header"].tobytes().decode())
+        assert {"coef", "intercept", "residuals", "weights", "ridge"} <= set(npz.files)
+    assert header["format"] == "fastinfl.influence" and header["version"] == _state.FORMAT_VERSION
+    fp = header["fingerprint"]
+    assert (fp["n_samples"], fp["n_features"], fp["dtype"], fp["rows_hashed"]) == (3000, 6, "float64", 1024)
+
+
+def _rewrite(path, out, **changes):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(arrays["header"].tobytes().decode())
+    header.update(changes)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(out, **arrays)
+    return out
+
+
+def test_load_refuses_other_files(tmp_path, data):
+    X, y, _, _, model = data
+    path = fastinfl.Influence(model, X, y).save(tmp_path / "s.npz")
+    with pytest.raises(ValueError, match="state format version 99"):
+        fastinfl.Influence.load(_rewrite(path, tmp_path / "v.npz", version=99), X, y)
+    with pytest.raises(ValueError, match="no 'fastinfl.influence' header"):
+        fastinfl.Influence.load(_rewrite(path, tmp_path / "f.npz", format="other"), X, y)
+    np.savez(tmp_path / "pickled.npz", header=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="not a fastinfl state file"):  # object arrays need pickle: refused
+        fastinfl.Influence.load(tmp_path / "pickled.npz", X, y)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a fastinfl state file"):
+        fastinfl.Influence.load(tmp_path / "junk.npz", X, y)
+
+
+def test_load_refuses_mismatching_training_data(tmp_path, data):
+    X, y, _, _, model = data
+    path = fastinfl.Influence(model, X, y).save(tmp_path / "s.npz")
+    with pytest.raises(ValueError, match=r"X_train has shape \(2999, 6\) but the state"):
+        fastinfl.Influence.load(path, X[:-1], y[:-1])
+    with pytest.raises(ValueError, match="X_train has dtype float32 but the state"):
+        fastinfl.Influence.load(path, X.astype(np.float32), y)
+    flipped = y.copy()
+    flipped[1234] = 1 - flipped[1234]
+    with pytest.raises(ValueError, match="y_train differs from the labels"):
+        fastinfl.Influence.load(path, X, flipped)
+    changed = X.copy()
+    changed[0, 0] += 1e-9  # row 0 is always in the sample
+    with pytest.raises(ValueError, match="1024 sampled rows of X_train"):
+        fastinfl.Influence.load(path, changed, y)
+    with pytest.raises(ValueError, match="same row order"):
+        fastinfl.Influence.load(path, X[::-1], y)
+
+
+def test_full_check_detects_a_change_outside_the_sample(tmp_path, data):
+    X, y, _, _, model = data
+    inf = fastinfl.Influence(model, X, y)
+    row = int(np.setdiff1d(np.arange(3000), _state._sample_rows(3000))[0])
+    changed = X.copy()
+    changed[row, 3] += 1.0
+    # the default sample does not cover this row (documented): loads
+    fastinfl.Influence.load(inf.save(tmp_path / "sample.npz"), changed, y)
+    with pytest.raises(ValueError, match="SHA-256 of rows of X_train"):
+        fastinfl.Influence.load(inf.save(tmp_path / "full.npz", check="full"), changed, y)
+    with pytest.raises(ValueError, match="check must be one of"):
+        inf.save(tmp_path / "x.npz", check="none")
