@@ -59,6 +59,12 @@ CG_VECTORS = 6
 TOP_K_HEAP_BYTES = MAX_CHUNKS * 2 * 2 * 8
 TOP_K_BLOCK_BYTES = BLOCK_ROWS * 8 * 2
 
+# ------------------------------------------------------------------ dask
+# Partial results (one per row block) combined this many at a time, in block order (a fixed tree).
+DASK_SPLIT_EVERY = 8
+# Influence-matrix blocks written to Zarr (influence_to_zarr) stay below this many bytes each.
+INFLUENCE_BLOCK_BYTES = 1 << 27
+
 
 def kernel(parallel=False):
     """Return the ``njit`` decorator shared by all kernels."""

@@ -8,6 +8,7 @@ so that a file loader can reword them in its own terms.
 
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -22,7 +23,23 @@ class BadValueError(ValueError):
         self.column = column
 
 
+def is_dask_array(a):
+    """True for a ``dask.array.Array`` (never imports dask: one cannot exist unless dask.array is loaded)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(a, module.Array)
+
+
+def _refuse_dask(a, name):
+    if is_dask_array(a):
+        raise ValueError(
+            f"{name} is a dask array, which is not accepted here: converting it would gather every "
+            f"chunk into this process. Pass {name}.compute() if it fits in memory (models and "
+            "Influence accept dask X and y directly)."
+        )
+
+
 def _as_array(a, name):
+    _refuse_dask(a, name)
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -176,6 +193,7 @@ def check_indices(idx, n, name="train_idx"):
     """
     if idx is None:
         return np.arange(n, dtype=np.int64)
+    _refuse_dask(idx, name)
     arr = np.asarray(idx)
     if arr.ndim == 0:
         arr = arr[None]

@@ -30,7 +30,7 @@ _CHUNK_ROWS = 1 << 16
 _CHUNK_ELEMENTS = 1 << 23  # float64 draws per chunk at most (64 MiB): wide d gets fewer rows
 
 
-def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
+def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chunks=None):
     """Reproducible synthetic logistic-regression data, generated in row chunks.
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
@@ -48,11 +48,16 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     out : str or path, optional
         Write X to this ``.npy`` file as a memory map, chunk by chunk, without
         holding it in memory; X is then returned as a read-only memory map.
+    chunks : int or tuple of int, optional
+        Return lazy ``dask.array`` X and y with these row chunks (one chunk
+        across the columns) instead: nothing is generated until computed, and
+        any chunking gives exactly the values of the in-memory call (each
+        block regenerates the 64 MiB generator chunks it overlaps). Needs dask.
 
     Returns
     -------
-    X : ndarray or memmap (n, d) of ``dtype``
-    y : ndarray (n,) of int8 labels 0/1
+    X : ndarray or memmap (n, d) of ``dtype`` (dask array with ``chunks``)
+    y : ndarray (n,) of int8 labels 0/1 (dask array with ``chunks``)
     coef : ndarray (d,) float64, the true coefficients
     """
     n, d = int(n), int(d)
@@ -62,21 +67,62 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
     coef = np.random.default_rng([seed, 2**32 - 1]).standard_normal(d) / np.sqrt(d)
+    if chunks is not None:
+        if out is not None:
+            raise ValueError("out and chunks cannot be combined: write a dask array with dask.array.to_zarr.")
+        return (*_dask_logistic(n, d, seed, dtype, coef, intercept, chunks), coef)
     if out is None:
         X = np.empty((n, d), dtype=dtype)
     else:
         X = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(n, d))
     y = np.empty(n, dtype=np.int8)
-    rows = max(1, min(_CHUNK_ROWS, _CHUNK_ELEMENTS // d))
+    rows = _generator_rows(d)
     for c, lo in enumerate(range(0, n, rows)):
         hi = min(n, lo + rows)
-        rng = np.random.default_rng([seed, c])
-        block = rng.standard_normal((hi - lo, d))
-        z = block @ coef + intercept
-        y[lo:hi] = rng.random(hi - lo) < 1.0 / (1.0 + np.exp(-z))
-        X[lo:hi] = block
+        X[lo:hi], y[lo:hi] = _chunk(seed, c, hi - lo, d, coef, intercept)
     if out is not None:
         X.flush()
         del X
         X = np.load(out, mmap_mode="r")
     return X, y, coef
+
+
+def _generator_rows(d):
+    """Rows per generator chunk: min(65536, 2^23 / d)."""
+    return max(1, min(_CHUNK_ROWS, _CHUNK_ELEMENTS // d))
+
+
+def _chunk(seed, c, rows, d, coef, intercept):
+    """Generator chunk c (``rows`` rows): float64 X (rows, d) and boolean labels, from default_rng([seed, c])."""
+    rng = np.random.default_rng([seed, c])
+    block = rng.standard_normal((rows, d))
+    z = block @ coef + intercept
+    return block, rng.random(rows) < 1.0 / (1.0 + np.exp(-z))
+
+
+def _rows(n, d, seed, coef, intercept, lo, hi):
+    """(hi - lo, d + 1) float64: rows [lo, hi) of X and their labels, from the generator chunks they overlap."""
+    R = _generator_rows(d)
+    out = np.empty((hi - lo, d + 1))
+    for c in range(lo // R, (hi - 1) // R + 1):
+        c0, c1 = c * R, min(n, (c + 1) * R)
+        block, labels = _chunk(seed, c, c1 - c0, d, coef, intercept)
+        a, b = max(lo, c0), min(hi, c1)
+        out[a - lo: b - lo, :d] = block[a - c0: b - c0]
+        out[a - lo: b - lo, d] = labels[a - c0: b - c0]
+    return out
+
+
+def _dask_block(n, d, seed, coef, intercept, block_info=None):
+    lo, hi = block_info[None]["array-location"][0]
+    return _rows(n, d, seed, coef, intercept, lo, hi)
+
+
+def _dask_logistic(n, d, seed, dtype, coef, intercept, chunks):
+    """Lazy (X, y) dask arrays with row ``chunks``: one task per block makes both."""
+    import dask.array as da
+
+    rows = da.core.normalize_chunks((chunks, d), shape=(n, d), dtype=np.float64)[0]
+    both = da.map_blocks(_dask_block, dtype=np.float64, chunks=(rows, (d + 1,)), token="make_logistic", n=n,
+                         d=d, seed=seed, coef=coef, intercept=intercept)
+    return both[:, :d].astype(dtype), both[:, d].astype(np.int8)

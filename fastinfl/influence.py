@@ -1,5 +1,6 @@
 """Influence functions of a fitted logistic regression on its training set: a façade over operator + solver."""
 
+import os
 import warnings
 
 import numpy as np
@@ -331,6 +332,26 @@ class Influence:
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((test.n_samples, idx.shape[0]), "influence")
         return self._op.influence(self._curv, self._s_test(test), idx)
+
+    def influence_to_zarr(self, path, X_test, y_test, dtype=np.float64, overwrite=False):
+        """Write the full (m, n) influence matrix I[t, i] to a Zarr array at ``path``, block by block.
+
+        For when (m, n) exceeds ``memory_limit``: only one block (at most
+        128 MiB) is in memory at a time, and with dask training data every
+        block is computed and written where its rows live (the workers must
+        share ``path``'s file system). ``dtype`` float64 or float32 (half the
+        disk); ``overwrite`` replaces an existing array. Needs ``zarr``.
+        Returns the ``zarr.Array`` opened for reading; read it back lazily with
+        ``dask.array.from_zarr(path)``.
+        """
+        test = self._test_operator(X_test, y_test, "X_test")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
+        overwrite = check_bool(overwrite, "overwrite")
+        if not overwrite and os.path.exists(os.fspath(path)):
+            raise ValueError(f"path {os.fspath(path)!r} already exists: pass overwrite=True to replace it.")
+        return self._op.influence_to_zarr(self._curv, self._s_test(test), path, dtype, overwrite)
 
     def top_k(self, X_test, y_test, k=10):
         """The k most helpful and k most harmful training points for each test point.

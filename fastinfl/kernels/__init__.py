@@ -1,6 +1,7 @@
 """Numba kernels: one module per kind of data; nothing here validates or allocates results for the API.
 
 ``dense`` (in-memory or memory-mapped arrays), ``cg`` (batched conjugate gradient
-on the dense HVP), ``sigmoid`` (stable scalar helpers), ``blas`` (dsyrk for kernels).
+on the dense HVP), ``sigmoid`` (stable scalar helpers), ``blas`` (dsyrk for kernels), ``blocks``
+(serial entry points over one whole row block, for the Dask operator's tasks).
 Only the operator layer (``fastinfl.operators``) imports these modules.
 """

@@ -19,6 +19,8 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
     """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
+    A ``dask.array.Array`` X (with dask or NumPy y) gives a
+    :class:`~fastinfl.operators.dask.DaskOperator`; dask is imported only then.
     ``name`` ("X", "X_train", "X_test") names the arguments in errors; labels are
     named "y" plus the same suffix. ``n_features`` checks the column count.
     ``device="cuda"`` (or X a CuPy / Numba device array) gives the CUDA operator
@@ -28,6 +30,13 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
         if y is not None:
             raise ValueError(f"{name} is already an operator; pass its labels when building it.")
         return X
+    if _validation.is_dask_array(X):  # before check_X, which would gather it
+        if device == "cuda":
+            raise ValueError(f"{name} is a dask array: its blocks run on CPU workers; device='cuda' does not "
+                             "apply to it.")
+        from .dask import from_dask
+
+        return from_dask(X, y, fit_intercept, name, n_features)
     if device not in DEVICES:
         raise ValueError(f"device must be None, 'cpu' or 'cuda'; got {device!r}.")
     on_device = hasattr(X, "__cuda_array_interface__")

@@ -168,6 +168,26 @@ class Operator(ABC):
     def influence(self, curv, S, idx):
         """(m, n_sel) I[t, j] = -(S_t . x~_i) r_i for i = idx[j]."""
 
+    def influence_to_zarr(self, curv, S, path, dtype=np.float64, overwrite=False):
+        """Write the (m, n) influence matrix of every training row to a new Zarr array at ``path``; return it (read-only).
+
+        This version computes column blocks with :meth:`influence` (at most
+        INFLUENCE_BLOCK_BYTES each) and writes them from this process;
+        operators over distributed data write from where their blocks live.
+        """
+        import zarr
+
+        from .._config import INFLUENCE_BLOCK_BYTES
+
+        m, n = S.shape[0], self.n_samples
+        cols = max(1, min(n, INFLUENCE_BLOCK_BYTES // (8 * max(1, m))))
+        out = zarr.open_array(str(path), mode="w" if overwrite else "w-", shape=(m, n), chunks=(m, cols),
+                              dtype=dtype)
+        for lo in range(0, n, cols):
+            hi = min(n, lo + cols)
+            out[:, lo:hi] = self.influence(curv, S, np.arange(lo, hi, dtype=np.int64))
+        return zarr.open_array(str(path), mode="r")
+
     @abstractmethod
     def top_k(self, curv, S, k):
         """:class:`TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
