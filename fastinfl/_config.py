@@ -38,6 +38,29 @@ MAX_CONDITION = 1e13
 # verify=True re-solves this many right-hand sides of every batch with the explicit inverse.
 VERIFY_SAMPLE = 8
 
+# ------------------------------------------------- iterative solvers (issue 15)
+# Measurements: bench/RESULTS.md, "Solver study" (python -m bench.solver_study).
+# preconditioner="auto" for CG resolves to this (None, "jacobi" or "nystrom").
+AUTO_PRECONDITIONER = "nystrom"
+# Nystrom preconditioner: adaptive rank starts here and doubles (reusing earlier HVPs) until the
+# smallest kept eigenvalue is <= NYSTROM_TAIL x the largest, or a doubling lowered it by less than
+# the factor NYSTROM_FLAT (flat spectrum), or the rank reaches min(p, NYSTROM_MAX_RANK).
+NYSTROM_RANK0 = 16
+NYSTROM_TAIL = 1e-3
+NYSTROM_FLAT = 0.5
+NYSTROM_MAX_RANK = 256
+# Lanczos stops on an invariant subspace once beta_j <= this x (running estimate of ||H||).
+LANCZOS_BREAKDOWN = 1e-12
+# LiSSA: steps (passes over X) at most; scale = factor x the largest eigenvalue of H from this many
+# Lanczos steps; a relative residual above LISSA_DIVERGED means the recursion diverges.
+LISSA_DEPTH = 10000
+LISSA_SCALE_FACTOR = 1.0
+LISSA_LANCZOS_STEPS = 20
+LISSA_DIVERGED = 1e3
+# Arnoldi: default rank, and Lanczos steps = min(p, 2 rank + ARNOLDI_EXTRA_STEPS).
+ARNOLDI_RANK = 50
+ARNOLDI_EXTRA_STEPS = 20
+
 # ------------------------------------------------------------------ memory
 DEFAULT_MEMORY_LIMIT = 1 << 30
 # Right-hand sides per batch at most, whatever memory_limit allows.

@@ -30,7 +30,17 @@ _CHUNK_ROWS = 1 << 16
 _CHUNK_ELEMENTS = 1 << 23  # float64 draws per chunk at most (64 MiB): wide d gets fewer rows
 
 
-def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
+def _ar1(block, correlation):
+    """Turn i.i.d. standard-normal columns into AR(1) ones in place: unit variance, corr(x_j, x_k) = rho^|j-k|."""
+    if correlation:
+        innovation = np.sqrt(1.0 - correlation**2)
+        for j in range(1, block.shape[1]):
+            block[:, j] *= innovation
+            block[:, j] += correlation * block[:, j - 1]
+    return block
+
+
+def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, correlation=0.0):
     """Reproducible synthetic logistic-regression data, generated in row chunks.
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
@@ -48,6 +58,11 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     out : str or path, optional
         Write X to this ``.npy`` file as a memory map, chunk by chunk, without
         holding it in memory; X is then returned as a read-only memory map.
+    correlation : float in (-1, 1)
+        AR(1) correlation rho between neighbouring features (x_j = rho x_{j-1} +
+        sqrt(1 - rho^2) e_j from the same draws: corr(x_j, x_k) = rho^|j-k|, unit
+        variance), so that H is as ill-conditioned as real data (cond(X^T X)
+        grows like ((1 + rho) / (1 - rho))^2). 0 gives exactly the i.i.d. data.
 
     Returns
     -------
@@ -58,6 +73,10 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     n, d = int(n), int(d)
     if n < 1 or d < 1:
         raise ValueError(f"n and d must be positive; got n={n}, d={d}.")
+    if isinstance(correlation, bool) or not isinstance(correlation, (int, float, np.floating, np.integer)) \
+            or not -1.0 < correlation < 1.0:
+        raise ValueError(f"correlation must be a real number in (-1, 1); got {correlation!r}.")
+    correlation = float(correlation)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
@@ -71,7 +90,7 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5):
     for c, lo in enumerate(range(0, n, rows)):
         hi = min(n, lo + rows)
         rng = np.random.default_rng([seed, c])
-        block = rng.standard_normal((hi - lo, d))
+        block = _ar1(rng.standard_normal((hi - lo, d)), correlation)
         z = block @ coef + intercept
         y[lo:hi] = rng.random(hi - lo) < 1.0 / (1.0 + np.exp(-z))
         X[lo:hi] = block
