@@ -33,3 +33,13 @@ def test_compile_time_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| fit + influence, float64 | empty (cold) |" in out
     assert "| import only (best of 3) | warm |" in out
+
+
+def test_solver_study_prints_table(capsys):
+    from bench import solver_study
+
+    solver_study.main(["--n", "3000", "--d", "8", "--rhos", "0,0.9", "--m", "3", "--lissa-depth", "20",
+                       "--cases", "synthetic"])
+    out = capsys.readouterr().out
+    for method in ("direct", "cg", "pcg-jacobi", "pcg-nystrom", "lissa", "lissa-sgd", "arnoldi-50", "scipy-cg"):
+        assert "| rho=0.9 | 3000 | 8 |" in out and f" | {method} | " in out
