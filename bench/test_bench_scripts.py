@@ -69,3 +69,13 @@ def test_serving_benchmarks_print_their_tables(tmp_path, capsys):
     assert "| top_k(x, y, k=10) |" in out
     assert "| Influence.load(path, X, y) (sampled fingerprint) |" in out
     assert "\n| 3 | " in out and not list(tmp_path.iterdir())
+
+
+def test_solver_study_prints_table(capsys):
+    from bench import solver_study
+
+    solver_study.main(["--n", "3000", "--d", "8", "--rhos", "0,0.9", "--m", "3", "--lissa-depth", "20",
+                       "--cases", "synthetic"])
+    out = capsys.readouterr().out
+    for method in ("direct", "cg", "pcg-jacobi", "pcg-nystrom", "lissa", "lissa-sgd", "arnoldi-50", "scipy-cg"):
+        assert "| rho=0.9 | 3000 | 8 |" in out and f" | {method} | " in out

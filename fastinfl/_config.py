@@ -48,6 +48,39 @@ VERIFY_SAMPLE = 8
 # (docs/validation_groups.md: unconverged groups showed ratios of 0.5 to 16, converged ones < 0.05).
 UNCONVERGED_DECREMENT_RATIO = 0.1
 
+# ------------------------------------------------- iterative solvers (issue 15)
+# Measurements: bench/RESULTS.md, "Solver study" (python -m bench.solver_study).
+# preconditioner="auto" for CG resolves to this (None, "jacobi" or "nystrom"). Measured (10 test points,
+# n = 1e5, d = 100, AR(1) rho = 0 / 0.9 / 0.99 / 0.999): passes CG 8 / 78 / 105 / 113, Nystrom 11 / 25 /
+# 47 / 45, Jacobi 9 / 79 / 106 / 110; d = 1000, rho = 0.99: 674 / 158 / 692. Jacobi helps only on
+# unscaled features. (solver="auto" stays direct up to AUTO_DIRECT_MAX_P: fastest in every case there.)
+AUTO_PRECONDITIONER = "nystrom"
+# PCG reports non-positive curvature when p^T H p <= this x ||p|| ||H p|| (cond(H) along p > 1/this).
+PCG_MIN_CURVATURE = 1e-15
+# Nystrom preconditioner: adaptive rank starts here and doubles (reusing earlier HVPs) until the
+# smallest kept eigenvalue is <= NYSTROM_TAIL x the largest, or a doubling lowered it by less than
+# the factor NYSTROM_FLAT (flat spectrum), or the rank reaches min(p, NYSTROM_MAX_RANK).
+NYSTROM_RANK0 = 16
+NYSTROM_TAIL = 1e-3
+NYSTROM_FLAT = 0.5
+NYSTROM_MAX_RANK = 256
+# Lanczos (Arnoldi, LiSSA's scale): vectors per block (one batched HVP pass each); a new direction
+# shorter than LANCZOS_BREAKDOWN x ||H|| (estimate) after reorthogonalisation ends the basis.
+LANCZOS_BLOCK = 8
+LANCZOS_BREAKDOWN = 1e-10
+# LiSSA: steps (passes over X) at most; scale = factor x the largest eigenvalue of H from this many
+# Lanczos steps; a relative residual above LISSA_DIVERGED means the recursion diverges.
+LISSA_DEPTH = 10000
+LISSA_SCALE_FACTOR = 1.0
+LISSA_LANCZOS_STEPS = 20
+LISSA_DIVERGED = 1e3
+# Arnoldi: default rank, Lanczos vectors = min(p, 2 rank + ARNOLDI_EXTRA_STEPS), ARNOLDI_BLOCK per
+# pass (measured at p = 101, rank 10, 40 vectors: error vs the exact truncated eigen-inverse 2e-14 with
+# blocks of 1 or 2, 8e-8 with 4, 1e-3 with 8; passes 40, 20, 10, 5).
+ARNOLDI_RANK = 50
+ARNOLDI_EXTRA_STEPS = 20
+ARNOLDI_BLOCK = 4
+
 # ------------------------------------------------------------------ memory
 DEFAULT_MEMORY_LIMIT = 1 << 30
 # Right-hand sides per batch at most, whatever memory_limit allows.

@@ -30,7 +30,17 @@ _CHUNK_ROWS = 1 << 16
 _CHUNK_ELEMENTS = 1 << 23  # float64 draws per chunk at most (64 MiB): wide d gets fewer rows
 
 
-def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chunks=None):
+def _ar1(block, correlation):
+    """Turn i.i.d. standard-normal columns into AR(1) ones in place: unit variance, corr(x_j, x_k) = rho^|j-k|."""
+    if correlation:
+        innovation = np.sqrt(1.0 - correlation**2)
+        for j in range(1, block.shape[1]):
+            block[:, j] *= innovation
+            block[:, j] += correlation * block[:, j - 1]
+    return block
+
+
+def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chunks=None, correlation=0.0):
     """Reproducible synthetic logistic-regression data, generated in row chunks.
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
@@ -53,6 +63,11 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
         across the columns) instead: nothing is generated until computed, and
         any chunking gives exactly the values of the in-memory call (each
         block regenerates the 64 MiB generator chunks it overlaps). Needs dask.
+    correlation : float in (-1, 1)
+        AR(1) correlation rho between neighbouring features (x_j = rho x_{j-1} +
+        sqrt(1 - rho^2) e_j from the same draws: corr(x_j, x_k) = rho^|j-k|, unit
+        variance), so that H is as ill-conditioned as real data (cond(X^T X)
+        grows like ((1 + rho) / (1 - rho))^2). 0 gives exactly the i.i.d. data.
 
     Returns
     -------
@@ -63,6 +78,10 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
     n, d = int(n), int(d)
     if n < 1 or d < 1:
         raise ValueError(f"n and d must be positive; got n={n}, d={d}.")
+    if isinstance(correlation, bool) or not isinstance(correlation, (int, float, np.floating, np.integer)) \
+            or not -1.0 < correlation < 1.0:
+        raise ValueError(f"correlation must be a real number in (-1, 1); got {correlation!r}.")
+    correlation = float(correlation)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
@@ -70,7 +89,7 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
     if chunks is not None:
         if out is not None:
             raise ValueError("out and chunks cannot be combined: write a dask array with dask.array.to_zarr.")
-        return (*_dask_logistic(n, d, seed, dtype, coef, intercept, chunks), coef)
+        return (*_dask_logistic(n, d, seed, dtype, coef, intercept, chunks, correlation), coef)
     if out is None:
         X = np.empty((n, d), dtype=dtype)
     else:
@@ -79,7 +98,7 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
     rows = _generator_rows(d)
     for c, lo in enumerate(range(0, n, rows)):
         hi = min(n, lo + rows)
-        X[lo:hi], y[lo:hi] = _chunk(seed, c, hi - lo, d, coef, intercept)
+        X[lo:hi], y[lo:hi] = _chunk(seed, c, hi - lo, d, coef, intercept, correlation)
     if out is not None:
         X.flush()
         del X
@@ -92,37 +111,37 @@ def _generator_rows(d):
     return max(1, min(_CHUNK_ROWS, _CHUNK_ELEMENTS // d))
 
 
-def _chunk(seed, c, rows, d, coef, intercept):
+def _chunk(seed, c, rows, d, coef, intercept, correlation=0.0):
     """Generator chunk c (``rows`` rows): float64 X (rows, d) and boolean labels, from default_rng([seed, c])."""
     rng = np.random.default_rng([seed, c])
-    block = rng.standard_normal((rows, d))
+    block = _ar1(rng.standard_normal((rows, d)), correlation)
     z = block @ coef + intercept
     return block, rng.random(rows) < 1.0 / (1.0 + np.exp(-z))
 
 
-def _rows(n, d, seed, coef, intercept, lo, hi):
+def _rows(n, d, seed, coef, intercept, lo, hi, correlation=0.0):
     """(hi - lo, d + 1) float64: rows [lo, hi) of X and their labels, from the generator chunks they overlap."""
     R = _generator_rows(d)
     out = np.empty((hi - lo, d + 1))
     for c in range(lo // R, (hi - 1) // R + 1):
         c0, c1 = c * R, min(n, (c + 1) * R)
-        block, labels = _chunk(seed, c, c1 - c0, d, coef, intercept)
+        block, labels = _chunk(seed, c, c1 - c0, d, coef, intercept, correlation)
         a, b = max(lo, c0), min(hi, c1)
         out[a - lo: b - lo, :d] = block[a - c0: b - c0]
         out[a - lo: b - lo, d] = labels[a - c0: b - c0]
     return out
 
 
-def _dask_block(n, d, seed, coef, intercept, block_info=None):
+def _dask_block(n, d, seed, coef, intercept, correlation, block_info=None):
     lo, hi = block_info[None]["array-location"][0]
-    return _rows(n, d, seed, coef, intercept, lo, hi)
+    return _rows(n, d, seed, coef, intercept, lo, hi, correlation)
 
 
-def _dask_logistic(n, d, seed, dtype, coef, intercept, chunks):
+def _dask_logistic(n, d, seed, dtype, coef, intercept, chunks, correlation=0.0):
     """Lazy (X, y) dask arrays with row ``chunks``: one task per block makes both."""
     import dask.array as da
 
     rows = da.core.normalize_chunks((chunks, d), shape=(n, d), dtype=np.float64)[0]
     both = da.map_blocks(_dask_block, dtype=np.float64, chunks=(rows, (d + 1,)), token="make_logistic", n=n,
-                         d=d, seed=seed, coef=coef, intercept=intercept)
+                         d=d, seed=seed, coef=coef, intercept=intercept, correlation=correlation)
     return both[:, :d].astype(dtype), both[:, d].astype(np.int8)

@@ -27,8 +27,9 @@ from .model import check_fitted_model, objective_gradient, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, Direct, Verified, batches, solve_bytes
+from .solvers_iterative import PCG, PRECONDITIONERS, Arnoldi, LiSSA
 
-SOLVERS = ("auto", "direct", "cg")
+SOLVERS = ("auto", "direct", "cg", "lissa", "arnoldi")
 CORRECTIONS = ("none", "newton")
 LOSSES = ("exact", "linear")
 
@@ -57,12 +58,35 @@ class Influence:
         ``leverage`` and the Newton correction use the K x K blocks (see them).
     X_train : array-like (n, d), float32 kept as float32, other reals as float64
     y_train : array-like (n,), labels 0/1 (bool accepted)
-    solver : {"auto", "direct", "cg"}
+    solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
         sides. "cg": batched conjugate gradient on Hessian-vector products,
         every right-hand side of a batch advanced together and converging on
-        its own. "auto": direct while p <= AUTO_DIRECT_MAX_P (H is formed once
-        and reused by every later call; see bench/RESULTS.md), else cg.
+        its own (with ``preconditioner``: preconditioned CG). "auto": direct
+        while p <= AUTO_DIRECT_MAX_P (H is formed once and reused by every later
+        call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
+        recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
+        "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
+        (Schioppa et al. 2022), an approximation (README, "Solvers").
+    preconditioner : {None, "jacobi", "nystrom", "auto"}
+        For CG (solver "cg", or "auto" when it picks CG): "jacobi" = diag(H)^-1
+        (one pass); "nystrom" = randomized rank-``rank`` Nystrom approximation of
+        H (rank adaptive when None); "auto" = the rule measured in the solver
+        study (``fastinfl._config.AUTO_PRECONDITIONER``). Refused with other solvers.
+    rank : int >= 1 or None
+        Nystrom rank (None: adaptive) and Arnoldi rank (None: 50), capped at p.
+    lissa_depth : int >= 1 or None
+        LiSSA steps (passes over X, or row samples) at most; None: 10000.
+    lissa_scale : float > 0 or None
+        LiSSA scale; must exceed half the largest eigenvalue of H. None: the
+        largest eigenvalue from 20 Lanczos steps.
+    lissa_repetitions : int >= 1
+        Independent stochastic LiSSA runs averaged (only with ``lissa_batch_size``).
+    lissa_batch_size : int >= 1 or None
+        Rows sampled (with replacement) per LiSSA step; None: the full Hessian
+        (deterministic).
+    seed : int
+        Seed of the random starts and samples (Nystrom, LiSSA, Arnoldi).
     damping : float >= 0
         Added to the diagonal of H.
     tol : float > 0
@@ -106,7 +130,9 @@ class Influence:
 
     def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
-                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, *, _state=None):
+                 batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, preconditioner=None,
+                 rank=None, lissa_depth=None, lissa_scale=None, lissa_repetitions=1, lissa_batch_size=None, seed=0,
+                 *, _state=None):
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
             model._check_fitted()
@@ -133,6 +159,17 @@ class Influence:
         self.batch_size = check_scalar(batch_size, "batch_size", integer=True, min_value=1,
                                        allow_none=True)
         stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
+        self.preconditioner = check_choice(preconditioner, "preconditioner", PRECONDITIONERS)
+        if self.preconditioner is not None and self.solver not in ("auto", "cg"):
+            raise ValueError(f"preconditioner applies to solver='cg' (or 'auto' when it picks CG); got "
+                             f"preconditioner={preconditioner!r} with solver={solver!r}.")
+        self.rank = check_scalar(rank, "rank", integer=True, min_value=1, allow_none=True)
+        self.lissa_depth = check_scalar(lissa_depth, "lissa_depth", integer=True, min_value=1, allow_none=True)
+        self.lissa_scale = check_scalar(lissa_scale, "lissa_scale", strict=True, allow_none=True)
+        self.lissa_repetitions = check_scalar(lissa_repetitions, "lissa_repetitions", integer=True, min_value=1)
+        self.lissa_batch_size = check_scalar(lissa_batch_size, "lissa_batch_size", integer=True, min_value=1,
+                                             allow_none=True)
+        self.seed = check_scalar(seed, "seed", integer=True)
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
@@ -219,14 +256,31 @@ class Influence:
     @property
     def _solver(self):
         """The solver for the current settings (built once per setting; the factor is kept)."""
-        key = ("direct" if self._use_direct else "cg", self.tol, self.max_iter, self.verify, self.verify_rtol)
+        kind = "direct" if self._use_direct else self.solver if self.solver in ("lissa", "arnoldi") else "cg"
+        key = (kind, self.tol, self.max_iter, self.verify, self.verify_rtol, self.preconditioner, self.rank,
+               self.lissa_depth, self.lissa_scale, self.lissa_repetitions, self.lissa_batch_size, self.seed)
         solver = self._solvers.get(key)
         if solver is None:
-            solver = Direct(self._hess) if key[0] == "direct" else CG(self._hess, self.tol, self.max_iter)
+            if kind == "direct":
+                solver = Direct(self._hess)
+            elif kind == "lissa":
+                solver = LiSSA(self._hess, self.tol, self.lissa_depth, self.lissa_scale, self.lissa_repetitions,
+                               self.lissa_batch_size, self.seed)
+            elif kind == "arnoldi":
+                solver = Arnoldi(self._hess, self.rank, seed=self.seed)
+            elif self.preconditioner is None:
+                solver = CG(self._hess, self.tol, self.max_iter)
+            else:
+                solver = PCG(self._hess, self.tol, self.max_iter, self.preconditioner, self.rank, self.seed)
             if self.verify:
                 solver = Verified(solver, self.verify_rtol)
             solver = self._solvers.setdefault(key, solver)
         return solver
+
+    @property
+    def solver_(self):
+        """The solver object for the current settings (``n_iter_``, ``residual_`` of its last batch)."""
+        return self._solver
 
     @property
     def cg_n_iter_(self):

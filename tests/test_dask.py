@@ -372,3 +372,10 @@ def test_a_worker_killed_mid_pass_leaves_the_right_answer_or_a_clear_error(what,
     else:
         close(outcome["value"], ref.s_test(Xt[:3], yt[:3]), 1e-9)
     cluster.wait_for_workers(2, timeout=60)
+
+
+def test_make_logistic_chunks_reproduce_correlated_data():
+    X, y, _ = fastinfl.datasets.make_logistic(3000, 5, seed=4, correlation=0.9, dtype=np.float64)
+    Xd, yd, _ = fastinfl.datasets.make_logistic(3000, 5, seed=4, correlation=0.9, dtype=np.float64, chunks=701)
+    np.testing.assert_array_equal(Xd.compute(), X)  # chunked generation is exact, correlation included
+    np.testing.assert_array_equal(yd.compute(), y)

@@ -105,7 +105,7 @@ def test_hessian_is_cached_and_returned_as_copy(fitted):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"solver": "lissa"}, "solver must be one of 'auto', 'direct', 'cg'; got 'lissa'"),
+    [({"solver": "newton"}, "solver must be one of 'auto', 'direct', 'cg', 'lissa', 'arnoldi'; got 'newton'"),
      ({"damping": -1.0}, "damping must be >= 0"), ({"tol": 0}, "tol must be > 0"),
      ({"max_iter": 0}, "max_iter must be >= 1")],
 )

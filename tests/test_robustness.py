@@ -130,7 +130,7 @@ CASES = [
     ("Influence", "y_train with NaN", lambda: Influence(model(), X, _with(Y, 4, np.nan)),
      ValueError, r"y_train contains NaN or inf \(first at row 4\)"),
     ("Influence", "solver='newton'", lambda: Influence(model(), X, Y, solver="newton"),
-     ValueError, r"solver must be one of 'auto', 'direct', 'cg'; got 'newton'"),
+     ValueError, r"solver must be one of 'auto', 'direct', 'cg', 'lissa', 'arnoldi'; got 'newton'"),
     ("Influence", "damping = -1", lambda: Influence(model(), X, Y, damping=-1),
      ValueError, r"damping must be >= 0.0; got -1.0"),
     ("Influence", "tol = -1e-10", lambda: Influence(model(), X, Y, tol=-1e-10),

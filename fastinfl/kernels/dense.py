@@ -289,6 +289,44 @@ def _hessian_sum(X, w, ridge, H_out, stop):
 
 
 @kernel()
+def _hessian_diagonal_rows(X, w, lo, hi, acc):
+    """Adds sum_{i in [lo, hi)} w_i x~_ij^2 to acc[j] (p,); acc[d] gets sum w_i when p = d + 1."""
+    d = X.shape[1]
+    p = acc.shape[0]
+    for i in range(lo, hi):
+        wi = w[i]
+        for j in range(d):
+            xij = np.float64(X[i, j])
+            acc[j] += wi * xij * xij
+        if p > d:
+            acc[d] += wi
+
+
+@kernel(parallel=True)
+def _hessian_diagonal(X, w, ridge, out, stop):
+    """out (p,) = diag(H) = sum_i w_i x~_i^2 + ridge, in one pass over X (the Jacobi preconditioner).
+
+    Per-chunk float64 sums merged serially in a fixed order (bitwise identical for any thread count).
+    """
+    n = X.shape[0]
+    p = out.shape[0]
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    acc = np.zeros((nch, p))
+    if nch == 1:
+        _hessian_diagonal_rows(X, w, 0, n, acc[0])
+    else:
+        rows = (n + nch - 1) // nch
+        for c in prange(nch):
+            if not stop[0]:
+                _hessian_diagonal_rows(X, w, c * rows, min(n, (c + 1) * rows), acc[c])
+    for j in range(p):
+        out[j] = ridge[j]
+    for c in range(nch):
+        for j in range(p):
+            out[j] += acc[c, j]
+
+
+@kernel()
 def _hvp_rows(X, w, V, lo, hi, acc):
     """Adds sum_{i in [lo, hi)} w_i (x~_i . v_q) x~_i to row q of acc (k, p), for every row v_q of V."""
     d = X.shape[1]

@@ -58,6 +58,8 @@ CONVERGED = 0
 MAX_ITER = 1
 NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
 
+_FALLBACK_BLOCK_ROWS = 4096  # rows per block in the base-class passes built on rows()
+
 
 def cg_on_hvp(hvp, B, tol, max_iter):
     """Batched conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
@@ -152,6 +154,29 @@ class Operator(ABC):
     def hvp(self, curv, ridge, V):
         """(k, p) rows H v_q for the rows of V (k, p), one pass over X for all k."""
 
+    def hessian_diagonal(self, curv, ridge):
+        """(p,) diag(H) = sum_i w_i x~_i^2 + ridge, in one pass (the Jacobi preconditioner).
+
+        This fallback reads the rows through :meth:`rows` in blocks; kinds of
+        data override it with a kernel.
+        """
+        diag = np.array(ridge, dtype=np.float64, copy=True)
+        for lo in range(0, self.n_samples, _FALLBACK_BLOCK_ROWS):
+            idx = np.arange(lo, min(self.n_samples, lo + _FALLBACK_BLOCK_ROWS))
+            A = self.rows(idx)
+            diag += np.einsum("i,ij,ij->j", self.weights(curv, idx), A, A)
+        return diag
+
+    def hvp_rows(self, curv, ridge, idx, V, scale=1.0):
+        """(k, p) rows scale * sum_{i in idx} w_i x~_i x~_i^T v_q + ridge * v_q: a Hessian of the rows ``idx``.
+
+        With ``scale = n / len(idx)`` an unbiased estimate of ``hvp`` from a
+        sample of rows (stochastic LiSSA); reads only those rows.
+        """
+        A = self.rows(idx)
+        T = (A @ V.T) * self.weights(curv, idx)[:, None]
+        return scale * (T.T @ A) + V * ridge
+
     def cg(self, curv, ridge, B, tol, max_iter):
         """Batched conjugate gradient on :meth:`hvp`: a :class:`CGResult` for the rows of B (k, p).
 
@@ -209,7 +234,7 @@ class HessianOperator:
     """H = sum_i w_i x~_i x~_i^T + diag(ridge) at one theta: what the solvers need, and nothing else.
 
     ``hvp(V)`` (k, p), ``hessian()`` (p, p, formed once and cached), ``cg(B, tol,
-    max_iter)`` and ``n_params``. Thread-safe: the cached Hessian is built under a lock.
+    max_iter)``, ``diagonal()`` (p,), ``hvp_rows(idx, V, scale)`` and ``n_params``. Thread-safe: the cached Hessian is built under a lock.
     """
 
     def __init__(self, operator, curv, ridge):
@@ -220,6 +245,7 @@ class HessianOperator:
         self.ridge = np.ascontiguousarray(ridge, dtype=np.float64)
         self.n_params = operator.n_params
         self._H = None
+        self._diag = None
         self._lock = threading.Lock()
 
     def hvp(self, V):
@@ -242,3 +268,19 @@ class HessianOperator:
     def project(self, B):
         """The part of the right-hand sides B (k, p) that H^+ sees: B itself here (H is nonsingular)."""
         return B
+
+    def diagonal(self):
+        """(p,) diag(H): from the cached Hessian when formed, else one pass over X (cached)."""
+        with self._lock:
+            if self._diag is None:
+                self._diag = (np.diag(self._H).copy() if self._H is not None
+                              else self.operator.hessian_diagonal(self.curv, self.ridge))
+        return self._diag
+
+    def hvp_rows(self, idx, V, scale=1.0):
+        """(k, p) H V^T estimated from the rows ``idx`` only (see :meth:`Operator.hvp_rows`)."""
+        return self.operator.hvp_rows(self.curv, self.ridge, idx, V, scale)
+
+    @property
+    def n_samples(self):
+        return self.operator.n_samples

@@ -91,6 +91,12 @@ class DenseOperator(Operator):
                    parallel=several)
         return H
 
+    def hessian_diagonal(self, curv, ridge):
+        out = np.empty(self.n_params)
+        policy.run(kernels._hessian_diagonal, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
+                   out, work=self.X.size, parallel=self._parallel())
+        return out
+
     def hvp(self, curv, ridge, V):
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
