@@ -216,6 +216,9 @@ class Influence:
         """
         from . import _state
 
+        if getattr(self._op, "kind", "dense") != "dense":
+            raise ValueError(f"save is available for in-memory (dense NumPy) training data only; this Influence "
+                             f"runs on {self._op.kind} data, whose per-row state stays where the data are.")
         if self._multi:
             raise ValueError("save is not available for MultinomialLogisticRegression yet (binary models only).")
         return _state.save(self, path, check)

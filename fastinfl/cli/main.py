@@ -140,6 +140,10 @@ def _parser():
                        help="how many to list in --self-influence FILE (default: --k; 0: all)")
     p_run.add_argument("--plot", metavar="FILE.png",
                        help="plot predicted vs actual leave-one-out change (needs matplotlib)")
+    p_run.add_argument("--scheduler", metavar="ADDRESS",
+                       help="with a Zarr store (a folder STORE.zarr holding arrays X and y) as TRAIN: the "
+                            "dask scheduler, tcp://host:port, local[:N] (a LocalCluster), threads or "
+                            "synchronous (needs the extra 'dask')")
     p_run.add_argument("--loss", choices=("exact", "linear"), default="exact",
                        help="loo_change: the test loss evaluated at the predicted parameters (exact, "
                             "default) or carried to first order (linear); docs/validation_accuracy.md")

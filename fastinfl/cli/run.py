@@ -134,6 +134,21 @@ def _classes(args, y_train, y_test):
     return (y_train == classes[1]).astype(np.float64), (y_test == classes[1]).astype(np.float64), False
 
 
+def _check_distributed(args, train):
+    """A Zarr training store: 0/1 labels of both classes (checked by dask), no full-row passes of the options."""
+    import dask.array as da
+
+    for option, value in (("--self-influence", args.self_influence), ("--plot", args.plot),
+                          ("--groups", args.groups)):
+        if value is not None:
+            raise CommandError(f"{option} is not available with a Zarr training store ({args.train}): it "
+                               "gathers training rows into this process.")
+    classes = da.unique(train.y).compute()
+    if classes.size < 2 or not set(classes.tolist()) <= {0, 1}:
+        raise CommandError(f"{args.train}: a Zarr store's labels y must be 0 and 1 (both present); got "
+                           f"{sorted(classes.tolist())[:10]}.")
+
+
 def _note(message):
     print(f"fastinfl: note: {message}", file=sys.stderr)
 
@@ -145,20 +160,41 @@ def _is_terminal(stream):
         return False
 
 
+def _load(path, args, label_col, labels, n_features=None, in_memory=False):
+    """A data file through ``_io.load_dataset``, or a Zarr store (arrays X and y) as dask arrays."""
+    from .. import io_dask
+
+    if not io_dask.is_zarr(path):
+        return load_dataset(path, label_col, labels, args.id_col, args.drop_cols, n_features=n_features)
+    if args.id_col or args.drop_cols:
+        raise CommandError(f"{path}: --id-col and --drop-cols go with .csv files, not a Zarr store.")
+    return io_dask.load_any(path, label_col, labels, in_memory=in_memory)
+
+
 def run(args):
     """The ``run`` command: top-k helpful and harmful training points of every test point."""
+    from .. import io_dask
+
+    with io_dask.scheduler(args.scheduler):
+        _run(args)
+
+
+def _run(args):
     labels = args.labels or (None, None)
-    train = load_dataset(args.train, args.label_col, labels[0], args.id_col, args.drop_cols)
+    train = _load(args.train, args, args.label_col, labels[0])
     # a CSV test file's labels are in the training file's label column, by name
     test_label = args.label_col or (train.label if os.path.splitext(args.test)[1].lower() == ".csv" else None)
-    test = load_dataset(args.test, test_label, labels[1], args.id_col, args.drop_cols,
-                        n_features=train.X.shape[1])
+    test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True)
     for note in (*train.notes, *test.notes):
         _note(note)
     check_same_features(train, args.train, test, args.test)
-    shown_train, shown_test = train.y, test.y  # labels as the files give them, for the output
-    y_train, y_test, multinomial = _classes(args, train.y, test.y)
-    train, test = train._replace(y=y_train), test._replace(y=y_test)
+    if not isinstance(train.y, np.ndarray):  # a Zarr store (dask arrays): 0/1 labels, never gathered
+        _check_distributed(args, train)
+        shown_train, shown_test, multinomial = train.y, test.y, False
+    else:
+        shown_train, shown_test = train.y, test.y  # labels as the files give them, for the output
+        y_train, y_test, multinomial = _classes(args, train.y, test.y)
+        train, test = train._replace(y=y_train), test._replace(y=y_test)
     dtype = "float32" if train.X.dtype == np.float32 else "float64"
     _compile.notice([dtype], quiet=args.quiet)
     model = fit(train.X, train.y, args.l2, args.quiet, args.train, multinomial)
