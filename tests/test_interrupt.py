@@ -13,8 +13,10 @@ from fastinfl.kernels import dense as _kernels
 from fastinfl.operators.policy import call_interruptible
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np, fastinfl
+    # a shell starting us in the background (no job control) sets SIGINT to ignored: restore Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     X, y, _ = fastinfl.datasets.make_logistic(400_000, 40, seed=0, dtype=np.float64)
     model = fastinfl.LogisticRegression(l2=1.0).fit(X[:2000], y[:2000])
     inf = fastinfl.Influence(model, X, y, stationarity_tol=1.0, batch_size=20_000)

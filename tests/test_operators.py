@@ -139,6 +139,9 @@ def test_every_operation_stops_on_sigint_through_the_one_policy(name, data, monk
         return real_run(polling_kernel, *args, work=1 << 62, parallel=parallel)  # force the worker path
 
     monkeypatch.setattr(policy, "run", slow_run)
+    # Python's own Ctrl-C handler, even where a shell started the tests in the background with
+    # SIGINT ignored (no job control)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -146,6 +149,7 @@ def test_every_operation_stops_on_sigint_through_the_one_policy(name, data, monk
             call()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert seen["calls"] >= 1 and seen["stopped"], seen
     monkeypatch.setattr(policy, "run", real_run)
     _operations(X, y, model)[name]()()  # usable afterwards
