@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._validation import check_indices, check_scalar, check_X, check_y
+from ._validation import check_csr, check_indices, check_scalar, check_X, check_y, is_sparse
 from .exceptions import ConvergenceError
 from .model import LogisticRegression, check_fitted_model
 
@@ -33,9 +33,9 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         Compare with ``Influence.loo_change``.
     """
     check_fitted_model(model)
-    X_train = check_X(X_train, "X_train", n_features=model.n_features_)
+    X_train = _check_data(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")
-    X_test = check_X(X_test, "X_test", n_features=model.n_features_)
+    X_test = _check_data(X_test, "X_test", n_features=model.n_features_)
     y_test = check_y(y_test, X_test.shape[0], "y_test")
     idx = check_indices(train_idx, X_train.shape[0])
     tol = check_scalar(tol, "tol", strict=True)
@@ -51,8 +51,20 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
     out = np.empty((X_test.shape[0], idx.shape[0]))
     for j, i in enumerate(idx):
         try:
-            loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
+            loo = refit(_without_row(X_train, i), np.delete(y_train, i), base.params_)
         except (ValueError, ConvergenceError) as exc:
             raise type(exc)(f"refitting without training point {i} (train_idx[{j}]): {exc}") from exc
         out[:, j] = loo.losses(X_test, y_test) - base_losses
     return out
+
+
+def _check_data(X, name, n_features):
+    """Dense arrays by check_X; scipy.sparse by check_csr (CSR kept, other formats converted once)."""
+    return check_csr(X, name, n_features) if is_sparse(X) else check_X(X, name, n_features=n_features)
+
+
+def _without_row(X, i):
+    """X without row i (a copy): np.delete for arrays, a row selection for scipy.sparse."""
+    if is_sparse(X):
+        return X[np.delete(np.arange(X.shape[0]), i)]
+    return np.delete(X, i, axis=0)

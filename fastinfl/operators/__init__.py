@@ -23,6 +23,13 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):
         if y is not None:
             raise ValueError(f"{name} is already an operator; pass its labels when building it.")
         return X
+    if _validation.is_sparse(X):  # scipy.sparse: CSR kept, other formats converted to CSR once
+        from .csr import CSROperator
+
+        X = _validation.check_csr(X, name, n_features=n_features)
+        if y is not None:
+            y = _validation.check_y(y, X.shape[0], "y" + name[1:])
+        return CSROperator(X, y, fit_intercept)
     from .dense import DenseOperator, sum_squares
 
     X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
