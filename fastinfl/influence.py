@@ -302,12 +302,20 @@ class Influence:
         return out
 
     def self_influence(self, train_idx=None):
-        """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?)."""
+        """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?).
+
+        Cost: one solve per selected point. With CG (large p, e.g. sparse hashed
+        features) that is len(train_idx) CG solves, batched; for all n points
+        (train_idx=None) it is n solves, n times the cost of one ``s_test``: pass a subset.
+        """
         idx = check_indices(train_idx, self.n_samples)
         return self._op.residuals(self._curv, idx) ** 2 * self._quad_forms(idx)
 
     def leverage(self, train_idx=None):
-        """(n_sel,) h_i = w_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix."""
+        """(n_sel,) h_i = w_i x~_i^T H^-1 x~_i, the diagonal of the (penalised) hat matrix.
+
+        One solve per selected point, like :meth:`self_influence` (n solves for all points).
+        """
         idx = check_indices(train_idx, self.n_samples)
         return self._op.weights(self._curv, idx) * self._quad_forms(idx)
 

@@ -8,7 +8,8 @@ raises :class:`SparseInputError` (a ValueError) naming the file:
   array or a text file with one label per line;
 - svmlight / libsvm text (``.svm``, ``.svmlight``, ``.libsvm``) through
   scikit-learn's ``load_svmlight_file`` (needs scikit-learn); the labels are in
-  the file, and labels -1/+1 are read as 0/1. ``n_features`` makes a test file
+  the file, and labels -1/+1 are read as 0/1; column indices are taken as 1-based
+  (libsvm) unless index 0 occurs (scikit-learn's ``zero_based="auto"``). ``n_features`` makes a test file
   as wide as its training file (svmlight stores no width).
 
 Features are checked as the library would (finite values, indices in range;
