@@ -334,8 +334,8 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import resource, numpy as np, fastinfl
     n, d = 20_000, 1 << 18
     X, y, _ = fastinfl.datasets.make_logistic(n, d, seed=0, density=20 / d)
-    model = fastinfl.LogisticRegression(l2=1.0, tol=1e-8).fit(X, y)
-    inf = fastinfl.Influence(model, X, y, tol=1e-8)
+    model = fastinfl.LogisticRegression(l2=1.0, tol=1e-6).fit(X, y)
+    inf = fastinfl.Influence(model, X, y, tol=1e-6)
     top = inf.top_k(X[:8], y[:8], k=5)
     infl = inf.influence(X[:8], y[:8], train_idx=np.arange(1000))
     s = inf.self_influence(np.arange(16))
@@ -348,7 +348,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 def test_two_to_the_18_columns_within_a_memory_bound():
     """Fit, top_k, influence and self_influence at d = 2^18 in a fresh process: peak RSS far below dense X."""
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True,
-                         env={**os.environ}, timeout=600)
+                         env={**os.environ}, timeout=1800)
     assert out.returncode == 0, out.stderr
     peak, nnz, d = map(int, out.stdout.split())
     dense_bytes = 20_000 * d * 4  # float32: 21 GB

@@ -259,9 +259,28 @@ def _hessian_sum(indptr, indices, data, w, ridge, d, H_out, stop):
 
 
 @kernel()
+def _hvp_rows_1(indptr, indices, data, w, v, d, lo, hi, acc):
+    """``_hvp_rows`` for one vector v (p,) into acc (p,)."""
+    p = v.shape[0]
+    for i in range(lo, hi):
+        s0, s1 = indptr[i], indptr[i + 1]
+        t = v[d] if p > d else 0.0
+        for s in range(s0, s1):
+            t += data[s] * v[indices[s]]
+        t *= w[i]
+        for s in range(s0, s1):
+            acc[indices[s]] += data[s] * t
+        if p > d:
+            acc[d] += t
+
+
+@kernel()
 def _hvp_rows(indptr, indices, data, w, Vt, d, lo, hi, acc):
     """Adds sum_{i in [lo, hi)} w_i (x~_i . v_q) x~_i to column q of acc (p, k), for the columns v_q of Vt (p, k)."""
     p, k = Vt.shape
+    if k == 1:  # scalar loops: the general loop over q costs 5x here (measured, 4.4M nonzeros)
+        _hvp_rows_1(indptr, indices, data, w, Vt.reshape(p), d, lo, hi, acc.reshape(p))
+        return
     t = np.empty(k)
     for i in range(lo, hi):
         s0, s1 = indptr[i], indptr[i + 1]
@@ -354,7 +373,7 @@ def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
         for c in range(nch):
             out += acc[c]
         return
-    if nnz + n < 2 * _MIN_NNZ:
+    if nnz + n < 2 * _MIN_NNZ or k == 1:
         _hvp_rows(indptr, indices, data, w, Vt, d, 0, n, out)
         return
     # Column split.
