@@ -36,9 +36,22 @@ MIN_CHUNK_ROWS = 4096
 MAX_CHUNKS = 64
 CHUNK_BYTES = 1 << 26
 
+# ------------------------------------------------------------------ CSR (scipy.sparse) kernels
+# Nonzeros (plus rows) per row chunk of the CSR passes at least.
+CSR_MIN_CHUNK_NNZ = 1 << 16
+# Column ranges of the CSR HVP's column split (many vectors of many parameters, see kernels/csr.py).
+CSR_COLUMN_CHUNKS = 8
+# The CSR operator forms H (pairs of nonzeros per row) up to this many parameters: H would be
+# 512 MiB at 8192; beyond it only HVPs (CG) are offered.
+CSR_HESSIAN_MAX_P = 8192
+
 # ------------------------------------------------------------------ solvers
 # solver="auto" forms and factors H up to this many parameters, CG on HVPs above.
 AUTO_DIRECT_MAX_P = 2000
+# LogisticRegression.fit: Newton steps by Cholesky up to this many parameters, above by truncated CG
+# on HVPs (Newton-CG) with at most NEWTON_CG_MAX_ITER inner iterations per step.
+NEWTON_DIRECT_MAX_P = AUTO_DIRECT_MAX_P
+NEWTON_CG_MAX_ITER = 500
 # The direct solver refuses H beyond this condition number (relative error ~ cond x 1e-16).
 MAX_CONDITION = 1e13
 # verify=True re-solves this many right-hand sides of every batch with the explicit inverse.

@@ -273,3 +273,98 @@ def check_class_labels(y, n_samples, classes=None, name="y"):
             f"(first at row {row}).", name, row
         )
     return np.ascontiguousarray(codes, dtype=np.int64), classes
+
+
+# ------------------------------------------------------------------ scipy.sparse input
+def is_sparse(X):
+    """True for a scipy.sparse matrix or array (scipy.sparse is imported only when X comes from it)."""
+    if not type(X).__module__.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse
+
+    return scipy.sparse.issparse(X)
+
+
+def check_csr(X, name="X", n_features=None):
+    """Return X as a CSR matrix whose arrays the CSR kernels take, checked in O(nnz); copies only when needed.
+
+    CSR is kept as it is (its arrays are not copied); any other format (CSC,
+    COO, ...) is converted once with ``tocsr()``. Values: float32 stays float32,
+    other reals become float64; indices and indptr become int32 or int64 (both
+    the same). Unsorted and repeated column indices are accepted: a repeated
+    column counts as the sum of its entries, as in scipy. Checks: shape (not
+    empty, ``n_features``), indptr (starts at 0, non-decreasing), column indices
+    in range and finite values; a bad entry is reported by its row and column.
+    """
+    import scipy.sparse
+
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}.")
+    n, d = X.shape
+    if n == 0:
+        raise ValueError(f"{name} is empty: it has 0 rows.")
+    if d == 0:
+        raise ValueError(f"{name} has no features: shape {X.shape}.")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"{name} has {d} features but the model has {n_features}.")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers; got dtype {X.dtype}. Convert it with .astype(float).")
+    if X.format != "csr":
+        X = X.tocsr()
+    indptr, indices, data = X.indptr, X.indices, X.data
+    if indptr.ndim != 1 or indptr.shape[0] != n + 1 or indptr.dtype.kind not in "iu":
+        raise ValueError(f"{name}.indptr must be an integer array of length n_samples + 1 = {n + 1}; "
+                         f"got {indptr.dtype} of shape {indptr.shape}.")
+    if indptr[0] != 0:
+        raise ValueError(f"{name}.indptr must start at 0; got {indptr[0]}.")
+    steps = np.diff(indptr)
+    if (steps < 0).any():
+        row = int(np.flatnonzero(steps < 0)[0])
+        raise BadValueError(f"{name}.indptr decreases at row {row}: a malformed CSR matrix.", name, row)
+    nnz = int(indptr[-1])
+    if indices.shape[0] < nnz or data.shape[0] < nnz or indices.dtype.kind not in "iu":
+        raise ValueError(f"{name} is a malformed CSR matrix: indptr[-1] = {nnz} but indices has "
+                         f"{indices.shape[0]} and data {data.shape[0]} entries.")
+    if indices.shape[0] > nnz or data.shape[0] > nnz:
+        indices, data = indices[:nnz], data[:nnz]
+    if nnz:
+        bad = None
+        lo, hi = indices.min(), indices.max()
+        if lo < 0 or hi >= d:
+            bad = (indices < 0) | (indices >= d)
+        if bad is not None:
+            s = int(np.flatnonzero(bad)[0])
+            row = int(np.searchsorted(indptr, s, side="right") - 1)
+            raise BadValueError(f"{name} has column index {int(indices[s])} out of range for {d} columns "
+                                f"(first at row {row}).", name, row, int(indices[s]))
+    big = np.int64 if (nnz > np.iinfo(np.int32).max or indptr.dtype.itemsize > 4
+                       or indices.dtype.itemsize > 4 or indptr.dtype.kind == "u") else np.int32
+    vdtype = np.float32 if data.dtype == np.float32 else np.float64
+    new = (np.ascontiguousarray(indptr, dtype=big), np.ascontiguousarray(indices, dtype=big),
+           np.ascontiguousarray(data, dtype=vdtype))
+    if any(a is not b for a, b in zip(new, (X.indptr, X.indices, X.data))):
+        cls = scipy.sparse.csr_array if isinstance(X, scipy.sparse.sparray) else scipy.sparse.csr_matrix
+        X = cls((new[2], new[1], new[0]), shape=(n, d), copy=False)
+        # scipy may narrow the index dtype it was given: the kernels get the arrays chosen here
+        X.indptr, X.indices = new[0], new[1]
+    _check_finite_csr(new[2], new[0], new[1], name)
+    return X
+
+
+def _check_finite_csr(data, indptr, indices, name):
+    """BadValueError naming the row and column of the first NaN/inf (or overflowing) stored value."""
+    if data.size == 0:
+        return
+    total = np.einsum("i,i->", data, data, dtype=np.float64)
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(data)
+    what = "contains NaN or inf"
+    if not bad.any():
+        big = np.abs(data)
+        bad = big == big.max()
+        what = f"holds values up to {float(big.max()):.3g} in magnitude: their squares overflow float64"
+    s = int(np.flatnonzero(bad)[0])
+    row = int(np.searchsorted(indptr, s, side="right") - 1)
+    col = int(indices[s])
+    raise BadValueError(f"{name} {what} (first at row {row}, column {col}).", name, row, col)

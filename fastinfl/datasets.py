@@ -40,7 +40,8 @@ def _ar1(block, correlation):
     return block
 
 
-def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chunks=None, correlation=0.0):
+def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chunks=None, correlation=0.0,
+                  density=None):
     """Reproducible synthetic logistic-regression data, generated in row chunks.
 
     X has i.i.d. standard-normal entries; coef ~ N(0, 1/d) so that margins have
@@ -68,6 +69,9 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
         sqrt(1 - rho^2) e_j from the same draws: corr(x_j, x_k) = rho^|j-k|, unit
         variance), so that H is as ill-conditioned as real data (cond(X^T X)
         grows like ((1 + rho) / (1 - rho))^2). 0 gives exactly the i.i.d. data.
+    density : float in (0, 1], optional
+        Return X as a ``scipy.sparse.csr_matrix`` with about density * d
+        nonzeros per row, in Zipf-distributed columns (see :func:`_make_logistic_csr`).
 
     Returns
     -------
@@ -85,6 +89,12 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
+    if density is not None:
+        if chunks is not None or correlation:
+            raise ValueError("density (sparse X) cannot be combined with chunks or correlation.")
+        if out is not None:
+            raise ValueError("out is for dense X; save a sparse X with scipy.sparse.save_npz.")
+        return _make_logistic_csr(n, d, seed, dtype, intercept, density)
     coef = np.random.default_rng([seed, 2**32 - 1]).standard_normal(d) / np.sqrt(d)
     if chunks is not None:
         if out is not None:
@@ -145,3 +155,62 @@ def _dask_logistic(n, d, seed, dtype, coef, intercept, chunks, correlation=0.0):
     both = da.map_blocks(_dask_block, dtype=np.float64, chunks=(rows, (d + 1,)), token="make_logistic", n=n,
                          d=d, seed=seed, coef=coef, intercept=intercept, correlation=correlation)
     return both[:, :d].astype(dtype), both[:, d].astype(np.int8)
+
+
+# ------------------------------------------------------------------ sparse (density=...)
+_SPARSE_CHUNK_ROWS = 1 << 15
+ZIPF_EXPONENT = 1.0
+
+
+def _make_logistic_csr(n, d, seed, dtype, intercept, density):
+    """Sparse X like hashed bag-of-words text: Zipf-distributed columns, generated in row chunks.
+
+    Row i has Poisson(density * d) draws (at least 1) of a column; the column of
+    popularity rank r (0-based) is drawn with probability proportional to
+    1 / (r + 1)^ZIPF_EXPONENT, and ranks are scattered over the columns by a
+    fixed permutation (as hashing would). A column drawn twice in a row keeps
+    one entry holding the sum of its values, so rows have slightly fewer than
+    density * d nonzeros. Values are standard normal; coef ~ N(0, 1 / (density d))
+    so margins have about unit scale; y_i ~ Bernoulli(expit(x_i . coef + intercept)).
+    Chunk c of 2^15 rows is drawn from ``default_rng([seed, c, 1])`` (memory per
+    chunk O(2^15 density d)): the same (n, d, density, seed) give the same data.
+    Returns (X csr_matrix (n, d) of ``dtype``, int32 indices when they fit, y int8 (n,), coef (d,)).
+    """
+    import scipy.sparse
+
+    density = float(density)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1]; got {density}.")
+    per_row = density * d
+    fixed = np.random.default_rng([seed, 2**32 - 1, 1])
+    coef = fixed.standard_normal(d) / np.sqrt(max(per_row, 1.0))
+    cdf = np.cumsum(1.0 / np.arange(1, d + 1, dtype=np.float64) ** ZIPF_EXPONENT)
+    cdf /= cdf[-1]
+    column_of_rank = fixed.permutation(d)
+    index_dtype = np.int32 if d <= np.iinfo(np.int32).max else np.int64
+    parts_indptr, parts_indices, parts_data = [np.zeros(1, np.int64)], [], []
+    y = np.empty(n, dtype=np.int8)
+    total = 0
+    for c, lo in enumerate(range(0, n, _SPARSE_CHUNK_ROWS)):
+        hi = min(n, lo + _SPARSE_CHUNK_ROWS)
+        rng = np.random.default_rng([seed, c, 1])
+        counts = np.maximum(1, rng.poisson(per_row, hi - lo))
+        draws = int(counts.sum())
+        cols = column_of_rank[np.minimum(np.searchsorted(cdf, rng.random(draws), side="right"), d - 1)]
+        vals = rng.standard_normal(draws)
+        rows = np.repeat(np.arange(hi - lo), counts)
+        block = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(hi - lo, d))
+        block.sum_duplicates()  # also sorts the column indices of each row
+        y[lo:hi] = rng.random(hi - lo) < 1.0 / (1.0 + np.exp(-(block @ coef + intercept)))
+        parts_indptr.append(block.indptr[1:].astype(np.int64) + total)
+        parts_indices.append(block.indices.astype(index_dtype))
+        parts_data.append(block.data.astype(dtype))
+        total += block.nnz
+    indptr = np.concatenate(parts_indptr)
+    if total <= np.iinfo(np.int32).max and index_dtype == np.int32:
+        indptr = indptr.astype(np.int32)
+    else:
+        parts_indices = [a.astype(np.int64) for a in parts_indices]
+    X = scipy.sparse.csr_matrix((np.concatenate(parts_data), np.concatenate(parts_indices), indptr),
+                                shape=(n, d), copy=False)
+    return X, y, coef

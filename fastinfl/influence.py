@@ -448,7 +448,12 @@ class Influence:
         return out
 
     def self_influence(self, train_idx=None):
-        """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?)."""
+        """(n_sel,) g(z_i)^T H^-1 g(z_i) >= 0: large for points the model finds hard (mislabelled?).
+
+        Cost: one solve per selected point. With CG (large p, e.g. sparse hashed
+        features) that is len(train_idx) CG solves, batched; for all n points
+        (train_idx=None) it is n solves, n times the cost of one ``s_test``: pass a subset.
+        """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:
             return _multiclass.self_influence(self, idx)
@@ -461,6 +466,8 @@ class Influence:
         block of the hat matrix, Q_i = B_i^T H^+ B_i with B_i = I_K (x) x~_i and
         W_i = diag(pi_i) - pi_i pi_i^T (its eigenvalues lie in [0, 1); K = 2 gives
         the binary h_i).
+
+        One solve per selected point, like :meth:`self_influence` (n solves for all points).
         """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._validation import check_indices, check_scalar, check_X, check_y
+from ._validation import check_csr, check_indices, check_scalar, check_X, check_y, is_sparse
 from .exceptions import ConvergenceError
 from .groups import check_groups
 from .model import LogisticRegression, check_fitted_model
@@ -42,9 +42,9 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
             raise ValueError("groups= is available for the binary LogisticRegression only.")
         return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter)
     check_fitted_model(model)
-    X_train = check_X(X_train, "X_train", n_features=model.n_features_)
+    X_train = _check_data(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")
-    X_test = check_X(X_test, "X_test", n_features=model.n_features_)
+    X_test = _check_data(X_test, "X_test", n_features=model.n_features_)
     y_test = check_y(y_test, X_test.shape[0], "y_test")
     if groups is not None:
         if train_idx is not None:
@@ -67,10 +67,22 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
     out = np.empty((X_test.shape[0], len(removals)))
     for j, rows in enumerate(removals):
         try:
-            loo = refit(np.delete(X_train, rows, axis=0), np.delete(y_train, rows), base.params_)
+            loo = refit(_without_row(X_train, rows), np.delete(y_train, rows), base.params_)
         except (ValueError, ConvergenceError) as exc:
             which = f"training point {int(rows[0])} (train_idx[{j}])" if what == "train_idx" else \
                 f"group {j} ({rows.shape[0]} points)"
             raise type(exc)(f"refitting without {which}: {exc}") from exc
         out[:, j] = loo.losses(X_test, y_test) - base_losses
     return out
+
+
+def _check_data(X, name, n_features):
+    """Dense arrays by check_X; scipy.sparse by check_csr (CSR kept, other formats converted once)."""
+    return check_csr(X, name, n_features) if is_sparse(X) else check_X(X, name, n_features=n_features)
+
+
+def _without_row(X, i):
+    """X without row i (a copy): np.delete for arrays, a row selection for scipy.sparse."""
+    if is_sparse(X):
+        return X[np.delete(np.arange(X.shape[0]), i)]
+    return np.delete(X, i, axis=0)

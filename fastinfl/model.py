@@ -3,10 +3,11 @@
 import numpy as np
 import scipy.linalg
 
+from ._config import NEWTON_DIRECT_MAX_P
 from ._validation import check_scalar, check_two_classes, check_vector
 from .exceptions import ConvergenceError
 from .operators import as_operator
-from .solvers import cholesky
+from .solvers import cholesky, newton_cg_step
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -115,6 +116,7 @@ class LogisticRegression:
 
         F, grad, min_margin, z = evaluate(theta)
         gtol = self.tol * n
+        gnorm0 = float(np.linalg.norm(grad))
         last_step = np.zeros(p)
         for it in range(self.max_iter + 1):
             if self.l2 == 0.0 and min_margin > 0.0:
@@ -139,15 +141,18 @@ class LogisticRegression:
                        "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
                                            "separable)." if self.l2 == 0.0 else "."))
                 )
-            H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
-            hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
-                    "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
-                ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
-                 "every sigma'(z) underflows; scale the features")
-            if init_params is not None:
-                hint += ", or fit without init_params (it may be too far from the optimum)"
-            step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
-                                           grad, check_finite=False)
+            if p > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
+                step = newton_cg_step(op, op.curvature(z), ridge, grad, gnorm0)
+            else:
+                H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
+                hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
+                        "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
+                    ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
+                     "every sigma'(z) underflows; scale the features")
+                if init_params is not None:
+                    hint += ", or fit without init_params (it may be too far from the optimum)"
+                step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
+                                               grad, check_finite=False)
             slope = float(grad @ step)
             t = 1.0
             for _ in range(_MAX_HALVINGS):

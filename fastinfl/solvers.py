@@ -12,7 +12,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from ._config import CG_VECTORS, MAX_BATCH, MAX_CONDITION, VERIFY_SAMPLE
+from ._config import CG_VECTORS, MAX_BATCH, MAX_CONDITION, NEWTON_CG_MAX_ITER, VERIFY_SAMPLE
 from .exceptions import ConvergenceError, SingularHessianError, VerificationError
 from .operators import MAX_ITER, NOT_POSITIVE
 
@@ -158,3 +158,25 @@ class Verified:
                 "add damping, tighten tol or use solver='direct'."
             )
         return X
+
+
+# ------------------------------------------------------------ Newton-CG (LogisticRegression.fit, large p)
+def newton_cg_step(op, curv, ridge, grad, gnorm0):
+    """Truncated-Newton direction: approximately -H^-1 grad by CG on HVPs (one pass over X per iteration).
+
+    Used by ``LogisticRegression.fit`` above NEWTON_DIRECT_MAX_P parameters,
+    where forming H (p^2) is out of reach. The inner CG starts from zero and
+    stops at the relative residual eta = min(0.5, sqrt(||grad|| / ||grad_0||))
+    (the forcing term of Eisenstat & Walker's choice 2 family: superlinear
+    convergence as the gradient shrinks) or after NEWTON_CG_MAX_ITER
+    iterations. Every CG iterate from zero is a descent direction for a
+    positive definite H, so a truncated solve is still a valid step; if CG
+    meets non-positive curvature at once, the steepest-descent direction is returned.
+    """
+    gnorm = float(np.linalg.norm(grad))
+    eta = min(0.5, np.sqrt(gnorm / gnorm0)) if gnorm0 > 0 else 0.5
+    res = op.cg(curv, ridge, np.ascontiguousarray(-grad[None, :]), eta, NEWTON_CG_MAX_ITER)
+    step = res.x[0]
+    if not np.any(step) or not float(grad @ step) < 0.0:
+        return -grad
+    return step

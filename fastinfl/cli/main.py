@@ -175,8 +175,11 @@ def _parser():
 def check_run_args(parser, args):
     """Usage errors (exit 2) and output folders that do not exist (exit 1), before any work."""
     ext = {os.path.splitext(p)[1].lower() for p in (args.train, args.test)}
-    if args.labels is not None and ext != {".npy"}:
-        parser.error("--labels goes with .npy feature files (TRAIN and TEST both .npy)")
+    from .run import is_sparse_file
+
+    sparse = all(is_sparse_file(p) for p in (args.train, args.test))
+    if args.labels is not None and ext != {".npy"} and not sparse:
+        parser.error("--labels goes with .npy feature files (TRAIN and TEST both .npy) or scipy.sparse .npz files")
     for option, value in (("--label-col", args.label_col), ("--id-col", args.id_col),
                           ("--drop-cols", args.drop_cols)):
         if value and ".csv" not in ext:

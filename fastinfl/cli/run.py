@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from .._io import check_same_features, load_dataset
+from .._io import Dataset, check_same_features, load_dataset
 from ..exceptions import ConvergenceError, SingularHessianError
 from ..influence import Influence
 from ..model import LogisticRegression
@@ -160,9 +160,27 @@ def _is_terminal(stream):
         return False
 
 
+def is_sparse_file(path):
+    """A scipy.sparse ``.npz`` (save_npz) or an svmlight / libsvm text file."""
+    from .. import io_sparse
+
+    ext = os.path.splitext(path)[1].lower()
+    return ext in io_sparse.SPARSE_FORMATS or (ext == ".npz" and io_sparse.is_sparse_npz(path))
+
+
 def _load(path, args, label_col, labels, n_features=None, in_memory=False):
-    """A data file through ``_io.load_dataset``, or a Zarr store (arrays X and y) as dask arrays."""
-    from .. import io_dask
+    """A data file through ``_io.load_dataset``, a sparse file (``io_sparse``: CSR, never densified),
+    or a Zarr store (arrays X and y) as dask arrays."""
+    from .. import io_dask, io_sparse
+
+    if is_sparse_file(path):
+        if label_col or args.id_col or args.drop_cols:
+            raise CommandError(f"{path}: --label-col, --id-col and --drop-cols go with .csv files.")
+        try:
+            X, y = io_sparse.load_sparse(path, labels, n_features)
+        except io_sparse.SparseInputError as exc:
+            raise CommandError(str(exc)) from None
+        return Dataset(X, y, None)
 
     if not io_dask.is_zarr(path):
         return load_dataset(path, label_col, labels, args.id_col, args.drop_cols, n_features=n_features)

@@ -37,6 +37,15 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
         from .dask import from_dask
 
         return from_dask(X, y, fit_intercept, name, n_features)
+    if _validation.is_sparse(X):  # scipy.sparse: CSR kept, other formats converted to CSR once
+        from .csr import CSROperator
+
+        if device == "cuda":
+            raise ValueError(f"{name} is a scipy.sparse matrix: device='cuda' takes dense arrays only.")
+        X = _validation.check_csr(X, name, n_features=n_features)
+        if y is not None:
+            y = _validation.check_y(y, X.shape[0], "y" + name[1:])
+        return CSROperator(X, y, fit_intercept)
     if device not in DEVICES:
         raise ValueError(f"device must be None, 'cpu' or 'cuda'; got {device!r}.")
     on_device = hasattr(X, "__cuda_array_interface__")

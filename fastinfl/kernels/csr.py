@@ -1,0 +1,502 @@
+"""Numba kernels over CSR rows: one pass over the nonzeros for each quantity.
+
+Contract shared by every kernel (the operator validates, kernels never do):
+
+- X is given as its CSR arrays ``indptr`` (n + 1,), ``indices`` (nnz,) and
+  ``data`` (nnz,): indices int32 or int64 in [0, d), data float32 or float64
+  and finite, indptr non-decreasing from 0. Column indices within a row may be
+  unsorted and may repeat: a repeated column counts as the sum of its entries
+  (scipy's convention), which every kernel below gives because each is linear
+  in the entries of a row (the Hessian counts the cross terms of a repeated
+  column twice, see ``_hessian_rows``);
+- ``d`` (the number of columns) is passed explicitly; parameters, vectors and
+  outputs are float64, every sum is accumulated in float64; ``p == d + 1``
+  means an intercept (x~ = [x, 1]), ``p == d`` none;
+- per-row loss derivatives ``r`` (residuals) and ``w`` (curvature weights) as
+  in ``kernels/dense.py``; matrices of k vectors are passed transposed, (p, k)
+  C-contiguous, so that the k values of one column are contiguous (a nonzero
+  x_ij touches row j of them).
+
+Parallel drivers split the rows into chunks of about equal nonzeros (the
+bounds come from ``indptr``); the number of chunks depends on the sizes
+(n, nnz, p, k) only, never on the thread count, and per-chunk sums are merged
+serially in a fixed order, so results are bitwise identical for any number of
+Numba threads. Reductions into a (p, k) result keep one partial sum per chunk;
+where those would be too large (k p beyond CHUNK_BYTES / 2, e.g. 16 vectors of
+2^18 parameters) the HVP switches to a column split (see ``_hvp``).
+"""
+
+import numpy as np
+from numba import prange
+
+from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
+from .dense import _offer, _sort_heap
+from .sigmoid import log_loss, residual
+
+_MAX_CHUNKS = MAX_CHUNKS
+_CHUNK_BYTES = CHUNK_BYTES
+_MIN_NNZ = CSR_MIN_CHUNK_NNZ
+_COLUMN_CHUNKS = CSR_COLUMN_CHUNKS
+
+
+# ------------------------------------------------------------------ chunking
+@kernel()
+def chunk_count(n, nnz, acc_size, max_chunks):
+    """Row chunks for a pass that keeps a partial sum of ``acc_size`` float64 per chunk.
+
+    Enough nonzeros per chunk (CSR_MIN_CHUNK_NNZ), the partial sums within
+    CHUNK_BYTES, and merging them (acc_size per chunk) at most 1/8 of the pass.
+    """
+    work = nnz + n
+    c = work // _MIN_NNZ
+    if acc_size > 0:
+        c = min(c, _CHUNK_BYTES // (8 * acc_size), work // (8 * acc_size))
+    return max(1, min(c, max_chunks))
+
+
+@kernel()
+def _bounds(indptr, nch):
+    """(nch + 1,) row bounds splitting the rows into chunks of about equal nonzeros plus rows."""
+    n = indptr.shape[0] - 1
+    b = np.empty(nch + 1, np.int64)
+    b[0] = 0
+    b[nch] = n
+    total = indptr[n] + n
+    lo = 0
+    for c in range(1, nch):
+        target = (total * c) // nch
+        # first row i >= lo with indptr[i] + i >= target (binary search)
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if indptr[mid] + mid < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        b[c] = lo
+    return b
+
+
+@kernel()
+def _row_dot(indptr, indices, data, i, v, intercept):
+    """x_i . v[:d] + intercept, in float64."""
+    z = intercept
+    for s in range(indptr[i], indptr[i + 1]):
+        z += data[s] * v[indices[s]]
+    return z
+
+
+# ------------------------------------------------------------------ row maps
+@kernel()
+def _margins_rows(indptr, indices, data, coef, intercept, lo, hi, z_out):
+    for i in range(lo, hi):
+        z_out[i] = _row_dot(indptr, indices, data, i, coef, intercept)
+
+
+@kernel(parallel=True)
+def _margins(indptr, indices, data, coef, intercept, z_out, stop):
+    """z_out (n,) = X @ coef + intercept."""
+    n = indptr.shape[0] - 1
+    nch = chunk_count(n, indptr[n], 0, 1 << 20)
+    if nch == 1:
+        _margins_rows(indptr, indices, data, coef, intercept, 0, n, z_out)
+        return
+    b = _bounds(indptr, nch)
+    for c in prange(nch):
+        if not stop[0]:
+            _margins_rows(indptr, indices, data, coef, intercept, b[c], b[c + 1], z_out)
+
+
+@kernel()
+def _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, lo, hi, out):
+    d = coef.shape[0]
+    p = out.shape[1]
+    for a in range(lo, hi):
+        i = idx[a]
+        out[a, :] = 0.0
+        r = residual(_row_dot(indptr, indices, data, i, coef, intercept), y[i])
+        for s in range(indptr[i], indptr[i + 1]):
+            out[a, indices[s]] += r * data[s]
+        if p > d:
+            out[a, d] = r
+
+
+@kernel(parallel=True)
+def _per_example_grads(indptr, indices, data, y, coef, intercept, idx, out, stop):
+    """out (n_sel, p): row a is the log-loss gradient r_i x~_i of row i = idx[a] (dense)."""
+    n_sel = idx.shape[0]
+    nch = max(1, min(1 << 20, n_sel * out.shape[1] // (_MIN_NNZ * 4)))
+    if nch == 1:
+        _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, 0, n_sel, out)
+        return
+    rows = (n_sel + nch - 1) // nch
+    for c in prange(nch):
+        if not stop[0]:
+            _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, c * rows,
+                                    min(n_sel, (c + 1) * rows), out)
+
+
+@kernel()
+def _densify_rows(indptr, indices, data, idx, out, stop):
+    """out (n_sel, >= d): x_i of rows i = idx[a] in its first d columns, densified (repeated columns summed)."""
+    for a in range(idx.shape[0]):
+        i = idx[a]
+        for s in range(indptr[i], indptr[i + 1]):
+            out[a, indices[s]] += data[s]
+
+
+# ---------------------------------------------------------------- reductions
+@kernel()
+def _loss_grad_rows(indptr, indices, data, y, coef, intercept, lo, hi, grad_out, z_out):
+    """Adds sum r_i x~_i over rows [lo, hi) to grad_out; stores z_out[lo:hi]; returns (loss sum, min signed margin)."""
+    d = coef.shape[0]
+    p = grad_out.shape[0]
+    loss = 0.0
+    mmin = np.inf
+    rsum = 0.0
+    for i in range(lo, hi):
+        z = _row_dot(indptr, indices, data, i, coef, intercept)
+        z_out[i] = z
+        yi = y[i]
+        loss += log_loss(z, yi)
+        r = residual(z, yi)
+        for s in range(indptr[i], indptr[i + 1]):
+            grad_out[indices[s]] += r * data[s]
+        rsum += r
+        m = z if yi > 0.5 else -z
+        if m < mmin:
+            mmin = m
+    if p > d:
+        grad_out[d] += rsum
+    return loss, mmin
+
+
+@kernel(parallel=True)
+def _loss_grad(indptr, indices, data, y, coef, intercept, grad_out, z_out, stop):
+    """Sum of log-losses, its gradient (into grad_out (p,)) and the margins (z_out (n,)), in one pass.
+
+    Returns ``(loss, min_margin)`` as the dense ``_loss_grad`` does.
+    """
+    n = indptr.shape[0] - 1
+    p = grad_out.shape[0]
+    grad_out[:] = 0.0
+    nch = chunk_count(n, indptr[n], p, _MAX_CHUNKS)
+    if nch == 1:
+        return _loss_grad_rows(indptr, indices, data, y, coef, intercept, 0, n, grad_out, z_out)
+    b = _bounds(indptr, nch)
+    acc = np.zeros((nch, p))
+    losses = np.zeros(nch)
+    margins = np.full(nch, np.inf)
+    for c in prange(nch):
+        if not stop[0]:
+            losses[c], margins[c] = _loss_grad_rows(indptr, indices, data, y, coef, intercept, b[c], b[c + 1],
+                                                    acc[c], z_out)
+    loss = 0.0
+    for c in range(nch):
+        grad_out += acc[c]
+        loss += losses[c]
+    return loss, margins.min()
+
+
+@kernel()
+def _hessian_rows(indptr, indices, data, w, d, lo, hi, H_acc, stop):
+    """Adds sum_{i in [lo, hi)} w_i x~_i x~_i^T to the lower triangle of H_acc (p, p).
+
+    Pairs of nonzeros of each row: O(nnz_i^2) per row, no dense row. Each
+    unordered pair of positions s < t goes to the lower-triangle entry of its
+    two columns; when both are the same column (a repeated index) it stands
+    for both orders and counts twice.
+    """
+    p = H_acc.shape[0]
+    for i in range(lo, hi):
+        if (i & 1023) == 0 and stop[0]:
+            return
+        wi = w[i]
+        s0, s1 = indptr[i], indptr[i + 1]
+        for s in range(s0, s1):
+            a = indices[s]
+            ws = wi * data[s]
+            H_acc[a, a] += ws * data[s]
+            for t in range(s + 1, s1):
+                c = indices[t]
+                v = ws * data[t]
+                if c > a:
+                    H_acc[c, a] += v
+                elif c < a:
+                    H_acc[a, c] += v
+                else:
+                    H_acc[a, a] += 2.0 * v
+            if p > d:
+                H_acc[d, a] += ws
+        if p > d:
+            H_acc[d, d] += wi
+
+
+@kernel(parallel=True)
+def _hessian_sum(indptr, indices, data, w, ridge, d, H_out, stop):
+    """H_out (p, p) = sum_i w_i x~_i x~_i^T + diag(ridge), one pass over the nonzeros.
+
+    Per-chunk (p, p) partial sums (within CHUNK_BYTES) merged in order; O(sum_i
+    nnz_i^2) work and no n x p temporary. Returns early (meaningless H_out) once stop[0] is set.
+    """
+    n = indptr.shape[0] - 1
+    p = H_out.shape[0]
+    H_out[:] = 0.0
+    nch = chunk_count(n, indptr[n], p * p, _MAX_CHUNKS)
+    if nch == 1:
+        _hessian_rows(indptr, indices, data, w, d, 0, n, H_out, stop)
+    else:
+        b = _bounds(indptr, nch)
+        acc = np.zeros((nch, p, p))
+        for c in prange(nch):
+            _hessian_rows(indptr, indices, data, w, d, b[c], b[c + 1], acc[c], stop)
+        for c in range(nch):
+            H_out += acc[c]
+    for j in range(p):
+        H_out[j, j] += ridge[j]
+        for k in range(j + 1, p):
+            H_out[j, k] = H_out[k, j]
+
+
+@kernel()
+def _hvp_rows_1(indptr, indices, data, w, v, d, lo, hi, acc):
+    """``_hvp_rows`` for one vector v (p,) into acc (p,)."""
+    p = v.shape[0]
+    for i in range(lo, hi):
+        s0, s1 = indptr[i], indptr[i + 1]
+        t = v[d] if p > d else 0.0
+        for s in range(s0, s1):
+            t += data[s] * v[indices[s]]
+        t *= w[i]
+        for s in range(s0, s1):
+            acc[indices[s]] += data[s] * t
+        if p > d:
+            acc[d] += t
+
+
+@kernel()
+def _hvp_rows(indptr, indices, data, w, Vt, d, lo, hi, acc):
+    """Adds sum_{i in [lo, hi)} w_i (x~_i . v_q) x~_i to column q of acc (p, k), for the columns v_q of Vt (p, k)."""
+    p, k = Vt.shape
+    if k == 1:  # scalar loops: the general loop over q costs 5x here (measured, 4.4M nonzeros)
+        _hvp_rows_1(indptr, indices, data, w, Vt.reshape(p), d, lo, hi, acc.reshape(p))
+        return
+    t = np.empty(k)
+    for i in range(lo, hi):
+        s0, s1 = indptr[i], indptr[i + 1]
+        if p > d:
+            for q in range(k):
+                t[q] = Vt[d, q]
+        else:
+            t[:] = 0.0
+        for s in range(s0, s1):
+            x = data[s]
+            j = indices[s]
+            for q in range(k):
+                t[q] += x * Vt[j, q]
+        wi = w[i]
+        for q in range(k):
+            t[q] *= wi
+        for s in range(s0, s1):
+            x = data[s]
+            j = indices[s]
+            for q in range(k):
+                acc[j, q] += x * t[q]
+        if p > d:
+            for q in range(k):
+                acc[d, q] += t[q]
+
+
+@kernel()
+def _hvp_project_rows(indptr, indices, data, w, Vt, d, lo, hi, T, t0):
+    """T[i - t0, q] = w_i (x~_i . v_q) for rows [lo, hi)."""
+    p, k = Vt.shape
+    for i in range(lo, hi):
+        row = T[i - t0]
+        if p > d:
+            for q in range(k):
+                row[q] = Vt[d, q]
+        else:
+            row[:] = 0.0
+        for s in range(indptr[i], indptr[i + 1]):
+            x = data[s]
+            j = indices[s]
+            for q in range(k):
+                row[q] += x * Vt[j, q]
+        wi = w[i]
+        for q in range(k):
+            row[q] *= wi
+
+
+@kernel()
+def _hvp_scatter_columns(indptr, indices, data, d, lo, hi, T, c0, c1, acc):
+    """acc[j] += x_ij T[i - lo] for the nonzeros of rows [lo, hi) in columns c0 <= j < c1 (and the intercept d)."""
+    k = T.shape[1]
+    for i in range(lo, hi):
+        row = T[i - lo]
+        for s in range(indptr[i], indptr[i + 1]):
+            j = indices[s]
+            if j >= c0 and j < c1:
+                x = data[s]
+                for q in range(k):
+                    acc[j, q] += x * row[q]
+        if d >= c0 and d < c1 and acc.shape[0] > d:
+            for q in range(k):
+                acc[d, q] += row[q]
+
+
+@kernel(parallel=True)
+def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
+    """out (p, k) = H V column by column: X~^T (w * (X~ v_q)) + ridge * v_q, one pass over the nonzeros.
+
+    ``Vt`` (p, k) holds the k vectors as columns. With per-chunk (p, k) partial
+    sums while at least two fit in CHUNK_BYTES; beyond that (many vectors of
+    many parameters) a column split: row blocks of about CHUNK_BYTES / 2 of
+    (rows, k) projections w_i (x~_i . v_q), computed in parallel over rows, then
+    scattered in parallel over CSR_COLUMN_CHUNKS column ranges (each range
+    reads the block's indices, keeps the nonzeros in its columns, and writes
+    only its rows of ``out``): no partial sums, each column summed in row order.
+    """
+    n = indptr.shape[0] - 1
+    p, k = Vt.shape
+    nnz = indptr[n]
+    for j in range(p):
+        for q in range(k):
+            out[j, q] = ridge[j] * Vt[j, q]
+    nch = chunk_count(n, nnz, p * k, _MAX_CHUNKS)
+    if nch > 1:
+        b = _bounds(indptr, nch)
+        acc = np.zeros((nch, p, k))
+        for c in prange(nch):
+            if not stop[0]:
+                _hvp_rows(indptr, indices, data, w, Vt, d, b[c], b[c + 1], acc[c])
+        for c in range(nch):
+            out += acc[c]
+        return
+    if nnz + n < 2 * _MIN_NNZ or k == 1:
+        _hvp_rows(indptr, indices, data, w, Vt, d, 0, n, out)
+        return
+    # Column split.
+    block = max(1024, _CHUNK_BYTES // (16 * k))
+    T = np.empty((min(block, n), k))
+    ncol = _COLUMN_CHUNKS
+    width = (p + ncol - 1) // ncol
+    for b0 in range(0, n, block):
+        if stop[0]:
+            return
+        b1 = min(n, b0 + block)
+        nsub = max(1, min(_MAX_CHUNKS, (indptr[b1] - indptr[b0] + b1 - b0) // _MIN_NNZ))
+        rows = (b1 - b0 + nsub - 1) // nsub
+        for c in prange(nsub):
+            _hvp_project_rows(indptr, indices, data, w, Vt, d, b0 + c * rows, min(b1, b0 + (c + 1) * rows), T, b0)
+        for c in prange(ncol):
+            _hvp_scatter_columns(indptr, indices, data, d, b0, b1, T, c * width, min(p, (c + 1) * width), out)
+
+
+# ------------------------------------------------------------ influence maps
+@kernel()
+def _influence_rows(indptr, indices, data, r, St, idx, d, lo, hi, out):
+    p, m = St.shape
+    t = np.empty(m)
+    for a in range(lo, hi):
+        i = idx[a]
+        if p > d:
+            for q in range(m):
+                t[q] = St[d, q]
+        else:
+            t[:] = 0.0
+        for s in range(indptr[i], indptr[i + 1]):
+            x = data[s]
+            j = indices[s]
+            for q in range(m):
+                t[q] += x * St[j, q]
+        ri = r[i]
+        for q in range(m):
+            out[q, a] = -t[q] * ri
+
+
+@kernel(parallel=True)
+def _influence(indptr, indices, data, r, St, idx, d, out, stop):
+    """out (m, len(idx)) = -(S_t . x~_i) r_i for i = idx[col]; ``St`` (p, m) the s_test rows as columns."""
+    n_sel = idx.shape[0]
+    m = St.shape[1]
+    nch = max(1, min(1 << 20, n_sel * m // _MIN_NNZ))
+    if nch == 1:
+        _influence_rows(indptr, indices, data, r, St, idx, d, 0, n_sel, out)
+        return
+    rows = (n_sel + nch - 1) // nch
+    for c in prange(nch):
+        if not stop[0]:
+            _influence_rows(indptr, indices, data, r, St, idx, d, c * rows, min(n_sel, (c + 1) * rows), out)
+
+
+@kernel()
+def _top_k_rows(indptr, indices, data, r, St, d, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
+    """Streams rows [begin, end) into per-test max-heaps (m, k): neg_* keeps the k smallest I, pos_* the k smallest -I."""
+    p, m = St.shape
+    t = np.empty(m)
+    for i in range(begin, end):
+        if (i & 1023) == 0 and stop[0]:
+            return
+        if p > d:
+            for q in range(m):
+                t[q] = St[d, q]
+        else:
+            t[:] = 0.0
+        for s in range(indptr[i], indptr[i + 1]):
+            x = data[s]
+            j = indices[s]
+            for q in range(m):
+                t[q] += x * St[j, q]
+        ri = r[i]
+        for q in range(m):
+            v = -t[q] * ri
+            if v <= neg_v[q, 0]:  # cheap test against the worst kept; _offer breaks ties
+                _offer(neg_v[q], neg_i[q], v, i)
+            if -v <= pos_v[q, 0]:
+                _offer(pos_v[q], pos_i[q], -v, i)
+
+
+@kernel(parallel=True)
+def _top_k(indptr, indices, data, r, St, d, low_out, low_idx_out, high_out, high_idx_out, stop):
+    """The k smallest and k largest I[t, i] = -(S_t . x~_i) r_i over all rows, per test point t.
+
+    ``St`` (p, m): the s_test rows as columns. Outputs (m, k) as the dense
+    ``_top_k``: ascending helpful, descending harmful, ties to the smaller
+    index, slots without a point of the right sign -1 / NaN. Per-chunk bounded
+    max-heaps; never the (m, n) matrix.
+    """
+    n = indptr.shape[0] - 1
+    m = St.shape[1]
+    k = low_out.shape[1]
+    nch = chunk_count(n, indptr[n], 0, _MAX_CHUNKS)
+    neg_v = np.full((nch, m, k), np.inf)
+    neg_i = np.full((nch, m, k), n)
+    pos_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
+    pos_i = np.full((nch, m, k), n)
+    if nch == 1:
+        _top_k_rows(indptr, indices, data, r, St, d, 0, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
+    else:
+        b = _bounds(indptr, nch)
+        for c in prange(nch):
+            _top_k_rows(indptr, indices, data, r, St, d, b[c], b[c + 1], neg_v[c], neg_i[c], pos_v[c], pos_i[c],
+                        stop)
+    for t in range(m):
+        low_out[t] = np.inf
+        low_idx_out[t] = n
+        high_out[t] = np.inf
+        high_idx_out[t] = n
+        for c in range(nch):
+            for j in range(k):
+                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
+                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
+        _sort_heap(low_out[t], low_idx_out[t])
+        _sort_heap(high_out[t], high_idx_out[t])
+        for j in range(k):
+            high_out[t, j] = -high_out[t, j]
+            if not low_out[t, j] < 0.0:
+                low_out[t, j] = np.nan
+                low_idx_out[t, j] = -1
+            if not high_out[t, j] > 0.0:
+                high_out[t, j] = np.nan
+                high_idx_out[t, j] = -1

@@ -1,0 +1,138 @@
+"""The operator over ``scipy.sparse`` rows (CSR; other formats converted once), never densified.
+
+Memory O(nnz + p) for every pass: margins, gradients and HVPs touch the stored
+nonzeros only. The Hessian (pairs of nonzeros per row) is formed only up to
+``CSR_HESSIAN_MAX_P`` parameters; beyond, solvers use HVPs (CG).
+"""
+
+import numpy as np
+
+from .._config import CSR_HESSIAN_MAX_P
+from ..kernels import csr as kernels
+from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
+from . import policy
+from .base import Curvature, Operator, TopK
+
+
+class CSROperator(Operator):
+    """Passes over a CSR matrix (float32 or float64 values, int32 or int64 indices; sums in float64).
+
+    Build it with :func:`fastinfl.operators.as_operator`, which validates and
+    converts CSC (or any other scipy.sparse format) to CSR once. ``X`` is kept,
+    not copied, when it is already CSR with float32/float64 values: do not
+    modify it while the operator is in use. Unsorted and repeated column
+    indices need no copy: every pass treats a repeated column as the sum of its entries.
+    """
+
+    kind = "csr"
+
+    def __init__(self, X, y, fit_intercept):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.data.dtype, y is not None)
+        self.X = X
+        self.y = y
+        self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
+        self.nnz = int(self.indptr[-1])
+
+    # -------------------------------------------------------------- helpers
+    def _params(self, coef, intercept):
+        return np.ascontiguousarray(coef, dtype=np.float64), float(intercept) if self.fit_intercept else 0.0
+
+    def _labels(self):
+        if self.y is None:
+            raise ValueError("labels are required for this quantity: pass y with X.")
+        return self.y
+
+    def _run(self, kernel, *args, work):
+        # The CSR kernels call no BLAS, so BLAS threads need no limit (parallel=False).
+        return policy.run(kernel, self.indptr, self.indices, self.data, *args, work=work, parallel=False)
+
+    def _select(self, idx):
+        return np.arange(self.n_samples, dtype=np.int64) if idx is None else np.ascontiguousarray(idx, np.int64)
+
+    # ------------------------------------------------------ passes at theta
+    def loss_grad(self, coef, intercept):
+        coef, b = self._params(coef, intercept)
+        grad = np.empty(self.n_params)
+        z = np.empty(self.n_samples)
+        loss, min_margin = self._run(kernels._loss_grad, self._labels(), coef, b, grad, z,
+                                     work=self.nnz + self.n_samples)
+        return float(loss), grad, float(min_margin), z
+
+    def margins(self, coef, intercept):
+        coef, b = self._params(coef, intercept)
+        z = np.empty(self.n_samples)
+        self._run(kernels._margins, coef, b, z, work=self.nnz + self.n_samples)
+        return z
+
+    def losses(self, coef, intercept):
+        z = self.margins(coef, intercept)
+        margin_kernels._losses(z, self._labels(), z)
+        return z
+
+    def probabilities(self, coef, intercept):
+        z = self.margins(coef, intercept)
+        margin_kernels._proba(z, z)
+        return z
+
+    def gradients(self, coef, intercept, idx=None):
+        """(n_sel, p) dense per-example gradients r_i x~_i of rows ``idx`` (all when None)."""
+        coef, b = self._params(coef, intercept)
+        idx = self._select(idx)
+        out = np.empty((idx.shape[0], self.n_params))
+        self._run(kernels._per_example_grads, self._labels(), coef, b, idx, out, work=out.size)
+        return out
+
+    def curvature(self, margins):
+        r = np.empty(self.n_samples)
+        w = np.empty(self.n_samples)
+        margin_kernels._residuals_weights(margins, self._labels(), r, w)
+        return Curvature(r, w)
+
+    # ----------------------------------------------------- curvature passes
+    def hessian(self, curv, ridge):
+        """(p, p) H from pairs of nonzeros per row (O(sum_i nnz_i^2)); refused beyond CSR_HESSIAN_MAX_P."""
+        p = self.n_params
+        if p > CSR_HESSIAN_MAX_P:
+            raise ValueError(
+                f"the Hessian of {p} parameters (a {8 * p * p / 2**30:.3g} GiB dense matrix) is not formed "
+                f"for sparse X beyond {CSR_HESSIAN_MAX_P} parameters: use solver='cg' (or 'auto'), "
+                "which needs only Hessian-vector products."
+            )
+        H = np.empty((p, p))
+        sq = int(np.diff(self.indptr).astype(np.float64) @ np.diff(self.indptr).astype(np.float64))
+        self._run(kernels._hessian_sum, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
+                  self.n_features, H, work=sq + p * p)
+        return H
+
+    def hvp(self, curv, ridge, V):
+        Vt = np.ascontiguousarray(np.asarray(V, dtype=np.float64).T)
+        out = np.empty_like(Vt)
+        self._run(kernels._hvp, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), Vt,
+                  self.n_features, out, work=(self.nnz + self.n_samples) * Vt.shape[1])
+        return np.ascontiguousarray(out.T)
+
+    def rows(self, idx):
+        """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""
+        idx = self._select(idx)
+        A = np.zeros((idx.shape[0], self.n_params))
+        self._run(kernels._densify_rows, idx, A, work=A.size)
+        if self.fit_intercept:
+            A[:, self.n_features] = 1.0
+        return A
+
+    def influence(self, curv, S, idx):
+        St = np.ascontiguousarray(np.asarray(S, dtype=np.float64).T)
+        idx = self._select(idx)
+        out = np.empty((St.shape[1], idx.shape[0]))
+        per_row = self.nnz / max(1, self.n_samples) + 1
+        self._run(kernels._influence, curv.residuals, St, idx, self.n_features, out,
+                  work=int(idx.shape[0] * per_row * St.shape[1]))
+        return out
+
+    def top_k(self, curv, S, k):
+        St = np.ascontiguousarray(np.asarray(S, dtype=np.float64).T)
+        m = St.shape[1]
+        out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
+        self._run(kernels._top_k, curv.residuals, St, self.n_features, out.helpful, out.helpful_idx,
+                  out.harmful, out.harmful_idx, work=(self.nnz + self.n_samples) * m)
+        return out
