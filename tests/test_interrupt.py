@@ -41,7 +41,12 @@ def test_ctrl_c_interrupts_top_k_and_process_stays_usable():
     time.sleep(1.0)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave the child running (nor its Popen to warn at exit)
+            proc.kill()
+            proc.communicate()
     elapsed = time.perf_counter() - sent
     assert "interrupted after" in out, out + err
     assert "usable (3, 2)" in out
