@@ -33,3 +33,11 @@ def test_compile_time_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| fit + influence, float64 | empty (cold) |" in out
     assert "| import only (best of 3) | warm |" in out
+
+
+def test_sparse_prints_table(capsys):
+    from bench import sparse
+
+    sparse.main(["--n", "3000", "--d", "500", "--nnz", "5", "--m", "3", "--k", "2", "--skip", "lbfgs,sklearn"])
+    out = capsys.readouterr().out
+    assert "| hvp | Influence.hvp(v) |" in out and "| cg_m3 |" in out and "| top_k (m=3, k=2) |" in out
