@@ -79,3 +79,11 @@ def test_solver_study_prints_table(capsys):
     out = capsys.readouterr().out
     for method in ("direct", "cg", "pcg-jacobi", "pcg-nystrom", "lissa", "lissa-sgd", "arnoldi-50", "scipy-cg"):
         assert "| rho=0.9 | 3000 | 8 |" in out and f" | {method} | " in out
+
+
+def test_sparse_prints_table(capsys):
+    from bench import sparse
+
+    sparse.main(["--n", "3000", "--d", "500", "--nnz", "5", "--m", "3", "--k", "2", "--skip", "lbfgs,sklearn"])
+    out = capsys.readouterr().out
+    assert "| hvp | Influence.hvp(v) |" in out and "| cg_m3 |" in out and "| top_k (m=3, k=2) |" in out
