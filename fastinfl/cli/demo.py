@@ -169,4 +169,4 @@ def demo(n=1_000_000, d=50, m=1000, seed=0, quiet=False, refits=True):
         print(f"     {i:>8} {word:<13} {infl:+.3e}   {p:+.4e}        {a:+.4e}")
     err = np.max(np.abs(pred - actual) / np.abs(actual))
     print("     Removing a harmful point lowers the test loss (negative change), removing a helpful one "
-          f"raises it;\n     the prediction (-I / (1 - leverage), no refit) is within {err:.2%} of the refit.")
+          f"raises it;\n     the prediction (one Newton step, loss evaluated exactly; no refit) is within {err:.2%} of the refit.")
