@@ -30,7 +30,7 @@ import numpy as np
 from numba import prange
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
-from .dense import _offer, _sort_heap
+from .dense import _offer, merge_top_k
 from .sigmoid import log_loss, residual
 
 _MAX_CHUNKS = MAX_CHUNKS
@@ -481,22 +481,4 @@ def _top_k(indptr, indices, data, r, St, d, low_out, low_idx_out, high_out, high
         for c in prange(nch):
             _top_k_rows(indptr, indices, data, r, St, d, b[c], b[c + 1], neg_v[c], neg_i[c], pos_v[c], pos_i[c],
                         stop)
-    for t in range(m):
-        low_out[t] = np.inf
-        low_idx_out[t] = n
-        high_out[t] = np.inf
-        high_idx_out[t] = n
-        for c in range(nch):
-            for j in range(k):
-                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
-                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
-        _sort_heap(low_out[t], low_idx_out[t])
-        _sort_heap(high_out[t], high_idx_out[t])
-        for j in range(k):
-            high_out[t, j] = -high_out[t, j]
-            if not low_out[t, j] < 0.0:
-                low_out[t, j] = np.nan
-                low_idx_out[t, j] = -1
-            if not high_out[t, j] > 0.0:
-                high_out[t, j] = np.nan
-                high_idx_out[t, j] = -1
+    merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)

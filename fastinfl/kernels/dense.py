@@ -497,6 +497,35 @@ def _sort_heap(vals, idxs):
 
 
 @kernel()
+def merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out):
+    """Merge per-chunk heaps (nch, m, k) of I (neg_*) and of -I (pos_*) into the sorted (m, k) outputs.
+
+    ``low_*`` ascending (most helpful first), ``high_*`` descending; slots without a point of the
+    right sign (helpful needs I < 0, harmful I > 0) get index -1 and NaN. Shared by every top-k kernel.
+    """
+    nch, m, k = neg_v.shape
+    for t in range(m):
+        low_out[t] = np.inf
+        low_idx_out[t] = n
+        high_out[t] = np.inf
+        high_idx_out[t] = n
+        for c in range(nch):
+            for j in range(k):
+                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
+                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
+        _sort_heap(low_out[t], low_idx_out[t])
+        _sort_heap(high_out[t], high_idx_out[t])
+        for j in range(k):
+            high_out[t, j] = -high_out[t, j]
+            if not low_out[t, j] < 0.0:
+                low_out[t, j] = np.nan
+                low_idx_out[t, j] = -1
+            if not high_out[t, j] > 0.0:
+                high_out[t, j] = np.nan
+                high_idx_out[t, j] = -1
+
+
+@kernel()
 def _top_k_rows(X, r, St, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     """Streams rows [begin, end) into per-test max-heaps (m, k): neg_* keeps the k smallest I, pos_* the k smallest -I."""
     p, m = St.shape
@@ -547,23 +576,4 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
         for c in prange(nch):
             _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c],
                         stop)
-    for t in range(m):
-        low_out[t] = np.inf
-        low_idx_out[t] = n
-        high_out[t] = np.inf
-        high_idx_out[t] = n
-        for c in range(nch):
-            for j in range(k):
-                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
-                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
-        _sort_heap(low_out[t], low_idx_out[t])
-        _sort_heap(high_out[t], high_idx_out[t])
-        for j in range(k):
-            high_out[t, j] = -high_out[t, j]
-            # A helpful point needs I < 0 and a harmful one I > 0: pad the rest.
-            if not low_out[t, j] < 0.0:
-                low_out[t, j] = np.nan
-                low_idx_out[t, j] = -1
-            if not high_out[t, j] > 0.0:
-                high_out[t, j] = np.nan
-                high_idx_out[t, j] = -1
+    merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)

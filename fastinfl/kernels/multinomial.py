@@ -35,7 +35,7 @@ from numba import prange
 
 from .._config import BLOCK_ROWS, CHUNK_BYTES, MAX_CHUNKS, MIN_CHUNK_ROWS, MN_HESSIAN_BLOCK_ROWS, kernel
 from .blas import syrk_lower
-from .dense import _chunk_count, _load_block, _offer, _sort_heap
+from .dense import _chunk_count, _load_block, _offer, merge_top_k
 
 _MIN_CHUNK_ROWS = MIN_CHUNK_ROWS
 _MAX_CHUNKS = MAX_CHUNKS
@@ -458,25 +458,7 @@ def _mn_top_k(X, R, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     else:
         for c in prange(nch):
             _top_k_rows(X, R, S2T, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c], stop)
-    for t in range(m):
-        low_out[t] = np.inf
-        low_idx_out[t] = n
-        high_out[t] = np.inf
-        high_idx_out[t] = n
-        for c in range(nch):
-            for j in range(k):
-                _offer(low_out[t], low_idx_out[t], neg_v[c, t, j], neg_i[c, t, j])
-                _offer(high_out[t], high_idx_out[t], pos_v[c, t, j], pos_i[c, t, j])
-        _sort_heap(low_out[t], low_idx_out[t])
-        _sort_heap(high_out[t], high_idx_out[t])
-        for j in range(k):
-            high_out[t, j] = -high_out[t, j]
-            if not low_out[t, j] < 0.0:
-                low_out[t, j] = np.nan
-                low_idx_out[t, j] = -1
-            if not high_out[t, j] > 0.0:
-                high_out[t, j] = np.nan
-                high_idx_out[t, j] = -1
+    merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)
 
 
 # ------------------------------------------------------------------- CG
