@@ -60,4 +60,6 @@ def test_readme_main_command_runs_as_written():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Training point 1 (x=1.0, y=0): 0.228624" in proc.stdout
-    assert "Synthetic data: 1,000,000 training and 1,000 test points, 50 features" in proc.stdout
+    assert "1,000,000 training and 1,000 test points, 50 features" in proc.stdout
+    assert "all 10 among the" in proc.stdout  # self-influence ranks every planted mislabel
+    assert "actual change (refit)" in proc.stdout
