@@ -18,7 +18,7 @@ from ._validation import (
     check_vectors,
 )
 from .exceptions import StationarityWarning
-from .model import check_fitted_model, objective_gradient, ridge_diagonal
+from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, Direct, Verified, batches, solve_bytes
 
@@ -110,13 +110,20 @@ class Influence:
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
         self._intercept = float(model.intercept_)
-        # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
-        # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
-        _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+        ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
+        if self._use_direct:
+            # One read of X for everything the direct solver needs: the objective's gradient
+            # (stationarity check), residuals r_i (g(z_i) = r_i x~_i), curvature weights w_i and H.
+            setup = self._op.setup(self._coef, self._intercept, ridge)
+            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2)
+            self._curv, H = setup.curv, setup.hessian
+        else:
+            # One pass over X: the objective's gradient and the margins z_i, from which residuals
+            # and curvature weights follow; H is never formed (CG uses HVPs).
+            _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+            self._curv, H = self._op.curvature(z), None
         self.grad_norm_ = float(np.linalg.norm(grad))
-        self._curv = self._op.curvature(z)
-        self._hess = HessianOperator(self._op, self._curv, ridge_diagonal(d, model.fit_intercept, model.l2,
-                                                                          self.damping))
+        self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
         self._solvers = {}
         n = self._op.n_samples
         if self.grad_norm_ > stationarity_tol * n:

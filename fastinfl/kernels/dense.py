@@ -283,6 +283,101 @@ def _hessian_sum(X, w, ridge, H_out, stop):
 
 
 @kernel()
+def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_out, stop):
+    """One pass over rows [lo, hi): margins, loss, gradient, residuals, weights and the Hessian sum.
+
+    Adds sum r_i x~_i to grad_acc and sum w_i x~_i x~_i^T to the lower triangle
+    of H_acc (one dsyrk per HESSIAN_BLOCK_ROWS rows on B = sqrt(w) x~, filled
+    while the row is in cache); stores z_out, r_out, w_out for the range.
+    Returns (sum of losses, min signed margin, sum of squares of X's entries).
+    """
+    d = X.shape[1]
+    p = H_acc.shape[0]
+    B = np.empty((min(HESSIAN_BLOCK_ROWS, max(1, hi - lo)), p))
+    loss = 0.0
+    mmin = np.inf
+    sumsq = 0.0
+    for b0 in range(lo, hi, HESSIAN_BLOCK_ROWS):
+        if stop[0]:
+            break
+        m = min(HESSIAN_BLOCK_ROWS, hi - b0)
+        for i in range(m):
+            row = b0 + i
+            z = intercept
+            ss = 0.0
+            for j in range(d):
+                xj = np.float64(X[row, j])
+                z += xj * coef[j]
+                ss += xj * xj
+            sumsq += ss
+            yi = y[row]
+            z_out[row] = z
+            loss += log_loss(z, yi)
+            r = residual(z, yi)
+            w = hessian_weight(z)
+            r_out[row] = r
+            w_out[row] = w
+            sq = np.sqrt(w)
+            for j in range(d):
+                xj = X[row, j]
+                grad_acc[j] += r * xj
+                B[i, j] = sq * xj
+            if p > d:
+                grad_acc[d] += r
+                B[i, d] = sq
+            mg = z if yi > 0.5 else -z
+            if mg < mmin:
+                mmin = mg
+        syrk_lower(B, m, H_acc)
+    return loss, mmin, sumsq
+
+
+@kernel(parallel=True)
+def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, stop):
+    """Everything the direct solver needs from the training rows at theta, in one read of X.
+
+    ``grad_out`` (p,) sum_i r_i x~_i (no L2 term), ``z_out``/``r_out``/``w_out``
+    (n,) margins, residuals sigma(z) - y and curvature weights sigma(z)sigma(-z),
+    ``H_out`` (p, p) sum_i w_i x~_i x~_i^T + diag(ridge). Returns ``(loss,
+    min_margin, sum_squares)`` as ``_loss_grad`` and ``_sum_squares`` would
+    (the last is the finiteness check of X: inf or NaN when X is not finite).
+    Same row chunks as ``_hessian_sum``; per-chunk sums merged in order. Returns
+    early (meaningless outputs) once stop[0] is set.
+    """
+    n = X.shape[0]
+    p = H_out.shape[0]
+    grad_out[:] = 0.0
+    H_out[:] = 0.0
+    nch = hessian_chunk_count(n, p)
+    loss = 0.0
+    mmin = np.inf
+    sumsq = 0.0
+    if nch == 1:
+        loss, mmin, sumsq = _setup_rows(X, y, coef, intercept, 0, n, grad_out, H_out, z_out, r_out, w_out,
+                                        stop)
+    else:
+        rows = (n + nch - 1) // nch
+        accH = np.zeros((nch, p, p))
+        accg = np.zeros((nch, p))
+        parts = np.zeros((nch, 3))
+        for c in prange(nch):
+            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(
+                X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), accg[c], accH[c], z_out, r_out, w_out,
+                stop)
+        for c in range(nch):
+            H_out += accH[c]
+            grad_out += accg[c]
+            loss += parts[c, 0]
+            mmin = min(mmin, parts[c, 1])
+            sumsq += parts[c, 2]
+    for j in range(p):
+        H_out[j, j] += ridge[j]
+        for k in range(j + 1, p):
+            H_out[j, k] = H_out[k, j]  # mirror the lower triangle
+    return loss, mmin, sumsq
+
+
+@kernel()
 def _hvp_rows(X, w, V, lo, hi, acc):
     """Adds sum_{i in [lo, hi)} w_i (x~_i . v_q) x~_i to row q of acc (k, p), for every row v_q of V."""
     d = X.shape[1]

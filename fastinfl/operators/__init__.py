@@ -6,10 +6,10 @@ never kernels. See docs/architecture.md for the layers and how to add a kind of 
 """
 
 from .. import _validation
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, TopK
+from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, Setup, TopK
 
 __all__ = ["CONVERGED", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator", "Operator",
-           "TopK", "as_operator"]
+           "Setup", "TopK", "as_operator"]
 
 
 def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None):

@@ -6,7 +6,7 @@ from .._config import MIN_CHUNK_ROWS
 from ..kernels import cg as cg_kernels
 from ..kernels import dense as kernels
 from . import policy
-from .base import CGResult, Curvature, Operator, TopK
+from .base import CGResult, Curvature, Operator, Setup, TopK
 
 
 def sum_squares(X):
@@ -81,6 +81,19 @@ class DenseOperator(Operator):
         w = np.empty(self.n_samples)
         kernels._residuals_weights(margins, self._labels(), r, w)
         return Curvature(r, w)
+
+    def setup(self, coef, intercept, ridge):
+        """:class:`Setup` in one read of X (fused loss, gradient, weights and dsyrk Hessian); see :meth:`Operator.setup`."""
+        coef, b = self._params(coef, intercept)
+        n, p = self.n_samples, self.n_params
+        grad = np.empty(p)
+        z, r, w = np.empty(n), np.empty(n), np.empty(n)
+        H = np.empty((p, p))
+        several = kernels.hessian_chunk_count(n, p) > 1
+        loss, min_margin, _ = policy.run(kernels._setup, self.X, self._labels(), coef, b,
+                                         np.ascontiguousarray(ridge, dtype=np.float64), grad, z, r, w, H,
+                                         work=self.X.size * p, parallel=several)
+        return Setup(float(loss), grad, float(min_margin), z, Curvature(r, w), H)
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
