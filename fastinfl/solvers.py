@@ -14,7 +14,7 @@ import scipy.linalg.lapack
 
 from ._config import CG_VECTORS, MAX_BATCH, MAX_CONDITION, VERIFY_SAMPLE
 from .exceptions import ConvergenceError, SingularHessianError, VerificationError
-from .operators import MAX_ITER, NOT_POSITIVE
+from .operators import MAX_ITER, NOT_POSITIVE, policy
 
 
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
@@ -66,8 +66,9 @@ class Direct:
         with self._lock:
             if self._chol is None:
                 H = self.hess.hessian()
-                chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
-                rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
+                with policy.blas_threads(H.shape[0] ** 3 / 3):
+                    chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
+                    rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
                 if rcond * MAX_CONDITION < 1.0:
                     raise SingularHessianError(
                         f"the Hessian is numerically singular: condition number about "
@@ -79,7 +80,9 @@ class Direct:
         return self._chol
 
     def solve(self, B):
-        return scipy.linalg.cho_solve(self.factor(), B.T, check_finite=False).T.copy()
+        chol = self.factor()
+        with policy.blas_threads(2 * B.shape[0] * B.shape[1] ** 2):
+            return scipy.linalg.cho_solve(chol, B.T, check_finite=False).T.copy()
 
 
 class CG:

@@ -33,6 +33,7 @@ from .._config import (
     HVP_BLAS_MIN_K,
     MAX_CHUNKS,
     MIN_CHUNK_ROWS,
+    PARALLEL_MIN_WORK,
     kernel,
 )
 from .blas import syrk_lower
@@ -41,6 +42,7 @@ from .sigmoid import expit, hessian_weight, log_loss, residual
 _MIN_CHUNK_ROWS = MIN_CHUNK_ROWS
 _MAX_CHUNKS = MAX_CHUNKS
 _CHUNK_BYTES = CHUNK_BYTES
+_PARALLEL_MIN_WORK = PARALLEL_MIN_WORK
 
 
 @kernel()
@@ -48,6 +50,25 @@ def _chunk_count(n, min_rows, max_chunks):
     """Number of row chunks: enough to feed many threads, independent of their count."""
     c = (n + min_rows - 1) // min_rows
     return max(1, min(c, max_chunks))
+
+
+@kernel()
+def chunk_count(n, d, k, min_rows, max_chunks):
+    """Row chunks of a pass over n rows of d values that also multiplies k vectors of d (+ 1) per row.
+
+    1 (serial) while n (d + (d + 1) k / 16) < PARALLEL_MIN_WORK: below that a
+    parallel launch costs more than it saves (see _config). The operator asks
+    the same function, so its BLAS policy matches the kernel's chunks.
+    """
+    if n * (d + (d + 1) * k // 16) < _PARALLEL_MIN_WORK:
+        return 1
+    return _chunk_count(n, min_rows, max_chunks)
+
+
+@kernel()
+def pass_chunks(n, d):
+    """Row chunks of a plain pass over X (n, d): margins, loss and gradient, per-example gradients, sum of squares."""
+    return chunk_count(n, d, 0, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
 
 
 @kernel()
@@ -85,7 +106,7 @@ def _sum_squares_rows(X, lo, hi):
 def _sum_squares(X, stop):
     """sum_ij X_ij^2 in float64 (inf or NaN when X holds non-finite or overflowing values)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    nch = pass_chunks(n, X.shape[1])
     if nch == 1:
         return _sum_squares_rows(X, 0, n)
     rows = (n + nch - 1) // nch
@@ -107,7 +128,7 @@ def _margins_rows(X, coef, intercept, lo, hi, z_out):
 def _margins(X, coef, intercept, z_out, stop):
     """z_out (n,) = X @ coef + intercept (``_loss_grad`` also returns them, with the gradient)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = chunk_count(n, X.shape[1], 0, _MIN_CHUNK_ROWS, 1 << 20)
     rows = (n + nch - 1) // nch
     if nch == 1:
         _margins_rows(X, coef, intercept, 0, n, z_out)
@@ -155,7 +176,7 @@ def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
 def _per_example_grads(X, y, coef, intercept, out, stop):
     """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = chunk_count(n, X.shape[1], 0, _MIN_CHUNK_ROWS, 1 << 20)
     rows = (n + nch - 1) // nch
     if nch == 1:
         _per_example_grads_rows(X, y, coef, intercept, 0, n, out)
@@ -205,7 +226,7 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
     n = X.shape[0]
     p = grad_out.shape[0]
     grad_out[:] = 0.0
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    nch = pass_chunks(n, X.shape[1])
     if nch == 1:
         return _loss_grad_rows(X, y, coef, intercept, 0, n, grad_out, z_out)
     rows = (n + nch - 1) // nch
@@ -248,8 +269,8 @@ def _hessian_rows(X, w, lo, hi, H_acc, stop):
 
 @kernel()
 def hessian_chunk_count(n, p):
-    """Row chunks of ``_hessian_sum``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
-    return _chunk_count(n, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    """Row chunks of ``_hessian_sum`` and ``_setup``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
+    return chunk_count(n, p, p, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
 
 
 @kernel(parallel=True)
@@ -433,6 +454,12 @@ def _hvp_rows(X, w, V, lo, hi, acc):
                     acc[q, d] += tq
 
 
+@kernel()
+def hvp_chunks(n, p, k):
+    """Row chunks of ``_hvp`` for k vectors: per-chunk (k, p) sums bounded by CHUNK_BYTES in all."""
+    return chunk_count(n, p, k, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
+
+
 @kernel(parallel=True)
 def _hvp(X, w, ridge, V, out, stop):
     """out (k, p) = H V^T row by row: X~^T (w * (X~ v_q)) + ridge * v_q, one pass over X.
@@ -446,7 +473,7 @@ def _hvp(X, w, ridge, V, out, stop):
     for q in range(k):
         for j in range(p):
             out[q, j] = ridge[j] * V[q, j]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
+    nch = hvp_chunks(n, p, k)
     if nch == 1:
         _hvp_rows(X, w, V, 0, n, out)
         return
@@ -473,9 +500,10 @@ def _influence_rows(X, r, S, idx, lo, hi, out):
             A[i, d] = 1.0
     T = np.dot(S, A.T)
     for i in range(hi - lo):
-        ri = r[idx[lo + i]]
-        for t in range(S.shape[0]):
-            out[t, lo + i] = -T[t, i] * ri
+        A[i, 0] = -r[idx[lo + i]]  # reuse A's first column for -r_i
+    for t in range(S.shape[0]):  # row by row: contiguous reads of T and writes of out
+        for i in range(hi - lo):
+            out[t, lo + i] = T[t, i] * A[i, 0]
 
 
 @kernel(parallel=True)
@@ -488,7 +516,7 @@ def _influence(X, r, S, idx, out, stop):
     """
     n_sel = idx.shape[0]
     nblk = (n_sel + BLOCK_ROWS - 1) // BLOCK_ROWS
-    if n_sel <= _MIN_CHUNK_ROWS:
+    if chunk_count(n_sel, X.shape[1], S.shape[0], _MIN_CHUNK_ROWS, _MAX_CHUNKS) == 1:
         for b in range(nblk):
             if not stop[0]:
                 _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
@@ -585,7 +613,7 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     n = X.shape[0]
     m = S.shape[0]
     k = low_out.shape[1]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    nch = chunk_count(n, X.shape[1], m, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
     neg_v = np.full((nch, m, k), np.inf)
     neg_i = np.full((nch, m, k), n)

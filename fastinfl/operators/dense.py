@@ -2,16 +2,23 @@
 
 import numpy as np
 
-from .._config import MIN_CHUNK_ROWS
+from .._config import BLAS_THREADS_MIN_FLOPS, HVP_BLAS_MIN_K
 from ..kernels import cg as cg_kernels
 from ..kernels import dense as kernels
 from . import policy
 from .base import CGResult, Curvature, Operator, Setup, TopK
 
 
+# ``parallel=`` of policy.run holds BLAS to one thread while the kernel runs. Kernels without BLAS
+# calls never need it; kernels with BLAS calls need it when they run parallel chunks (each chunk
+# calls BLAS) and want it when serial, since their per-block calls are small (one thread is as fast
+# there, and does not wait for a busy core: see BLAS_THREADS_MIN_FLOPS). Only a serial Hessian of
+# p > 2048 (one chunk, large dsyrk calls) keeps BLAS's threads.
+
+
 def sum_squares(X):
     """sum_ij X_ij^2 in float64 by the parallel kernel (the finiteness check of check_X)."""
-    return policy.run(kernels._sum_squares, X, work=X.size, parallel=X.shape[0] > MIN_CHUNK_ROWS)
+    return policy.run(kernels._sum_squares, X, work=X.size, parallel=False)
 
 
 class DenseOperator(Operator):
@@ -33,8 +40,10 @@ class DenseOperator(Operator):
     def _params(self, coef, intercept):
         return np.ascontiguousarray(coef, dtype=np.float64), float(intercept) if self.fit_intercept else 0.0
 
-    def _parallel(self, rows=None):
-        return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
+    def _hessian_blas_single(self):
+        """Hold BLAS to one thread in the Hessian passes unless they run as one chunk of large dsyrk calls."""
+        n, p = self.n_samples, self.n_params
+        return kernels.hessian_chunk_count(n, p) > 1 or n * p * p < BLAS_THREADS_MIN_FLOPS
 
     def _labels(self):
         if self.y is None:
@@ -47,13 +56,13 @@ class DenseOperator(Operator):
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
         loss, min_margin = policy.run(kernels._loss_grad, self.X, self._labels(), coef, b, grad, z,
-                                      work=self.X.size, parallel=self._parallel())
+                                      work=self.X.size, parallel=False)
         return float(loss), grad, float(min_margin), z
 
     def margins(self, coef, intercept):
         coef, b = self._params(coef, intercept)
         z = np.empty(self.n_samples)
-        policy.run(kernels._margins, self.X, coef, b, z, work=self.X.size, parallel=self._parallel())
+        policy.run(kernels._margins, self.X, coef, b, z, work=self.X.size, parallel=False)
         return z
 
     def losses(self, coef, intercept):
@@ -72,8 +81,7 @@ class DenseOperator(Operator):
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X = np.ascontiguousarray(X)
         out = np.empty((X.shape[0], self.n_params))
-        policy.run(kernels._per_example_grads, X, y, coef, b, out, work=X.size,
-                   parallel=self._parallel(X.shape[0]))
+        policy.run(kernels._per_example_grads, X, y, coef, b, out, work=X.size, parallel=False)
         return out
 
     def curvature(self, margins):
@@ -89,26 +97,24 @@ class DenseOperator(Operator):
         grad = np.empty(p)
         z, r, w = np.empty(n), np.empty(n), np.empty(n)
         H = np.empty((p, p))
-        several = kernels.hessian_chunk_count(n, p) > 1
         loss, min_margin, _ = policy.run(kernels._setup, self.X, self._labels(), coef, b,
                                          np.ascontiguousarray(ridge, dtype=np.float64), grad, z, r, w, H,
-                                         work=self.X.size * p, parallel=several)
+                                         work=self.X.size * p, parallel=self._hessian_blas_single())
         return Setup(float(loss), grad, float(min_margin), z, Curvature(r, w), H)
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
         p = self.n_params
         H = np.empty((p, p))
-        several = kernels.hessian_chunk_count(self.n_samples, p) > 1
         policy.run(kernels._hessian_sum, self.X, curv.weights, ridge, H, work=self.X.size * p,
-                   parallel=several)
+                   parallel=self._hessian_blas_single())
         return H
 
     def hvp(self, curv, ridge, V):
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
         policy.run(kernels._hvp, self.X, curv.weights, ridge, V, out, work=self.X.size * V.shape[0],
-                   parallel=self._parallel())
+                   parallel=V.shape[0] >= HVP_BLAS_MIN_K)
         return out
 
     def cg(self, curv, ridge, B, tol, max_iter):
@@ -119,7 +125,7 @@ class DenseOperator(Operator):
         resid = np.empty(k)
         status = np.empty(k, np.int64)
         policy.run(cg_kernels._cg_solve, self.X, curv.weights, ridge, np.ascontiguousarray(B), tol, max_iter,
-                   x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=self._parallel())
+                   x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=k >= HVP_BLAS_MIN_K)
         return CGResult(x, n_iter, resid, status)
 
     def rows(self, idx):
@@ -133,7 +139,7 @@ class DenseOperator(Operator):
         S = np.ascontiguousarray(S, dtype=np.float64)
         out = np.empty((S.shape[0], idx.shape[0]))
         policy.run(kernels._influence, self.X, curv.residuals, S, idx, out,
-                   work=idx.shape[0] * self.n_params * S.shape[0], parallel=self._parallel(idx.shape[0]))
+                   work=idx.shape[0] * self.n_params * S.shape[0], parallel=True)
         return out
 
     def top_k(self, curv, S, k):
@@ -141,5 +147,5 @@ class DenseOperator(Operator):
         m = S.shape[0]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
         policy.run(kernels._top_k, self.X, curv.residuals, S, out.helpful, out.helpful_idx, out.harmful,
-                   out.harmful_idx, work=self.X.size * m, parallel=self._parallel())
+                   out.harmful_idx, work=self.X.size * m, parallel=True)
         return out
