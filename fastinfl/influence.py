@@ -91,9 +91,8 @@ class Influence:
                  batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT):
         check_fitted_model(model)
         self.model = model
-        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_)
-        d = self._op.n_features
-        self.n_params = self._op.n_params
+        d = model.n_features_
+        self.n_params = d + int(model.fit_intercept)
         self.solver = check_choice(solver, "solver", SOLVERS)
         self.damping = check_scalar(damping, "damping")
         self.tol = check_scalar(tol, "tol", strict=True)
@@ -106,6 +105,10 @@ class Influence:
         self.batch_size = check_scalar(batch_size, "batch_size", integer=True, min_value=1,
                                        allow_none=True)
         stationarity_tol = check_scalar(stationarity_tol, "stationarity_tol")
+        # With the direct solver the setup pass below reads X once for everything, its finiteness
+        # check included (the same error as as_operator's own check, before anything is returned).
+        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d,
+                               defer_finite=self._use_direct)
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import _validation
 from .._config import BLAS_THREADS_MIN_FLOPS, HVP_BLAS_MIN_K
 from ..kernels import cg as cg_kernels
 from ..kernels import dense as kernels
@@ -31,10 +32,21 @@ class DenseOperator(Operator):
 
     kind = "dense"
 
-    def __init__(self, X, y, fit_intercept):
+    def __init__(self, X, y, fit_intercept, unchecked=None):
         super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
         self.X = X
         self.y = y
+        # The argument name of X while its finiteness is not yet checked (as_operator(defer_finite=True)):
+        # setup() checks it in its own pass; any other pass checks it first.
+        self._unchecked = unchecked
+
+    def _check_finite(self, sum_sq=None):
+        """Raise check_finite's error unless X is finite (``sum_sq``: its sum of squares, when known)."""
+        if self._unchecked is None:
+            return
+        name = self._unchecked
+        _validation.check_finite(self.X, name, (lambda _: sum_sq) if sum_sq is not None else sum_squares)
+        self._unchecked = None
 
     # -------------------------------------------------------------- helpers
     def _params(self, coef, intercept):
@@ -52,6 +64,7 @@ class DenseOperator(Operator):
 
     # ------------------------------------------------------ passes at theta
     def loss_grad(self, coef, intercept):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
@@ -60,6 +73,7 @@ class DenseOperator(Operator):
         return float(loss), grad, float(min_margin), z
 
     def margins(self, coef, intercept):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         z = np.empty(self.n_samples)
         policy.run(kernels._margins, self.X, coef, b, z, work=self.X.size, parallel=False)
@@ -77,6 +91,7 @@ class DenseOperator(Operator):
         return z
 
     def gradients(self, coef, intercept, idx=None):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X = np.ascontiguousarray(X)
@@ -97,13 +112,15 @@ class DenseOperator(Operator):
         grad = np.empty(p)
         z, r, w = np.empty(n), np.empty(n), np.empty(n)
         H = np.empty((p, p))
-        loss, min_margin, _ = policy.run(kernels._setup, self.X, self._labels(), coef, b,
+        loss, min_margin, sum_sq = policy.run(kernels._setup, self.X, self._labels(), coef, b,
                                          np.ascontiguousarray(ridge, dtype=np.float64), grad, z, r, w, H,
                                          work=self.X.size * p, parallel=self._hessian_blas_single())
+        self._check_finite(sum_sq)
         return Setup(float(loss), grad, float(min_margin), z, Curvature(r, w), H)
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
+        self._check_finite()
         p = self.n_params
         H = np.empty((p, p))
         policy.run(kernels._hessian_sum, self.X, curv.weights, ridge, H, work=self.X.size * p,
@@ -111,6 +128,7 @@ class DenseOperator(Operator):
         return H
 
     def hvp(self, curv, ridge, V):
+        self._check_finite()
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
         policy.run(kernels._hvp, self.X, curv.weights, ridge, V, out, work=self.X.size * V.shape[0],
@@ -129,6 +147,7 @@ class DenseOperator(Operator):
         return CGResult(x, n_iter, resid, status)
 
     def rows(self, idx):
+        self._check_finite()
         A = np.empty((idx.shape[0], self.n_params))
         A[:, : self.n_features] = self.X[idx]
         if self.fit_intercept:
@@ -136,6 +155,7 @@ class DenseOperator(Operator):
         return A
 
     def influence(self, curv, S, idx):
+        self._check_finite()
         S = np.ascontiguousarray(S, dtype=np.float64)
         out = np.empty((S.shape[0], idx.shape[0]))
         policy.run(kernels._influence, self.X, curv.residuals, S, idx, out,
@@ -143,6 +163,7 @@ class DenseOperator(Operator):
         return out
 
     def top_k(self, curv, S, k):
+        self._check_finite()
         S = np.ascontiguousarray(S, dtype=np.float64)
         m = S.shape[0]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
