@@ -33,3 +33,12 @@ def test_compile_time_prints_table(capsys):
     out = capsys.readouterr().out
     assert "| fit + influence, float64 | empty (cold) |" in out
     assert "| import only (best of 3) | warm |" in out
+
+
+def test_e2e_prints_table_and_profile(capsys):
+    from bench import e2e
+
+    e2e.main(["--sizes", "3000x5x7", "--top-k-sizes", "2000x4x3", "--repeats", "1", "--profile"])
+    out = capsys.readouterr().out
+    assert "| influence 3000x5, m=7 |" in out and "| top_k 2000x4, m=3 |" in out
+    assert "- top_k 2000x4, m=3: total" in out and "kernel setup" in out
