@@ -17,10 +17,12 @@ Each quantity is a serial ``*_rows`` kernel over a row range [lo, hi) and a
 driver that runs it on row chunks with ``prange``. The number of chunks depends
 on the sizes only, never on the thread count, and per-chunk sums are merged
 serially in a fixed order: results are bitwise identical for any number of
-Numba threads. With a single chunk (n <= 4096 rows) the driver calls the body
-directly: waking the thread pool costs more than such a pass, and on a busy
-machine a parallel launch can cost a whole scheduler quantum (measured 40 ms
-per call on 568 rows with the other core loaded, 0.04 ms serial).
+Numba threads. With a single chunk (below PARALLEL_MIN_WORK element visits,
+see :func:`chunk_count`) the driver calls the body directly: waking the thread
+pool costs more than such a pass, and on a busy machine a parallel launch can
+cost a whole scheduler quantum (measured 40 ms per call on 568 rows with the
+other core loaded, 0.04 ms serial). For the same reason a driver's only
+parallel loop is its prange (no array expressions: see ``_zeros``).
 """
 
 import numpy as np
