@@ -217,7 +217,7 @@ def profile():
         (_validation, "check_finite", lambda a: "finiteness checks (NumPy)"),
         (policy, "run", kernel_label),
         (policy, "single_threaded_blas", None),
-        (dense.DenseOperator, "curvature", lambda a: "weights (residuals, curvature)"),
+        (dense.DenseOperator, "curvature", lambda a: "weights (residuals and curvature)"),
         (solvers, "cholesky", lambda a: "Cholesky"),
         (scipy.linalg.lapack, "dpocon", lambda a: "condition estimate"),
         (scipy.linalg, "cho_solve", lambda a: "triangular solves"),
