@@ -95,7 +95,7 @@ def numpy_influence(X, y, coef, intercept, l2, X_test, y_test):
 
 
 def numpy_top_k(X, y, coef, intercept, l2, X_test, y_test, k=K, block_rows=8192):
-    """TopK: setup, then per block of rows one GEMM, ``np.argpartition`` and a merge (never the (m, n) matrix)."""
+    """TopK: setup, then per block of rows a GEMM, ``np.argpartition`` and a merge (no (m, n) matrix)."""
     S, r = numpy_setup(X, y, coef, intercept, l2, X_test, y_test)
     n, d = X.shape
     m = S.shape[0]
@@ -328,7 +328,8 @@ def main(argv=None):
           f"average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Best of "
           f"{args.repeats} (of {max(2, args.repeats // 2)} above 2e7 elements), NumPy and fastinfl "
           "alternating.\n")
-    print("| job | NumPy/SciPy (s) | fastinfl (s) | speed-up | bound (s) | fastinfl / bound | NumPy / bound |")
+    print("| job | NumPy/SciPy (s) | fastinfl (s) | speed-up | bound (s) | fastinfl / bound "
+          "| NumPy / bound |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, t_np, t_fast, flops, nbytes in rows:
         b = flops / (gflops * 1e9) + nbytes / (gbs * 1e9)

@@ -31,7 +31,7 @@ def objective_gradient(op, coef, intercept, l2):
 
 
 def penalised(loss, grad, coef, l2):
-    """(F, grad F) from the summed log-loss and its gradient (p,): the L2 term on coef (``grad`` updated in place)."""
+    """(F, grad F) from the summed log-loss and its gradient (p,): adds the L2 term (``grad`` in place)."""
     grad[: coef.shape[0]] += l2 * coef
     return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad
 

@@ -92,7 +92,7 @@ def chunk_count(n, d, k, min_rows, max_chunks):
 
 @kernel()
 def pass_chunks(n, d):
-    """Row chunks of a plain pass over X (n, d): margins, loss and gradient, per-example gradients, sum of squares."""
+    """Row chunks of a plain pass over X (n, d) (margins, loss and gradient, per-example gradients, ...)."""
     return chunk_count(n, d, 0, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
 
 
@@ -299,7 +299,7 @@ def _hessian_rows(X, w, lo, hi, H_acc, stop):
 
 @kernel()
 def hessian_chunk_count(n, p):
-    """Row chunks of ``_hessian_sum`` and ``_setup``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
+    """Row chunks of ``_hessian_sum`` and ``_setup``: a (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
     return chunk_count(n, p, p, 4 * HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
 
 
@@ -412,9 +412,9 @@ def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, s
         accg = _new_zeros((nch, p))
         parts = _new_zeros((nch, 3))
         for c in prange(nch):
-            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(
-                X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), accg[c], accH[c], z_out, r_out, w_out,
-                stop)
+            lo, hi = c * rows, min(n, (c + 1) * rows)
+            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(X, y, coef, intercept, lo, hi, accg[c],
+                                                                accH[c], z_out, r_out, w_out, stop)
         for c in range(nch):
             _add(H_out, accH[c])
             _add(grad_out, accg[c])

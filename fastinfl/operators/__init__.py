@@ -6,7 +6,8 @@ never kernels. See docs/architecture.md for the layers and how to add a kind of 
 """
 
 from .. import _validation
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, Setup, TopK
+from .base import (CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, Setup,
+                   TopK)
 
 __all__ = ["CONVERGED", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator", "Operator",
            "Setup", "TopK", "as_operator"]

@@ -45,7 +45,7 @@ class TopK(NamedTuple):
 
 
 class Setup(NamedTuple):
-    """:meth:`Operator.setup`: loss sum, gradient (p,), min signed margin, margins, curvature, Hessian (p, p)."""
+    """:meth:`Operator.setup`: loss sum, gradient (p,), min signed margin, margins, curvature, H (p, p)."""
 
     loss: float
     grad: np.ndarray

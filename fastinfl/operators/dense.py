@@ -106,7 +106,7 @@ class DenseOperator(Operator):
         return Curvature(r, w)
 
     def setup(self, coef, intercept, ridge):
-        """:class:`Setup` in one read of X (fused loss, gradient, weights and dsyrk Hessian); see :meth:`Operator.setup`."""
+        """:class:`Setup` in one read of X (loss, gradient, weights and dsyrk Hessian fused)."""
         coef, b = self._params(coef, intercept)
         n, p = self.n_samples, self.n_params
         grad = np.empty(p)

@@ -26,7 +26,7 @@ INTERRUPT_MIN_WORK = 1 << 22
 _lock = threading.Lock()
 _users = 0  # calls inside single_threaded_blas(), over all Python threads
 _limiter = None
-_controller = None  # threadpoolctl's view of the loaded BLAS libraries, built once (0.4 ms; limit() then 10 us)
+_controller = None  # threadpoolctl's view of the BLAS libraries, built once (0.4 ms; a limit then 10 us)
 
 
 @contextmanager
@@ -53,7 +53,7 @@ def single_threaded_blas():
 
 
 def blas_threads(flops):
-    """Context for a BLAS or LAPACK call of ``flops``: one BLAS thread below BLAS_THREADS_MIN_FLOPS, else as is.
+    """Context for a BLAS or LAPACK call of ``flops``: one BLAS thread below BLAS_THREADS_MIN_FLOPS.
 
     Small calls gain nothing from a second thread, and on a loaded machine they
     wait for it (a 51 x 100 Cholesky solve: 0.08 ms on one thread, 40-70 ms on two).
