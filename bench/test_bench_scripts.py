@@ -87,3 +87,12 @@ def test_sparse_prints_table(capsys):
     sparse.main(["--n", "3000", "--d", "500", "--nnz", "5", "--m", "3", "--k", "2", "--skip", "lbfgs,sklearn"])
     out = capsys.readouterr().out
     assert "| hvp | Influence.hvp(v) |" in out and "| cg_m3 |" in out and "| top_k (m=3, k=2) |" in out
+
+
+def test_e2e_prints_table_and_profile(capsys):
+    from bench import e2e
+
+    e2e.main(["--sizes", "3000x5x7", "--top-k-sizes", "2000x4x3", "--repeats", "1", "--profile"])
+    out = capsys.readouterr().out
+    assert "| influence 3000x5, m=7 |" in out and "| top_k 2000x4, m=3 |" in out
+    assert "- top_k 2000x4, m=3: total" in out and "kernel setup" in out

@@ -35,6 +35,15 @@ HVP_BLAS_MIN_K = 8
 MIN_CHUNK_ROWS = 4096
 MAX_CHUNKS = 64
 CHUNK_BYTES = 1 << 26
+# A pass runs as one serial chunk below this much work, in element visits: d per row for a pass
+# over X, plus p k / 16 per row for k vectors through BLAS (the Hessian: k = p). About 4 ms serial;
+# a parallel launch costs 0.05 ms on an idle machine but 40-150 ms with the other core loaded
+# (bench/RESULTS.md, "End-to-end jobs").
+PARALLEL_MIN_WORK = 1 << 22
+# BLAS and LAPACK calls below this many flops run on one BLAS thread (the Cholesky solves, and the
+# BLAS calls inside a serial kernel): a 51 x 100 cho_solve took 0.08 ms on one thread and 40-70 ms
+# on OpenBLAS's two with the machine loaded (bench/RESULTS.md, "End-to-end jobs").
+BLAS_THREADS_MIN_FLOPS = 1 << 28
 
 # ------------------------------------------------------------------ CSR (scipy.sparse) kernels
 # Nonzeros (plus rows) per row chunk of the CSR passes at least.

@@ -23,7 +23,7 @@ from ._validation import (
 from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import check_groups, group_steps, loss_change
-from .model import check_fitted_model, objective_gradient, ridge_diagonal
+from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, Direct, Verified, batches, solve_bytes
@@ -142,11 +142,12 @@ class Influence:
         else:
             check_fitted_model(model)
         self.model = model
-        self._op = (model._operator(X_train, y_train, "X_train") if self._multi else
-                    as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=model.n_features_,
-                                device=device))
-        d = self._op.n_features
-        self.n_params = self._op.n_params
+        if self._multi:
+            self._op = model._operator(X_train, y_train, "X_train")
+            d = self._op.n_features
+        else:  # the operator is built below, once the solver is known (see defer_finite)
+            d = model.n_features_
+        self.n_params = self._op.n_params if self._multi else d + int(model.fit_intercept)
         self.solver = check_choice(solver, "solver", SOLVERS)
         self.damping = check_scalar(damping, "damping")
         self.tol = check_scalar(tol, "tol", strict=True)
@@ -174,21 +175,17 @@ class Influence:
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
-        if _state is None:
-            # One pass over X: the objective's gradient (stationarity check) and the margins z_i,
-            # from which residuals r_i (g(z_i) = r_i x~_i) and curvature weights w_i follow.
-            _, grad, _, z = (_multiclass.objective_gradient if self._multi else objective_gradient)(
-                self._op, self._coef, self._intercept, model.l2)
-            self.grad_norm_ = float(np.linalg.norm(grad))
-            self._curv = self._op.curvature(z)
-        else:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
-            self.grad_norm_, self._curv = _state.restore_curvature(self._op)
         if self._multi:
+            if _state is None:
+                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2)
+                self.grad_norm_ = float(np.linalg.norm(grad))
+                self._curv = self._op.curvature(z)
+            else:
+                self.grad_norm_, self._curv = _state.restore_curvature(self._op)
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(
                 self._op.n_classes, d, model.fit_intercept, model.l2, self.damping))
         else:
-            self._hess = HessianOperator(self._op, self._curv, ridge_diagonal(d, model.fit_intercept, model.l2,
-                                                                              self.damping))
+            self._init_binary(X_train, y_train, device, _state)
         self._solvers = {}
         n = self._op.n_samples
         if self.grad_norm_ > stationarity_tol * n:
@@ -202,6 +199,34 @@ class Influence:
                 "from its parameters) or sklearn's LogisticRegression(tol=1e-10).",
                 StationarityWarning, stacklevel=2,
             )
+
+    def _init_binary(self, X_train, y_train, device, state):
+        """The binary model's operator, curvature and Hessian operator (one read of X where possible)."""
+        model = self.model
+        d = model.n_features_
+        # With the direct solver the setup pass below reads X once for everything, its finiteness
+        # check included (the same error as as_operator's own check, before anything is returned).
+        setup_pass = self._use_direct and state is None
+        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d, device=device,
+                               defer_finite=setup_pass)
+        ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
+        H = None
+        if state is not None:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
+            self.grad_norm_, self._curv = state.restore_curvature(self._op)
+        elif setup_pass:
+            # One read of X for everything the direct solver needs: the objective's gradient
+            # (stationarity check), residuals r_i (g(z_i) = r_i x~_i), curvature weights w_i and H.
+            setup = self._op.setup(self._coef, self._intercept, ridge)
+            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2)
+            self.grad_norm_ = float(np.linalg.norm(grad))
+            self._curv, H = setup.curv, setup.hessian
+        else:
+            # One pass over X: the objective's gradient and the margins z_i, from which residuals
+            # and curvature weights follow; H is formed only if a solver asks for it.
+            _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+            self.grad_norm_ = float(np.linalg.norm(grad))
+            self._curv = self._op.curvature(z)
+        self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
     # ------------------------------------------------------------ persisted state
     def save(self, path, check="sample"):

@@ -28,8 +28,13 @@ def objective_gradient(op, coef, intercept, l2):
     margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
     """
     loss, grad, min_margin, z = op.loss_grad(coef, intercept)
+    return (*penalised(loss, grad, coef, l2), min_margin, z)
+
+
+def penalised(loss, grad, coef, l2):
+    """(F, grad F) from the summed log-loss and its gradient (p,): adds the L2 term (``grad`` in place)."""
     grad[: coef.shape[0]] += l2 * coef
-    return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad, min_margin, z
+    return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad
 
 
 def check_fitted_model(model, name="model"):

@@ -14,7 +14,7 @@ import scipy.linalg.lapack
 
 from ._config import CG_VECTORS, MAX_BATCH, MAX_CONDITION, NEWTON_CG_MAX_ITER, VERIFY_SAMPLE
 from .exceptions import ConvergenceError, SingularHessianError, VerificationError
-from .operators import MAX_ITER, NOT_POSITIVE
+from .operators import MAX_ITER, NOT_POSITIVE, policy
 
 
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
@@ -66,8 +66,9 @@ class Direct:
         with self._lock:
             if self._chol is None:
                 H = self.hess.hessian()
-                chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
-                rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
+                with policy.blas_threads(H.shape[0] ** 3 / 3):
+                    chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
+                    rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
                 if rcond * MAX_CONDITION < 1.0:
                     raise SingularHessianError(
                         f"the Hessian is numerically singular: condition number about "
@@ -82,7 +83,8 @@ class Direct:
         # LAPACK dpotrs straight away: the same solve as scipy.linalg.cho_solve (bitwise) without its
         # argument handling, which cost ~40 us per call (bench/call_overhead.py).
         L, lower = self.factor()
-        x, info = scipy.linalg.lapack.dpotrs(L, B.T, lower=int(lower))
+        with policy.blas_threads(2 * B.shape[0] * B.shape[1] ** 2):
+            x, info = scipy.linalg.lapack.dpotrs(L, B.T, lower=int(lower))
         if info != 0:
             raise ValueError(f"LAPACK dpotrs rejected argument {-info}")
         return x.T if x.T.flags.c_contiguous else np.ascontiguousarray(x.T)

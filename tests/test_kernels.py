@@ -223,3 +223,34 @@ def test_compiled_signatures_stay_few():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     # float64, float32 and read-only float64: three variants, whatever came in
     assert out.split() == ["3", "3"]
+
+
+@pytest.mark.slow
+def test_parallel_kernels_have_no_parallel_loop_besides_their_prange():
+    """An array expression in a parallel=True kernel becomes its own thread-pool launch (ms on a busy
+    machine, even on the serial path): each parallel driver may have exactly one, its prange."""
+    X, y = make_problem(n=40, d=3, seed=1)
+    y = y.astype(np.float64)
+    n, p = 40, 4
+    coef, ridge, w, r = np.full(3, 0.1), np.ones(p), np.full(n, 0.2), np.full(n, 0.1)
+    S, stop = np.ones((2, p)), np.zeros(1, np.uint8)
+    calls = {
+        "_sum_squares": (X, stop),
+        "_margins": (X, coef, 0.1, np.empty(n), stop),
+        "_per_example_grads": (X, y, coef, 0.1, np.empty((n, p)), stop),
+        "_loss_grad": (X, y, coef, 0.1, np.empty(p), np.empty(n), stop),
+        "_hessian_sum": (X, w, ridge, np.empty((p, p)), stop),
+        "_hessian_diagonal": (X, w, ridge, np.empty(p), stop),
+        "_setup": (X, y, coef, 0.1, ridge, np.empty(p), np.empty(n), np.empty(n), np.empty(n),
+                   np.empty((p, p)), stop),
+        "_hvp": (X, w, ridge, np.ones((9, p)), np.empty((9, p)), stop),
+        "_influence": (X, r, S, np.arange(n), np.empty((2, n)), stop),
+        "_top_k": (X, r, S, np.empty((2, 2)), np.empty((2, 2), np.int64), np.empty((2, 2)),
+                   np.empty((2, 2), np.int64), stop),
+    }
+    for name, args in calls.items():
+        fresh = numba.njit(parallel=True, fastmath=set(_config.FASTMATH), error_model="numpy")(
+            getattr(_kernels, name).py_func)
+        fresh(*args)
+        diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
+        assert diag.count_parfors() == 1, (name, diag.count_parfors())

@@ -90,6 +90,13 @@ def _operations(X, y, model):
     def inf(solver="auto"):
         return fastinfl.Influence(model, X, y, solver=solver)
 
+    def lazy_direct():
+        # Built for CG (H not formed), then switched: the first direct solve forms H (a kernel pass).
+        # With solver "direct" or "auto" H is formed in the constructor ("Influence()" above).
+        i = inf("cg")
+        i.solver = "direct"
+        return i
+
     # each entry builds what it needs first, then returns the call that is interrupted
     return {
         "fit": lambda: lambda: fastinfl.LogisticRegression(l2=1.0).fit(X, y),
@@ -97,11 +104,11 @@ def _operations(X, y, model):
         "predict_proba": lambda: lambda: model.predict_proba(X),
         "losses": lambda: lambda: model.losses(X, y),
         "Influence()": lambda: lambda: inf(),
-        "hessian": lambda: inf().hessian,
+        "hessian": lambda: inf("cg").hessian,
         "gradients": lambda: inf().gradients,
         "hvp": lambda: (lambda i: lambda: i.hvp(np.ones(6)))(inf()),
         "inverse_hvp cg": lambda: (lambda i: lambda: i.inverse_hvp(np.ones(6)))(inf("cg")),
-        "inverse_hvp direct": lambda: (lambda i: lambda: i.inverse_hvp(np.ones(6)))(inf("direct")),
+        "inverse_hvp direct": lambda: (lambda i: lambda: i.inverse_hvp(np.ones(6)))(lazy_direct()),
         "s_test": lambda: (lambda i: lambda: i.s_test(Xt, yt))(inf("cg")),
         "influence": lambda: (lambda i: lambda: i.influence(Xt, yt))(inf()),
         "top_k": lambda: (lambda i: lambda: i.top_k(Xt, yt, k=3))(inf()),

@@ -17,10 +17,12 @@ Each quantity is a serial ``*_rows`` kernel over a row range [lo, hi) and a
 driver that runs it on row chunks with ``prange``. The number of chunks depends
 on the sizes only, never on the thread count, and per-chunk sums are merged
 serially in a fixed order: results are bitwise identical for any number of
-Numba threads. With a single chunk (n <= 4096 rows) the driver calls the body
-directly: waking the thread pool costs more than such a pass, and on a busy
-machine a parallel launch can cost a whole scheduler quantum (measured 40 ms
-per call on 568 rows with the other core loaded, 0.04 ms serial).
+Numba threads. With a single chunk (below PARALLEL_MIN_WORK element visits,
+see :func:`chunk_count`) the driver calls the body directly: waking the thread
+pool costs more than such a pass, and on a busy machine a parallel launch can
+cost a whole scheduler quantum (measured 40 ms per call on 568 rows with the
+other core loaded, 0.04 ms serial). For the same reason a driver's only
+parallel loop is its prange (no array expressions: see ``_zeros``).
 """
 
 import numpy as np
@@ -33,6 +35,7 @@ from .._config import (
     HVP_BLAS_MIN_K,
     MAX_CHUNKS,
     MIN_CHUNK_ROWS,
+    PARALLEL_MIN_WORK,
     kernel,
 )
 from .blas import syrk_lower
@@ -47,6 +50,7 @@ _HESSIAN_CHUNK_ROWS = np.int64(4 * HESSIAN_BLOCK_ROWS)
 _MAX_CHUNKS = np.int64(MAX_CHUNKS)
 _UNBOUNDED_CHUNKS = np.int64(1 << 20)
 _CHUNK_BYTES = np.int64(CHUNK_BYTES)
+_PARALLEL_MIN_WORK = np.int64(PARALLEL_MIN_WORK)
 
 
 @kernel()
@@ -54,6 +58,48 @@ def _chunk_count(n, min_rows, max_chunks):
     """Number of row chunks: enough to feed many threads, independent of their count."""
     c = (n + min_rows - 1) // min_rows
     return max(1, min(c, max_chunks))
+
+
+# Array expressions (a[:] = 0, a += b, np.zeros, a.sum()) inside a ``parallel=True`` kernel become
+# parallel loops of their own: each one launches the thread pool, which costs 40-150 ms with the
+# other core loaded even for a 6-element fill (measured: _loss_grad on 3000 x 5 took 16 ms serial
+# with one such fill, 0.16 ms without). The parallel drivers below call these serial helpers
+# instead, so that their only parallel loop is the prange over row chunks.
+@kernel()
+def _zeros(a):
+    """a[...] = 0 (any ndim), serially."""
+    a[...] = 0.0
+
+
+@kernel()
+def _add(dst, src):
+    """dst += src (same shape), serially."""
+    dst += src
+
+
+@kernel()
+def _new_zeros(shape):
+    """np.zeros(shape) allocated and filled serially."""
+    return np.zeros(shape)
+
+
+@kernel()
+def chunk_count(n, d, k, min_rows, max_chunks):
+    """Row chunks of a pass over n rows of d values that also multiplies k vectors of d (+ 1) per row.
+
+    1 (serial) while n (d + (d + 1) k / 16) < PARALLEL_MIN_WORK: below that a
+    parallel launch costs more than it saves (see _config). The operator asks
+    the same function, so its BLAS policy matches the kernel's chunks.
+    """
+    if n * (d + (d + 1) * k // 16) < _PARALLEL_MIN_WORK:
+        return 1
+    return _chunk_count(n, min_rows, max_chunks)
+
+
+@kernel()
+def pass_chunks(n, d):
+    """Row chunks of a plain pass over X (n, d) (margins, loss and gradient, per-example gradients, ...)."""
+    return chunk_count(n, d, ZERO, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
 
 
 @kernel()
@@ -91,15 +137,18 @@ def _sum_squares_rows(X, lo, hi):
 def _sum_squares(X, stop):
     """sum_ij X_ij^2 in float64 (inf or NaN when X holds non-finite or overflowing values)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    nch = pass_chunks(n, X.shape[1])
     if nch == 1:
         return _sum_squares_rows(X, ZERO, n)
     rows = (n + nch - 1) // nch
-    parts = np.zeros(nch)
+    parts = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
             parts[c] = _sum_squares_rows(X, c * rows, min(n, (c + 1) * rows))
-    return parts.sum()
+    total = 0.0
+    for c in range(nch):
+        total += parts[c]
+    return total
 
 
 # ------------------------------------------------------------------ row maps
@@ -113,7 +162,7 @@ def _margins_rows(X, coef, intercept, lo, hi, z_out):
 def _margins(X, coef, intercept, z_out, stop):
     """z_out (n,) = X @ coef + intercept (``_loss_grad`` also returns them, with the gradient)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
+    nch = chunk_count(n, X.shape[1], ZERO, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
         _margins_rows(X, coef, intercept, ZERO, n, z_out)
@@ -161,7 +210,7 @@ def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
 def _per_example_grads(X, y, coef, intercept, out, stop):
     """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
+    nch = chunk_count(n, X.shape[1], ZERO, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
         _per_example_grads_rows(X, y, coef, intercept, ZERO, n, out)
@@ -210,23 +259,25 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
     """
     n = X.shape[0]
     p = grad_out.shape[0]
-    grad_out[:] = 0.0
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    _zeros(grad_out)
+    nch = pass_chunks(n, X.shape[1])
     if nch == 1:
         return _loss_grad_rows(X, y, coef, intercept, ZERO, n, grad_out, z_out)
     rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, p))
-    losses = np.zeros(nch)
-    margins = np.zeros(nch)
+    acc = _new_zeros((nch, p))
+    losses = _new_zeros((nch,))
+    margins = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
             losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
                                                     min(n, (c + 1) * rows), acc[c], z_out)
     loss = 0.0
+    mmin = np.inf
     for c in range(nch):
-        grad_out += acc[c]
+        _add(grad_out, acc[c])
         loss += losses[c]
-    return loss, margins.min()
+        mmin = min(mmin, margins[c])
+    return loss, mmin
 
 
 @kernel()
@@ -254,8 +305,8 @@ def _hessian_rows(X, w, lo, hi, H_acc, stop):
 
 @kernel()
 def hessian_chunk_count(n, p):
-    """Row chunks of ``_hessian_sum``: one (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
-    return _chunk_count(n, _HESSIAN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
+    """Row chunks of ``_hessian_sum`` and ``_setup``: a (p, p) buffer each, 64 MiB in all; 1 once p > 2048."""
+    return chunk_count(n, p, p, _HESSIAN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * p * p))))
 
 
 @kernel(parallel=True)
@@ -271,17 +322,17 @@ def _hessian_sum(X, w, ridge, H_out, stop):
     """
     n = X.shape[0]
     p = H_out.shape[0]
-    H_out[:] = 0.0
+    _zeros(H_out)
     nch = hessian_chunk_count(n, p)
     if nch == 1:
         _hessian_rows(X, w, ZERO, n, H_out, stop)
     else:
         rows = (n + nch - 1) // nch
-        acc = np.zeros((nch, p, p))
+        acc = _new_zeros((nch, p, p))
         for c in prange(nch):
             _hessian_rows(X, w, c * rows, min(n, (c + 1) * rows), acc[c], stop)
         for c in range(nch):
-            H_out += acc[c]
+            _add(H_out, acc[c])
     for j in range(p):
         H_out[j, j] += ridge[j]
         for k in range(j + 1, p):
@@ -310,10 +361,10 @@ def _hessian_diagonal(X, w, ridge, out, stop):
     """
     n = X.shape[0]
     p = out.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
-    acc = np.zeros((nch, p))
+    nch = pass_chunks(n, X.shape[1])
+    acc = _new_zeros((nch, p))
     if nch == 1:
-        _hessian_diagonal_rows(X, w, 0, n, acc[0])
+        _hessian_diagonal_rows(X, w, ZERO, n, acc[0])
     else:
         rows = (n + nch - 1) // nch
         for c in prange(nch):
@@ -324,6 +375,101 @@ def _hessian_diagonal(X, w, ridge, out, stop):
     for c in range(nch):
         for j in range(p):
             out[j] += acc[c, j]
+
+
+@kernel()
+def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_out, stop):
+    """One pass over rows [lo, hi): margins, loss, gradient, residuals, weights and the Hessian sum.
+
+    Adds sum r_i x~_i to grad_acc and sum w_i x~_i x~_i^T to the lower triangle
+    of H_acc (one dsyrk per HESSIAN_BLOCK_ROWS rows on B = sqrt(w) x~, filled
+    while the row is in cache); stores z_out, r_out, w_out for the range.
+    Returns (sum of losses, min signed margin, sum of squares of X's entries).
+    """
+    d = X.shape[1]
+    p = H_acc.shape[0]
+    B = np.empty((min(HESSIAN_BLOCK_ROWS, max(1, hi - lo)), p))
+    loss = 0.0
+    mmin = np.inf
+    sumsq = 0.0
+    for b0 in range(lo, hi, HESSIAN_BLOCK_ROWS):
+        if stop[0]:
+            break
+        m = min(HESSIAN_BLOCK_ROWS, hi - b0)
+        for i in range(m):
+            row = b0 + i
+            z = intercept
+            ss = 0.0
+            for j in range(d):
+                xj = np.float64(X[row, j])
+                z += xj * coef[j]
+                ss += xj * xj
+            sumsq += ss
+            yi = y[row]
+            z_out[row] = z
+            loss += log_loss(z, yi)
+            r = residual(z, yi)
+            w = hessian_weight(z)
+            r_out[row] = r
+            w_out[row] = w
+            sq = np.sqrt(w)
+            for j in range(d):
+                xj = X[row, j]
+                grad_acc[j] += r * xj
+                B[i, j] = sq * xj
+            if p > d:
+                grad_acc[d] += r
+                B[i, d] = sq
+            mg = z if yi > 0.5 else -z
+            if mg < mmin:
+                mmin = mg
+        syrk_lower(B, m, H_acc)
+    return loss, mmin, sumsq
+
+
+@kernel(parallel=True)
+def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, stop):
+    """Everything the direct solver needs from the training rows at theta, in one read of X.
+
+    ``grad_out`` (p,) sum_i r_i x~_i (no L2 term), ``z_out``/``r_out``/``w_out``
+    (n,) margins, residuals sigma(z) - y and curvature weights sigma(z)sigma(-z),
+    ``H_out`` (p, p) sum_i w_i x~_i x~_i^T + diag(ridge). Returns ``(loss,
+    min_margin, sum_squares)`` as ``_loss_grad`` and ``_sum_squares`` would
+    (the last is the finiteness check of X: inf or NaN when X is not finite).
+    Same row chunks as ``_hessian_sum``; per-chunk sums merged in order. Returns
+    early (meaningless outputs) once stop[0] is set.
+    """
+    n = X.shape[0]
+    p = H_out.shape[0]
+    _zeros(grad_out)
+    _zeros(H_out)
+    nch = hessian_chunk_count(n, p)
+    loss = 0.0
+    mmin = np.inf
+    sumsq = 0.0
+    if nch == 1:
+        loss, mmin, sumsq = _setup_rows(X, y, coef, intercept, ZERO, n, grad_out, H_out, z_out, r_out, w_out,
+                                        stop)
+    else:
+        rows = (n + nch - 1) // nch
+        accH = _new_zeros((nch, p, p))
+        accg = _new_zeros((nch, p))
+        parts = _new_zeros((nch, 3))
+        for c in prange(nch):
+            lo, hi = c * rows, min(n, (c + 1) * rows)
+            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(X, y, coef, intercept, lo, hi, accg[c],
+                                                                accH[c], z_out, r_out, w_out, stop)
+        for c in range(nch):
+            _add(H_out, accH[c])
+            _add(grad_out, accg[c])
+            loss += parts[c, 0]
+            mmin = min(mmin, parts[c, 1])
+            sumsq += parts[c, 2]
+    for j in range(p):
+        H_out[j, j] += ridge[j]
+        for k in range(j + 1, p):
+            H_out[j, k] = H_out[k, j]  # mirror the lower triangle
+    return loss, mmin, sumsq
 
 
 @kernel()
@@ -382,6 +528,12 @@ def _hvp_rows(X, w, V, lo, hi, acc):
                     acc[q, d] += tq
 
 
+@kernel()
+def hvp_chunks(n, p, k):
+    """Row chunks of ``_hvp`` for k vectors: per-chunk (k, p) sums bounded by CHUNK_BYTES in all."""
+    return chunk_count(n, p, k, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
+
+
 @kernel(parallel=True)
 def _hvp(X, w, ridge, V, out, stop):
     """out (k, p) = H V^T row by row: X~^T (w * (X~ v_q)) + ridge * v_q, one pass over X.
@@ -395,17 +547,17 @@ def _hvp(X, w, ridge, V, out, stop):
     for q in range(k):
         for j in range(p):
             out[q, j] = ridge[j] * V[q, j]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * p))))
+    nch = hvp_chunks(n, p, k)
     if nch == 1:
         _hvp_rows(X, w, V, ZERO, n, out)
         return
     rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, k, p))
+    acc = _new_zeros((nch, k, p))
     for c in prange(nch):
         if not stop[0]:
             _hvp_rows(X, w, V, c * rows, min(n, (c + 1) * rows), acc[c])
     for c in range(nch):
-        out += acc[c]
+        _add(out, acc[c])
 
 
 # ------------------------------------------------------------ influence maps
@@ -422,9 +574,10 @@ def _influence_rows(X, r, S, idx, lo, hi, out):
             A[i, d] = 1.0
     T = np.dot(S, A.T)
     for i in range(hi - lo):
-        ri = r[idx[lo + i]]
-        for t in range(S.shape[0]):
-            out[t, lo + i] = -T[t, i] * ri
+        A[i, 0] = -r[idx[lo + i]]  # reuse A's first column for -r_i
+    for t in range(S.shape[0]):  # row by row: contiguous reads of T and writes of out
+        for i in range(hi - lo):
+            out[t, lo + i] = T[t, i] * A[i, 0]
 
 
 @kernel(parallel=True)
@@ -437,7 +590,7 @@ def _influence(X, r, S, idx, out, stop):
     """
     n_sel = idx.shape[0]
     nblk = (n_sel + BLOCK_ROWS - 1) // BLOCK_ROWS
-    if n_sel <= _MIN_CHUNK_ROWS:
+    if chunk_count(n_sel, X.shape[1], S.shape[0], _MIN_CHUNK_ROWS, _MAX_CHUNKS) == 1:
         for b in range(nblk):
             if not stop[0]:
                 _influence_rows(X, r, S, idx, b * BLOCK_ROWS, min(n_sel, (b + 1) * BLOCK_ROWS), out)
@@ -563,7 +716,7 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     n = X.shape[0]
     m = S.shape[0]
     k = low_out.shape[1]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
+    nch = chunk_count(n, X.shape[1], m, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
     neg_v = np.full((nch, m, k), np.inf)
     neg_i = np.full((nch, m, k), n)

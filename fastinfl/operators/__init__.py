@@ -6,16 +6,17 @@ never kernels. See docs/architecture.md for the layers and how to add a kind of 
 """
 
 from .. import _validation
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, TopK
+from .base import (CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, HessianOperator, Operator, Setup,
+                   TopK)
 
 __all__ = ["CONVERGED", "DEVICES", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curvature", "HessianOperator",
-           "Operator", "TopK", "as_operator"]
+           "Operator", "Setup", "TopK", "as_operator"]
 
 
 DEVICES = (None, "cpu", "cuda")
 
 
-def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device=None):
+def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device=None, defer_finite=False):
     """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
@@ -25,6 +26,9 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
     named "y" plus the same suffix. ``n_features`` checks the column count.
     ``device="cuda"`` (or X a CuPy / Numba device array) gives the CUDA operator
     (``operators/cuda.py``, optional extra ``cuda``), imported only then.
+    ``defer_finite``: the check that X is finite (a pass over X) is left to the
+    operator's first pass, which raises the same error before returning anything
+    (the caller's next step is :meth:`Operator.setup`, which reads X anyway).
     """
     if isinstance(X, Operator):
         if y is not None:
@@ -55,10 +59,16 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
         raise ValueError(f"{name} is a GPU array but device='cpu': pass device='cuda' or copy it to the host.")
     from .dense import DenseOperator, sum_squares
 
-    X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+    X = _validation.check_X(X, name, n_features=n_features,
+                            sum_squares=_finite_later if defer_finite else sum_squares)
     if y is not None:
         y = _validation.check_y(y, X.shape[0], "y" + name[1:])
-    return DenseOperator(X, y, fit_intercept)
+    return DenseOperator(X, y, fit_intercept, unchecked=name if defer_finite else None)
+
+
+def _finite_later(X):
+    """check_X's finiteness test when the operator's first pass does it: 0.0 (passes) for now."""
+    return 0.0
 
 
 def _cuda_operator(X, y, fit_intercept, name, n_features):

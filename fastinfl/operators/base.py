@@ -44,6 +44,17 @@ class TopK(NamedTuple):
     harmful: np.ndarray
 
 
+class Setup(NamedTuple):
+    """:meth:`Operator.setup`: loss sum, gradient (p,), min signed margin, margins, curvature, H (p, p)."""
+
+    loss: float
+    grad: np.ndarray
+    min_margin: float
+    margins: object
+    curv: Curvature
+    hessian: np.ndarray
+
+
 class CGResult(NamedTuple):
     """Batched CG outcome, row q for right-hand side q: solutions (k, p), iterations, relative residuals, status."""
 
@@ -221,6 +232,18 @@ class Operator(ABC):
         """The :class:`HessianOperator` the solvers use at this curvature (the multinomial one adds its gauge)."""
         return HessianOperator(self, curv, ridge)
 
+    def setup(self, coef, intercept, ridge):
+        """:class:`Setup` at theta: what a direct solve needs from the training rows.
+
+        The loss sum, its gradient (p,) (no L2), min signed margin, margins, the
+        :class:`Curvature` and H = sum_i w_i x~_i x~_i^T + diag(ridge) (p, p).
+        This default makes two passes (:meth:`loss_grad`, :meth:`hessian`);
+        implementations may fuse them into one read of X.
+        """
+        loss, grad, min_margin, z = self.loss_grad(coef, intercept)
+        curv = self.curvature(z)
+        return Setup(loss, grad, min_margin, z, curv, self.hessian(curv, ridge))
+
     def residuals(self, curv, idx):
         """(n_sel,) r_i for rows ``idx`` as NumPy."""
         return np.asarray(curv.residuals)[idx]
@@ -234,17 +257,19 @@ class HessianOperator:
     """H = sum_i w_i x~_i x~_i^T + diag(ridge) at one theta: what the solvers need, and nothing else.
 
     ``hvp(V)`` (k, p), ``hessian()`` (p, p, formed once and cached), ``cg(B, tol,
-    max_iter)``, ``diagonal()`` (p,), ``hvp_rows(idx, V, scale)`` and ``n_params``. Thread-safe: the cached Hessian is built under a lock.
+    max_iter)``, ``diagonal()`` (p,), ``hvp_rows(idx, V, scale)`` and ``n_params``. Thread-safe: the cached
+    Hessian is built under a lock. ``hessian``: H already formed at this theta (from :meth:`Operator.setup`),
+    if any.
     """
 
-    def __init__(self, operator, curv, ridge):
+    def __init__(self, operator, curv, ridge, hessian=None):
         import threading
 
         self.operator = operator
         self.curv = curv
         self.ridge = np.ascontiguousarray(ridge, dtype=np.float64)
         self.n_params = operator.n_params
-        self._H = None
+        self._H = hessian  # already formed (by Operator.setup) or None: formed on first use
         self._diag = None
         self._lock = threading.Lock()
 

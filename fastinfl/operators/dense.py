@@ -2,16 +2,27 @@
 
 import numpy as np
 
-from .._config import MIN_CHUNK_ROWS
+from .. import _validation
+from .._config import BLAS_THREADS_MIN_FLOPS, HVP_BLAS_MIN_K
 from ..kernels import cg as cg_kernels
 from ..kernels import dense as kernels
 from . import policy
-from .base import CGResult, Curvature, Operator, TopK
+from .base import CGResult, Curvature, Operator, Setup, TopK
+
+
+# ``parallel=`` of policy.run: True when the kernel launches the thread pool (it runs several row
+# chunks: the launch then follows the threading layer's locking and the thread budget) or calls BLAS
+# in its blocks (BLAS is then held to one thread: per-chunk calls must not spawn BLAS threads, and a
+# serial kernel's small per-block calls are as fast on one thread and do not wait for a busy core:
+# see BLAS_THREADS_MIN_FLOPS). The kernels decide their chunks by size (kernels.dense.chunk_count);
+# the operator asks the same functions. Only a serial Hessian of p > 2048 (one chunk, large dsyrk
+# calls) keeps BLAS's threads.
 
 
 def sum_squares(X):
     """sum_ij X_ij^2 in float64 by the parallel kernel (the finiteness check of check_X)."""
-    return policy.run(kernels._sum_squares, X, work=X.size, parallel=X.shape[0] > MIN_CHUNK_ROWS)
+    return policy.run(kernels._sum_squares, X, work=X.size,
+                      parallel=kernels.pass_chunks(X.shape[0], X.shape[1]) > 1)
 
 
 class DenseOperator(Operator):
@@ -24,17 +35,38 @@ class DenseOperator(Operator):
 
     kind = "dense"
 
-    def __init__(self, X, y, fit_intercept):
+    def __init__(self, X, y, fit_intercept, unchecked=None):
         super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
         self.X = X
         self.y = y
+        # The argument name of X while its finiteness is not yet checked (as_operator(defer_finite=True)):
+        # setup() checks it in its own pass; any other pass checks it first.
+        self._unchecked = unchecked
+
+    def _check_finite(self, sum_sq=None):
+        """Raise check_finite's error unless X is finite (``sum_sq``: its sum of squares, when known)."""
+        if self._unchecked is None:
+            return
+        name = self._unchecked
+        _validation.check_finite(self.X, name, (lambda _: sum_sq) if sum_sq is not None else sum_squares)
+        self._unchecked = None
 
     # -------------------------------------------------------------- helpers
     def _params(self, coef, intercept):
         return np.ascontiguousarray(coef, dtype=np.float64), float(intercept) if self.fit_intercept else 0.0
 
     def _parallel(self, rows=None):
-        return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
+        """Whether a plain pass over ``rows`` rows (default all) runs parallel chunks."""
+        return kernels.pass_chunks(self.n_samples if rows is None else rows, self.n_features) > 1
+
+    def _hvp_parallel(self, k):
+        """Whether an HVP pass for k vectors runs parallel chunks or calls BLAS (k >= HVP_BLAS_MIN_K)."""
+        return k >= HVP_BLAS_MIN_K or kernels.hvp_chunks(self.n_samples, self.n_params, k) > 1
+
+    def _hessian_blas_single(self):
+        """Hold BLAS to one thread in the Hessian passes unless they run as one chunk of large dsyrk calls."""
+        n, p = self.n_samples, self.n_params
+        return kernels.hessian_chunk_count(n, p) > 1 or n * p * p < BLAS_THREADS_MIN_FLOPS
 
     def _labels(self):
         if self.y is None:
@@ -43,6 +75,7 @@ class DenseOperator(Operator):
 
     # ------------------------------------------------------ passes at theta
     def loss_grad(self, coef, intercept):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
@@ -51,6 +84,7 @@ class DenseOperator(Operator):
         return float(loss), grad, float(min_margin), z
 
     def margins(self, coef, intercept):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         z = np.empty(self.n_samples)
         policy.run(kernels._margins, self.X, coef, b, z, work=self.X.size, parallel=self._parallel())
@@ -68,6 +102,7 @@ class DenseOperator(Operator):
         return z
 
     def gradients(self, coef, intercept, idx=None):
+        self._check_finite()
         coef, b = self._params(coef, intercept)
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X = np.ascontiguousarray(X)
@@ -82,13 +117,26 @@ class DenseOperator(Operator):
         kernels._residuals_weights(margins, self._labels(), r, w)
         return Curvature(r, w)
 
+    def setup(self, coef, intercept, ridge):
+        """:class:`Setup` in one read of X (loss, gradient, weights and dsyrk Hessian fused)."""
+        coef, b = self._params(coef, intercept)
+        n, p = self.n_samples, self.n_params
+        grad = np.empty(p)
+        z, r, w = np.empty(n), np.empty(n), np.empty(n)
+        H = np.empty((p, p))
+        loss, min_margin, sum_sq = policy.run(kernels._setup, self.X, self._labels(), coef, b,
+                                         np.ascontiguousarray(ridge, dtype=np.float64), grad, z, r, w, H,
+                                         work=self.X.size * p, parallel=self._hessian_blas_single())
+        self._check_finite(sum_sq)
+        return Setup(float(loss), grad, float(min_margin), z, Curvature(r, w), H)
+
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
+        self._check_finite()
         p = self.n_params
         H = np.empty((p, p))
-        several = kernels.hessian_chunk_count(self.n_samples, p) > 1
         policy.run(kernels._hessian_sum, self.X, curv.weights, ridge, H, work=self.X.size * p,
-                   parallel=several)
+                   parallel=self._hessian_blas_single())
         return H
 
     def hessian_diagonal(self, curv, ridge):
@@ -98,10 +146,11 @@ class DenseOperator(Operator):
         return out
 
     def hvp(self, curv, ridge, V):
+        self._check_finite()
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
         policy.run(kernels._hvp, self.X, curv.weights, ridge, V, out, work=self.X.size * V.shape[0],
-                   parallel=self._parallel())
+                   parallel=self._hvp_parallel(V.shape[0]))
         return out
 
     def cg(self, curv, ridge, B, tol, max_iter):
@@ -112,10 +161,11 @@ class DenseOperator(Operator):
         resid = np.empty(k)
         status = np.empty(k, np.int64)
         policy.run(cg_kernels._cg_solve, self.X, curv.weights, ridge, np.ascontiguousarray(B), tol, max_iter,
-                   x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=self._parallel())
+                   x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=self._hvp_parallel(k))
         return CGResult(x, n_iter, resid, status)
 
     def rows(self, idx):
+        self._check_finite()
         A = np.empty((idx.shape[0], self.n_params))
         A[:, : self.n_features] = self.X[idx]
         if self.fit_intercept:
@@ -123,16 +173,18 @@ class DenseOperator(Operator):
         return A
 
     def influence(self, curv, S, idx):
+        self._check_finite()
         S = np.ascontiguousarray(S, dtype=np.float64)
         out = np.empty((S.shape[0], idx.shape[0]))
         policy.run(kernels._influence, self.X, curv.residuals, S, idx, out,
-                   work=idx.shape[0] * self.n_params * S.shape[0], parallel=self._parallel(idx.shape[0]))
+                   work=idx.shape[0] * self.n_params * S.shape[0], parallel=True)
         return out
 
     def top_k(self, curv, S, k):
+        self._check_finite()
         S = np.ascontiguousarray(S, dtype=np.float64)
         m = S.shape[0]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
         policy.run(kernels._top_k, self.X, curv.residuals, S, out.helpful, out.helpful_idx, out.harmful,
-                   out.harmful_idx, work=self.X.size * m, parallel=self._parallel())
+                   out.harmful_idx, work=self.X.size * m, parallel=True)
         return out
