@@ -254,3 +254,21 @@ def test_parallel_kernels_have_no_parallel_loop_besides_their_prange():
         fresh(*args)
         diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
         assert diag.count_parfors() == 1, (name, diag.count_parfors())
+
+
+def test_kernel_cache_is_invalidated_by_an_edit_of_any_kernel_module(tmp_path, monkeypatch):
+    """cg._cg_solve compiles dense._hvp into itself: editing dense.py must invalidate cg's cache too."""
+    from fastinfl.kernels import _cache, cg
+
+    locator = cg._cg_solve._cache._impl._locator
+    assert isinstance(locator, _cache.KernelCacheLocator)
+    assert any(s.endswith("dense.py") for s in _cache._SOURCES) and any(s.endswith("_config.py") for s in
+                                                                         _cache._SOURCES)
+    files = [tmp_path / "cg.py", tmp_path / "dense.py"]
+    for f in files:
+        f.write_text("x = 1\n")
+    monkeypatch.setattr(_cache, "_SOURCES", tuple(str(f) for f in files))
+    before = locator.get_source_stamp()
+    assert locator.get_source_stamp() == before
+    files[1].write_text("x = 22\n")  # the other module, not cg.py
+    assert locator.get_source_stamp() != before
