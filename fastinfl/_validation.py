@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from ._config import SMALL_ARRAY
+
 
 class BadValueError(ValueError):
     """A ValueError about one entry of an array: ``name``, ``row`` and ``column`` (None for 1-D) say which."""
@@ -69,8 +71,12 @@ def check_finite(arr, name, sum_squares=None):
     """
     if arr.dtype.kind != "f":
         return
-    if sum_squares is not None:
+    if sum_squares is not None and arr.size > SMALL_ARRAY:
         total = sum_squares(arr)
+    elif arr.size <= SMALL_ARRAY:  # a request's few rows: a dot product costs ~1 us, einsum ~10 us
+        flat = arr.reshape(-1).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf or NaN is the answer, not a warning
+            total = float(np.dot(flat, flat))
     else:
         letters = "ij"[: arr.ndim]
         total = np.einsum(f"{letters},{letters}->", arr, arr, dtype=np.float64)
@@ -127,9 +133,9 @@ def check_y(y, n_samples, name="y"):
             f"{name} has {arr.shape[0]} labels but X{name[1:]} has {n_samples} rows (axis 0 must agree)."
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
-    check_finite(arr, name)
-    bad = (arr != 0.0) & (arr != 1.0)
+    bad = (arr != 0.0) & (arr != 1.0)  # NaN and inf included
     if bad.any():
+        check_finite(arr, name)  # names the first NaN or inf, if that is what is wrong
         found = np.unique(arr[bad])[:5]
         row = int(np.flatnonzero(bad)[0])
         raise BadValueError(

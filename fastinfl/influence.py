@@ -450,10 +450,13 @@ class Influence:
         if k > self.n_samples:
             raise ValueError(f"k must be <= the number of training points ({self.n_samples}); got {k}.")
         m = test.n_samples
+        per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
+        batches = self._batches(m, per_item)
+        if len(batches) == 1:  # the usual case (a request's few points): the operator's arrays as they are
+            return self._op.top_k(self._curv, self._s_test(test, None), k)
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
                    np.empty((m, k)))
-        per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
-        for begin, end in self._batches(m, per_item):
+        for begin, end in batches:
             S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part

@@ -5,7 +5,7 @@ compiles the kernels it calls into itself: ``cg._cg_solve`` contains
 ``dense._hvp``, the drivers contain ``sigmoid`` and ``blas`` helpers, and every
 kernel freezes constants from ``_config``. After an edit of ``dense.py`` the
 cached CG kept running the old HVP (bench/RESULTS.md, "End-to-end jobs"). The
-locator below gives every kernel the same source stamp: the hashes of all
+locators below give every kernel the same source stamp: the hashes of all
 modules in ``fastinfl/kernels/`` and of ``fastinfl/_config.py``, so any edit
 recompiles every kernel on its next first call. Where Numba's locator interface
 differs (another version), Numba's own per-file stamp stays in use.
@@ -20,8 +20,8 @@ _SOURCES = tuple(sorted(os.path.join(_KERNELS, f) for f in os.listdir(_KERNELS) 
     os.path.join(os.path.dirname(_KERNELS), "_config.py"),)
 
 
-class KernelCacheLocator(caching.InTreeCacheLocator):
-    """``__pycache__`` next to the kernel module; stamp = every kernel source (and _config.py)."""
+class _KernelStamp:
+    """Mixin: the stamp is every kernel source (and _config.py); applies to fastinfl's kernels only."""
 
     def get_source_stamp(self):
         stamps = []
@@ -37,8 +37,18 @@ class KernelCacheLocator(caching.InTreeCacheLocator):
         return super().from_function(py_func, py_file)
 
 
+# Numba's own order, each with the kernel stamp: NUMBA_CACHE_DIR when set, else __pycache__ next to
+# the module, else the user-wide cache directory (a read-only installation).
+_BASES = ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+LOCATORS = [type("Kernel" + name, (_KernelStamp, getattr(caching, name)), {})
+            for name in _BASES if hasattr(caching, name)]
+KernelCacheLocator = _KernelStamp
+
+
 def install():
-    """Put the locator first in Numba's list (once; call before any kernel is decorated)."""
+    """Put the locators first in Numba's list (once; call before any kernel is decorated)."""
     classes = getattr(getattr(caching, "CacheImpl", None), "_locator_classes", None)
-    if isinstance(classes, list) and hasattr(caching, "_hash_source_file") and KernelCacheLocator not in classes:
-        classes.insert(0, KernelCacheLocator)
+    if not isinstance(classes, list) or not hasattr(caching, "_hash_source_file") or len(LOCATORS) != 3:
+        return  # another Numba: its per-file stamps stay in use
+    if not any(c in classes for c in LOCATORS):
+        classes[:0] = LOCATORS

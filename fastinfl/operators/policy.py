@@ -49,7 +49,7 @@ UNSAFE_LAYERS = frozenset({"workqueue"})
 _lock = threading.Lock()  # guards the counters below
 _launch_lock = threading.Lock()  # serialises parallel launches on a layer that is not thread-safe
 _active = 0  # parallel kernel calls in flight, over all Python threads
-_blas = None  # threadpoolctl controllers of the BLAS libraries, found once
+_blas = None  # (get, set) thread-count functions of the BLAS libraries, found once
 _blas_saved = None  # their thread counts before the limit
 _layer = None  # the threading layer, once Numba has chosen it
 _budget = None  # threads for parallel kernels (set_num_threads); None until first asked
@@ -152,24 +152,42 @@ if str(numba.config.THREADING_LAYER).lower() in ("tbb", "threadsafe"):
 
 
 # ------------------------------------------------------------------ BLAS
+def _find_blas():
+    """(get, set) thread-count functions of every BLAS library loaded (found once by threadpoolctl).
+
+    For OpenBLAS the library's own C functions are called through ctypes (under a
+    microsecond); threadpoolctl's wrappers cost several microseconds per call.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+    from threadpoolctl import ThreadpoolController
+
+    found = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        fast = None
+        if lib.internal_api == "openblas":
+            try:
+                fast = (lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads"))
+            except Exception:  # another threadpoolctl version: its public methods below
+                fast = None
+        found.append(fast if fast and all(fast) else (lib.get_num_threads, lib.set_num_threads))
+    return found
+
+
 def _blas_limit():
     """Hold every BLAS library to one thread (called on the first parallel call in flight)."""
     global _blas, _blas_saved
     if _blas is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
-        from threadpoolctl import ThreadpoolController
-
-        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
-    _blas_saved = [lib.get_num_threads() for lib in _blas]
-    for lib, n in zip(_blas, _blas_saved):
+        _blas = _find_blas()
+    _blas_saved = [get() for get, _ in _blas]
+    for (_, set_threads), n in zip(_blas, _blas_saved):
         if n != 1:
-            lib.set_num_threads(1)
+            set_threads(1)
 
 
 def _blas_restore():
-    for lib, n in zip(_blas, _blas_saved):
+    for (_, set_threads), n in zip(_blas, _blas_saved):
         if n != 1:
-            lib.set_num_threads(n)
+            set_threads(n)
 
 
 @contextmanager
