@@ -22,6 +22,7 @@ def test_end_to_end_memory_mapped(tmp_path, capsys):
     assert not list(tmp_path.iterdir()), "X.npy must be deleted without --keep"
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_report_prints_table(capsys):
     from bench import report
 
@@ -58,6 +59,7 @@ def test_report_small_problem_in_cache_is_not_above_100_percent(capsys):
     assert all(int(f) <= 100 for f in fractions)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_serving_benchmarks_print_their_tables(tmp_path, capsys):
     from bench import call_overhead, load_test, state_load
 

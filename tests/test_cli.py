@@ -485,6 +485,7 @@ def test_no_hand_written_progress_bar():
 
 
 # ------------------------------------------------------------ docs/cli.md
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_docs_cli_commands_run_as_shown(tmp_path):
     """Every command in docs/cli.md runs on its example files; shown output and errors match."""
     text = DOC.read_text()
@@ -537,6 +538,7 @@ def test_docs_cli_commands_run_as_shown(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip() == example
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_bench_runs_the_report_from_a_checkout(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "fastinfl.cli", "bench", "--n", "3000", "--d", "4", "--ops",

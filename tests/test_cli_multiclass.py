@@ -38,6 +38,7 @@ def three(tmp_path_factory):
     return d, X[:80], y[:80], X[80:], y[80:]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_text_classes_fit_the_multinomial_model_and_match_the_api(three, capsys):
     d, X, y, Xt, yt = three
     assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--out", d / "top.csv"]) == 0

@@ -19,6 +19,7 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_sparse_npz_and_svmlight_give_the_dense_answer(tmp_path):
     X, y, _ = fastinfl.datasets.make_logistic(400, 30, seed=1, density=0.2, dtype=np.float64)
     tr, te = slice(0, 380), slice(380, 384)

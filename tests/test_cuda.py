@@ -124,6 +124,7 @@ SIM_OPERATOR = """
 """
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_cuda_operator_matches_cpu_in_simulator():
     out = run_python(SIM_OPERATOR)
     assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out

@@ -74,7 +74,8 @@ def dask_xy(X, y, chunks=CHUNK):
     return da.from_array(X, chunks=(chunks, X.shape[1])), da.from_array(y, chunks=(chunks,))
 
 
-@pytest.mark.parametrize("scheduler", ["synchronous", "threads", "distributed"])
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads",
+                                       pytest.param("distributed", marks=pytest.mark.slow)])
 def test_every_quantity_equals_in_memory(scheduler, problem, request):
     X, y, Xt, yt, model = problem
     Xd, yd = dask_xy(X, y)

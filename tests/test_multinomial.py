@@ -86,6 +86,7 @@ def test_labels_of_any_type_map_to_classes():
         fastinfl.Influence(m_str, X, names[y]).influence(X[:1], ["fox"])
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_float32_data_matches_float64():
     X, y = make_multiclass(3000, 5, 3, seed=3)
     m64 = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X.astype(np.float32).astype(np.float64), y)
