@@ -97,7 +97,8 @@ def quantities(inf, Xt, yt, p):
     }
 
 
-@pytest.fixture(scope="module", params=["float64-int32", "float32-int64"])
+# float32 data with int64 indices compiles a second set of CSR kernels (~20 s cold): the slow tier.
+@pytest.fixture(scope="module", params=["float64-int32", pytest.param("float32-int64", marks=pytest.mark.slow)])
 def pair(request):
     """(CSR operator inputs, dense inputs, fitted model) for one dtype / index-dtype pair."""
     dtype, index_dtype = {"float64-int32": (np.float64, np.int32), "float32-int64": (np.float32, np.int64)}[
