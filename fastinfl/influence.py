@@ -522,14 +522,14 @@ class Influence:
         or CG on its HVPs; each further step costs a pass over X for the gradient
         and one for the Hessian. ``loss``: as in :meth:`loo_change`.
 
+        Multinomial: g_S = sum_{i in S} r_i (x) x~_i, H_S the group's K x K blocks
+        (Woodbury on a |S| K x |S| K system when |S| < p); the same meaning.
+
         After the call ``group_decrements_`` (G, steps) holds each Newton step's
         decrement sqrt(-grad . step) on the objective without the group; with
         steps >= 2, a second decrement that is not small against the first (ratio
         above ~0.1) says one step was not enough: trust more steps, or refit.
         """
-        if self._multi:
-            raise ValueError("group_change is available for the binary LogisticRegression only, not for a "
-                             "MultinomialLogisticRegression.")
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
         steps = check_scalar(steps, "steps", integer=True, min_value=1)
@@ -550,6 +550,8 @@ class Influence:
                     "what these steps capture. Raise steps, or refit (fastinfl.loo_retrain(..., groups=)).",
                     AccuracyWarning, stacklevel=2,
                 )
+        if self._multi:
+            return _multiclass.group_loss_change(self, test, delta, loss)
         dz = test.rows(np.arange(test.n_samples)) @ delta.T  # (m, G) test margin changes
         z = test.margins(self._coef, self._intercept)
         if loss == "linear":
