@@ -136,9 +136,9 @@ class Influence:
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
             model._check_fitted()
-            if device is not None or _state is not None:
-                raise ValueError("device= and Influence.load are not available for MultinomialLogisticRegression "
-                                 "yet; use device=None (CPU) and build Influence from the training data.")
+            if device is not None:
+                raise ValueError("device= is not available for MultinomialLogisticRegression yet; use device=None "
+                                 "(CPU).")
         else:
             check_fitted_model(model)
         self.model = model
@@ -216,11 +216,9 @@ class Influence:
         """
         from . import _state
 
-        if getattr(self._op, "kind", "dense") != "dense":
+        if getattr(self._op, "kind", "dense") not in ("dense", "dense-multinomial"):
             raise ValueError(f"save is available for in-memory (dense NumPy) training data only; this Influence "
                              f"runs on {self._op.kind} data, whose per-row state stays where the data are.")
-        if self._multi:
-            raise ValueError("save is not available for MultinomialLogisticRegression yet (binary models only).")
         return _state.save(self, path, check)
 
     @classmethod
