@@ -336,6 +336,44 @@ def test_loo_retrain_matches_reference_refit():
             np.testing.assert_allclose(got[t, j], ref, rtol=1e-8, atol=1e-12)
 
 
+# ----------------------------------------------------------------------------- compilation
+def test_each_multinomial_kernel_compiles_once():
+    """Row bounds and chunk limits reach the kernels as int64, never as Literal[int] (a second compile).
+
+    Runs without Numba's disk cache (FASTINFL_CACHE=0): a kernel loaded from the cache does not
+    compile its callees, so their signatures would not show. Both driver branches run (one row
+    chunk at n = 300, several at n = 6000), with the direct and the CG solver.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numba, numpy as np, fastinfl
+        from fastinfl.kernels import dense, multinomial as mk
+        rng = np.random.default_rng(0)
+        for n in (300, 6000):
+            X = rng.standard_normal((n, 4)); y = rng.integers(0, 3, n)
+            m = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y)
+            m.predict_proba(X); m.losses(X, y)
+            for solver in ("direct", "cg"):
+                inf = fastinfl.Influence(m, X, y, solver=solver)
+                inf.influence(X[:3], y[:3]); inf.top_k(X[:3], y[:3], k=3); inf.gradients(X[:3], y[:3])
+                inf.hvp(np.ones((2, inf.n_params))); inf.loo_change(X[:2], y[:2], [0, 1])
+        kernels = {name: f for name, f in vars(mk).items()
+                   if isinstance(f, numba.core.registry.CPUDispatcher) and f.__module__ == mk.__name__}
+        kernels["dense._chunk_count"] = dense._chunk_count
+        for name, f in sorted(kernels.items()):
+            print(name, len(f.signatures))
+    """)
+    env = dict(os.environ, FASTINFL_CACHE="0")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    counts = dict(line.split() for line in out.splitlines())
+    assert len(counts) >= 20 and "_hessian_rows" in counts and "_top_k_rows" in counts
+    assert {name: c for name, c in counts.items() if c != "1"} == {}
+
+
 # ----------------------------------------------------------------------------- errors
 def test_separable_data_without_l2_raise():
     X = np.array([[0.0], [1.0], [5.0], [6.0], [10.0], [11.0]])
