@@ -123,7 +123,8 @@ class DowndatedHessian:
 
     def cg(self, B, tol, max_iter):
         # H_S maps into the complement of the null space, so projecting as full does keeps CG there
-        res = cg_on_hvp(lambda V: self.project(self.hvp(V)), np.ascontiguousarray(self.project(B)), tol, max_iter)
+        B = np.ascontiguousarray(self.project(B))
+        res = cg_on_hvp(lambda V: self.project(self.hvp(V)), B, tol, max_iter)
         return res._replace(x=self.project(res.x))
 
 
@@ -156,7 +157,7 @@ def group_steps(inf, groups, correction, steps):
         return inf._solve_rows(gS), decrements
     direct = inf._use_direct
     w = [op.weights(curv, idx) for idx in groups]
-    rank = op.n_classes if multi else 1  # rank of one row's downdate block (K - 1 for softmax; K columns used)
+    rank = op.n_classes if multi else 1  # columns of one row's downdate (K for softmax, of rank K - 1)
     delta = np.empty((G, P))
     small = [g for g in range(G) if direct and woodbury_cheaper(groups[g].shape[0] * rank, P)]
     if small and multi:

@@ -323,7 +323,7 @@ class MultinomialLogisticRegression:
 
 def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100,
                             groups=None):
-    """Actual change of each test loss on removing each listed training point (or group) and refitting (multinomial).
+    """Actual change of each test loss on removing each listed training point (or group) and refitting.
 
     As :func:`fastinfl.loo_retrain`: baseline refitted from ``model`` to the same
     tolerance, each removal a Newton fit warm-started there. Returns (m, n_sel), or

@@ -337,6 +337,7 @@ def test_loo_retrain_matches_reference_refit():
 
 
 # ----------------------------------------------------------------------------- compilation
+@pytest.mark.slow  # compiles every multinomial kernel from scratch (~45 s)
 def test_each_multinomial_kernel_compiles_once():
     """Row bounds and chunk limits reach the kernels as int64, never as Literal[int] (a second compile).
 
