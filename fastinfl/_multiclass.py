@@ -13,7 +13,7 @@ from .multinomial import objective_gradient, ridge_vector
 from .operators import Curvature
 from .solvers import solve_bytes
 
-__all__ = ["exact_change", "leverage", "newton_influence", "newton_residuals", "objective_gradient", "perturbation", "quad_blocks", "ridge_vector",
+__all__ = ["exact_change", "group_loss_change", "leverage", "newton_influence", "newton_residuals", "objective_gradient", "perturbation", "quad_blocks", "ridge_vector",
            "self_influence"]
 
 
@@ -124,3 +124,21 @@ def perturbation(inf, S, idx):
         v = np.einsum("iab,ib->ia", W, A @ St.T)
         out[t] = -(v @ inf._coef + R @ St[:, :d])
     return out
+
+
+def group_loss_change(inf, test, delta, loss):
+    """(m, G) test cross-entropy change for parameter changes ``delta`` (G, P) (Influence.group_change).
+
+    The test logits move by dz[t, g, k] = x~_t . delta_g[k]; ``loss="exact"`` re-evaluates
+    the cross-entropy there (log-sum-exp), ``"linear"`` takes r_t . dz[t, g] (first order).
+    """
+    K, p = inf._op.n_classes, inf._op.row_params
+    dZ = np.einsum("tj,gkj->tgk", test.rows(np.arange(test.n_samples)), delta.reshape(-1, K, p))
+    Z = test.margins(inf._coef, inf._intercept)  # (m, K)
+    t = np.arange(Z.shape[0])
+    if loss == "linear":
+        return np.einsum("tk,tgk->tg", np.asarray(test.curvature(Z).residuals), dZ)
+    Znew = Z[:, None, :] + dZ
+    old = np.logaddexp.reduce(Z, axis=1) - Z[t, test.y]
+    new = np.logaddexp.reduce(Znew, axis=2) - Znew[t, :, test.y]
+    return new - old[:, None]

@@ -13,6 +13,13 @@ Layout (``numpy.savez``; read with ``allow_pickle=False``, so loading never runs
 - ``hessian`` (p, p) when it has been formed, and ``cholesky`` (p, p, lower)
   when the direct solver has factored it (after a direct solve, both are present).
 
+A MultinomialLogisticRegression state (header ``model.class``; K classes, P = K p) holds
+``coef`` (K, d), ``intercept`` (K,), ``classes`` (K,) (the model's labels: integers, booleans or
+strings, never objects), ``residuals`` (n, K) r_i = pi_i - e_{y_i}, ``weights`` (n, K) the
+probabilities pi_i, ``ridge`` (P,), ``hessian`` (P, P) the exact H (singular along the gauge) and
+``cholesky`` the factor of the gauged H + c Pi_0 that the direct solver uses
+(operators/multinomial.py). Same format version: an older reader refuses it by its model class.
+
 Fingerprint of the training data (checked by :func:`load`): the shape, the
 dtype, a SHA-256 of all labels, and a SHA-256 of the raw bytes of a
 deterministic sample of FINGERPRINT_ROWS rows (evenly spaced, first and last
@@ -86,11 +93,13 @@ def save(inf, path, check="sample"):
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
         "coef": np.asarray(inf._coef, np.float64),
-        "intercept": np.array([inf._intercept]),
+        "intercept": np.atleast_1d(np.asarray(inf._intercept, np.float64)),
         "residuals": np.asarray(inf._curv.residuals, np.float64),
         "weights": np.asarray(inf._curv.weights, np.float64),
         "ridge": inf._hess.ridge,
     }
+    if inf._multi:
+        arrays["classes"] = _plain_classes(model.classes_)
     if inf._hess._H is not None:
         arrays["hessian"] = inf._hess._H
     for solver in inf._solvers.values():
@@ -101,6 +110,17 @@ def save(inf, path, check="sample"):
     with open(path, "wb") as f:  # an open file: numpy.savez must not append ".npz" to the caller's name
         np.savez(f, **arrays)
     return path
+
+
+def _plain_classes(classes):
+    """``classes`` as an array numpy saves without pickle (object labels as their common type), else ValueError."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind == "O":
+        classes = np.array(classes.tolist())
+    if classes.dtype.kind not in "biufUS":
+        raise ValueError(f"save needs class labels that are integers, booleans or strings; the model's classes_ "
+                         f"have dtype {np.asarray(classes).dtype} and would need pickle.")
+    return classes
 
 
 def _version():
@@ -171,13 +191,20 @@ class _Restore:
 def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     """``cls`` (Influence) from a state file and its training data; see Influence.load."""
     from .model import LogisticRegression
+    from .multinomial import MultinomialLogisticRegression
 
     header, arrays = read(path)
     m = header["model"]
-    if m["class"] != "LogisticRegression":
-        raise ValueError(f"{path} holds a {m['class']} state; this fastinfl loads LogisticRegression states.")
-    model = LogisticRegression.from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
-                                           fit_intercept=m["fit_intercept"])
+    if m["class"] == "LogisticRegression":
+        model = LogisticRegression.from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
+                                               fit_intercept=m["fit_intercept"])
+    elif m["class"] == "MultinomialLogisticRegression" and "classes" in arrays:
+        model = MultinomialLogisticRegression.from_params(arrays["coef"], arrays["intercept"], l2=m["l2"],
+                                                          fit_intercept=m["fit_intercept"],
+                                                          classes=arrays["classes"])
+    else:
+        raise ValueError(f"{path} holds a {m['class']} state; this fastinfl loads LogisticRegression and "
+                         "MultinomialLogisticRegression states.")
     model.tol, model.max_iter = m["tol"], m["max_iter"]
     inf = cls(model, X_train, y_train, **header["settings"], stationarity_tol=stationarity_tol,
               _state=_Restore(header, arrays, path))

@@ -136,9 +136,9 @@ class Influence:
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
             model._check_fitted()
-            if device is not None or _state is not None:
-                raise ValueError("device= and Influence.load are not available for MultinomialLogisticRegression "
-                                 "yet; use device=None (CPU) and build Influence from the training data.")
+            if device is not None:
+                raise ValueError("device= is not available for MultinomialLogisticRegression yet; use device=None "
+                                 "(CPU).")
         else:
             check_fitted_model(model)
         self.model = model
@@ -241,11 +241,9 @@ class Influence:
         """
         from . import _state
 
-        if getattr(self._op, "kind", "dense") != "dense":
+        if getattr(self._op, "kind", "dense") not in ("dense", "dense-multinomial"):
             raise ValueError(f"save is available for in-memory (dense NumPy) training data only; this Influence "
                              f"runs on {self._op.kind} data, whose per-row state stays where the data are.")
-        if self._multi:
-            raise ValueError("save is not available for MultinomialLogisticRegression yet (binary models only).")
         return _state.save(self, path, check)
 
     @classmethod
@@ -550,14 +548,14 @@ class Influence:
         or CG on its HVPs; each further step costs a pass over X for the gradient
         and one for the Hessian. ``loss``: as in :meth:`loo_change`.
 
+        Multinomial: g_S = sum_{i in S} r_i (x) x~_i, H_S the group's K x K blocks
+        (Woodbury on a |S| K x |S| K system when |S| < p); the same meaning.
+
         After the call ``group_decrements_`` (G, steps) holds each Newton step's
         decrement sqrt(-grad . step) on the objective without the group; with
         steps >= 2, a second decrement that is not small against the first (ratio
         above ~0.1) says one step was not enough: trust more steps, or refit.
         """
-        if self._multi:
-            raise ValueError("group_change is available for the binary LogisticRegression only, not for a "
-                             "MultinomialLogisticRegression.")
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
         steps = check_scalar(steps, "steps", integer=True, min_value=1)
@@ -578,6 +576,8 @@ class Influence:
                     "what these steps capture. Raise steps, or refit (fastinfl.loo_retrain(..., groups=)).",
                     AccuracyWarning, stacklevel=2,
                 )
+        if self._multi:
+            return _multiclass.group_loss_change(self, test, delta, loss)
         dz = test.rows(np.arange(test.n_samples)) @ delta.T  # (m, G) test margin changes
         z = test.margins(self._coef, self._intercept)
         if loss == "linear":

@@ -38,9 +38,8 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         Compare with ``Influence.loo_change``.
     """
     if isinstance(model, MultinomialLogisticRegression):
-        if groups is not None:
-            raise ValueError("groups= is available for the binary LogisticRegression only.")
-        return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter)
+        return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter,
+                                       groups)
     check_fitted_model(model)
     X_train = _check_data(X_train, "X_train", n_features=model.n_features_)
     y_train = check_y(y_train, X_train.shape[0], "y_train")

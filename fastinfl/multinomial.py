@@ -321,20 +321,29 @@ class MultinomialLogisticRegression:
                 f"tol={self.tol!r}, max_iter={self.max_iter!r})")
 
 
-def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100):
-    """Actual change of each test loss on removing each listed training point and refitting (multinomial).
+def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100,
+                            groups=None):
+    """Actual change of each test loss on removing each listed training point (or group) and refitting.
 
     As :func:`fastinfl.loo_retrain`: baseline refitted from ``model`` to the same
-    tolerance, each removal a Newton fit warm-started there. Returns (m, n_sel).
-    The classes stay those of ``model`` (a removal that empties a class is refused).
+    tolerance, each removal a Newton fit warm-started there. Returns (m, n_sel), or
+    (m, G) with ``groups``. The classes stay those of ``model`` (a removal that
+    empties a class is refused).
     """
+    from .groups import check_groups
+
     model._check_fitted()
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     check_class_labels(y_train, X_train.shape[0], model.classes_, "y_train")
     y_train = np.asarray(y_train)
     y_train = y_train[:, 0] if y_train.ndim == 2 else y_train
     test = model._operator(X_test, y_test, "X_test")
-    idx = check_indices(train_idx, X_train.shape[0])
+    if groups is not None:
+        if train_idx is not None:
+            raise ValueError("pass train_idx or groups, not both.")
+        removals = check_groups(groups, X_train.shape[0])
+    else:
+        removals = [np.array([i]) for i in check_indices(train_idx, X_train.shape[0])]
     tol = check_scalar(tol, "tol", strict=True)
     if X_train.shape[0] < 2:
         raise ValueError("X_train needs at least 2 rows to leave one out.")
@@ -343,16 +352,18 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
         m = MultinomialLogisticRegression(l2=model.l2, fit_intercept=model.fit_intercept, tol=tol,
                                           max_iter=max_iter).fit(X, y, init_params=init)
         if not np.array_equal(m.classes_, model.classes_):
-            raise ValueError("removing this point leaves a class without training points.")
+            raise ValueError("this removal leaves a class without training points.")
         return m
 
     base = refit(X_train, y_train, model.params_)
     base_losses = test.losses(base.coef_, base.intercept_)
-    out = np.empty((test.n_samples, idx.shape[0]))
-    for j, i in enumerate(idx):
+    out = np.empty((test.n_samples, len(removals)))
+    for j, rows in enumerate(removals):
         try:
-            loo = refit(np.delete(X_train, i, axis=0), np.delete(y_train, i), base.params_)
+            loo = refit(np.delete(X_train, rows, axis=0), np.delete(y_train, rows), base.params_)
         except (ValueError, ConvergenceError) as exc:
-            raise type(exc)(f"refitting without training point {i} (train_idx[{j}]): {exc}") from exc
+            which = f"group {j} ({rows.shape[0]} points)" if groups is not None else \
+                f"training point {int(rows[0])} (train_idx[{j}])"
+            raise type(exc)(f"refitting without {which}: {exc}") from exc
         out[:, j] = test.losses(loo.coef_, loo.intercept_) - base_losses
     return out

@@ -231,6 +231,72 @@ def test_k2_equals_binary_model_at_half_l2():
         np.testing.assert_allclose(pc[:, 1] - pc[:, 0], bi.params_change(np.arange(5)), **tol)
 
 
+# ------------------------------------------------------------------------------ groups
+def _explicit_group_step(X, y, model, H, S, newton):
+    """pinv(H - H_S) g_S (newton) or pinv(H) g_S: the explicit K p Hessian, the gauge by pseudo-inverse."""
+    G = reference.mn_per_example_gradients(X[S], y[S], model.coef_, model.intercept_)
+    Pi = reference.mn_probabilities(X[S], model.coef_, model.intercept_)
+    Xs = reference.design(X[S])
+    H_S = sum(np.kron(np.diag(Pi[i]) - np.outer(Pi[i], Pi[i]), np.outer(Xs[i], Xs[i])) for i in range(len(S)))
+    return reference.mn_pinv(H - H_S if newton else H) @ G.sum(axis=0)
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_group_change_matches_explicit_downdate(problem, solver):
+    model, X, y, X_test, y_test, H = problem
+    inf = fastinfl.Influence(model, X, y, solver=solver)
+    groups = [np.array([3]), np.array([1, 4, 9]), np.arange(20, 60)]  # Woodbury (|S| < p = 7) and refactor
+    theta = reference.mn_theta(model.coef_, model.intercept_)
+    Gt = reference.mn_per_example_gradients(X_test, y_test, model.coef_, model.intercept_)
+    tol = dict(rtol=1e-9, atol=1e-13) if solver == "direct" else dict(rtol=1e-7, atol=1e-11)
+    for corr in ("none", "newton"):
+        steps = [_explicit_group_step(X, y, model, H, S, corr == "newton") for S in groups]
+        linear = np.column_stack([Gt @ s for s in steps])  # first order in the test loss
+        exact = np.column_stack([
+            [reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], *_split(theta + s.reshape(theta.shape)))
+             - reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], model.coef_, model.intercept_)
+             for t in range(len(y_test))] for s in steps])
+        np.testing.assert_allclose(inf.group_change(X_test, y_test, groups, correction=corr, loss="linear"),
+                                   linear, **tol)
+        np.testing.assert_allclose(inf.group_change(X_test, y_test, groups, correction=corr, loss="exact"),
+                                   exact, **tol)
+    # first order is the sum of the members' influences; labels give the same groups as index lists
+    labels = np.full(len(y), -1)
+    labels[[1, 4, 9]] = 0
+    labels[[100, 200]] = 5
+    I = inf.influence(X_test, y_test)
+    np.testing.assert_allclose(inf.group_change(X_test, y_test, labels, correction="none", loss="linear"),
+                               np.column_stack([-I[:, [1, 4, 9]].sum(1), -I[:, [100, 200]].sum(1)]), **tol)
+
+
+def _split(theta):
+    return theta[:, :-1], theta[:, -1]
+
+
+def test_group_steps_converge_to_the_refit():
+    X, y = make_multiclass(150, 3, 3, seed=12)
+    X_test, y_test = make_multiclass(5, 3, 3, seed=13)
+    m = fastinfl.MultinomialLogisticRegression(l2=0.5).fit(X, y)
+    groups = [np.array([7]), np.array([2, 40, 90]), np.arange(100, 140)]
+    actual = fastinfl.loo_retrain(m, X, y, None, X_test, y_test, groups=groups)
+    # loo_retrain with groups against an independent NumPy refit without each group
+    c0, b0 = reference.mn_fit(X, y, 3, l2=0.5)
+    for g, S in enumerate(groups):
+        keep = np.setdiff1d(np.arange(150), S)
+        coef, b = reference.mn_fit(X[keep], y[keep], 3, l2=0.5)
+        ref = [reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], coef, b)
+               - reference.mn_objective(X_test[t:t + 1], y_test[t:t + 1], c0, b0) for t in range(5)]
+        np.testing.assert_allclose(actual[:, g], ref, rtol=1e-8, atol=1e-12)
+    for solver in ("direct", "cg"):
+        inf = fastinfl.Influence(m, X, y, solver=solver)
+        got = inf.group_change(X_test, y_test, groups, steps=6)
+        np.testing.assert_allclose(got, actual, rtol=1e-6, atol=1e-10)  # Newton's quadratic convergence
+        assert (inf.group_decrements_[:, -1] < 1e-8).all()
+        one = inf.group_change(X_test, y_test, groups)  # one Newton step: closer than first order
+        first = inf.group_change(X_test, y_test, groups, correction="none")
+        assert np.abs(one - actual).max() < np.abs(first - actual).max()
+
+
 # ------------------------------------------------------------------------ conversions
 def test_from_sklearn_multinomial_and_binary():
     from sklearn.datasets import load_iris
@@ -269,6 +335,45 @@ def test_loo_retrain_matches_reference_refit():
             ref = (reference.mn_objective(X[t:t + 1], y[t:t + 1], coef, b)
                    - reference.mn_objective(X[t:t + 1], y[t:t + 1], c0, b0))
             np.testing.assert_allclose(got[t, j], ref, rtol=1e-8, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- compilation
+@pytest.mark.slow  # compiles every multinomial kernel from scratch (~45 s)
+def test_each_multinomial_kernel_compiles_once():
+    """Row bounds and chunk limits reach the kernels as int64, never as Literal[int] (a second compile).
+
+    Runs without Numba's disk cache (FASTINFL_CACHE=0): a kernel loaded from the cache does not
+    compile its callees, so their signatures would not show. Both driver branches run (one row
+    chunk at n = 300, several at n = 6000), with the direct and the CG solver.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numba, numpy as np, fastinfl
+        from fastinfl.kernels import dense, multinomial as mk
+        rng = np.random.default_rng(0)
+        for n in (300, 6000):
+            X = rng.standard_normal((n, 4)); y = rng.integers(0, 3, n)
+            m = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y)
+            m.predict_proba(X); m.losses(X, y)
+            for solver in ("direct", "cg"):
+                inf = fastinfl.Influence(m, X, y, solver=solver)
+                inf.influence(X[:3], y[:3]); inf.top_k(X[:3], y[:3], k=3); inf.gradients(X[:3], y[:3])
+                inf.hvp(np.ones((2, inf.n_params))); inf.loo_change(X[:2], y[:2], [0, 1])
+        kernels = {name: f for name, f in vars(mk).items()
+                   if isinstance(f, numba.core.registry.CPUDispatcher) and f.__module__ == mk.__name__}
+        kernels["dense._chunk_count"] = dense._chunk_count
+        for name, f in sorted(kernels.items()):
+            print(name, len(f.signatures))
+    """)
+    env = dict(os.environ, FASTINFL_CACHE="0")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    counts = dict(line.split() for line in out.splitlines())
+    assert len(counts) >= 20 and "_hessian_rows" in counts and "_top_k_rows" in counts
+    assert {name: c for name, c in counts.items() if c != "1"} == {}
 
 
 # ----------------------------------------------------------------------------- errors

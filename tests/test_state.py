@@ -126,3 +126,66 @@ def test_full_check_detects_a_change_outside_the_sample(tmp_path, data):
         fastinfl.Influence.load(inf.save(tmp_path / "full.npz", check="full"), changed, y)
     with pytest.raises(ValueError, match="check must be one of"):
         inf.save(tmp_path / "x.npz", check="none")
+
+
+@pytest.fixture(scope="module")
+def multinomial_data():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2500, 5))
+    Z = X @ rng.standard_normal((5, 4)) + rng.gumbel(size=(2500, 4))
+    names = np.array(["ant", "bee", "cat", "dog"])
+    y = names[np.argmax(Z, axis=1)]  # string labels: classes_ travels in the file
+    model = fastinfl.MultinomialLogisticRegression(l2=0.5).fit(X, y)
+    return X, y, X[:6], y[:6], model
+
+
+def _multinomial_answers(inf, Xt, yt):
+    return [*_answers(inf, Xt, yt), inf.params_change([3, 9]), inf.loo_change(Xt, yt, [0, 4, 8]),
+            inf.group_change(Xt, yt, [[1, 2], [5]])]
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_multinomial_state_round_trip(tmp_path, multinomial_data, solver, monkeypatch):
+    X, y, Xt, yt, model = multinomial_data
+    inf = fastinfl.Influence(model, X, y, solver=solver, damping=0.01)
+    before = _multinomial_answers(inf, Xt, yt)  # direct: forms H and factors H + c Pi_0, both saved
+    path = inf.save(tmp_path / "mn.npz")
+    called = []
+    real_run = policy.run
+
+    def counting_run(kernel, *args, **kw):
+        called.append(kernel.__name__)
+        return real_run(kernel, *args, **kw)
+
+    monkeypatch.setattr(policy, "run", counting_run)
+    loaded = fastinfl.Influence.load(path, X, y)
+    assert set(called) == {"_sum_squares"}, called  # validation of X_train only: no pass computing state
+    assert isinstance(loaded.model, fastinfl.MultinomialLogisticRegression)
+    assert loaded.model.classes_.tolist() == ["ant", "bee", "cat", "dog"]
+    np.testing.assert_array_equal(loaded.model.params_, model.params_)
+    called.clear()
+    after = _multinomial_answers(loaded, Xt, yt)
+    if solver == "direct":  # the factor came from the file: no Hessian pass
+        assert "_mn_hessian" not in called, called
+    for a, b in zip(before, after):  # identical, not close: same state through the same kernels
+        np.testing.assert_array_equal(a, b)
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["residuals"].shape == npz["weights"].shape == (2500, 4)
+        assert npz["classes"].dtype.kind == "U" and ("cholesky" in npz.files) == (solver == "direct")
+
+
+def test_multinomial_load_refuses_mismatching_training_data(tmp_path, multinomial_data):
+    X, y, _, _, model = multinomial_data
+    path = fastinfl.Influence(model, X, y).save(tmp_path / "mn.npz")
+    swapped = y.copy()
+    swapped[[0, 1]] = y[[1, 0]] if y[0] != y[1] else ["ant", "bee"]
+    with pytest.raises(ValueError, match="y_train differs from the labels"):
+        fastinfl.Influence.load(path, X, swapped)
+    with pytest.raises(ValueError, match=r"y_train holds labels \['emu'\]"):
+        fastinfl.Influence.load(path, X, np.where(y == "dog", "emu", y))
+    changed = X.copy()
+    changed[-1, 2] += 1e-9  # the last row is always in the sample
+    with pytest.raises(ValueError, match="sampled rows of X_train"):
+        fastinfl.Influence.load(path, changed, y)
+    with pytest.raises(ValueError, match=r"X_train has shape \(2499, 5\) but the state"):
+        fastinfl.Influence.load(path, X[:-1], y[:-1])

@@ -33,13 +33,23 @@ import math
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK_ROWS, CHUNK_BYTES, MAX_CHUNKS, MIN_CHUNK_ROWS, MN_HESSIAN_BLOCK_ROWS, kernel
+from .._config import BLOCK_ROWS, MN_HESSIAN_BLOCK_ROWS, kernel
 from .blas import syrk_lower
-from .dense import _chunk_count, _load_block, _offer, merge_top_k
+from .dense import (
+    _CHUNK_BYTES,
+    _MAX_CHUNKS,
+    _MIN_CHUNK_ROWS,
+    _UNBOUNDED_CHUNKS,
+    ZERO,
+    _chunk_count,
+    _load_block,
+    _offer,
+    merge_top_k,
+)
 
-_MIN_CHUNK_ROWS = MIN_CHUNK_ROWS
-_MAX_CHUNKS = MAX_CHUNKS
-_CHUNK_BYTES = CHUNK_BYTES
+# Row bounds and chunk limits are typed int64 globals (as in kernels/dense.py): a Python int literal
+# argument would compile each row kernel a second time, for Literal[int] besides int64.
+_MN_HESSIAN_CHUNK_ROWS = np.int64(4 * MN_HESSIAN_BLOCK_ROWS)
 
 
 # ------------------------------------------------------------------ scalars
@@ -95,10 +105,10 @@ def _logits_rows(X, Theta, lo, hi, Z_out):
 def _mn_logits(X, Theta, Z_out, stop):
     """Z_out (n, K) = X~ Theta^T: the logits of every row."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
-        _logits_rows(X, Theta, 0, n, Z_out)
+        _logits_rows(X, Theta, ZERO, n, Z_out)
     else:
         for c in prange(nch):
             if not stop[0]:
@@ -163,10 +173,10 @@ def _grads_rows(X, y, Theta, lo, hi, out):
 def _mn_per_example_grads(X, y, Theta, out, stop):
     """out (n, K p): row i is the cross-entropy gradient r_i (x) x~_i (no L2 term), class by class."""
     n = X.shape[0]
-    nch = _chunk_count(n, _MIN_CHUNK_ROWS, 1 << 20)
+    nch = _chunk_count(n, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
-        _grads_rows(X, y, Theta, 0, n, out)
+        _grads_rows(X, y, Theta, ZERO, n, out)
     else:
         for c in prange(nch):
             if not stop[0]:
@@ -213,7 +223,7 @@ def _mn_loss_grad(X, y, Theta, grad_out, Z_out, stop):
     grad_out[:] = 0.0
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     if nch == 1:
-        return _loss_grad_rows(X, y, Theta, 0, n, grad_out, Z_out)
+        return _loss_grad_rows(X, y, Theta, ZERO, n, grad_out, Z_out)
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, K, p))
     losses = np.zeros(nch)
@@ -270,7 +280,7 @@ def _hessian_rows(X, Pi, lo, hi, Hb, stop):
 @kernel()
 def mn_hessian_chunk_count(n, P):
     """Row chunks of ``_mn_hessian``: one (P, P) buffer each, CHUNK_BYTES in all."""
-    return _chunk_count(n, 4 * MN_HESSIAN_BLOCK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * P * P))))
+    return _chunk_count(n, _MN_HESSIAN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * P * P))))
 
 
 @kernel(parallel=True)
@@ -287,7 +297,7 @@ def _mn_hessian(X, Pi, ridge, H_out, stop):
     nch = mn_hessian_chunk_count(n, P)
     Hb = np.zeros((K, K, p, p))
     if nch == 1:
-        _hessian_rows(X, Pi, 0, n, Hb, stop)
+        _hessian_rows(X, Pi, ZERO, n, Hb, stop)
     else:
         rows = (n + nch - 1) // nch
         acc = np.zeros((nch, K, K, p, p))
@@ -352,7 +362,7 @@ def _mn_hvp(X, Pi, ridge, V, out, stop):
     out2 = out.reshape((k * K, p))
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * k * P))))
     if nch == 1:
-        _hvp_rows(X, Pi, V2, 0, n, out2)
+        _hvp_rows(X, Pi, V2, ZERO, n, out2)
         return
     rows = (n + nch - 1) // nch
     acc = np.zeros((nch, k * K, p))
@@ -454,7 +464,7 @@ def _mn_top_k(X, R, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     pos_i = np.full((nch, m, k), n)
     S2T = np.ascontiguousarray(S.reshape((m * K, P // K)).T)
     if nch == 1:
-        _top_k_rows(X, R, S2T, 0, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
+        _top_k_rows(X, R, S2T, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
         for c in prange(nch):
             _top_k_rows(X, R, S2T, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c], stop)
