@@ -400,3 +400,41 @@ def test_bad_input_names_the_argument():
         fastinfl.MultinomialLogisticRegression.from_params(np.ones(3))
     with pytest.raises(ValueError, match="not fitted"):
         fastinfl.Influence(fastinfl.MultinomialLogisticRegression(), X, y)
+
+
+@pytest.mark.slow  # compiles every multinomial driver afresh (parfor diagnostics need a non-cached build)
+def test_multinomial_drivers_have_no_parallel_loop_besides_their_prange():
+    """As for the binary drivers (tests/test_kernels.py): an array expression in a parallel=True kernel is
+    its own thread-pool launch, costly on a busy machine even on the serial path."""
+    import numba
+
+    from fastinfl import _config
+    from fastinfl.kernels import multinomial as mk
+
+    rng = np.random.default_rng(0)
+    n, d, K, k, m = 40, 3, 3, 2, 2
+    p = d + 1
+    P = K * p
+    X = rng.standard_normal((n, d))
+    y = rng.integers(0, K, n).astype(np.int64)
+    Theta = rng.standard_normal((K, p))
+    Pi = np.full((n, K), 1.0 / K)
+    R = rng.standard_normal((n, K))
+    S = rng.standard_normal((m, P))
+    stop = np.zeros(1, np.uint8)
+    calls = {
+        "_mn_logits": (X, Theta, np.empty((n, K)), stop),
+        "_mn_per_example_grads": (X, y, Theta, np.empty((n, P)), stop),
+        "_mn_loss_grad": (X, y, Theta, np.empty((K, p)), np.empty((n, K)), stop),
+        "_mn_hessian": (X, Pi, np.ones(P), np.empty((P, P)), stop),
+        "_mn_hvp": (X, Pi, np.ones(P), np.ones((k, P)), np.empty((k, P)), stop),
+        "_mn_influence": (X, R, S, np.arange(n), np.empty((m, n)), stop),
+        "_mn_top_k": (X, R, S, np.empty((m, 2)), np.empty((m, 2), np.int64), np.empty((m, 2)),
+                      np.empty((m, 2), np.int64), stop),
+    }
+    for name, args in calls.items():
+        fresh = numba.njit(parallel=True, fastmath=set(_config.FASTMATH), error_model="numpy")(
+            getattr(mk, name).py_func)
+        fresh(*args)
+        diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
+        assert diag.count_parfors() == 1, (name, diag.count_parfors())

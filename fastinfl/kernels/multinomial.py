@@ -41,9 +41,12 @@ from .dense import (
     _MIN_CHUNK_ROWS,
     _UNBOUNDED_CHUNKS,
     ZERO,
+    _add,
     _chunk_count,
     _load_block,
+    _new_zeros,
     _offer,
+    _zeros,
     merge_top_k,
 )
 
@@ -220,22 +223,24 @@ def _mn_loss_grad(X, y, Theta, grad_out, Z_out, stop):
     """
     n = X.shape[0]
     K, p = Theta.shape
-    grad_out[:] = 0.0
+    _zeros(grad_out)
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     if nch == 1:
         return _loss_grad_rows(X, y, Theta, ZERO, n, grad_out, Z_out)
     rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, K, p))
-    losses = np.zeros(nch)
-    margins = np.full(nch, np.inf)
+    acc = _new_zeros((nch, K, p))
+    losses = _new_zeros((nch,))
+    margins = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
             losses[c], margins[c] = _loss_grad_rows(X, y, Theta, c * rows, min(n, (c + 1) * rows), acc[c], Z_out)
     loss = 0.0
+    mmin = np.inf
     for c in range(nch):
-        grad_out += acc[c]
+        _add(grad_out, acc[c])
         loss += losses[c]
-    return loss, margins.min()
+        mmin = min(mmin, margins[c])
+    return loss, mmin
 
 
 @kernel()
@@ -295,16 +300,16 @@ def _mn_hessian(X, Pi, ridge, H_out, stop):
     P = H_out.shape[0]
     p = P // K
     nch = mn_hessian_chunk_count(n, P)
-    Hb = np.zeros((K, K, p, p))
+    Hb = _new_zeros((K, K, p, p))
     if nch == 1:
         _hessian_rows(X, Pi, ZERO, n, Hb, stop)
     else:
         rows = (n + nch - 1) // nch
-        acc = np.zeros((nch, K, K, p, p))
+        acc = _new_zeros((nch, K, K, p, p))
         for c in prange(nch):
             _hessian_rows(X, Pi, c * rows, min(n, (c + 1) * rows), acc[c], stop)
         for c in range(nch):
-            Hb += acc[c]
+            _add(Hb, acc[c])
     for a in range(K):
         for b in range(a + 1):
             for j in range(p):
@@ -365,12 +370,12 @@ def _mn_hvp(X, Pi, ridge, V, out, stop):
         _hvp_rows(X, Pi, V2, ZERO, n, out2)
         return
     rows = (n + nch - 1) // nch
-    acc = np.zeros((nch, k * K, p))
+    acc = _new_zeros((nch, k * K, p))
     for c in prange(nch):
         if not stop[0]:
             _hvp_rows(X, Pi, V2, c * rows, min(n, (c + 1) * rows), acc[c])
     for c in range(nch):
-        out2 += acc[c]
+        _add(out2, acc[c])
 
 
 # ------------------------------------------------------------ influence maps
