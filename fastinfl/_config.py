@@ -25,8 +25,8 @@ NUM_THREADS = os.environ.get("FASTINFL_NUM_THREADS", "").strip() or None
 BLOCK_ROWS = 512
 # Rows per dsyrk in the Hessian accumulation.
 HESSIAN_BLOCK_ROWS = 1024
-# Rows per block in the multinomial Hessian (kernels/multinomial.py): K scaled float64 copies of the
-# block (K x 256 x p: 2 MiB at K = 10, p = 101) plus one for the diagonal dsyrk.
+# Rows per block in the multinomial Hessian (kernels/multinomial.py): the scaled float64 block C (256 x K p:
+# 2 MiB at K = 10, p = 101) and one (256 x p) block for the diagonal dsyrks.
 MN_HESSIAN_BLOCK_ROWS = 256
 # Batched HVP: below this many vectors a fused loop per row, from it on two gemms per row block.
 HVP_BLAS_MIN_K = 8

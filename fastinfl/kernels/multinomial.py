@@ -244,27 +244,35 @@ def _mn_loss_grad(X, y, Theta, grad_out, Z_out, stop):
 
 
 @kernel()
-def _hessian_rows(X, Pi, lo, hi, Hb, stop):
-    """Adds the rows [lo, hi) to the class-pair blocks Hb (K, K, p, p): lower blocks (a >= b) only.
+def _hessian_rows(X, Pi, lo, hi, G, Dg, stop):
+    """Adds the rows [lo, hi) to G (P, P) and Dg (K, p, p), lower triangles only.
 
-    Per row block A (x~ rows, float64) and class pair: the diagonal block
-    (a, a) gets sum pi_a (1 - pi_a) x~ x~^T (one dsyrk on sqrt(pi_a (1 - pi_a)) A,
-    lower triangle), the block (a, b), a > b, gets -sum pi_a pi_b x~ x~^T
-    (one gemm (pi_a A)^T (pi_b A)). K^2 n p^2 flops in all, the count of the
-    symmetric (Kp)^2 result; no K^2 outer products per row.
+    H = sum_i diag(pi_i) (x) x~_i x~_i^T - (pi_i (x) x~_i)(pi_i (x) x~_i)^T. Per row
+    block A (x~ rows, float64): G += C^T C by one dsyrk of width P = K p, row i
+    of C being [pi_i1 x~_i, ..., pi_iK x~_i] (its off-diagonal blocks are minus
+    H's); the diagonal blocks come separately, without cancellation, as
+    Dg[a] += sum pi_a (1 - pi_a) x~ x~^T (one dsyrk on sqrt(pi_a (1 - pi_a)) A,
+    1 - pi_a summed from the other classes). (K^2 + K) n p^2 flops in all, in
+    one wide dsyrk instead of K (K - 1) / 2 small gemms (measured: bench/RESULTS.md,
+    "Multinomial").
     """
     K = Pi.shape[1]
-    p = Hb.shape[2]
+    p = Dg.shape[1]
     nb = MN_HESSIAN_BLOCK_ROWS
     A = np.empty((nb, p))
-    C = np.empty((K, nb, p))
+    C = np.empty((nb, K * p))
     D = np.empty((nb, p))
-    T = np.empty((p, p))
     for b0 in range(lo, hi, nb):
         if stop[0]:
             return
         m = min(nb, hi - b0)
         _load_block(X, b0, b0 + m, A)
+        for i in range(m):
+            for a in range(K):
+                pa = Pi[b0 + i, a]
+                for j in range(p):
+                    C[i, a * p + j] = pa * A[i, j]
+        syrk_lower(C, m, G)
         for a in range(K):
             for i in range(m):
                 pa = Pi[b0 + i, a]
@@ -274,17 +282,13 @@ def _hessian_rows(X, Pi, lo, hi, Hb, stop):
                         rest += Pi[b0 + i, k]
                 sq = math.sqrt(pa * rest)
                 for j in range(p):
-                    C[a, i, j] = pa * A[i, j]
                     D[i, j] = sq * A[i, j]
-            syrk_lower(D, m, Hb[a, a])
-            for b in range(a):
-                np.dot(C[a, :m].T, C[b, :m], T)
-                Hb[a, b] -= T
+            syrk_lower(D, m, Dg[a])
 
 
 @kernel()
 def mn_hessian_chunk_count(n, P):
-    """Row chunks of ``_mn_hessian``: one (P, P) buffer each, CHUNK_BYTES in all."""
+    """Row chunks of ``_mn_hessian``: one (P, P) buffer (and K (p, p) blocks) each, about CHUNK_BYTES in all."""
     return _chunk_count(n, _MN_HESSIAN_CHUNK_ROWS, min(_MAX_CHUNKS, max(1, _CHUNK_BYTES // (8 * P * P))))
 
 
@@ -300,24 +304,28 @@ def _mn_hessian(X, Pi, ridge, H_out, stop):
     P = H_out.shape[0]
     p = P // K
     nch = mn_hessian_chunk_count(n, P)
-    Hb = _new_zeros((K, K, p, p))
+    G = _new_zeros((P, P))
+    Dg = _new_zeros((K, p, p))
     if nch == 1:
-        _hessian_rows(X, Pi, ZERO, n, Hb, stop)
+        _hessian_rows(X, Pi, ZERO, n, G, Dg, stop)
     else:
         rows = (n + nch - 1) // nch
-        acc = _new_zeros((nch, K, K, p, p))
+        accG = _new_zeros((nch, P, P))
+        accD = _new_zeros((nch, K, p, p))
         for c in prange(nch):
-            _hessian_rows(X, Pi, c * rows, min(n, (c + 1) * rows), acc[c], stop)
+            _hessian_rows(X, Pi, c * rows, min(n, (c + 1) * rows), accG[c], accD[c], stop)
         for c in range(nch):
-            _add(Hb, acc[c])
+            _add(G, accG[c])
+            _add(Dg, accD[c])
     for a in range(K):
-        for b in range(a + 1):
+        for j in range(p):
+            for k in range(j + 1):  # diagonal blocks: Dg's lower triangle
+                H_out[a * p + j, a * p + k] = Dg[a, j, k]
+                H_out[a * p + k, a * p + j] = Dg[a, j, k]
+        for b in range(a):  # off-diagonal blocks: minus G's (a > b: in G's lower triangle)
             for j in range(p):
                 for k in range(p):
-                    if a == b and k > j:
-                        v = Hb[a, a, k, j]  # diagonal blocks: lower triangle only
-                    else:
-                        v = Hb[a, b, j, k]
+                    v = -G[a * p + j, b * p + k]
                     H_out[a * p + j, b * p + k] = v
                     H_out[b * p + k, a * p + j] = v
     for j in range(P):
