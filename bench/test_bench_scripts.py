@@ -98,3 +98,12 @@ def test_e2e_prints_table_and_profile(capsys):
     out = capsys.readouterr().out
     assert "| influence 3000x5, m=7 |" in out and "| top_k 2000x4, m=3 |" in out
     assert "- top_k 2000x4, m=3: total" in out and "kernel setup" in out
+
+
+def test_topk_bound_prints_fractions(capsys):
+    from bench import topk_bound
+
+    topk_bound.main(["--n", "3000", "--d", "5", "--scales", "4", "--points", "3", "--k", "3"])
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("| 4 |")]
+    assert row and all(0.0 < float(x) <= 1.0 for x in row[0].strip("|").split("|")[1:])
