@@ -41,6 +41,8 @@ CHUNK_BYTES = 1 << 26
 CSR_MIN_CHUNK_NNZ = 1 << 16
 # Column ranges of the CSR HVP's column split (many vectors of many parameters, see kernels/csr.py).
 CSR_COLUMN_CHUNKS = 8
+# HVP row chunks: zeroing and merging their (p, k) partial sums at most 1 / this of the pass's nnz + n.
+CSR_HVP_MERGE_RATIO = 8
 # The CSR operator forms H (pairs of nonzeros per row) up to this many parameters: H would be
 # 512 MiB at 8192; beyond it only HVPs (CG) are offered.
 CSR_HESSIAN_MAX_P = 8192

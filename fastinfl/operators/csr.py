@@ -11,7 +11,7 @@ from .._config import CSR_HESSIAN_MAX_P
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import Curvature, Operator, TopK
+from .base import Curvature, Operator, TopK, cg_on_hvp
 
 
 class CSROperator(Operator):
@@ -32,6 +32,8 @@ class CSROperator(Operator):
         self.y = y
         self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
         self.nnz = int(self.indptr[-1])
+        self._canon = None  # CSR arrays without repeated columns (the diagonal pass), built once
+        self._jacobi = None  # (weights, ridge, 1 / diag H) of the last CG's curvature
 
     # -------------------------------------------------------------- helpers
     def _params(self, coef, intercept):
@@ -105,11 +107,56 @@ class CSROperator(Operator):
         return H
 
     def hvp(self, curv, ridge, V):
-        Vt = np.ascontiguousarray(np.asarray(V, dtype=np.float64).T)
+        V = np.asarray(V, dtype=np.float64)
+        k = V.shape[0] if V.ndim == 2 else 1
+        # 2..HVP_GROUPED_MAX_K vectors run in groups of 4 (kernels/csr.py, _hvp_rows_4): pad with zeros.
+        k_run = -(-k // 4) * 4 if 1 < k <= kernels.HVP_GROUPED_MAX_K else k
+        Vt = np.zeros((self.n_params, k_run))
+        Vt[:, :k] = V.reshape(k, self.n_params).T
         out = np.empty_like(Vt)
         self._run(kernels._hvp, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), Vt,
-                  self.n_features, out, work=(self.nnz + self.n_samples) * Vt.shape[1])
-        return np.ascontiguousarray(out.T)
+                  self.n_features, out, work=(self.nnz + self.n_samples) * k_run)
+        return np.ascontiguousarray(out[:, :k].T)
+
+    def hessian_diagonal(self, curv, ridge):
+        """(p,) diag(H) = sum_i w_i x~_i^2 + ridge in one pass (on a canonical copy when X repeats columns)."""
+        indptr, indices, data = self._canonical()
+        out = np.empty(self.n_params)
+        policy.run(kernels._diagonal, indptr, indices, data, curv.weights,
+                   np.ascontiguousarray(ridge, dtype=np.float64), self.n_features, out,
+                   work=self.nnz + self.n_samples, parallel=False)
+        return out
+
+    def _canonical(self):
+        """CSR arrays without repeated columns in a row: X's own when canonical, else a summed copy (kept)."""
+        if self._canon is None:
+            if self.X.has_canonical_format:
+                self._canon = (self.indptr, self.indices, self.data)
+            else:
+                C = self.X.copy()
+                C.sum_duplicates()
+                self._canon = (C.indptr, C.indices, C.data)
+        return self._canon
+
+    def cg(self, curv, ridge, B, tol, max_iter):
+        """Batched CG on :meth:`hvp`, preconditioned by diag(H) (Jacobi; one more pass, cached per curvature).
+
+        The stopping rule is CG's (||r_q|| <= tol ||b_q|| on the unpreconditioned
+        residual), so results are those of plain CG to the tolerance. Measured on
+        Zipf-distributed columns (bench/RESULTS.md, "Sparse features"): the
+        diagonal spans orders of magnitude (head columns in many rows, tail columns
+        in few), and Jacobi cuts the iterations several-fold. Without a positive
+        diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
+        """
+        ridge = np.ascontiguousarray(ridge, dtype=np.float64)
+        cached = self._jacobi
+        if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
+            inv_diag = cached[2]
+        else:
+            diag = self.hessian_diagonal(curv, ridge)
+            inv_diag = 1.0 / diag if (diag > 0.0).all() else None
+            self._jacobi = (curv.weights, ridge.copy(), inv_diag)
+        return cg_on_hvp(lambda V: self.hvp(curv, ridge, V), B, tol, max_iter, inv_diag)
 
     def rows(self, idx):
         """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""
