@@ -24,6 +24,11 @@ serially in a fixed order, so results are bitwise identical for any number of
 Numba threads. Reductions into a (p, k) result keep one partial sum per chunk;
 where those would be too large (k p beyond CHUNK_BYTES / 2, e.g. 16 vectors of
 2^18 parameters) the HVP switches to a column split (see ``_hvp``).
+
+Column indices are read through ``uintp`` before indexing: with a signed index
+Numba adds a negative-index wraparound to every gather and scatter, which made
+these loops about 2x slower than scipy's compiled ones (bench/RESULTS.md,
+"Sparse features"). Indices are validated non-negative by the operator.
 """
 
 import numpy as np
@@ -38,7 +43,7 @@ _CHUNK_BYTES = CHUNK_BYTES
 _MIN_NNZ = CSR_MIN_CHUNK_NNZ
 _COLUMN_CHUNKS = CSR_COLUMN_CHUNKS
 _MERGE_RATIO = CSR_HVP_MERGE_RATIO
-# Vectors (a multiple of 4) up to which the HVP runs groups of 4 (see _hvp_rows_4); the operator pads to it.
+# Vectors (an even number) up to which the HVP runs groups of 4 and 2 (see _hvp_rows_4); the operator pads odd k.
 HVP_GROUPED_MAX_K = 16
 
 
@@ -282,7 +287,7 @@ def _hvp_rows_1(indptr, indices, data, w, v, d, lo, hi, acc):
 
 @kernel()
 def _hvp_rows_4(indptr, indices, data, w, Vt, d, lo, hi, acc):
-    """``_hvp_rows`` for k a multiple of 4: groups of 4 vectors with their dot products in scalars.
+    """``_hvp_rows`` for an even k: groups of 4 vectors (and a last pair) with their dot products in scalars.
 
     Each row's nonzeros are read from memory once and from L1 once more per
     group. Measured against the general loop (100000 x 2^18, 4.4 M nonzeros,
@@ -324,6 +329,27 @@ def _hvp_rows_4(indptr, indices, data, w, Vt, d, lo, hi, acc):
                 acc[d, q + one] += t1
                 acc[d, q + two] += t2
                 acc[d, q + three] += t3
+        if k % 4 == 2:  # a last pair
+            q = uintp(k - 2)
+            if p > d:
+                t0, t1 = Vt[d, q], Vt[d, q + one]
+            else:
+                t0 = t1 = 0.0
+            for s in range(s0, s1):
+                x = data[s]
+                j = uintp(indices[s])
+                t0 += x * Vt[j, q]
+                t1 += x * Vt[j, q + one]
+            t0 *= wi
+            t1 *= wi
+            for s in range(s0, s1):
+                x = data[s]
+                j = uintp(indices[s])
+                acc[j, q] += x * t0
+                acc[j, q + one] += x * t1
+            if p > d:
+                acc[d, q] += t0
+                acc[d, q + one] += t1
 
 
 @kernel()
@@ -338,7 +364,7 @@ def _hvp_rows(indptr, indices, data, w, Vt, d, lo, hi, acc):
     if k == 1:
         _hvp_rows_1(indptr, indices, data, w, Vt.reshape(p), d, lo, hi, acc.reshape(p))
         return
-    if k % 4 == 0 and k <= HVP_GROUPED_MAX_K:
+    if k % 2 == 0 and k <= HVP_GROUPED_MAX_K:
         _hvp_rows_4(indptr, indices, data, w, Vt, d, lo, hi, acc)
         return
     ku = uintp(k)
@@ -630,3 +656,62 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
             out[j] = s
     for j in range(p):
         out[j] += ridge[j]
+
+
+# ------------------------------------------------------------------ CG vector updates
+# The CSR operator's batched CG keeps its vectors as (p, k) columns, the HVP's layout, so that no
+# iteration transposes or copies a (k, p) block; these serial passes fuse each iteration's updates.
+@kernel()
+def _cg_dots(P, HP, out):
+    """out[q] = sum_j P[j, q] HP[j, q] for the columns of P, HP (p, k)."""
+    p, k = P.shape
+    for q in range(k):
+        out[q] = 0.0
+    for j in range(p):
+        for q in range(k):
+            out[q] += P[j, q] * HP[j, q]
+
+
+@kernel()
+def _cg_update(alpha, inv_diag, X, R, P, HP, rr_out, rz_out):
+    """x_q += alpha_q p_q, r_q -= alpha_q (H p)_q; rr_out[q] = r_q . r_q, rz_out[q] = r_q . (M^-1 r_q)."""
+    p, k = P.shape
+    for q in range(k):
+        rr_out[q] = 0.0
+        rz_out[q] = 0.0
+    for j in range(p):
+        m = inv_diag[j]
+        for q in range(k):
+            a = alpha[q]
+            X[j, q] += a * P[j, q]
+            r = R[j, q] - a * HP[j, q]
+            R[j, q] = r
+            rr_out[q] += r * r
+            rz_out[q] += r * r * m
+
+
+@kernel()
+def _cg_direction(beta, inv_diag, R, P):
+    """p_q = M^-1 r_q + beta_q p_q (M^-1 = diag(inv_diag))."""
+    p, k = P.shape
+    for j in range(p):
+        m = inv_diag[j]
+        for q in range(k):
+            P[j, q] = R[j, q] * m + beta[q] * P[j, q]
+
+
+@kernel()
+def _transpose(A, out):
+    """out[j, i] = A[i, j] for A (r, c) into the first r columns of out (c, >= r), in 32 x 32 tiles.
+
+    numpy's copy of a transposed (k, p) block walks one side with a stride of p
+    (measured: 2.3 s for k = 100, p = 2^18 around a 0.5 s HVP); tiles keep both sides in cache.
+    """
+    r, c = A.shape
+    for i0 in range(0, r, 32):
+        i1 = min(r, i0 + 32)
+        for j0 in range(0, c, 32):
+            j1 = min(c, j0 + 32)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    out[j, i] = A[i, j]

@@ -11,7 +11,7 @@ from .._config import CSR_HESSIAN_MAX_P
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import Curvature, Operator, TopK, cg_on_hvp
+from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
 
 
 class CSROperator(Operator):
@@ -109,14 +109,18 @@ class CSROperator(Operator):
     def hvp(self, curv, ridge, V):
         V = np.asarray(V, dtype=np.float64)
         k = V.shape[0] if V.ndim == 2 else 1
-        # 2..HVP_GROUPED_MAX_K vectors run in groups of 4 (kernels/csr.py, _hvp_rows_4): pad with zeros.
-        k_run = -(-k // 4) * 4 if 1 < k <= kernels.HVP_GROUPED_MAX_K else k
-        Vt = np.zeros((self.n_params, k_run))
-        Vt[:, :k] = V.reshape(k, self.n_params).T
+        # 2..HVP_GROUPED_MAX_K vectors run in groups of 4 and 2 (kernels/csr.py, _hvp_rows_4): pad odd k with zeros.
+        k_run = k + (k % 2) if 1 < k < kernels.HVP_GROUPED_MAX_K else k
+        Vt = np.empty((self.n_params, k_run))
+        if k_run > k:
+            Vt[:, k:] = 0.0
+        kernels._transpose(np.ascontiguousarray(V.reshape(k, self.n_params)), Vt)
         out = np.empty_like(Vt)
         self._run(kernels._hvp, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), Vt,
                   self.n_features, out, work=(self.nnz + self.n_samples) * k_run)
-        return np.ascontiguousarray(out[:, :k].T)
+        result = np.empty((k, self.n_params))
+        kernels._transpose(out if k_run == k else out[:, :k], result)
+        return result
 
     def hessian_diagonal(self, curv, ridge):
         """(p,) diag(H) = sum_i w_i x~_i^2 + ridge in one pass (on a canonical copy when X repeats columns)."""
@@ -139,24 +143,71 @@ class CSROperator(Operator):
         return self._canon
 
     def cg(self, curv, ridge, B, tol, max_iter):
-        """Batched CG on :meth:`hvp`, preconditioned by diag(H) (Jacobi; one more pass, cached per curvature).
+        """Batched CG on the HVP kernel, preconditioned by diag(H) (Jacobi; one more pass, cached per curvature).
 
-        The stopping rule is CG's (||r_q|| <= tol ||b_q|| on the unpreconditioned
-        residual), so results are those of plain CG to the tolerance. Measured on
-        Zipf-distributed columns (bench/RESULTS.md, "Sparse features"): the
-        diagonal spans orders of magnitude (head columns in many rows, tail columns
-        in few), and Jacobi cuts the iterations several-fold. Without a positive
-        diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
+        The same iteration and stopping rule as :func:`~fastinfl.operators.base.cg_on_hvp`
+        with ``inv_diag`` (||r_q|| <= tol ||b_q|| on the unpreconditioned residual),
+        so results are those of plain CG to the tolerance. The vectors stay in the
+        HVP kernel's (p, k) layout and each iteration's updates are fused passes
+        (kernels/csr.py ``_cg_*``); columns that finish are compacted away.
+        Measured on Zipf-distributed columns (bench/RESULTS.md, "Sparse features"):
+        the diagonal spans orders of magnitude (head columns in many rows, tail
+        columns in few) and Jacobi cut the iterations from about 720 to 36.
+        Without a positive diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        k, p = B.shape
         cached = self._jacobi
         if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
             inv_diag = cached[2]
         else:
             diag = self.hessian_diagonal(curv, ridge)
-            inv_diag = 1.0 / diag if (diag > 0.0).all() else None
+            inv_diag = 1.0 / diag if (diag > 0.0).all() else np.ones(p)
             self._jacobi = (curv.weights, ridge.copy(), inv_diag)
-        return cg_on_hvp(lambda V: self.hvp(curv, ridge, V), B, tol, max_iter, inv_diag)
+        x = np.zeros((k, p))
+        bnorm = np.sqrt(np.einsum("ij,ij->i", B, B))
+        n_iter = np.zeros(k, np.int64)
+        resid = np.where(bnorm > 0.0, 1.0, 0.0)
+        status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
+        cols = np.flatnonzero(bnorm > 0.0)
+        R = np.empty((p, cols.size))  # (p, k) columns, the HVP kernel's layout
+        kernels._transpose(np.ascontiguousarray(B[cols]), R)
+        X = np.zeros_like(R)
+        P = R * inv_diag[:, None]
+        rz = np.einsum("jq,jq->q", R, P)
+        HP = np.empty_like(R)
+        pHp, rr, rz_new = np.empty(k), np.empty(k), np.empty(k)
+        work = self.nnz + self.n_samples
+        it = 0
+        while cols.size and it < max_iter:
+            na = cols.size
+            self._run(kernels._hvp, curv.weights, ridge, P, self.n_features, HP, work=work * na)
+            it += 1
+            n_iter[cols] = it
+            kernels._cg_dots(P, HP, pHp[:na])
+            bad = ~(pHp[:na] > 0.0)
+            status[cols[bad]] = NOT_POSITIVE
+            alpha = np.where(bad, 0.0, rz / np.where(bad, 1.0, pHp[:na]))
+            kernels._cg_update(alpha, inv_diag, X, R, P, HP, rr[:na], rz_new[:na])
+            resid[cols[~bad]] = np.sqrt(rr[:na][~bad]) / bnorm[cols[~bad]]
+            done = ~bad & (resid[cols] <= tol)
+            status[cols[done]] = CONVERGED
+            beta = rz_new[:na] / rz
+            rz = rz_new[:na].copy()
+            keep = ~(bad | done)
+            if not keep.all():
+                x[cols[~keep]] = X[:, ~keep].T  # (few columns: a small strided copy)
+                X, R, P = (np.ascontiguousarray(A[:, keep]) for A in (X, R, P))
+                HP = np.empty_like(R)
+                cols, beta, rz = cols[keep], beta[keep], rz[keep]
+            if cols.size:
+                kernels._cg_direction(beta, inv_diag, R, P)
+        if cols.size:
+            done_x = np.empty((cols.size, p))
+            kernels._transpose(X, done_x)
+            x[cols] = done_x
+        return CGResult(x, n_iter, resid, status)
 
     def rows(self, idx):
         """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""
