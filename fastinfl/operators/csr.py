@@ -152,7 +152,8 @@ class CSROperator(Operator):
         (kernels/csr.py ``_cg_*``); columns that finish are compacted away.
         Measured on Zipf-distributed columns (bench/RESULTS.md, "Sparse features"):
         the diagonal spans orders of magnitude (head columns in many rows, tail
-        columns in few) and Jacobi cut the iterations from about 720 to 36.
+        columns in few) and Jacobi cut the iterations from 571-734 (scipy's plain
+        ``cg``) to 29-37 at 100000 x 2^18.
         Without a positive diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
