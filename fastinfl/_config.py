@@ -53,6 +53,11 @@ BLAS_THREADS_MIN_FLOPS = 1 << 28
 CSR_MIN_CHUNK_NNZ = 1 << 16
 # Column ranges of the CSR HVP's column split (many vectors of many parameters, see kernels/csr.py).
 CSR_COLUMN_CHUNKS = 8
+# HVP row chunks: zeroing and merging their (p, k) partial sums at most 1 / this of the pass's nnz + n.
+# Measured at p = 2^18 (bench/RESULTS.md, "Sparse features"): row chunks with partial sums were slower
+# than the serial pass on the shared 2-core machine (n = 1e5, 2 chunks: 0.025 vs 0.020 s; n = 1e6,
+# 21 chunks: 0.36 vs 0.24 s), so at that p they start only beyond ~p x 256 nonzeros per chunk.
+CSR_HVP_MERGE_RATIO = 256
 # The CSR operator forms H (pairs of nonzeros per row) up to this many parameters: H would be
 # 512 MiB at 8192; beyond it only HVPs (CG) are offered.
 CSR_HESSIAN_MAX_P = 8192

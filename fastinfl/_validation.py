@@ -374,3 +374,41 @@ def _check_finite_csr(data, indptr, indices, name):
     row = int(np.searchsorted(indptr, s, side="right") - 1)
     col = int(indices[s])
     raise BadValueError(f"{name} {what} (first at row {row}, column {col}).", name, row, col)
+
+
+def check_groups(groups, n, name="groups"):
+    """Groups as a list of distinct, sorted int64 index arrays (each non-empty, in [0, n)).
+
+    ``groups`` is a list of index arrays, or an (n,) integer array of group labels
+    (label g >= 0 puts the point in group g; negative labels put it in no group;
+    groups are numbered by label, empty labels skipped).
+    """
+    if isinstance(groups, np.ndarray) and groups.ndim == 1 and groups.shape[0] == n and \
+            groups.dtype.kind in "iu" and not isinstance(groups, list):
+        labels = groups.astype(np.int64)
+        out = [np.flatnonzero(labels == g) for g in np.unique(labels[labels >= 0])]
+    else:
+        if isinstance(groups, np.ndarray) and groups.ndim == 1:
+            raise ValueError(
+                f"{name} as an array must be (n,) = ({n},) integer group labels; got shape {groups.shape} "
+                f"and dtype {groups.dtype}. Pass a list of index arrays for explicit groups."
+            )
+        try:
+            items = list(groups)
+        except TypeError:
+            raise ValueError(f"{name} must be a list of index arrays or (n,) integer labels; "
+                             f"got {type(groups).__name__}.") from None
+        out = []
+        for g, item in enumerate(items):
+            idx = check_indices(item, n, f"{name}[{g}]")
+            if np.unique(idx).shape[0] != idx.shape[0]:
+                raise ValueError(f"{name}[{g}] lists a training point more than once.")
+            out.append(np.sort(idx))
+    if not out:
+        raise ValueError(f"{name} holds no group (every label negative, or an empty list).")
+    for g, idx in enumerate(out):
+        if idx.shape[0] == 0:
+            raise ValueError(f"{name}[{g}] is empty.")
+        if idx.shape[0] >= n:
+            raise ValueError(f"{name}[{g}] removes every training point: nothing is left to refit.")
+    return out

@@ -16,13 +16,14 @@ from ._config import (
 from ._validation import (
     check_bool,
     check_choice,
+    check_groups,
     check_indices,
     check_scalar,
     check_vectors,
 )
 from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
-from .groups import check_groups, group_steps, loss_change
+from .groups import group_steps, loss_change
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator

@@ -2,9 +2,8 @@
 
 import numpy as np
 
-from ._validation import check_csr, check_indices, check_scalar, check_X, check_y, is_sparse
+from ._validation import check_csr, check_groups, check_indices, check_scalar, check_X, check_y, is_sparse
 from .exceptions import ConvergenceError
-from .groups import check_groups
 from .model import LogisticRegression, check_fitted_model
 from .multinomial import MultinomialLogisticRegression, loo_retrain_multinomial
 

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.linalg
 
-from ._validation import check_class_labels, check_indices, check_scalar, check_vector, check_X
+from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector, check_X
 from .exceptions import ConvergenceError
 from .model import ridge_diagonal
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, project
@@ -330,8 +330,6 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
     (m, G) with ``groups``. The classes stay those of ``model`` (a removal that
     empties a class is refused).
     """
-    from .groups import check_groups
-
     model._check_fitted()
     X_train = check_X(X_train, "X_train", n_features=model.n_features_)
     check_class_labels(y_train, X_train.shape[0], model.classes_, "y_train")

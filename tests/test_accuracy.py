@@ -13,7 +13,8 @@ from problems import make_problem
 
 import fastinfl
 from fastinfl import reference
-from fastinfl.groups import check_groups, loss_change
+from fastinfl._validation import check_groups
+from fastinfl.groups import loss_change
 
 
 @pytest.fixture(scope="module")

@@ -72,19 +72,24 @@ NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
 _FALLBACK_BLOCK_ROWS = 4096  # rows per block in the base-class passes built on rows()
 
 
-def cg_on_hvp(hvp, B, tol, max_iter):
+def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
     """Batched conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
 
     Each right-hand side has its own step sizes and stops on its own once its
     recursively updated residual satisfies ||r_q|| <= tol ||b_q||; one ``hvp``
-    call per iteration for all running columns. Returns a :class:`CGResult`.
+    call per iteration for all running columns. ``inv_diag`` (p,), when given,
+    is a Jacobi preconditioner M^-1 = diag(inv_diag) (positive): the iterates
+    change, the stopping rule (on the unpreconditioned residual) does not.
+    Returns a :class:`CGResult`.
     """
     k, p = B.shape
     x = np.zeros((k, p))
     R = B.copy()
-    P = B.copy()
-    rs = np.einsum("ij,ij->i", R, R)
-    bnorm = np.sqrt(rs)
+    Z = R if inv_diag is None else R * inv_diag
+    P = Z.copy()
+    rr = np.einsum("ij,ij->i", R, R)
+    rz = rr if inv_diag is None else np.einsum("ij,ij->i", R, Z)
+    bnorm = np.sqrt(rr)
     n_iter = np.zeros(k, np.int64)
     resid = np.where(bnorm > 0.0, 1.0, 0.0)
     status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
@@ -99,16 +104,21 @@ def cg_on_hvp(hvp, B, tol, max_iter):
         status[active[bad]] = NOT_POSITIVE
         keep = ~bad
         a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
-        alpha = rs[a] / curv_pp
+        alpha = rz[a] / curv_pp
         x[a] += alpha[:, None] * P[a]
         R[a] -= alpha[:, None] * HP
-        rs_new = np.einsum("ij,ij->i", R[a], R[a])
-        resid[a] = np.sqrt(rs_new) / bnorm[a]
+        rr_new = np.einsum("ij,ij->i", R[a], R[a])
+        resid[a] = np.sqrt(rr_new) / bnorm[a]
         done = resid[a] <= tol
         status[a[done]] = CONVERGED
-        a, rs_new = a[~done], rs_new[~done]
-        P[a] = R[a] + (rs_new / rs[a])[:, None] * P[a]
-        rs[a] = rs_new
+        a, rr_new = a[~done], rr_new[~done]
+        if inv_diag is None:
+            Za, rz_new = R[a], rr_new
+        else:
+            Za = R[a] * inv_diag
+            rz_new = np.einsum("ij,ij->i", R[a], Za)
+        P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
+        rz[a] = rz_new
         active = a
     return CGResult(x, n_iter, resid, status)
 
