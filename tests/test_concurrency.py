@@ -1,4 +1,4 @@
-"""Concurrent callers: every threading layer, 8 Python threads, results identical to sequential calls."""
+"""Concurrent callers: every threading layer, 8 threads, dense and CSR data, results equal to sequential calls."""
 
 import os
 import subprocess
@@ -25,6 +25,12 @@ SCRIPT = textwrap.dedent("""
     Xt, yt, _ = fastinfl.datasets.make_logistic(6, 8, seed=1, dtype=np.float64)
     V = np.random.default_rng(2).standard_normal((3, 9))
     idx = np.arange(0, 12_000, 97)
+    # CSR: ~10 nonzeros per row, enough for the CSR passes to run parallel chunks too.
+    Xs, ys, _ = fastinfl.datasets.make_logistic(12_000, 2000, seed=0, dtype=np.float64, density=0.005)
+    infs["sparse"] = fastinfl.Influence(fastinfl.LogisticRegression(l2=1.0).fit(Xs, ys), Xs, ys, solver="cg",
+                                        tol=1e-10)
+    Xst, yst, _ = fastinfl.datasets.make_logistic(4, 2000, seed=1, dtype=np.float64, density=0.005)
+    Vs = np.random.default_rng(3).standard_normal((2, 2001))
     calls = {
         "top_k": lambda inf: inf.top_k(Xt, yt, k=5),
         "influence": lambda inf: inf.influence(Xt[:2], yt[:2]),
@@ -34,9 +40,14 @@ SCRIPT = textwrap.dedent("""
         "inverse_hvp": lambda inf: inf.inverse_hvp(V),
         "self_influence": lambda inf: inf.self_influence(idx),
         "gradients": lambda inf: inf.gradients(Xt, yt),
+        "sparse top_k": lambda inf: inf.top_k(Xst, yst, k=5),
+        "sparse s_test": lambda inf: inf.s_test(Xst, yst),
+        "sparse hvp": lambda inf: inf.hvp(Vs),
     }
     # CG (one parallel launch per iteration) for the solves only; the direct solver for everything.
-    jobs = [("direct", c) for c in calls] + [("cg", c) for c in ("s_test", "inverse_hvp", "top_k")]
+    jobs = ([("direct", c) for c in calls if not c.startswith("sparse")]
+            + [("cg", c) for c in ("s_test", "inverse_hvp", "top_k")]
+            + [("sparse", c) for c in calls if c.startswith("sparse")])
     expected = {job: calls[job[1]](infs[job[0]]) for job in jobs}  # sequential
     mismatches, errors = [], []
 

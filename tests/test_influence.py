@@ -138,6 +138,7 @@ def test_stationarity_warning_only_off_optimum(fitted):
     fastinfl.Influence(model, X, y)  # at the optimum: no warning (warnings are errors in tests)
 
 
+@pytest.mark.slow  # compiles another dtype/layout variant of every kernel (~15 s cold): the slow tier, run by CI too
 def test_inputs_not_modified(fitted):
     model, X, y, X_test, y_test = fitted
     arrays = [a.copy() for a in (X, y, X_test, y_test)]

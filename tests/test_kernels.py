@@ -202,6 +202,7 @@ def test_hessian_wide_single_chunk_matches_reference():
     np.testing.assert_allclose(inf.hessian(), reference.hessian(X, coef, 0.1, l2=1.0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # compiles another dtype/layout variant of every kernel (~15 s cold): the slow tier, run by CI too
 def test_compiled_signatures_stay_few():
     """Any input layout or dtype reaches the kernels as C-contiguous float32 or float64 (plus read-only)."""
     import subprocess

@@ -133,6 +133,7 @@ def test_model_on_csr_equals_densified(pair):
           reference.hessian(D, model.coef_, model.intercept_, l2=1.0))
 
 
+@pytest.mark.slow  # compiles another dtype/layout variant of every kernel (~15 s cold): the slow tier, run by CI too
 def test_float32_values_give_the_float64_results_of_the_same_values():
     """float32 CSR is read as float32 and summed in float64: equal to float64 CSR holding the same values."""
     X32, y = sparse_problem(dtype=np.float32)
@@ -409,3 +410,40 @@ def test_csr_cg_is_jacobi_preconditioned_and_exact():
     assert (res.status == 0).all() and (plain.status == 0).all()
     close(res.x, exact, 1e-8)
     assert res.n_iter.max() < plain.n_iter.min()
+
+
+@pytest.mark.slow  # compiles every CSR driver afresh (parfor diagnostics need a non-cached build)
+def test_csr_drivers_have_no_parallel_loop_besides_their_pranges():
+    """As for the dense drivers (tests/test_kernels.py): an array expression in a parallel=True kernel is a
+    thread-pool launch of its own, costly on a busy machine. _hvp has three pranges (row chunks, and the
+    column split's projection and scatter); every other driver one."""
+    import numba
+
+    from fastinfl import _config
+    from fastinfl.kernels import csr as ck
+
+    X, y = sparse_problem(n=40, d=12, density=0.3)
+    op = fastinfl.operators.as_operator(X, y)  # the arrays as the operator passes them
+    a = (op.indptr, op.indices, op.data)
+    n, d = X.shape
+    p, m, k = d + 1, 2, 3
+    y = op.y
+    coef, w, r, ridge = np.full(d, 0.1), np.full(n, 0.2), np.full(n, 0.1), np.ones(p)
+    St, idx, stop = np.ones((p, m)), np.arange(n, dtype=np.int64), np.zeros(1, np.uint8)
+    calls = {
+        "_margins": (*a, coef, 0.1, np.empty(n), stop),
+        "_per_example_grads": (*a, y, coef, 0.1, idx, np.empty((n, p)), stop),
+        "_loss_grad": (*a, y, coef, 0.1, np.empty(p), np.empty(n), stop),
+        "_hessian_sum": (*a, w, ridge, d, np.empty((p, p)), stop),
+        "_hvp": (*a, w, ridge, np.ones((p, k)), d, np.empty((p, k)), stop),
+        "_influence": (*a, r, St, idx, d, np.empty((m, n)), stop),
+        "_top_k": (*a, r, St, d, np.empty((m, 2)), np.empty((m, 2), np.int64), np.empty((m, 2)),
+                   np.empty((m, 2), np.int64), stop),
+        "_diagonal": (*a, w, ridge, d, np.empty(p), stop),
+    }
+    for name, args in calls.items():
+        fresh = numba.njit(parallel=True, fastmath=set(_config.FASTMATH), error_model="numpy")(
+            getattr(ck, name).py_func)
+        fresh(*args)
+        diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
+        assert diag.count_parfors() == (3 if name == "_hvp" else 1), (name, diag.count_parfors())

@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
-from .dense import _offer, merge_top_k
+from .dense import ZERO, _add, _new_zeros, _offer, _zeros, merge_top_k
 from .sigmoid import log_loss, residual
 
 _MAX_CHUNKS = MAX_CHUNKS
@@ -107,7 +107,7 @@ def _margins(indptr, indices, data, coef, intercept, z_out, stop):
     n = indptr.shape[0] - 1
     nch = chunk_count(n, indptr[n], 0, 1 << 20)
     if nch == 1:
-        _margins_rows(indptr, indices, data, coef, intercept, 0, n, z_out)
+        _margins_rows(indptr, indices, data, coef, intercept, ZERO, n, z_out)
         return
     b = _bounds(indptr, nch)
     for c in prange(nch):
@@ -187,23 +187,25 @@ def _loss_grad(indptr, indices, data, y, coef, intercept, grad_out, z_out, stop)
     """
     n = indptr.shape[0] - 1
     p = grad_out.shape[0]
-    grad_out[:] = 0.0
+    _zeros(grad_out)
     nch = chunk_count(n, indptr[n], p, _MAX_CHUNKS)
     if nch == 1:
-        return _loss_grad_rows(indptr, indices, data, y, coef, intercept, 0, n, grad_out, z_out)
+        return _loss_grad_rows(indptr, indices, data, y, coef, intercept, ZERO, n, grad_out, z_out)
     b = _bounds(indptr, nch)
-    acc = np.zeros((nch, p))
-    losses = np.zeros(nch)
-    margins = np.full(nch, np.inf)
+    acc = _new_zeros((nch, p))
+    losses = _new_zeros((nch,))
+    margins = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
             losses[c], margins[c] = _loss_grad_rows(indptr, indices, data, y, coef, intercept, b[c], b[c + 1],
                                                     acc[c], z_out)
     loss = 0.0
+    mmin = np.inf
     for c in range(nch):
-        grad_out += acc[c]
+        _add(grad_out, acc[c])
         loss += losses[c]
-    return loss, margins.min()
+        mmin = min(mmin, margins[c])
+    return loss, mmin
 
 
 @kernel()
@@ -249,17 +251,17 @@ def _hessian_sum(indptr, indices, data, w, ridge, d, H_out, stop):
     """
     n = indptr.shape[0] - 1
     p = H_out.shape[0]
-    H_out[:] = 0.0
+    _zeros(H_out)
     nch = chunk_count(n, indptr[n], p * p, _MAX_CHUNKS)
     if nch == 1:
-        _hessian_rows(indptr, indices, data, w, d, 0, n, H_out, stop)
+        _hessian_rows(indptr, indices, data, w, d, ZERO, n, H_out, stop)
     else:
         b = _bounds(indptr, nch)
-        acc = np.zeros((nch, p, p))
+        acc = _new_zeros((nch, p, p))
         for c in prange(nch):
             _hessian_rows(indptr, indices, data, w, d, b[c], b[c + 1], acc[c], stop)
         for c in range(nch):
-            H_out += acc[c]
+            _add(H_out, acc[c])
     for j in range(p):
         H_out[j, j] += ridge[j]
         for k in range(j + 1, p):
@@ -492,7 +494,7 @@ def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
         for q in range(k):
             out[j, q] = 0.0
     if k == 1 or nnz + n < 2 * _MIN_NNZ or 16 * p * k <= _CHUNK_BYTES:
-        _hvp_rows(indptr, indices, data, w, Vt, d, 0, n, out)
+        _hvp_rows(indptr, indices, data, w, Vt, d, ZERO, n, out)
     else:  # Column split.
         block = max(1024, _CHUNK_BYTES // (16 * k))
         T = np.empty((min(block, n), k))
@@ -599,7 +601,7 @@ def _top_k(indptr, indices, data, r, St, d, low_out, low_idx_out, high_out, high
     pos_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
     pos_i = np.full((nch, m, k), n)
     if nch == 1:
-        _top_k_rows(indptr, indices, data, r, St, d, 0, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
+        _top_k_rows(indptr, indices, data, r, St, d, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
         b = _bounds(indptr, nch)
         for c in prange(nch):
@@ -639,7 +641,7 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
     if nch == 1:
         for j in range(p):
             out[j] = 0.0
-        _diagonal_rows(indptr, indices, data, w, d, 0, n, out)
+        _diagonal_rows(indptr, indices, data, w, d, ZERO, n, out)
     else:
         b = _bounds(indptr, nch)
         acc = np.empty((nch, p))

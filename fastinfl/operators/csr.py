@@ -7,7 +7,7 @@ nonzeros only. The Hessian (pairs of nonzeros per row) is formed only up to
 
 import numpy as np
 
-from .._config import CSR_HESSIAN_MAX_P
+from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
@@ -45,8 +45,12 @@ class CSROperator(Operator):
         return self.y
 
     def _run(self, kernel, *args, work):
-        # The CSR kernels call no BLAS, so BLAS threads need no limit (parallel=False).
-        return policy.run(kernel, self.indptr, self.indices, self.data, *args, work=work, parallel=False)
+        # The CSR kernels call no BLAS, but a pass with two chunks' worth of work may launch the thread
+        # pool: it then takes the policy's launch lock (workqueue) and thread budget. Every CSR chunk count
+        # is at most max(nnz + n, work) // CSR_MIN_CHUNK_NNZ (kernels/csr.py; ``work`` counts the
+        # selected rows times their width for the per-row maps).
+        launches = max(self.nnz + self.n_samples, work) // CSR_MIN_CHUNK_NNZ >= 2
+        return policy.run(kernel, self.indptr, self.indices, self.data, *args, work=work, parallel=launches)
 
     def _select(self, idx):
         return np.arange(self.n_samples, dtype=np.int64) if idx is None else np.ascontiguousarray(idx, np.int64)
@@ -128,7 +132,8 @@ class CSROperator(Operator):
         out = np.empty(self.n_params)
         policy.run(kernels._diagonal, indptr, indices, data, curv.weights,
                    np.ascontiguousarray(ridge, dtype=np.float64), self.n_features, out,
-                   work=self.nnz + self.n_samples, parallel=False)
+                   work=self.nnz + self.n_samples,
+                   parallel=(self.nnz + self.n_samples) // CSR_MIN_CHUNK_NNZ >= 2)  # as in _run
         return out
 
     def _canonical(self):
