@@ -25,8 +25,9 @@ SCRIPT = textwrap.dedent("""
     Xt, yt, _ = fastinfl.datasets.make_logistic(6, 8, seed=1, dtype=np.float64)
     V = np.random.default_rng(2).standard_normal((3, 9))
     idx = np.arange(0, 12_000, 97)
-    # CSR: ~10 nonzeros per row, enough for the CSR passes to run parallel chunks too.
-    Xs, ys, _ = fastinfl.datasets.make_logistic(12_000, 2000, seed=0, dtype=np.float64, density=0.005)
+    # CSR: ~10 nonzeros per row, 40000 rows: its top_k and margin passes run parallel chunks too (without
+    # the launch lock, workqueue aborted here with 40000 rows; 12000 rows were too few to show it).
+    Xs, ys, _ = fastinfl.datasets.make_logistic(40_000, 2000, seed=0, dtype=np.float64, density=0.005)
     infs["sparse"] = fastinfl.Influence(fastinfl.LogisticRegression(l2=1.0).fit(Xs, ys), Xs, ys, solver="cg",
                                         tol=1e-10)
     Xst, yst, _ = fastinfl.datasets.make_logistic(4, 2000, seed=1, dtype=np.float64, density=0.005)
