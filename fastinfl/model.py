@@ -159,11 +159,17 @@ class LogisticRegression:
                 step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                                grad, check_finite=False)
             slope = float(grad @ step)
+            # Near the optimum the predicted decrease (-slope) falls below what a sum of n losses resolves
+            # (its rounding grows like sqrt(n) eps |F|): F alone cannot judge the step there, so a step
+            # that lowers max|grad F| is taken (Newton's local, quadratic phase).
+            unresolved = -slope <= np.sqrt(n) * np.finfo(float).eps * abs(F)
             t = 1.0
             for _ in range(_MAX_HALVINGS):
                 F_new, grad_new, margin_new, z_new = evaluate(theta + t * step)
                 # Accept within rounding of F: near the optimum the decrease is below eps * |F|.
                 if F_new <= F + _ARMIJO * t * slope + 8 * np.finfo(float).eps * abs(F):
+                    break
+                if unresolved and np.max(np.abs(grad_new)) < gmax:
                     break
                 t *= 0.5
             else:
