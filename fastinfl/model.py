@@ -7,10 +7,7 @@ from ._config import NEWTON_DIRECT_MAX_P
 from ._validation import check_scalar, check_two_classes, check_vector
 from .exceptions import ConvergenceError
 from .operators import as_operator
-from .solvers import cholesky, newton_cg_step
-
-_ARMIJO = 1e-4
-_MAX_HALVINGS = 60
+from .solvers import cholesky, line_search, newton_cg_step
 
 
 def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
@@ -158,21 +155,8 @@ class LogisticRegression:
                     hint += ", or fit without init_params (it may be too far from the optimum)"
                 step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                                grad, check_finite=False)
-            slope = float(grad @ step)
-            # Near the optimum the predicted decrease (-slope) falls below what a sum of n losses resolves
-            # (its rounding grows like sqrt(n) eps |F|): F alone cannot judge the step there, so a step
-            # that lowers max|grad F| is taken (Newton's local, quadratic phase).
-            unresolved = -slope <= np.sqrt(n) * np.finfo(float).eps * abs(F)
-            t = 1.0
-            for _ in range(_MAX_HALVINGS):
-                F_new, grad_new, margin_new, z_new = evaluate(theta + t * step)
-                # Accept within rounding of F: near the optimum the decrease is below eps * |F|.
-                if F_new <= F + _ARMIJO * t * slope + 8 * np.finfo(float).eps * abs(F):
-                    break
-                if unresolved and np.max(np.abs(grad_new)) < gmax:
-                    break
-                t *= 0.5
-            else:
+            found = line_search(evaluate, theta, step, F, grad, n)
+            if found is None:
                 raise ConvergenceError(
                     f"the line search found no decrease of the objective at Newton iteration {it} "
                     f"(max|grad F| = {gmax:.3g}); "
@@ -180,6 +164,7 @@ class LogisticRegression:
                        "it (from zero)." if init_params is not None else
                        "the problem is badly conditioned: use a larger l2.")
                 )
+            t, (F_new, grad_new, margin_new, z_new) = found
             last_step = t * step
             theta = theta + last_step
             F, grad, min_margin, z = F_new, grad_new, margin_new, z_new

@@ -7,10 +7,7 @@ from ._validation import check_class_labels, check_groups, check_indices, check_
 from .exceptions import ConvergenceError
 from .model import ridge_diagonal
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, project
-from .solvers import cholesky
-
-_ARMIJO = 1e-4
-_MAX_HALVINGS = 60
+from .solvers import cholesky, line_search
 
 
 def objective_gradient(op, coef, intercept, l2):
@@ -137,20 +134,15 @@ class MultinomialLogisticRegression:
                 "the margins are so large that every softmax curvature underflows; scale the features"
             step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                            project(grad[None], mask, K)[0], check_finite=False)
-            slope = float(grad @ step)
-            t = 1.0
-            for _ in range(_MAX_HALVINGS):
-                F_new, grad_new, margin_new, Z_new = evaluate(theta + t * step)
-                if F_new <= F + _ARMIJO * t * slope + 8 * np.finfo(float).eps * abs(F):
-                    break
-                t *= 0.5
-            else:
+            found = line_search(evaluate, theta, step, F, grad, n)
+            if found is None:
                 raise ConvergenceError(
                     f"the line search found no decrease of the objective at Newton iteration {it} "
                     f"(max|grad F| = {gmax:.3g}); "
                     + ("init_params may be too far from the optimum: fit without it." if init_params is not None
                        else "the problem is badly conditioned: use a larger l2.")
                 )
+            t, (F_new, grad_new, margin_new, Z_new) = found
             last_step = t * step
             theta = theta + last_step
             F, grad, min_margin, Z = F_new, grad_new, margin_new, Z_new

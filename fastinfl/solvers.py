@@ -162,6 +162,37 @@ class Verified:
         return X
 
 
+# ------------------------------------------------------------ Newton line search (both models' fit)
+ARMIJO = 1e-4  # sufficient-decrease constant
+MAX_HALVINGS = 60
+
+
+def line_search(evaluate, theta, step, F, grad, n):
+    """Backtracking (Armijo) on ``evaluate(theta + t step)`` from t = 1; returns (t, its evaluation) or None.
+
+    ``evaluate`` returns (F, grad F, ...); ``n`` terms are summed in F. A step is
+    accepted on sufficient decrease within rounding of F (8 eps |F|). Near the
+    optimum the predicted decrease (-grad . step) falls below what a sum of n
+    losses resolves (its rounding grows like sqrt(n) eps |F|): F alone cannot
+    judge the step there, so one that lowers max|grad F| is taken (Newton's local
+    phase; without this, full steps were halved: 8 iterations instead of 5 on
+    make_logistic(20000, 50)). None: no acceptable step in MAX_HALVINGS halvings.
+    """
+    slope = float(grad @ step)
+    eps = np.finfo(float).eps
+    unresolved = -slope <= np.sqrt(n) * eps * abs(F)
+    gmax = float(np.max(np.abs(grad)))
+    t = 1.0
+    for _ in range(MAX_HALVINGS):
+        result = evaluate(theta + t * step)
+        if result[0] <= F + ARMIJO * t * slope + 8 * eps * abs(F):
+            return t, result
+        if unresolved and float(np.max(np.abs(result[1]))) < gmax:
+            return t, result
+        t *= 0.5
+    return None
+
+
 # ------------------------------------------------------------ Newton-CG (LogisticRegression.fit, large p)
 def newton_cg_step(op, curv, ridge, grad, gnorm0):
     """Truncated-Newton direction: approximately -H^-1 grad by CG on HVPs (one pass over X per iteration).
