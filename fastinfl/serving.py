@@ -15,6 +15,7 @@ Starlette on uvicorn) is imported lazily: ``import fastinfl`` and
 
 import argparse
 import collections
+import os
 import sys
 import threading
 import time
@@ -383,6 +384,18 @@ def _parser():
     return ap
 
 
+def service_thread_defaults():
+    """OMP_WAIT_POLICY=PASSIVE for a service, unless the environment already sets it (call before any kernel).
+
+    With OpenMP's default spin-waiting, idle team threads keep their cores busy, so
+    concurrent callers and a second service process starve each other: measured
+    (bench.concurrency, omp layer, 2 cores, idle machine) 8 threads 0.68x one thread
+    and 2 processes 0.51x one process when active, 1.13x and 0.92x when passive, for
+    20 % less throughput of a lone caller (bench/RESULTS.md, "Serving").
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def serve_main(argv=None):
     """``fastinfl serve STATE --train TRAIN [--host 127.0.0.1] [--port 8000]``: run the service until SIGTERM/Ctrl-C.
 
@@ -391,6 +404,7 @@ def serve_main(argv=None):
     batcher then finishes its queue.
     """
     args = _parser().parse_args(argv)
+    service_thread_defaults()
     try:
         import uvicorn
         import starlette  # noqa: F401

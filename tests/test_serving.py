@@ -273,3 +273,14 @@ def test_serve_main_reports_bad_files(tmp_path, problem, capsys):
     assert "X_train has shape (100, 5) but the state" in capsys.readouterr().err
     assert serve_main([str(tmp_path / "missing.npz"), "--train", str(tmp_path / "other.npz")]) == 2
     assert os.path.exists(state)
+
+
+def test_service_sets_a_passive_openmp_wait_policy_unless_one_is_set(monkeypatch):
+    from fastinfl.serving import service_thread_defaults
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    service_thread_defaults()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
+    service_thread_defaults()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
