@@ -273,7 +273,8 @@ def run(kernel, *args, work, parallel):
 
 
 def call_interruptible(kernel, *args):
-    """``kernel(*args, stop)`` in a worker thread that Ctrl-C stops (no thread or BLAS policy)."""
+    """``kernel(*args, stop)`` in a worker thread that Ctrl-C stops (no thread or BLAS policy: a reused
+    worker keeps the Numba thread count of its last job; for serial kernels)."""
     return _interruptible(kernel, args, np.zeros(1, np.uint8), None)
 
 
