@@ -54,10 +54,10 @@ CSR_MIN_CHUNK_NNZ = 1 << 16
 # Column ranges of the CSR HVP's column split (many vectors of many parameters, see kernels/csr.py).
 CSR_COLUMN_CHUNKS = 8
 # HVP row chunks: zeroing and merging their (p, k) partial sums at most 1 / this of the pass's nnz + n.
-# Measured at p = 2^18 (bench/RESULTS.md, "Sparse features"): row chunks with partial sums were slower
-# than the serial pass on the shared 2-core machine (n = 1e5, 2 chunks: 0.025 vs 0.020 s; n = 1e6,
-# 21 chunks: 0.36 vs 0.24 s), so at that p they start only beyond ~p x 256 nonzeros per chunk.
-CSR_HVP_MERGE_RATIO = 256
+# Measured at p = 2^18 on the idle 2-core machine (bench/RESULTS.md, "Sparse features", one-vector HVP):
+# serial 0.21 s at n = 1e6 (43.8 M nonzeros), 21 chunks 0.12-0.13 s with the merge in parallel; n = 1e5:
+# serial 0.016-0.026 s, 2 chunks 0.011-0.013 s, 21 chunks 0.027-0.035 s (zeroing dominates).
+CSR_HVP_MERGE_RATIO = 8
 # The CSR operator forms H (pairs of nonzeros per row) up to this many parameters: H would be
 # 512 MiB at 8192; beyond it only HVPs (CG) are offered.
 CSR_HESSIAN_MAX_P = 8192

@@ -79,3 +79,27 @@ def test_text_test_labels_against_numeric_training_labels(three, tmp_path, capsy
     _write(tmp_path / "num.csv", X, np.searchsorted(["bird", "cat", "dog"], y))
     assert _main(["run", tmp_path / "num.csv", d / "test.csv"]) == 1
     assert "its labels are text but the training labels" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the multinomial kernels compile cold in this process: the slow tier, which CI runs too
+def test_groups_with_several_classes_match_the_api(three, tmp_path):
+    d, X, y, Xt, yt = three
+    labels = np.arange(80) % 5 - 1  # groups 0..3, and -1 (no group)
+    np.save(tmp_path / "groups.npy", labels)
+    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--quiet", "--out", tmp_path / "top.csv",
+                  "--groups", tmp_path / "groups.npy", "--groups-out", tmp_path / "groups.csv"]) == 0
+    inf = fastinfl.Influence(fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y), X, y)
+    change = inf.group_change(Xt, yt, labels)  # (10, 4): Newton step, exact loss, as the command's defaults
+    rows = _read(tmp_path / "groups.csv")
+    assert {int(r["group"]) for r in rows} <= {0, 1, 2, 3}
+    for t in range(len(yt)):
+        mine = [r for r in rows if int(r["test_index"]) == t]
+        assert {r["test_label"] for r in mine} <= {yt[t]}
+        helpful = [int(r["group"]) for r in mine if r["kind"] == "helpful"]
+        assert helpful == [g for g in np.argsort(-change[t], kind="stable")[:2] if change[t, g] > 0]
+        harmful = [int(r["group"]) for r in mine if r["kind"] == "harmful"]
+        assert harmful == [g for g in np.argsort(change[t], kind="stable")[:2] if change[t, g] < 0]
+        for r in mine:
+            g = int(r["group"])
+            assert float(r["loo_change"]) == pytest.approx(change[t, g], rel=1e-12)
+            assert int(r["size"]) == np.count_nonzero(labels == g)

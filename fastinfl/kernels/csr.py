@@ -43,6 +43,8 @@ _CHUNK_BYTES = CHUNK_BYTES
 _MIN_NNZ = CSR_MIN_CHUNK_NNZ
 _COLUMN_CHUNKS = CSR_COLUMN_CHUNKS
 _MERGE_RATIO = CSR_HVP_MERGE_RATIO
+# Parameters per task of the HVP's parallel merge of its chunks' partial sums.
+_MERGE_COLUMNS = 4096
 # Vectors (an even number) up to which the HVP runs groups of 4 and 2 (see _hvp_rows_4); the operator pads odd k.
 HVP_GROUPED_MAX_K = 16
 
@@ -461,7 +463,8 @@ def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
     ``Vt`` (p, k) holds the k vectors as columns. Each row is read once: its k
     dot products x~_i . v_q (gathers from Vt), then its k scaled copies added
     into the result (scatters). Rows are split into :func:`hvp_chunks` chunks,
-    each with its own (p, k) partial sum merged in chunk order. When partial
+    each with its own (p, k) partial sum, merged in chunk order (in parallel
+    over parameter ranges). When partial
     sums would not fit in CHUNK_BYTES (many vectors of many parameters) and
     the pass is large, a column split instead: row blocks of about
     CHUNK_BYTES / 2 of (rows, k) projections w_i (x~_i . v_q), computed in
@@ -483,12 +486,14 @@ def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
                     a[j, q] = 0.0
             if not stop[0]:
                 _hvp_rows(indptr, indices, data, w, Vt, d, b[c], b[c + 1], a)
-        for j in range(p):
-            for q in range(k):
-                s = acc[0, j, q]
-                for c in range(1, nch):
-                    s += acc[c, j, q]
-                out[j, q] = s + ridge[j] * Vt[j, q]
+        nb = (p + _MERGE_COLUMNS - 1) // _MERGE_COLUMNS
+        for jb in prange(nb):  # merged in chunk order per element: same sums for any thread count
+            for j in range(jb * _MERGE_COLUMNS, min(p, (jb + 1) * _MERGE_COLUMNS)):
+                for q in range(k):
+                    s = acc[0, j, q]
+                    for c in range(1, nch):
+                        s += acc[c, j, q]
+                    out[j, q] = s + ridge[j] * Vt[j, q]
         return
     for j in range(p):
         for q in range(k):
