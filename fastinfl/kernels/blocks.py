@@ -80,10 +80,11 @@ def per_example_grads_block(X, y, coef, intercept, out, stop):
 def influence_block(X, r, S, idx, out, stop):
     """out (m, len(idx)) = -(S x~_i) r_i for the block's rows i = idx[j], BLOCK_ROWS at a time."""
     n_sel = idx.shape[0]
+    St = np.ascontiguousarray(S.T)
     for lo in range(0, n_sel, BLOCK_ROWS):
         if stop[0]:
             return
-        _influence_rows(X, r, S, idx, lo, min(n_sel, lo + BLOCK_ROWS), out)
+        _influence_rows(X, r, St, idx, lo, min(n_sel, lo + BLOCK_ROWS), out)
 
 
 @kernel()
