@@ -42,6 +42,7 @@ from .dense import (
     _UNBOUNDED_CHUNKS,
     ZERO,
     _add,
+    _block_dot,
     _chunk_count,
     _load_block,
     _new_zeros,
@@ -444,8 +445,7 @@ def _top_k_rows(X, R, S2T, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
         if stop[0]:
             return
         mb = min(BLOCK_ROWS, end - b0)
-        _load_block(X, b0, b0 + mb, A)
-        np.dot(A[:mb], S2T, T[:mb])
+        _block_dot(X, b0, b0 + mb, A, S2T, T)
         for i in range(mb):
             for t in range(m):
                 v = 0.0
