@@ -425,7 +425,7 @@ class LiSSA:
     def solve(self, B):
         Y, n_iter, resid, status = self.run(B)
         _raise_status("LiSSA", status, resid, self.tol, self.depth,
-                      f"(max_iter here is lissa_depth; LiSSA needs about cond(H) x log(1/tol) steps.) Raise "
+                      "(max_iter here is lissa_depth; LiSSA needs about cond(H) x log(1/tol) steps.) Raise "
                       "lissa_depth, loosen tol to accept an approximation, or use solver='cg' or 'direct'.")
         self.n_iter_, self.residual_ = n_iter, resid
         return Y

@@ -373,9 +373,7 @@ def test_hvp_paths_and_diagonal_equal_scipy():
         if n == 30_000:
             assert csr_kernels.hvp_chunks(n, X.nnz, d + 1, 1) > 1
         w, r = rng.uniform(0.05, 0.25, n), rng.standard_normal(n)
-        curv = Curvature(r, w)
         ridge = np.append(np.full(d, 0.5), 0.0)
-        Xt = sp.hstack([X, np.ones((n, 1))]).tocsr()
         for Y in (X, unsorted_with_duplicates(X[:300]) if n == 300 else X):
             op = as_operator(Y, None, True)
             Yt = sp.hstack([Y, np.ones((Y.shape[0], 1))]).tocsr()
@@ -385,7 +383,6 @@ def test_hvp_paths_and_diagonal_equal_scipy():
                 close(op.hvp(Curvature(r, wy), ridge, V), (Yt.T @ (wy[:, None] * (Yt @ V.T))).T + ridge * V)
             D = Yt.toarray()
             close(op.hessian_diagonal(Curvature(r, wy), ridge), (D * D).T @ wy + ridge)
-        del Xt
 
 
 def test_csr_cg_is_jacobi_preconditioned_and_exact():
