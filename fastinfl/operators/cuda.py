@@ -24,7 +24,8 @@ from .base import CGResult, Curvature, Operator, TopK
 EXTRA_HINT = "pip install fastinfl[cuda]"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
 BLOCK_BYTES = 1 << 28
-# Target number of thread blocks of the row-reduction kernels (a few per SM on an H200's 132 SMs).
+# Target number of thread blocks of the row-reduction and grid-stride kernels (a few per SM on an H200's
+# 132 SMs).
 TARGET_BLOCKS = 2048
 HESSIAN_IMPL = os.environ.get("FASTINFL_CUDA_HESSIAN", "auto")  # auto | syrk | gemm | numba
 
@@ -80,6 +81,11 @@ def _blocks(n, per):
     return max(1, (n + per - 1) // per)
 
 
+def _stride_blocks(size, tpb):
+    """Blocks of a grid-stride pass over ``size`` values: ceil(size / tpb), at most TARGET_BLOCKS."""
+    return min(TARGET_BLOCKS, _blocks(size, tpb))
+
+
 class CudaOperator(Operator):
     """Passes over the training rows (X, y) held on the GPU.
 
@@ -118,8 +124,9 @@ class CudaOperator(Operator):
                 raise ValueError("a device X must be C-contiguous; copy it (cupy.ascontiguousarray).")
             if A.shape[0] == 0 or A.shape[1] == 0:
                 raise ValueError(f"X is empty: shape {A.shape}.")
-            part = self._empty(256)
-            self.k.sum_squares[256, self.k.TPB](A, part)
+            nb = _stride_blocks(A.size, self.k.TPB)
+            part = self._empty(nb)
+            self.k.sum_squares[nb, self.k.TPB](A.reshape(A.size), part)
             if not np.isfinite(part.copy_to_host().sum()):
                 raise ValueError("X contains NaN or inf, or values whose squares overflow float64 "
                                  "(checked on the device; copy it to the host for the row).")
