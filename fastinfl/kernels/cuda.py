@@ -252,6 +252,25 @@ def sum_squares(a, part):
 
 
 @cuda.jit
+def labels(y, out, part):
+    """out (n,) = y (n,) as float64 (y bool, integer or float); part[b] = how many values of block b's
+    grid-stride slice are neither 0 nor 1 (NaN included). 1-D grid of TPB threads.
+    """
+    sh = cuda.shared.array(TPB, float64)
+    tid = cuda.threadIdx.x
+    bad = 0.0
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        v = np.float64(y[i])
+        out[i] = v
+        if v != 0.0 and v != 1.0:
+            bad += 1.0
+    sh[tid] = bad
+    total = _block_sum(sh, tid)
+    if tid == 0:
+        part[cuda.blockIdx.x] = total
+
+
+@cuda.jit
 def residuals_weights(z, y, r_out, s_out):
     """r_out = expit(z) - y, s_out = expit(z) expit(-z) (1-D grid)."""
     i = cuda.grid(1)

@@ -92,26 +92,36 @@ class CudaOperator(Operator):
     Parameters
     ----------
     X : (n, d) NumPy, CuPy or Numba device array, float32 kept as float32, other reals as float64
-    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``)
+    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``): NumPy (checked on
+        the host, copied once) or a device array (checked and converted to float64 on the device)
     fit_intercept : bool
         p = d + 1 (x~ = [x, 1]) when True, else p = d.
+    name : str
+        What errors call X ("X", "X_train", ...); the labels are "y" plus its suffix.
     """
 
     kind = "cuda"
 
-    def __init__(self, X, y=None, fit_intercept=True):
+    def __init__(self, X, y=None, fit_intercept=True, name="X"):
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
-        self.X = self._matrix_to_device(X)
+        self.X = self._matrix_to_device(X, name)
         super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None)
         self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
-        # Labels: a NumPy copy (``y``, what the models check) and the device copy the kernels read.
-        self.y = None if y is None else self._labels_host(y)
-        self.y_dev = None if y is None else self.cuda.to_device(self.y)
+        # Labels: the float64 device copy the kernels read; the NumPy copy (``y``) is made when asked for.
+        self.y_dev = None if y is None else self._labels_to_device(y, "y" + name[1:])
+        self._y_host = None
         self._all_idx = None
 
+    @property
+    def y(self):
+        """(n,) float64 NumPy labels (what the models check), copied from the device on first use, or None."""
+        if self._y_host is None and self.y_dev is not None:
+            self._y_host = self.y_dev.copy_to_host()
+        return self._y_host
+
     # ---------------------------------------------------------------- inputs
-    def _matrix_to_device(self, X):
+    def _matrix_to_device(self, X, name):
         cuda = self.cuda
         if is_device_array(X):
             A = cuda.as_cuda_array(X)
@@ -128,19 +138,31 @@ class CudaOperator(Operator):
             part = self._empty(nb)
             self.k.sum_squares[nb, self.k.TPB](A.reshape(A.size), part)
             if not np.isfinite(part.copy_to_host().sum()):
-                raise ValueError("X contains NaN or inf, or values whose squares overflow float64 "
+                raise ValueError(f"{name} contains NaN or inf, or values whose squares overflow float64 "
                                  "(checked on the device; copy it to the host for the row).")
             return A
         A = np.asarray(X)
         dtype = np.float32 if A.dtype == np.float32 else np.float64
         return cuda.to_device(np.ascontiguousarray(A, dtype=dtype))
 
-    def _labels_host(self, y):
+    def _labels_to_device(self, y, name):
+        """(n,) float64 device labels: a device y checked and converted on the device (no copy to the host
+        unless it is wrong, for the error); any other y checked by ``_validation.check_y`` and copied once."""
         from .. import _validation
 
         if is_device_array(y):
-            y = self.cuda.as_cuda_array(y).copy_to_host()
-        return _validation.check_y(y, self.n_samples)
+            Y = self.cuda.as_cuda_array(y)
+            if Y.ndim == 2 and Y.shape[1] == 1:
+                Y = Y[:, 0]
+            if Y.shape == (self.n,) and Y.dtype.kind in "biuf":
+                out = self._empty(self.n)
+                nb = _stride_blocks(self.n, self.k.TPB)
+                part = self._empty(nb)
+                self.k.labels[nb, self.k.TPB](Y, out, part)
+                if part.copy_to_host().sum() == 0.0:
+                    return out
+            y = Y.copy_to_host()  # wrong shape, dtype or values: the host check words the error
+        return self.cuda.to_device(_validation.check_y(y, self.n, name))
 
     def _idx(self, idx):
         """Device int64 row indices; None means all rows (cached)."""
@@ -274,7 +296,7 @@ class CudaOperator(Operator):
         return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, Curvature(r, s))
 
     def _labels(self):
-        if self.y is None:
+        if self.y_dev is None:
             raise ValueError("labels are required for this quantity: pass y with X.")
         return self.y_dev
 
