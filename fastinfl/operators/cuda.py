@@ -288,12 +288,11 @@ class CudaOperator(Operator):
         lpart = self._empty(nb)
         mpart = self._empty(nb)
         k.loss_terms[nb, k.TPB](z, self.y_dev, r, s, lpart, mpart)
-        scal = self._empty(2)
-        k.reduce_scalars[1, k.TPB](lpart, mpart, scal)
-        grad = self._empty((1, self.p))
-        self._xtw(0, self.n, r.reshape(1, self.n), grad, False)
-        loss, mmin = scal.copy_to_host()
-        return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, Curvature(r, s))
+        out = self._empty(2 + self.p)  # loss sum, min margin, gradient: one copy to the host
+        k.reduce_scalars[1, k.TPB](lpart, mpart, out)
+        self._xtw(0, self.n, r.reshape(1, self.n), out[2:].reshape(1, self.p), False)
+        res = out.copy_to_host()
+        return float(res[0]), res[2:], float(res[1]), CudaMargins(z, Curvature(r, s))
 
     def _labels(self):
         if self.y_dev is None:
@@ -332,7 +331,7 @@ class CudaOperator(Operator):
                 self.X, curv.weights, p, per, part)
             H = self._empty((p, p))
             self._reduce(part, nch, H, False)
-            k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
+            self._finish_hessian(H, ridge)
             return H
         cp = self.cupy
         H = cp.zeros((p, p))
@@ -353,10 +352,16 @@ class CudaOperator(Operator):
                     H = H + cp.tril(H, -1).T
             if impl == "gemm":
                 H += Bb.T @ Bb
-        if impl == "syrk":  # one triangle written, the other still zero
-            H = H + H.T - cp.diag(cp.diag(H))
-        H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
+        if impl == "syrk":  # lower=True: the lower triangle holds the sums (the gemm fallback assumes it too)
+            self._finish_hessian(self.cuda.as_cuda_array(H, sync=False), ridge)
+        else:
+            H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
         return H
+
+    def _finish_hessian(self, H, ridge):
+        """Device H (p, p) whose lower triangle holds the sums: += diag(ridge), mirror the lower triangle."""
+        k, p = self.k, self.p
+        k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
 
     def hessian(self, curv, ridge):
         """(p, p) NumPy H = sum_i s_i x~_i x~_i^T + diag(ridge)."""
