@@ -499,6 +499,20 @@ def run_gpu(args, rep, sim, jobs, topk_n, topk_m, fit_n, torch, cp, gpu_times):
         rep("")
 
 
+def set_threads(t):
+    """Run the CPU path on t threads: fastinfl's budget, from which each parallel kernel call sets its
+    thread count (on the calling thread or a kernel worker thread), and this thread's Numba count.
+
+    numba.set_num_threads alone is per thread: kernels run in worker threads kept all
+    NUMBA_NUM_THREADS (at 21fda8e, the H200 run: hessian() and top_k in every column).
+    """
+    import numba
+
+    import fastinfl
+
+    fastinfl.set_num_threads(t)
+    numba.set_num_threads(t)
+
 
 def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
     import numba
@@ -561,7 +575,7 @@ def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
                 del X, y
                 ts, stages = [], []
                 for t in (threads if dtype == np.float64 else threads[-1:]):
-                    numba.set_num_threads(t)
+                    set_threads(t)
                     cpu_job(Xh[:5000], yh[:5000], coef, b, m)
                     stages.append(cpu_job(Xh, yh, coef, b, m))
                     ts.append(sum(stages[-1]))
@@ -586,7 +600,7 @@ def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
         for t in threads:
             if time.perf_counter() - t_start > args.budget:
                 break
-            numba.set_num_threads(t)
+            set_threads(t)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = fastinfl.LogisticRegression.from_params(coef, b, l2=L2)
@@ -607,7 +621,7 @@ def run_cpu(args, rep, jobs, topk_n, topk_m, fit_n, gpu_times, t_start):
             rep(f"CPU {what} at {topk_n:.0e} rows: skipped (time budget)")
             continue
         try:
-            numba.set_num_threads(threads[-1])
+            set_threads(threads[-1])
             X, y, coef, b = make_data(topk_n if what == "top_k" else fit_n, 100 if not args.small else 10,
                                       np.float64, seed=7 if what == "top_k" else 11)
             Xh, yh = host(X), host(y)

@@ -1,5 +1,8 @@
 """Concurrent callers: every threading layer, 8 threads, dense and CSR data, results equal to sequential calls."""
 
+import ctypes
+import importlib
+import itertools
 import os
 import subprocess
 import sys
@@ -126,3 +129,60 @@ def test_concurrent_parallel_calls_share_the_budget_and_restore_blas(monkeypatch
     with policy._parallel_call() as only:
         assert only == 4 and policy._launch_lock.locked()
     assert not policy._launch_lock.locked()
+
+
+def _loaded_openblas():
+    """{path: (get, set)} thread-count functions of every OpenBLAS mapped into this process.
+
+    Found from /proc/self/maps and the libraries' own symbols (plain, or with
+    scipy-openblas's "scipy_" prefix and "64_" suffix), not through threadpoolctl.
+    """
+    importlib.import_module("scipy.linalg.cython_blas")  # SciPy's OpenBLAS, which Numba's BLAS calls use
+
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps
+                        if "openblas" in line.rsplit("/", 1)[-1].lower() and ".so" in line})
+    libs = {}
+    for path in paths:
+        lib = ctypes.CDLL(path)  # already loaded: the same library, not a second copy
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            if get is not None:
+                libs[path] = (get, getattr(lib, f"{prefix}openblas_set_num_threads{suffix}"))
+                break
+    return libs
+
+
+def _threads_inside_the_limit(libs):
+    """({path: threads} inside single_threaded_blas(), {path: threads} after), each library at 2 before."""
+    before = {path: get() for path, (get, _) in libs.items()}
+    try:
+        for _, set_threads in libs.values():
+            set_threads(2)  # so that 1 inside is the limiter's doing, whatever the machine's default
+        with policy.single_threaded_blas():
+            inside = {path: get() for path, (get, _) in libs.items()}
+        return inside, {path: get() for path, (get, _) in libs.items()}
+    finally:
+        for path, (_, set_threads) in libs.items():
+            set_threads(before[path])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="finds the libraries in /proc/self/maps")
+def test_blas_limit_holds_every_loaded_openblas_to_one_thread():
+    libs = _loaded_openblas()
+    if not libs:
+        pytest.skip("no OpenBLAS is loaded (another BLAS)")
+    inside, after = _threads_inside_the_limit(libs)
+    assert inside == dict.fromkeys(libs, 1)
+    assert after == dict.fromkeys(libs, 2)  # restored
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="finds the libraries in /proc/self/maps")
+def test_blas_limit_covers_numpy_and_scipy_openblas_builds():
+    """pip wheels: NumPy's libscipy_openblas64_ and SciPy's libscipy_openblas, two libraries, two pools."""
+    libs = _loaded_openblas()
+    own = {pkg: [path for path in libs if f"/{pkg}.libs/" in path] for pkg in ("numpy", "scipy")}
+    if not (own["numpy"] and own["scipy"]):
+        pytest.skip(f"NumPy and SciPy do not load OpenBLAS builds of their own here: {sorted(libs)}")
+    inside, _ = _threads_inside_the_limit(libs)
+    assert all(inside[path] == 1 for path in own["numpy"] + own["scipy"]), inside

@@ -175,6 +175,75 @@ def test_influence_and_fit_with_device_cuda_in_simulator():
     assert run_python(SIM_API).strip() == "OK"
 
 
+# Device inputs in the simulator: its arrays export no __cuda_array_interface__ and it has no as_cuda_array,
+# so a stand-in for a foreign device array (as CuPy's) wraps one and as_cuda_array unwraps it.
+SIM_DEVICE_INPUTS = """
+    import numpy as np
+    from numba import cuda
+    import fastinfl
+    from fastinfl.operators import as_operator
+
+    class Foreign:
+        def __init__(self, a):
+            self.a = cuda.to_device(np.asarray(a))
+            self.shape = self.a.shape
+            self.__cuda_array_interface__ = {"shape": self.shape}
+
+    cuda.as_cuda_array = lambda obj, sync=True: obj.a
+
+    def error(call):
+        try:
+            call()
+        except ValueError as exc:
+            return type(exc).__name__, str(exc), getattr(exc, "row", None), getattr(exc, "column", None)
+        return "no error"
+
+    rng = np.random.default_rng(5)
+    n, d = 40, 3
+    X = rng.standard_normal((n, d))
+    y = (rng.random(n) < 0.5).astype(float)
+    m = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    ref = fastinfl.Influence(m, X, y, device="cuda")
+    I, top = ref.influence(X[:2], y[:2]), ref.top_k(X[:2], y[:2], k=3)
+    # Device labels of each accepted kind: the same float64 labels on the device; device X and y: same result.
+    for yd in (y, y.astype(np.int32), y.astype(bool), y[:, None]):
+        yf = Foreign(yd)
+        yf.a.copy_to_host = None  # valid device labels never go to the host
+        op = as_operator(X, yf, device="cuda")
+        assert op.y_dev.dtype == np.float64 and np.array_equal(op.y_dev.copy_to_host(), y), yd.dtype
+        assert np.array_equal(op.y, y)
+    inf = fastinfl.Influence(m, Foreign(X), Foreign(y), device="cuda")
+    assert np.array_equal(inf.influence(X[:2], y[:2]), I)
+    assert np.array_equal(inf.top_k(X[:2], y[:2], k=3).harmful_idx, top.harmful_idx)
+    # Bad labels: the CPU path's error, word for word (name, row and column included).
+    bads = []
+    for value in (2.0, -1.0, np.nan, np.inf, 1e200, 0.5):
+        yb = y.copy()
+        yb[7] = value
+        yb[30] = value
+        bads.append(yb)
+    bads += [y[:-1], np.c_[y, y], y.astype(complex)]
+    for yb in bads:
+        cpu = error(lambda: fastinfl.Influence(m, X, yb))
+        gpu = error(lambda: fastinfl.Influence(m, X, Foreign(yb), device="cuda"))
+        assert cpu != "no error" and gpu == cpu, (cpu, gpu)
+        cpu = error(lambda: as_operator(X, yb))
+        assert error(lambda: as_operator(Foreign(X), Foreign(yb), device="cuda")) == cpu, cpu
+    # A device X with NaN, inf or values whose squares overflow is refused, naming the argument.
+    for value in (np.nan, -np.inf, 1e200):
+        Xb = X.copy()
+        Xb[n - 1, d - 1] = value
+        msg = error(lambda: fastinfl.Influence(m, Foreign(Xb), y, device="cuda"))[1]
+        assert msg.startswith("X_train contains NaN or inf, or values whose squares overflow"), msg
+        assert error(lambda: as_operator(Foreign(Xb), y))[1].startswith("X contains NaN or inf")
+    print("OK")
+"""
+
+
+def test_device_labels_and_device_X_in_simulator():
+    assert run_python(SIM_DEVICE_INPUTS).strip() == "OK"
+
+
 @pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU")
 def test_cuda_operator_matches_cpu_on_gpu():
     out = run_python(SIM_OPERATOR.replace("n, d = 33, 3", "n, d = 5000, 40"), sim=False)

@@ -218,16 +218,9 @@ def reduce_scalars(loss_part, mmin_part, out):
         out[1] = sm[0]
 
 
-@cuda.jit
-def sum_squares(a, part):
-    """part[b] = sum of a.ravel()**2 over a grid-stride slice (inf or NaN where a holds non-finite values)."""
-    sh = cuda.shared.array(TPB, float64)
-    tid = cuda.threadIdx.x
-    acc = 0.0
-    for e in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        v = np.float64(a[e // a.shape[1], e % a.shape[1]])
-        acc += v * v
-    sh[tid] = acc
+@cuda.jit(device=True)
+def _block_sum(sh, tid):
+    """Tree sum of a block's TPB values sh (shared float64) in a fixed order; valid in every thread."""
     cuda.syncthreads()
     step = TPB // 2
     while step > 0:
@@ -235,8 +228,46 @@ def sum_squares(a, part):
             sh[tid] += sh[tid + step]
         cuda.syncthreads()
         step //= 2
+    return sh[0]
+
+
+@cuda.jit
+def sum_squares(a, part):
+    """part[b] = sum of a**2 in float64 over block b's grid-stride slice of a (size,) (inf or NaN where a
+    holds non-finite values). 1-D grid of TPB threads.
+
+    X (n, d) comes as its flat view (C-contiguous): consecutive threads read
+    consecutive addresses, and no index is divided into a row and a column.
+    """
+    sh = cuda.shared.array(TPB, float64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for e in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        v = np.float64(a[e])
+        acc += v * v
+    sh[tid] = acc
+    total = _block_sum(sh, tid)
     if tid == 0:
-        part[cuda.blockIdx.x] = sh[0]
+        part[cuda.blockIdx.x] = total
+
+
+@cuda.jit
+def labels(y, out, part):
+    """out (n,) = y (n,) as float64 (y bool, integer or float); part[b] = how many values of block b's
+    grid-stride slice are neither 0 nor 1 (NaN included). 1-D grid of TPB threads.
+    """
+    sh = cuda.shared.array(TPB, float64)
+    tid = cuda.threadIdx.x
+    bad = 0.0
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        v = np.float64(y[i])
+        out[i] = v
+        if v != 0.0 and v != 1.0:
+            bad += 1.0
+    sh[tid] = bad
+    total = _block_sum(sh, tid)
+    if tid == 0:
+        part[cuda.blockIdx.x] = total
 
 
 @cuda.jit

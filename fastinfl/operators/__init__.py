@@ -72,7 +72,7 @@ def _finite_later(X):
 
 
 def _cuda_operator(X, y, fit_intercept, name, n_features):
-    """CudaOperator over (X, y): host input validated here then moved once; device input checked there."""
+    """CudaOperator over (X, y): host X validated here then moved once; device X and all y checked there."""
     try:
         from .cuda import CudaOperator
     except ImportError as exc:
@@ -83,4 +83,4 @@ def _cuda_operator(X, y, fit_intercept, name, n_features):
         X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
     elif n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
-    return CudaOperator(X, y, fit_intercept)
+    return CudaOperator(X, y, fit_intercept, name)

@@ -24,7 +24,8 @@ from .base import CGResult, Curvature, Operator, TopK
 EXTRA_HINT = "pip install fastinfl[cuda]"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
 BLOCK_BYTES = 1 << 28
-# Target number of thread blocks of the row-reduction kernels (a few per SM on an H200's 132 SMs).
+# Target number of thread blocks of the row-reduction and grid-stride kernels (a few per SM on an H200's
+# 132 SMs).
 TARGET_BLOCKS = 2048
 HESSIAN_IMPL = os.environ.get("FASTINFL_CUDA_HESSIAN", "auto")  # auto | syrk | gemm | numba
 
@@ -80,32 +81,47 @@ def _blocks(n, per):
     return max(1, (n + per - 1) // per)
 
 
+def _stride_blocks(size, tpb):
+    """Blocks of a grid-stride pass over ``size`` values: ceil(size / tpb), at most TARGET_BLOCKS."""
+    return min(TARGET_BLOCKS, _blocks(size, tpb))
+
+
 class CudaOperator(Operator):
     """Passes over the training rows (X, y) held on the GPU.
 
     Parameters
     ----------
     X : (n, d) NumPy, CuPy or Numba device array, float32 kept as float32, other reals as float64
-    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``)
+    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``): NumPy (checked on
+        the host, copied once) or a device array (checked and converted to float64 on the device)
     fit_intercept : bool
         p = d + 1 (x~ = [x, 1]) when True, else p = d.
+    name : str
+        What errors call X ("X", "X_train", ...); the labels are "y" plus its suffix.
     """
 
     kind = "cuda"
 
-    def __init__(self, X, y=None, fit_intercept=True):
+    def __init__(self, X, y=None, fit_intercept=True, name="X"):
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
-        self.X = self._matrix_to_device(X)
+        self.X = self._matrix_to_device(X, name)
         super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None)
         self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
-        # Labels: a NumPy copy (``y``, what the models check) and the device copy the kernels read.
-        self.y = None if y is None else self._labels_host(y)
-        self.y_dev = None if y is None else self.cuda.to_device(self.y)
+        # Labels: the float64 device copy the kernels read; the NumPy copy (``y``) is made when asked for.
+        self.y_dev = None if y is None else self._labels_to_device(y, "y" + name[1:])
+        self._y_host = None
         self._all_idx = None
 
+    @property
+    def y(self):
+        """(n,) float64 NumPy labels (what the models check), copied from the device on first use, or None."""
+        if self._y_host is None and self.y_dev is not None:
+            self._y_host = self.y_dev.copy_to_host()
+        return self._y_host
+
     # ---------------------------------------------------------------- inputs
-    def _matrix_to_device(self, X):
+    def _matrix_to_device(self, X, name):
         cuda = self.cuda
         if is_device_array(X):
             A = cuda.as_cuda_array(X)
@@ -118,22 +134,35 @@ class CudaOperator(Operator):
                 raise ValueError("a device X must be C-contiguous; copy it (cupy.ascontiguousarray).")
             if A.shape[0] == 0 or A.shape[1] == 0:
                 raise ValueError(f"X is empty: shape {A.shape}.")
-            part = self._empty(256)
-            self.k.sum_squares[256, self.k.TPB](A, part)
+            nb = _stride_blocks(A.size, self.k.TPB)
+            part = self._empty(nb)
+            self.k.sum_squares[nb, self.k.TPB](A.reshape(A.size), part)
             if not np.isfinite(part.copy_to_host().sum()):
-                raise ValueError("X contains NaN or inf, or values whose squares overflow float64 "
+                raise ValueError(f"{name} contains NaN or inf, or values whose squares overflow float64 "
                                  "(checked on the device; copy it to the host for the row).")
             return A
         A = np.asarray(X)
         dtype = np.float32 if A.dtype == np.float32 else np.float64
         return cuda.to_device(np.ascontiguousarray(A, dtype=dtype))
 
-    def _labels_host(self, y):
+    def _labels_to_device(self, y, name):
+        """(n,) float64 device labels: a device y checked and converted on the device (no copy to the host
+        unless it is wrong, for the error); any other y checked by ``_validation.check_y`` and copied once."""
         from .. import _validation
 
         if is_device_array(y):
-            y = self.cuda.as_cuda_array(y).copy_to_host()
-        return _validation.check_y(y, self.n_samples)
+            Y = self.cuda.as_cuda_array(y)
+            if Y.ndim == 2 and Y.shape[1] == 1:
+                Y = Y[:, 0]
+            if Y.shape == (self.n,) and Y.dtype.kind in "biuf":
+                out = self._empty(self.n)
+                nb = _stride_blocks(self.n, self.k.TPB)
+                part = self._empty(nb)
+                self.k.labels[nb, self.k.TPB](Y, out, part)
+                if part.copy_to_host().sum() == 0.0:
+                    return out
+            y = Y.copy_to_host()  # wrong shape, dtype or values: the host check words the error
+        return self.cuda.to_device(_validation.check_y(y, self.n, name))
 
     def _idx(self, idx):
         """Device int64 row indices; None means all rows (cached)."""
@@ -259,15 +288,14 @@ class CudaOperator(Operator):
         lpart = self._empty(nb)
         mpart = self._empty(nb)
         k.loss_terms[nb, k.TPB](z, self.y_dev, r, s, lpart, mpart)
-        scal = self._empty(2)
-        k.reduce_scalars[1, k.TPB](lpart, mpart, scal)
-        grad = self._empty((1, self.p))
-        self._xtw(0, self.n, r.reshape(1, self.n), grad, False)
-        loss, mmin = scal.copy_to_host()
-        return float(loss), grad.copy_to_host()[0], float(mmin), CudaMargins(z, Curvature(r, s))
+        out = self._empty(2 + self.p)  # loss sum, min margin, gradient: one copy to the host
+        k.reduce_scalars[1, k.TPB](lpart, mpart, out)
+        self._xtw(0, self.n, r.reshape(1, self.n), out[2:].reshape(1, self.p), False)
+        res = out.copy_to_host()
+        return float(res[0]), res[2:], float(res[1]), CudaMargins(z, Curvature(r, s))
 
     def _labels(self):
-        if self.y is None:
+        if self.y_dev is None:
             raise ValueError("labels are required for this quantity: pass y with X.")
         return self.y_dev
 
@@ -303,7 +331,7 @@ class CudaOperator(Operator):
                 self.X, curv.weights, p, per, part)
             H = self._empty((p, p))
             self._reduce(part, nch, H, False)
-            k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
+            self._finish_hessian(H, ridge)
             return H
         cp = self.cupy
         H = cp.zeros((p, p))
@@ -324,10 +352,16 @@ class CudaOperator(Operator):
                     H = H + cp.tril(H, -1).T
             if impl == "gemm":
                 H += Bb.T @ Bb
-        if impl == "syrk":  # one triangle written, the other still zero
-            H = H + H.T - cp.diag(cp.diag(H))
-        H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
+        if impl == "syrk":  # lower=True: the lower triangle holds the sums (the gemm fallback assumes it too)
+            self._finish_hessian(self.cuda.as_cuda_array(H, sync=False), ridge)
+        else:
+            H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
         return H
+
+    def _finish_hessian(self, H, ridge):
+        """Device H (p, p) whose lower triangle holds the sums: += diag(ridge), mirror the lower triangle."""
+        k, p = self.k, self.p
+        k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
 
     def hessian(self, curv, ridge):
         """(p, p) NumPy H = sum_i s_i x~_i x~_i^T + diag(ridge)."""

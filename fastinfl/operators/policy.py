@@ -155,8 +155,11 @@ if str(numba.config.THREADING_LAYER).lower() in ("tbb", "threadsafe"):
 def _find_blas():
     """(get, set) thread-count functions of every BLAS library loaded (found once by threadpoolctl).
 
-    For OpenBLAS the library's own C functions are called through ctypes (under a
-    microsecond); threadpoolctl's wrappers cost several microseconds per call.
+    With pip wheels these are two OpenBLAS builds with a thread pool each: NumPy's
+    (libscipy_openblas64_) and SciPy's (libscipy_openblas, which Numba's BLAS calls
+    use); tests/test_concurrency.py checks both. A BLAS loaded after this first scan
+    is not limited. For OpenBLAS the library's own C functions are called through
+    ctypes (under a microsecond); threadpoolctl's wrappers cost several microseconds per call.
     """
     import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
     from threadpoolctl import ThreadpoolController
