@@ -352,10 +352,9 @@ class CudaOperator(Operator):
                     H = H + cp.tril(H, -1).T
             if impl == "gemm":
                 H += Bb.T @ Bb
-        if impl == "syrk":  # lower=True: the lower triangle holds the sums (the gemm fallback assumes it too)
-            self._finish_hessian(self.cuda.as_cuda_array(H, sync=False), ridge)
-        else:
-            H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
+        if impl == "syrk":  # one triangle written, the other still zero (whichever CuPy's order maps to)
+            H = H + H.T - cp.diag(cp.diag(H))
+        H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
         return H
 
     def _finish_hessian(self, H, ridge):
