@@ -39,10 +39,12 @@ CHUNK_BYTES = 1 << 26
 # NumPy dot product (about 1 us) instead of einsum (about 10 us) or the parallel kernel.
 SMALL_ARRAY = 4096
 # A pass runs as one serial chunk below this much work, in element visits: d per row for a pass
-# over X, plus p k / 16 per row for k vectors through BLAS (the Hessian: k = p). About 4 ms serial;
-# a parallel launch costs 0.05 ms on an idle machine but 40-150 ms with the other core loaded
-# (bench/RESULTS.md, "End-to-end jobs").
-PARALLEL_MIN_WORK = 1 << 22
+# over X, plus p k / 16 per row for k vectors through BLAS (the Hessian: k = p). About 1 ms serial.
+# A parallel launch costs ~0.05 ms on an idle machine but 40-150 ms with the other core loaded
+# (bench/RESULTS.md, "End-to-end jobs"): 2^22 was chosen under load; on the idle machine 2^19 made
+# hvp_k16 and hessian at 20000 x 50 1.2-1.6x faster and hvp (k = 1) no slower (RESULTS, "pytest-benchmark
+# suite": the threshold A/B; every row there falls on the same side of 2^19 and 2^20).
+PARALLEL_MIN_WORK = 1 << 20
 # BLAS and LAPACK calls below this many flops run on one BLAS thread (the Cholesky solves, and the
 # BLAS calls inside a serial kernel): a 51 x 100 cho_solve took 0.08 ms on one thread and 40-70 ms
 # on OpenBLAS's two with the machine loaded (bench/RESULTS.md, "End-to-end jobs").
