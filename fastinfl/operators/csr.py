@@ -224,8 +224,17 @@ class CSROperator(Operator):
             A[:, self.n_features] = 1.0
         return A
 
+    @staticmethod
+    def _columns(S):
+        """(p, m) float64 copy of S (m, p) by the tiled transpose (numpy's strided copy of S.T took
+        0.09-0.75 s at p = 2^18, m = 100; the tiled one 0.12 s)."""
+        S = np.ascontiguousarray(S, dtype=np.float64)
+        St = np.empty((S.shape[1], S.shape[0]))
+        kernels._transpose(S, St)
+        return St
+
     def influence(self, curv, S, idx):
-        St = np.ascontiguousarray(np.asarray(S, dtype=np.float64).T)
+        St = self._columns(S)
         idx = self._select(idx)
         out = np.empty((St.shape[1], idx.shape[0]))
         per_row = self.nnz / max(1, self.n_samples) + 1
@@ -234,7 +243,7 @@ class CSROperator(Operator):
         return out
 
     def top_k(self, curv, S, k):
-        St = np.ascontiguousarray(np.asarray(S, dtype=np.float64).T)
+        St = self._columns(S)
         m = St.shape[1]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
         self._run(kernels._top_k, curv.residuals, St, self.n_features, out.helpful, out.helpful_idx,
