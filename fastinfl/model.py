@@ -113,16 +113,10 @@ class LogisticRegression:
         theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
         ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
 
-        by_setup = op.fit_by_setup and p <= NEWTON_DIRECT_MAX_P
-
         def evaluate(t):
-            """(F, grad F, min signed margin, margins, H at t or None)."""
-            if by_setup:
-                s = op.setup(t[:d], self._b(t), ridge)
-                return (*penalised(s.loss, s.grad, t[:d], self.l2), s.min_margin, s.margins, s.hessian)
-            return (*objective_gradient(op, t[:d], self._b(t), self.l2), None)
+            return objective_gradient(op, t[:d], self._b(t), self.l2)
 
-        F, grad, min_margin, z, H_at = evaluate(theta)
+        F, grad, min_margin, z = evaluate(theta)
         gtol = self.tol * n
         gnorm0 = float(np.linalg.norm(grad))
         last_step = np.zeros(p)
@@ -152,8 +146,7 @@ class LogisticRegression:
             if p > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
                 step = newton_cg_step(op, op.curvature(z), ridge, grad, gnorm0)
             else:
-                # z: margins of the last evaluate(theta), which formed H already if by_setup
-                H = H_at if H_at is not None else op.hessian(op.curvature(z), ridge)
+                H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
                 hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
                         "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
                     ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
@@ -171,10 +164,10 @@ class LogisticRegression:
                        "it (from zero)." if init_params is not None else
                        "the problem is badly conditioned: use a larger l2.")
                 )
-            t, (F_new, grad_new, margin_new, z_new, H_new) = found
+            t, (F_new, grad_new, margin_new, z_new) = found
             last_step = t * step
             theta = theta + last_step
-            F, grad, min_margin, z, H_at = F_new, grad_new, margin_new, z_new, H_new
+            F, grad, min_margin, z = F_new, grad_new, margin_new, z_new
         self._set_params(theta, d, it, True)
         return self
 

@@ -16,7 +16,6 @@ from .dense import (
     _loss_grad_rows,
     _margins_rows,
     _per_example_grads_rows,
-    _setup_rows,
     _sum_squares_rows,
 )
 from .sigmoid import expit, hessian_weight, log_loss, residual
@@ -47,27 +46,6 @@ def loss_grad_block(X, y, coef, intercept, grad_out, z_out, stop):
         loss += chunk_loss
         grad_out += part
         mmin = min(mmin, chunk_min)
-    return loss, mmin
-
-
-@kernel()
-def setup_block(X, y, coef, intercept, grad_out, H_out, z_out, r_out, w_out, stop):
-    """The fused setup pass (``dense._setup_rows``) over the block: grad_out (p,) = sum_i r_i x~_i, the lower
-    triangle of H_out (p, p) = sum_i w_i x~_i x~_i^T (no ridge), z_out/r_out/w_out (n,); returns (loss sum,
-    min signed margin). MIN_CHUNK_ROWS rows at a time, the losses summed per piece as ``loss_grad_block``.
-    """
-    n = X.shape[0]
-    grad_out[:] = 0.0
-    H_out[:] = 0.0
-    loss = 0.0
-    mmin = np.inf
-    for lo in range(0, n, MIN_CHUNK_ROWS):
-        if stop[0]:
-            break
-        piece_loss, piece_min, _ = _setup_rows(X, y, coef, intercept, lo, min(n, lo + MIN_CHUNK_ROWS), grad_out,
-                                               H_out, z_out, r_out, w_out, stop)
-        loss += piece_loss
-        mmin = min(mmin, piece_min)
     return loss, mmin
 
 

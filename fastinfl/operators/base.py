@@ -127,13 +127,8 @@ class Operator(ABC):
     """Every pass over the rows of one data set, for binary logistic regression.
 
     Attributes: ``n_samples``, ``n_features``, ``fit_intercept``, ``n_params``
-    (p), ``dtype`` (of X), ``has_labels``; ``fit_by_setup``: Newton's fit evaluates
-    every iterate with :meth:`setup` (one fused pass that also forms H, wasted
-    on a rejected line-search step) instead of loss_grad, curvature and hessian
-    passes, for operators whose passes cost a round trip each (Dask).
+    (p), ``dtype`` (of X), ``has_labels``.
     """
-
-    fit_by_setup = False
 
     def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels):
         self.n_samples = n_samples

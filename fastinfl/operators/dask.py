@@ -32,7 +32,7 @@ from .._config import DASK_SPLIT_EVERY, INFLUENCE_BLOCK_BYTES
 from ..kernels import blocks as kb
 from ..kernels import dense as kd
 from . import policy
-from .base import Curvature, Operator, Setup, TopK
+from .base import Curvature, Operator, TopK
 
 # A top-k slot not filled by a block (value inf) gets this index: it sorts after every real row.
 _NO_ROW = float(2**62)
@@ -85,24 +85,6 @@ def _loss_grad_block(X, y, coef, intercept, p):
     out[n], out[n + 1] = policy.run(kb.loss_grad_block, _c(X), y, coef, intercept, out[n + 2:], out[:n],
                                     work=X.size, parallel=False)
     return out
-
-
-def _setup_block(X, y, coef, intercept, p):
-    """(3 n_b + 2 + p + p^2,): margins, residuals, weights, then loss sum, min signed margin, gradient sum and
-    the lower triangle of sum_i w_i x~_i x~_i^T (p x p, row-major) over the block, in one read of it."""
-    n = X.shape[0]
-    out = np.empty(3 * n + 2 + p + p * p)
-    t = 3 * n + 2
-    out[3 * n], out[3 * n + 1] = policy.run(kb.setup_block, _c(X), y, coef, intercept, out[t:t + p],
-                                            out[t + p:].reshape(p, p), out[:n], out[n:2 * n], out[2 * n:3 * n],
-                                            work=X.size * p, parallel=False)
-    return out
-
-
-def _third(packed, tail, which):
-    """Part ``which`` (0, 1, 2) of the three (n_b,) arrays at the head of a packed block."""
-    nb = (packed.shape[0] - tail) // 3
-    return packed[which * nb:(which + 1) * nb]
 
 
 def _head(packed, tail):
@@ -299,7 +281,6 @@ class DaskOperator(Operator):
     """
 
     kind = "dask"
-    fit_by_setup = True  # a pass is a scheduler round trip: one fused pass per Newton iterate, not three
 
     def __init__(self, X, y, fit_intercept):
         super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
@@ -334,25 +315,6 @@ class DaskOperator(Operator):
                          tail=2 + p)
         sums, min_margin = _compute(_ordered_sum(tails), tails[:, 1].min())
         return float(sums[0]), sums[2:].copy(), float(min_margin), z
-
-    def setup(self, coef, intercept, ridge):
-        """:class:`Setup` in one pass over the blocks (loss, gradient, margins, curvature and Hessian per block)."""
-        coef, b = self._params(coef, intercept)
-        p = self.n_params
-        tail = 2 + p + p * p
-        packed = da.blockwise(_setup_block, "b", self.X, "bj", self._labels(), "b", dtype=np.float64,
-                              concatenate=True, adjust_chunks={"b": lambda c: 3 * c + tail}, coef=coef,
-                              intercept=b, p=p)
-        (packed,) = _persist(packed)
-        tails = da.blockwise(_tail, "bk", packed, "b", new_axes={"k": tail}, adjust_chunks={"b": 1},
-                             dtype=np.float64, tail=tail)
-        z, r, w = (da.blockwise(_third, "b", packed, "b", adjust_chunks={"b": self.X.chunks[0]}, dtype=np.float64,
-                                tail=tail, which=which) for which in range(3))
-        sums, min_margin = _compute(_ordered_sum(tails), tails[:, 1].min())
-        L = sums[2 + p:].reshape(p, p)
-        H = np.tril(L) + np.tril(L, -1).T
-        H[np.diag_indices(p)] += ridge
-        return Setup(float(sums[0]), sums[2:2 + p].copy(), float(min_margin), z, Curvature(r, w), H)
 
     def margins(self, coef, intercept):
         return self._margins(coef, intercept, 0)
