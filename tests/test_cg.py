@@ -29,7 +29,8 @@ def _run(X, s, ridge, B, tol=1e-12, max_iter=200):
     return out
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# float32 compiles its own CG kernels (~13 s cold): the slow tier, which CI runs too
+@pytest.mark.parametrize("dtype", [np.float64, pytest.param(np.float32, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("k", [1, 5, 30])
 def test_cg_matches_solve(dtype, k):
     X, s, ridge, H = _system(dtype=dtype)

@@ -240,6 +240,7 @@ SIM_DEVICE_INPUTS = """
 """
 
 
+@pytest.mark.slow  # ~17 s in the CUDA simulator: the slow tier, which CI runs too
 def test_device_labels_and_device_X_in_simulator():
     assert run_python(SIM_DEVICE_INPUTS).strip() == "OK"
 
