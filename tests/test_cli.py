@@ -45,6 +45,7 @@ def _write_csv(path, header, columns):
 
 
 # ------------------------------------------------------------------------ demo
+@pytest.mark.slow  # a ~18 s subprocess (the seed numbers are also checked in process: tests/test_seed.py)
 def test_demo_explains_and_shows_checkable_results():
     proc = _run("demo", "--n", "3000", "--d", "5", "--m", "40")
     assert proc.returncode == 0, proc.stderr
