@@ -171,20 +171,11 @@ def _threads_inside_the_limit(libs):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="finds the libraries in /proc/self/maps")
 def test_blas_limit_holds_every_loaded_openblas_to_one_thread():
+    """Every OpenBLAS in the process, e.g. NumPy's libscipy_openblas64_ and SciPy's libscipy_openblas from
+    pip wheels (two libraries, two thread pools), is at 1 thread inside the limit and restored after."""
     libs = _loaded_openblas()
     if not libs:
         pytest.skip("no OpenBLAS is loaded (another BLAS)")
     inside, after = _threads_inside_the_limit(libs)
     assert inside == dict.fromkeys(libs, 1)
     assert after == dict.fromkeys(libs, 2)  # restored
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="finds the libraries in /proc/self/maps")
-def test_blas_limit_covers_numpy_and_scipy_openblas_builds():
-    """pip wheels: NumPy's libscipy_openblas64_ and SciPy's libscipy_openblas, two libraries, two pools."""
-    libs = _loaded_openblas()
-    own = {pkg: [path for path in libs if f"/{pkg}.libs/" in path] for pkg in ("numpy", "scipy")}
-    if not (own["numpy"] and own["scipy"]):
-        pytest.skip(f"NumPy and SciPy do not load OpenBLAS builds of their own here: {sorted(libs)}")
-    inside, _ = _threads_inside_the_limit(libs)
-    assert all(inside[path] == 1 for path in own["numpy"] + own["scipy"]), inside
