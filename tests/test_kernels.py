@@ -165,11 +165,39 @@ def test_thread_count_invariance(one_thread):
         model = fastinfl.LogisticRegression(l2=0.5).fit(X, y)
         inf = fastinfl.Influence(model, X, y, solver="cg")
         V = np.random.default_rng(0).standard_normal((20, 13))
+        top = inf.top_k(X_test, y_test, k=7)  # one pair of heaps per thread: 1 or 2 groups of chunks
         results.append([model.params_, inf.hessian(), inf.hvp(V[0]), inf.hvp(V), inf.inverse_hvp(V),
-                        inf.influence(X_test, y_test)])
+                        inf.influence(X_test, y_test), top.helpful_idx, top.helpful, top.harmful_idx, top.harmful])
     for one, two in zip(*results, strict=True):
         # Chunking depends on sizes only, so the sums are in the same order: bitwise identical.
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_top_k_kernel_exact_across_chunks_and_heap_groups(one_thread, threads):
+    """Duplicated rows in far-apart chunks (ties broken by index), heaps carried from chunk to chunk
+    within a thread's group, the branch-free pre-test of offer_block: against a stable argsort."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs 2 Numba threads")
+    numba.set_num_threads(threads)
+    rng = np.random.default_rng(4)
+    # small integers: every product and sum is exact in any order, so the many ties are exact too
+    X = rng.integers(-3, 4, (20_000, 20)).astype(np.float64)
+    X = np.vstack([X, X[::-1]])  # row i and row 39999 - i are equal: ties across far-apart chunks
+    r = rng.integers(-2, 3, 20_000).astype(np.float64)
+    r = np.concatenate([r, r[::-1]])
+    S = rng.integers(-3, 4, (40, 21)).astype(np.float64)
+    k = 9
+    assert _kernels.chunk_count(40_000, 20, 40, _kernels._MIN_CHUNK_ROWS, _kernels._MAX_CHUNKS) == 10
+    low, low_i = np.empty((40, k)), np.empty((40, k), np.int64)
+    high, high_i = np.empty((40, k)), np.empty((40, k), np.int64)
+    _kernels._top_k(X, r, S, low, low_i, high, high_i, np.zeros(1, np.uint8))
+    I = -(X @ S[:, :20].T + S[:, 20]).T * r
+    ref_low, ref_low_v, ref_high, ref_high_v = reference.top_k(I, k)
+    np.testing.assert_array_equal(low_i, ref_low)
+    np.testing.assert_array_equal(high_i, ref_high)
+    np.testing.assert_array_equal(low, ref_low_v)
+    np.testing.assert_array_equal(high, ref_high_v)
 
 
 def _kernel_dispatchers():

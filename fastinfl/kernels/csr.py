@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
-from .dense import ZERO, _add, _new_zeros, _offer, _zeros, merge_top_k
+from .dense import ZERO, _add, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
 from .sigmoid import log_loss, residual
 
 _MAX_CHUNKS = MAX_CHUNKS
@@ -565,7 +565,12 @@ def _top_k_rows(indptr, indices, data, r, St, d, begin, end, neg_v, neg_i, pos_v
     """Streams rows [begin, end) into per-test max-heaps (m, k): neg_* keeps the k smallest I, pos_* the k smallest -I."""
     p, m = St.shape
     mu = uintp(m)
-    t = np.empty(m)
+    T = np.empty((1, m))
+    t = T[0]
+    c = np.empty(1)
+    lo_thr = np.empty(m)
+    hi_thr = np.empty(m)
+    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
     for i in range(begin, end):
         if (i & 1023) == 0 and stop[0]:
             return
@@ -579,13 +584,8 @@ def _top_k_rows(indptr, indices, data, r, St, d, begin, end, neg_v, neg_i, pos_v
             j = uintp(indices[s])
             for q in range(mu):
                 t[q] += x * St[j, q]
-        ri = r[i]
-        for q in range(m):
-            v = -t[q] * ri
-            if v <= neg_v[q, 0]:  # cheap test against the worst kept; _offer breaks ties
-                _offer(neg_v[q], neg_i[q], v, i)
-            if -v <= pos_v[q, 0]:
-                _offer(pos_v[q], pos_i[q], -v, i)
+        c[0] = -r[i]
+        offer_block(T, c, i, 1, neg_v, neg_i, pos_v, pos_i, lo_thr, hi_thr)
 
 
 @kernel(parallel=True)
@@ -594,24 +594,25 @@ def _top_k(indptr, indices, data, r, St, d, low_out, low_idx_out, high_out, high
 
     ``St`` (p, m): the s_test rows as columns. Outputs (m, k) as the dense
     ``_top_k``: ascending helpful, descending harmful, ties to the smaller
-    index, slots without a point of the right sign -1 / NaN. Per-chunk bounded
-    max-heaps; never the (m, n) matrix.
+    index, slots without a point of the right sign -1 / NaN. Bounded max-heaps,
+    one pair per thread; never the (m, n) matrix.
     """
     n = indptr.shape[0] - 1
     m = St.shape[1]
     k = low_out.shape[1]
     nch = chunk_count(n, indptr[n], 0, _MAX_CHUNKS)
-    neg_v = np.full((nch, m, k), np.inf)
-    neg_i = np.full((nch, m, k), n)
-    pos_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
-    pos_i = np.full((nch, m, k), n)
-    if nch == 1:
+    ng = heap_groups(nch)
+    neg_v = np.full((ng, m, k), np.inf)
+    neg_i = np.full((ng, m, k), n)
+    pos_v = np.full((ng, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
+    pos_i = np.full((ng, m, k), n)
+    if ng == 1:
         _top_k_rows(indptr, indices, data, r, St, d, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
         b = _bounds(indptr, nch)
-        for c in prange(nch):
-            _top_k_rows(indptr, indices, data, r, St, d, b[c], b[c + 1], neg_v[c], neg_i[c], pos_v[c], pos_i[c],
-                        stop)
+        for g in prange(ng):  # a contiguous group of chunks per heap pair (see dense.heap_groups)
+            lo, hi = b[g * nch // ng], b[(g + 1) * nch // ng]
+            _top_k_rows(indptr, indices, data, r, St, d, lo, hi, neg_v[g], neg_i[g], pos_v[g], pos_i[g], stop)
     merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)
 
 

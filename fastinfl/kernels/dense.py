@@ -28,6 +28,9 @@ parallel loop is its prange (no array expressions: see ``_zeros``).
 import numpy as np
 from numba import prange, types
 from numba.extending import overload
+# numba.get_num_threads as the intrinsic Numba's own parallel code uses: the public function calls through a
+# ctypes pointer, which keeps a kernel out of the on-disk cache.
+from numba.np.ufunc.parallel import _iget_num_threads
 
 from .._config import (
     BLOCK_ROWS,
@@ -681,6 +684,43 @@ def _offer(vals, idxs, v, i):
 
 
 @kernel()
+def heap_thresholds(neg_v, pos_v, lo_thr, hi_thr):
+    """lo_thr[t] = neg_v[t, 0] and hi_thr[t] = -pos_v[t, 0]: the heaps' roots as bounds on I (see offer_block)."""
+    for t in range(lo_thr.shape[0]):
+        lo_thr[t] = neg_v[t, 0]
+        hi_thr[t] = -pos_v[t, 0]
+
+
+@kernel()
+def offer_block(U, c, i0, mb, neg_v, neg_i, pos_v, pos_i, lo_thr, hi_thr):
+    """Offer I[t, i0 + i] = c[i] U[i, t] (i < mb, t < m) to every test point's pair of heaps.
+
+    A candidate needs I <= lo_thr[t] (helpful) or I >= hi_thr[t] (harmful), the
+    roots as kept by ``heap_thresholds``. Per row, one branch-free pass over its m
+    values tests them all (it vectorises; once the heaps are full most rows stop
+    there) and only a row with a candidate takes the per-test branches: the
+    candidates, hence the results, are those of testing each pair against the roots.
+    """
+    m = lo_thr.shape[0]
+    for i in range(mb):
+        ci = c[i]
+        hits = 0
+        for t in range(m):
+            v = ci * U[i, t]
+            hits += (v <= lo_thr[t]) | (v >= hi_thr[t])
+        if hits == 0:
+            continue
+        for t in range(m):
+            v = ci * U[i, t]
+            if v <= lo_thr[t]:
+                _offer(neg_v[t], neg_i[t], v, i0 + i)
+                lo_thr[t] = neg_v[t, 0]
+            if v >= hi_thr[t]:
+                _offer(pos_v[t], pos_i[t], -v, i0 + i)
+                hi_thr[t] = -pos_v[t, 0]
+
+
+@kernel()
 def _sort_heap(vals, idxs):
     """Turn the max-heap vals/idxs into ascending (value, index) order, in place (heapsort)."""
     for end in range(vals.shape[0] - 1, 0, -1):
@@ -688,6 +728,18 @@ def _sort_heap(vals, idxs):
         vals[0], idxs[0] = vals[end], idxs[end]
         vals[end], idxs[end] = v, i
         _sift_down(vals, idxs, end)
+
+
+@kernel()
+def heap_groups(nch):
+    """Heap pairs of a top-k pass over nch row chunks: one per thread (at most nch), not one per chunk.
+
+    A thread runs a contiguous group of chunks into one pair of heaps per test point, so the heaps fill
+    (k log(rows / k) offers each, the costly part) once per thread instead of once per chunk: 25
+    chunks of 4096 rows made a top-k of 32 points 1.9x slower than one chunk, serially (bench/RESULTS.md,
+    "top_k heaps"). The values, and the exact top-k merged from any grouping, do not depend on it.
+    """
+    return max(1, min(nch, _iget_num_threads()))
 
 
 @kernel()
@@ -725,19 +777,18 @@ def _top_k_rows(X, r, St, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     p, m = St.shape
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, m))
+    c = np.empty(BLOCK_ROWS)
+    lo_thr = np.empty(m)
+    hi_thr = np.empty(m)
+    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
     for b0 in range(begin, end, BLOCK_ROWS):
         if stop[0]:
             return
         mb = min(BLOCK_ROWS, end - b0)
         _block_dot(X, b0, b0 + mb, A, St, T)
         for i in range(mb):
-            ri = r[b0 + i]
-            for t in range(m):
-                v = -T[i, t] * ri
-                if v <= neg_v[t, 0]:  # cheap test against the worst kept; _offer breaks ties
-                    _offer(neg_v[t], neg_i[t], v, b0 + i)
-                if -v <= pos_v[t, 0]:
-                    _offer(pos_v[t], pos_i[t], -v, b0 + i)
+            c[i] = -r[b0 + i]
+        offer_block(T, c, b0, mb, neg_v, neg_i, pos_v, pos_i, lo_thr, hi_thr)
 
 
 @kernel(parallel=True)
@@ -748,9 +799,9 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     helpful first), ``high_*`` descending (most harmful first); ties go to the
     smaller index, as a stable argsort would; slots without a point of the right
     sign (helpful needs I < 0, harmful I > 0) hold index -1 and NaN. Streams over row blocks (one gemm
-    each) keeping per-chunk bounded max-heaps (O(log k) per accepted candidate,
-    so large k stays cheap): memory O(chunks * m * k +
-    threads * BLOCK_ROWS * m), never the (m, n) matrix. Call under
+    each) into bounded max-heaps, one pair per test point and thread (O(log k) per accepted
+    candidate, so large k stays cheap; see ``offer_block`` and ``heap_groups``): memory
+    O(threads * m * (k + BLOCK_ROWS)), never the (m, n) matrix. Call under
     ``single_threaded_blas()``; returns early (meaningless outputs) once stop[0] is set.
     """
     n = X.shape[0]
@@ -758,15 +809,19 @@ def _top_k(X, r, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     k = low_out.shape[1]
     nch = chunk_count(n, X.shape[1], m, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
-    neg_v = np.full((nch, m, k), np.inf)
-    neg_i = np.full((nch, m, k), n)
-    pos_v = np.full((nch, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
-    pos_i = np.full((nch, m, k), n)
+    ng = heap_groups(nch)
+    neg_v = np.full((ng, m, k), np.inf)
+    neg_i = np.full((ng, m, k), n)
+    pos_v = np.full((ng, m, k), np.inf)  # holds -I: the k largest I are the k smallest -I
+    pos_i = np.full((ng, m, k), n)
     St = np.ascontiguousarray(S.T)
-    if nch == 1:
-        _top_k_rows(X, r, St, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
-    else:
-        for c in prange(nch):
-            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c],
+    if ng == 1:
+        for c in range(nch):
+            _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[0], neg_i[0], pos_v[0], pos_i[0],
                         stop)
+    else:
+        for g in prange(ng):
+            for c in range(g * nch // ng, (g + 1) * nch // ng):
+                _top_k_rows(X, r, St, c * rows, min(n, (c + 1) * rows), neg_v[g], neg_i[g], pos_v[g],
+                            pos_i[g], stop)
     merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)

@@ -46,9 +46,11 @@ from .dense import (
     _chunk_count,
     _load_block,
     _new_zeros,
-    _offer,
     _zeros,
+    heap_groups,
+    heap_thresholds,
     merge_top_k,
+    offer_block,
 )
 
 # Row bounds and chunk limits are typed int64 globals (as in kernels/dense.py): a Python int literal
@@ -441,6 +443,11 @@ def _top_k_rows(X, R, S2T, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     m = mK // K
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, mK))
+    V = np.empty((BLOCK_ROWS, m))
+    c = np.full(BLOCK_ROWS, -1.0)
+    lo_thr = np.empty(m)
+    hi_thr = np.empty(m)
+    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
     for b0 in range(begin, end, BLOCK_ROWS):
         if stop[0]:
             return
@@ -451,11 +458,8 @@ def _top_k_rows(X, R, S2T, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
                 v = 0.0
                 for a in range(K):
                     v += R[b0 + i, a] * T[i, t * K + a]
-                v = -v
-                if v <= neg_v[t, 0]:
-                    _offer(neg_v[t], neg_i[t], v, b0 + i)
-                if -v <= pos_v[t, 0]:
-                    _offer(pos_v[t], pos_i[t], -v, b0 + i)
+                V[i, t] = v
+        offer_block(V, c, b0, mb, neg_v, neg_i, pos_v, pos_i, lo_thr, hi_thr)
 
 
 @kernel(parallel=True)
@@ -471,16 +475,20 @@ def _mn_top_k(X, R, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     k = low_out.shape[1]
     nch = _chunk_count(n, _MIN_CHUNK_ROWS, _MAX_CHUNKS)
     rows = (n + nch - 1) // nch
-    neg_v = np.full((nch, m, k), np.inf)
-    neg_i = np.full((nch, m, k), n)
-    pos_v = np.full((nch, m, k), np.inf)
-    pos_i = np.full((nch, m, k), n)
+    ng = heap_groups(nch)
+    neg_v = np.full((ng, m, k), np.inf)
+    neg_i = np.full((ng, m, k), n)
+    pos_v = np.full((ng, m, k), np.inf)
+    pos_i = np.full((ng, m, k), n)
     S2T = np.ascontiguousarray(S.reshape((m * K, P // K)).T)
-    if nch == 1:
-        _top_k_rows(X, R, S2T, ZERO, n, neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
+    if ng == 1:
+        for c in range(nch):
+            _top_k_rows(X, R, S2T, c * rows, min(n, (c + 1) * rows), neg_v[0], neg_i[0], pos_v[0], pos_i[0], stop)
     else:
-        for c in prange(nch):
-            _top_k_rows(X, R, S2T, c * rows, min(n, (c + 1) * rows), neg_v[c], neg_i[c], pos_v[c], pos_i[c], stop)
+        for g in prange(ng):  # a contiguous group of chunks per heap pair (see dense.heap_groups)
+            for c in range(g * nch // ng, (g + 1) * nch // ng):
+                _top_k_rows(X, R, S2T, c * rows, min(n, (c + 1) * rows), neg_v[g], neg_i[g], pos_v[g], pos_i[g],
+                            stop)
     merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)
 
 
