@@ -52,7 +52,8 @@ class Batcher:
     max_wait_ms : float
         How long the dispatcher waits, after the first request of a batch
         arrives, for more to join it; skipped when the previous batch held a
-        single request (a lone caller pays no wait).
+        single request (a lone caller pays no wait), and cut short once the
+        batch holds as many test points as recent batches did.
     max_queue : int
         Test points waiting at most; beyond it :meth:`submit_top_k` and
         :meth:`submit_influence` raise :class:`QueueFull`.
@@ -79,6 +80,7 @@ class Batcher:
         self._closed = False
         self.batches_ = 0  # batched calls made (for measurements)
         self._last_size = self.max_batch  # requests in the previous batch: 1 means a lone caller
+        self._recent_rows = self.max_batch  # test points a batch waits for at most (see _take_batch)
         self._thread = threading.Thread(target=self._dispatch, name="fastinfl-batcher", daemon=True)
         self._thread.start()
 
@@ -147,9 +149,12 @@ class Batcher:
                     return None
                 self._cond.wait()
             # A lone caller (the previous batch held one request) does not wait: under concurrency,
-            # requests also queue up while the previous batch computes.
+            # requests also queue up while the previous batch computes. Nor does a batch wait once it
+            # is as large as recent batches (a maximum decaying by 10 % a batch): C callers who wait
+            # for their answer before asking again are all back by then, and waiting for more only
+            # adds max_wait to every batch (bench/RESULTS.md, "Micro-batching").
             deadline = time.perf_counter() + (self.max_wait if self._last_size > 1 else 0.0)
-            while self._queued < self.max_batch and not self._closed:
+            while self._queued < self._recent_rows and not self._closed:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
@@ -167,6 +172,7 @@ class Batcher:
             self._pending = rest
             self._queued -= rows
             self._last_size = len(batch)
+            self._recent_rows = max(rows, min(self.max_batch, int(0.9 * self._recent_rows)))
             return batch
 
     def _dispatch(self):

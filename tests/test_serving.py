@@ -50,6 +50,18 @@ def test_batcher_coalesces_and_matches_unbatched_calls(problem):
         _assert_top_k_equal(top, inf.top_k(Xt[i:i + 1], yt[i:i + 1], k=1 + i % 5))
 
 
+def test_batcher_stops_waiting_once_as_large_as_recent_batches(problem):
+    """Callers who wait for their answers come back as many as the last batch held: the next batch goes
+    as soon as they are in, not after max_wait (here a minute: the futures' timeout would fire first)."""
+    inf, _, _, Xt, yt = problem
+    with Batcher(inf, max_batch=64, max_wait_ms=60_000) as batcher:
+        batcher._recent_rows = 4  # as after batches of 4 (it starts at max_batch: the first batches wait)
+        futures = [batcher.submit_top_k(Xt[i:i + 1], yt[i:i + 1], k=3) for i in range(4)]
+        for i, f in enumerate(futures):
+            _assert_top_k_equal(f.result(timeout=30), inf.top_k(Xt[i:i + 1], yt[i:i + 1], k=3))
+        assert batcher.batches_ == 1 and batcher._recent_rows == 4
+
+
 def test_batcher_from_many_threads(problem):
     inf, _, _, Xt, yt = problem
     idx = np.array([3, 1, 4, 1, 5, 9, 2, 6])
