@@ -14,7 +14,9 @@ or ``top_k`` (k = 10) for m test points:
   one GEMM for the (m, n) matrix (top-k: a GEMM per block of rows plus
   ``np.argpartition``), with no validation.
 
-Both run in the same process, alternating, best of ``--repeats``. The machine's
+Both run in the same process, alternating, best of ``--repeats``, each call after a
+pause of QUIET_SECONDS (so that neither side runs beside the other's spinning
+BLAS or OpenMP threads). The machine's
 limits are measured in the same run (float64 dgemm GFLOP/s on all cores and
 the read bandwidth, before and after; the best of the two is used, so the
 bound is the tighter one). The bound of a job is
@@ -167,11 +169,20 @@ class Job:
         return f"{self.kind} {self.n}x{self.d}, m={self.m}"
 
 
+# Pause before each timed call. After a multi-threaded BLAS call, OpenBLAS's idle threads keep
+# polling for work for a while before they sleep (OPENBLAS_THREAD_TIMEOUT): a job started right after
+# the NumPy side competed with them for the 2 cores (top_k 10^5 x 100, m = 100: 100-105 ms right after
+# NumPy, 67-69 ms back to back, 56-72 ms after a 0.2 s pause, 65-86 ms right after NumPy with
+# OPENBLAS_THREAD_TIMEOUT=4; bench/RESULTS.md, "End-to-end jobs").
+QUIET_SECONDS = 0.3
+
+
 def best_of(fns, repeats):
-    """Best wall time of each callable in ``fns``, run alternately ``repeats`` times."""
+    """Best wall time of each callable in ``fns``, run alternately ``repeats`` times, each after a pause."""
     best = [np.inf] * len(fns)
     for _ in range(repeats):
         for j, fn in enumerate(fns):
+            time.sleep(QUIET_SECONDS)
             t = time.perf_counter()
             fn()
             best[j] = min(best[j], time.perf_counter() - t)
