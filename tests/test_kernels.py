@@ -130,6 +130,27 @@ def test_extreme_logits_scalars(z):
         assert _sigmoid.hessian_weight(z) == pytest.approx(float(sig * (1 - sig)), rel=1e-14, abs=1e-300)
 
 
+def test_loss_residual_weight_is_bitwise_the_three_helpers():
+    """The fused scalar (one exp, one log1p) that the passes use gives exactly log_loss, residual and
+    hessian_weight, signs of zeros included, over margins from 1e-300 to 1e300 and the edges."""
+    rng = np.random.default_rng(7)
+    scale = rng.choice([1e-300, 1e-8, 1.0, 5.0, 40.0, 800.0, 1e300], 100_000)
+    z = np.concatenate([rng.standard_normal(100_000) * scale, [0.0, -0.0, 5e-324, -5e-324, 745.1, -745.1]])
+    for y in (0.0, 1.0):
+        for zi in z[::997].tolist() + z[-6:].tolist():
+            got = _sigmoid.loss_residual_weight(zi, y)
+            want = (_sigmoid.log_loss(zi, y), _sigmoid.residual(zi, y), _sigmoid.hessian_weight(zi))
+            assert [v.hex() for v in got] == [v.hex() for v in want], (zi, y)
+    # all of them through a kernel (compiled as the passes use it)
+    r, w = np.empty(z.size), np.empty(z.size)
+    for y in (0.0, 1.0):
+        yy = np.full(z.size, y)
+        _kernels._residuals_weights(z, yy, r, w)
+        ref = np.array([(_sigmoid.residual(v, y), _sigmoid.hessian_weight(v)) for v in z.tolist()[::50]])
+        assert np.array_equal(r[::50], ref[:, 0]) and np.array_equal(w[::50], ref[:, 1])
+        assert np.array_equal(np.signbit(r[::50]), np.signbit(ref[:, 0]))
+
+
 def test_extreme_logits_through_api():
     # Margins of exactly +-1e4: two correctly and two wrongly classified points.
     X = np.array([[1.0], [-1.0], [1.0], [-1.0]])

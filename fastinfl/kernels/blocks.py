@@ -18,7 +18,7 @@ from .dense import (
     _per_example_grads_rows,
     _sum_squares_rows,
 )
-from .sigmoid import expit, hessian_weight, log_loss, residual
+from .sigmoid import expit, log_loss, loss_residual_weight
 
 
 @kernel()
@@ -66,8 +66,7 @@ def margins_block(X, y, coef, intercept, what, out, stop):
 def curvature_block(z, y, r_out, w_out, stop):
     """r_out = sigma(z) - y and w_out = sigma(z) sigma(-z), (n,) each."""
     for i in range(z.shape[0]):
-        r_out[i] = residual(z[i], y[i])
-        w_out[i] = hessian_weight(z[i])
+        _, r_out[i], w_out[i] = loss_residual_weight(z[i], y[i])
 
 
 @kernel()

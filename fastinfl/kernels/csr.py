@@ -36,7 +36,7 @@ from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
 from .dense import ZERO, _add, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
-from .sigmoid import log_loss, residual
+from .sigmoid import loss_residual_weight, residual
 
 _MAX_CHUNKS = MAX_CHUNKS
 _CHUNK_BYTES = CHUNK_BYTES
@@ -168,8 +168,8 @@ def _loss_grad_rows(indptr, indices, data, y, coef, intercept, lo, hi, grad_out,
         z = _row_dot(indptr, indices, data, i, coef, intercept)
         z_out[i] = z
         yi = y[i]
-        loss += log_loss(z, yi)
-        r = residual(z, yi)
+        li, r, _ = loss_residual_weight(z, yi)
+        loss += li
         for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
             grad_out[uintp(indices[s])] += r * data[s]
         rsum += r

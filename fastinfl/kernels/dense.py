@@ -44,7 +44,7 @@ from .._config import (
     kernel,
 )
 from .blas import syrk_lower
-from .sigmoid import expit, hessian_weight, log_loss, residual
+from .sigmoid import expit, log_loss, loss_residual_weight, residual
 
 # Integer constants as typed int64 globals, not Python ints: a literal argument (a row bound 0, a
 # chunk limit 64) makes Numba compile the callee a second time, for Literal[int] and for int64
@@ -221,8 +221,7 @@ def _losses(z, y, out):
 def _residuals_weights(z, y, r_out, w_out):
     """Per-row loss derivatives at margins z: r_out = expit(z) - y, w_out = expit(z) expit(-z)."""
     for i in range(z.shape[0]):
-        r_out[i] = residual(z[i], y[i])
-        w_out[i] = hessian_weight(z[i])
+        _, r_out[i], w_out[i] = loss_residual_weight(z[i], y[i])
 
 
 @kernel()
@@ -266,8 +265,8 @@ def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
         z = _margin(X, i, coef, intercept)
         z_out[i] = z
         yi = y[i]
-        loss += log_loss(z, yi)
-        r = residual(z, yi)
+        li, r, _ = loss_residual_weight(z, yi)
+        loss += li
         for j in range(d):
             grad_out[j] += r * X[i, j]
         if p > d:
@@ -438,9 +437,8 @@ def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_
             sumsq += ss
             yi = y[row]
             z_out[row] = z
-            loss += log_loss(z, yi)
-            r = residual(z, yi)
-            w = hessian_weight(z)
+            li, r, w = loss_residual_weight(z, yi)
+            loss += li
             r_out[row] = r
             w_out[row] = w
             sq = np.sqrt(w)

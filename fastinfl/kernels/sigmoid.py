@@ -47,3 +47,22 @@ def log_loss(z, y):
     if y > 0.5:
         return log1pexp(-z)
     return log1pexp(z)
+
+
+@kernel()
+def loss_residual_weight(z, y):
+    """(log_loss(z, y), residual(z, y), hessian_weight(z)) from one exp and one log1p, bitwise equal to them.
+
+    With e = exp(-|z|) and the margin toward the label m = z (y = 1) or -z (y = 0): the loss is
+    log1p(e) + max(-m, 0), the residual -+ expit(-m) (e / (1 + e) when m > 0, else 1 / (1 + e)) and the
+    weight e / (1 + e)^2, the same expressions the three helpers evaluate (one exp each).
+    """
+    e = math.exp(-abs(z))
+    ope = 1.0 + e
+    pos = y > 0.5
+    m = z if pos else -z
+    loss = math.log1p(e)
+    if m < 0.0:
+        loss = -m + loss
+    sig = e / ope if m > 0.0 else 1.0 / ope
+    return loss, -sig if pos else sig, e / (ope * ope)
