@@ -119,8 +119,8 @@ DEFAULT_MEMORY_LIMIT = 1 << 30
 MAX_BATCH = 1024
 # Float64 vectors of length p that CG keeps per right-hand side (x, r, p, Hp, and two copies).
 CG_VECTORS = 6
-# top_k per test point: per-chunk heaps (MAX_CHUNKS x 2 lists x k x (value, index)) and a
-# BLOCK_ROWS column of the block product per thread.
+# top_k per test point: heaps (one pair per thread, at most one per chunk: MAX_CHUNKS x 2 lists x k x
+# (value, index) bounds them whatever the thread count) and a BLOCK_ROWS column of the block product.
 TOP_K_HEAP_BYTES = MAX_CHUNKS * 2 * 2 * 8
 TOP_K_BLOCK_BYTES = BLOCK_ROWS * 8 * 2
 
