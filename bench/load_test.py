@@ -136,10 +136,16 @@ def http(args, inf, X, y, Xt, yt):
                         time.sleep(0.2)
                 for c in args.clients:
                     local = threading.local()
+                    # Made before timing: an httpx.Client builds an SSL context (CA certificates) even for
+                    # http://, tens of ms of CPU each, which 32 new clients at once spent inside their first
+                    # requests (p99 ~1 s at 32 clients; bench/RESULTS.md, "Micro-batching").
+                    made = [httpx.Client(timeout=60) for _ in range(c)]
+                    pool, pool_lock = list(made), threading.Lock()
 
                     def call(i):
                         if not hasattr(local, "client"):
-                            local.client = httpx.Client(timeout=60)
+                            with pool_lock:
+                                local.client = pool.pop()
                         try:
                             r = local.client.post(url + "/v1/top_k", content=bodies[i % 256],
                                                   headers={"content-type": "application/json"})
@@ -148,6 +154,8 @@ def http(args, inf, X, y, Xt, yt):
                             return False
 
                     rate, lat, err = _drive(c, args.requests, args.seconds, call)
+                    for client in made:
+                        client.close()
                     print(f"| {mode} | {c} | {lat.size} | {rate:.1f} | {np.percentile(lat, 50) * 1e3:.1f} | "
                           f"{np.percentile(lat, 99) * 1e3:.1f} | {err} |")
                     sys.stdout.flush()
