@@ -742,7 +742,7 @@ def heap_groups(nch):
 
 @kernel()
 def merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out):
-    """Merge per-chunk heaps (nch, m, k) of I (neg_*) and of -I (pos_*) into the sorted (m, k) outputs.
+    """Merge the heap pairs (groups, m, k) of I (neg_*) and of -I (pos_*) into the sorted (m, k) outputs.
 
     ``low_*`` ascending (most helpful first), ``high_*`` descending; slots without a point of the
     right sign (helpful needs I < 0, harmful I > 0) get index -1 and NaN. Shared by every top-k kernel.
