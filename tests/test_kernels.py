@@ -7,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
-from problems import make_problem, parallel_loops
+from problems import assert_top_k_exact, make_problem, numba_threads, parallel_loops, top_k_outputs
 
 import fastinfl
 from fastinfl import _config, reference
@@ -195,12 +195,9 @@ def test_thread_count_invariance(one_thread):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_top_k_kernel_exact_across_chunks_and_heap_groups(one_thread, threads):
+def test_top_k_kernel_exact_across_chunks_and_heap_groups(threads):
     """Duplicated rows in far-apart chunks (ties broken by index), heaps carried from chunk to chunk
     within a thread's group, the branch-free pre-test of offer_block: against a stable argsort."""
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip("needs 2 Numba threads")
-    numba.set_num_threads(threads)
     rng = np.random.default_rng(4)
     # small integers: every product and sum is exact in any order, so the many ties are exact too
     X = rng.integers(-3, 4, (20_000, 20)).astype(np.float64)
@@ -208,17 +205,11 @@ def test_top_k_kernel_exact_across_chunks_and_heap_groups(one_thread, threads):
     r = rng.integers(-2, 3, 20_000).astype(np.float64)
     r = np.concatenate([r, r[::-1]])
     S = rng.integers(-3, 4, (40, 21)).astype(np.float64)
-    k = 9
     assert _kernels.chunk_count(40_000, 20, 40, _kernels._MIN_CHUNK_ROWS, _kernels._MAX_CHUNKS) == 10
-    low, low_i = np.empty((40, k)), np.empty((40, k), np.int64)
-    high, high_i = np.empty((40, k)), np.empty((40, k), np.int64)
-    _kernels._top_k(X, r, S, low, low_i, high, high_i, np.zeros(1, np.uint8))
-    I = -(X @ S[:, :20].T + S[:, 20]).T * r
-    ref_low, ref_low_v, ref_high, ref_high_v = reference.top_k(I, k)
-    np.testing.assert_array_equal(low_i, ref_low)
-    np.testing.assert_array_equal(high_i, ref_high)
-    np.testing.assert_array_equal(low, ref_low_v)
-    np.testing.assert_array_equal(high, ref_high_v)
+    outs = top_k_outputs(40, 9)
+    with numba_threads(threads):
+        _kernels._top_k(X, r, S, *outs, np.zeros(1, np.uint8))
+    assert_top_k_exact(outs, -(X @ S[:, :20].T + S[:, 20]).T * r, 9)
 
 
 def _kernel_dispatchers():

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from problems import parallel_loops
+from problems import assert_top_k_exact, numba_threads, parallel_loops, top_k_outputs
 
 import fastinfl
 from fastinfl import reference
@@ -439,30 +439,18 @@ def test_multinomial_drivers_have_no_parallel_loop_besides_their_prange():
 def test_mn_top_k_kernel_exact_across_chunks_and_heap_groups(threads):
     """Duplicated rows in far-apart chunks (ties to the smaller index), one pair of heaps per thread,
     the per-block offer: the multinomial kernel against a stable argsort of the exact product."""
-    import numba
-
     from fastinfl.kernels import multinomial as _mn
 
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip("needs 2 Numba threads")
-    before = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        rng = np.random.default_rng(6)
-        n, d, K, m, k = 10_000, 10, 3, 6, 5
-        X = rng.integers(-3, 4, (n, d)).astype(np.float64)  # small integers: exact sums, exact ties
-        X = np.vstack([X, X[::-1]])
-        R = rng.integers(-2, 3, (n, K)).astype(np.float64)
-        R = np.vstack([R, R[::-1]])
-        S = rng.integers(-3, 4, (m, K * (d + 1))).astype(np.float64)
-        out = [np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64)]
-        _mn._mn_top_k(X, R, S, *out, np.zeros(1, np.uint8))
-        Xt = np.hstack([X, np.ones((2 * n, 1))])
-        I = -np.stack([np.einsum("ia,ap,ip->i", R, S[t].reshape(K, d + 1), Xt) for t in range(m)])
-        low, low_v, high, high_v = reference.top_k(I, k)
-        np.testing.assert_array_equal(out[1], low)
-        np.testing.assert_array_equal(out[3], high)
-        np.testing.assert_array_equal(out[0], low_v)
-        np.testing.assert_array_equal(out[2], high_v)
-    finally:
-        numba.set_num_threads(before)
+    rng = np.random.default_rng(6)
+    n, d, K, m, k = 10_000, 10, 3, 6, 5
+    X = rng.integers(-3, 4, (n, d)).astype(np.float64)  # small integers: exact sums, exact ties
+    X = np.vstack([X, X[::-1]])
+    R = rng.integers(-2, 3, (n, K)).astype(np.float64)
+    R = np.vstack([R, R[::-1]])
+    S = rng.integers(-3, 4, (m, K * (d + 1))).astype(np.float64)
+    outs = top_k_outputs(m, k)
+    with numba_threads(threads):
+        _mn._mn_top_k(X, R, S, *outs, np.zeros(1, np.uint8))
+    Xt = np.hstack([X, np.ones((2 * n, 1))])
+    assert_top_k_exact(outs, -np.stack([np.einsum("ia,ap,ip->i", R, S[t].reshape(K, d + 1), Xt)
+                                        for t in range(m)]), k)

@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from problems import parallel_loops
+from problems import assert_top_k_exact, numba_threads, parallel_loops, top_k_outputs
 import scipy.sparse as sp
 
 import fastinfl
@@ -445,32 +445,19 @@ def test_csr_drivers_have_no_parallel_loop_besides_their_pranges():
 def test_csr_top_k_kernel_exact_across_chunks_and_heap_groups(threads):
     """Duplicated rows in far-apart chunks (ties to the smaller index), heaps carried across a thread's
     chunks, rows gathered per offer_block call: against a stable argsort of the densified product."""
-    import numba
-
     from fastinfl.kernels import csr as _csr
 
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip("needs 2 Numba threads")
-    before = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        rng = np.random.default_rng(5)
-        n, d, m, k = 20_000, 300, 12, 7
-        # small integers everywhere: all sums exact in any order, so ties are exact
-        half = sp.random(n, d, density=0.02, format="csr", random_state=rng,
-                         data_rvs=lambda size: rng.integers(-3, 4, size).astype(np.float64))
-        X = sp.vstack([half, half[::-1]]).tocsr()  # row i equals row 2n - 1 - i
-        r = rng.integers(-2, 3, n).astype(np.float64)
-        r = np.concatenate([r, r[::-1]])
-        St = rng.integers(-3, 4, (d + 1, m)).astype(np.float64)
-        assert _csr.chunk_count(2 * n, X.nnz, 0, 64) > 2
-        out = [np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64)]
-        _csr._top_k(X.indptr, X.indices, X.data, r, St, d, *out, np.zeros(1, np.uint8))
-        I = -(X @ St[:d] + St[d]).T * r
-        low, low_v, high, high_v = reference.top_k(I, k)
-        np.testing.assert_array_equal(out[1], low)
-        np.testing.assert_array_equal(out[3], high)
-        np.testing.assert_array_equal(out[0], low_v)
-        np.testing.assert_array_equal(out[2], high_v)
-    finally:
-        numba.set_num_threads(before)
+    rng = np.random.default_rng(5)
+    n, d, m, k = 20_000, 300, 12, 7
+    # small integers everywhere: all sums exact in any order, so ties are exact
+    half = sp.random(n, d, density=0.02, format="csr", random_state=rng,
+                     data_rvs=lambda size: rng.integers(-3, 4, size).astype(np.float64))
+    X = sp.vstack([half, half[::-1]]).tocsr()  # row i equals row 2n - 1 - i
+    r = rng.integers(-2, 3, n).astype(np.float64)
+    r = np.concatenate([r, r[::-1]])
+    St = rng.integers(-3, 4, (d + 1, m)).astype(np.float64)
+    assert _csr.chunk_count(2 * n, X.nnz, 0, 64) > 2
+    outs = top_k_outputs(m, k)
+    with numba_threads(threads):
+        _csr._top_k(X.indptr, X.indices, X.data, r, St, d, *outs, np.zeros(1, np.uint8))
+    assert_top_k_exact(outs, -(X @ St[:d] + St[d]).T * r, k)

@@ -526,22 +526,29 @@ def _hvp(indptr, indices, data, w, ridge, Vt, d, out, stop):
 
 # ------------------------------------------------------------ influence maps
 @kernel()
-def _influence_rows(indptr, indices, data, r, St, idx, d, lo, hi, out):
+def _row_times(indptr, indices, data, St, d, i, t):
+    """t (m,) = x~_i St for CSR row i: St (p, m), its row d the intercept's when p = d + 1."""
     p, m = St.shape
     mu = uintp(m)
+    if p > d:
+        for q in range(m):
+            t[q] = St[d, q]
+    else:
+        t[:] = 0.0
+    for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
+        x = data[s]
+        j = uintp(indices[s])
+        for q in range(mu):
+            t[q] += x * St[j, q]
+
+
+@kernel()
+def _influence_rows(indptr, indices, data, r, St, idx, d, lo, hi, out):
+    m = St.shape[1]
     t = np.empty(m)
     for a in range(lo, hi):
         i = idx[a]
-        if p > d:
-            for q in range(m):
-                t[q] = St[d, q]
-        else:
-            t[:] = 0.0
-        for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
-            x = data[s]
-            j = uintp(indices[s])
-            for q in range(mu):
-                t[q] += x * St[j, q]
+        _row_times(indptr, indices, data, St, d, i, t)
         ri = r[i]
         for q in range(m):
             out[q, a] = -t[q] * ri
@@ -565,31 +572,16 @@ def _influence(indptr, indices, data, r, St, idx, d, out, stop):
 @kernel()
 def _top_k_rows(indptr, indices, data, r, St, d, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     """Streams rows [begin, end) into per-test max-heaps (m, k): neg_* keeps the k smallest I, pos_* the k smallest -I."""
-    p, m = St.shape
-    mu = uintp(m)
-    T = np.empty((_TOP_K_ROWS, m))
+    T = np.empty((_TOP_K_ROWS, St.shape[1]))
     c = np.empty(_TOP_K_ROWS)
-    lo_thr = np.empty(m)
-    hi_thr = np.empty(m)
-    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
+    lo_thr, hi_thr = heap_thresholds(neg_v, pos_v)
     for b0 in range(begin, end, _TOP_K_ROWS):
         if stop[0]:
             return
         mb = min(_TOP_K_ROWS, end - b0)
         for a in range(mb):
-            i = b0 + a
-            t = T[a]
-            if p > d:
-                for q in range(m):
-                    t[q] = St[d, q]
-            else:
-                t[:] = 0.0
-            for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
-                x = data[s]
-                j = uintp(indices[s])
-                for q in range(mu):
-                    t[q] += x * St[j, q]
-            c[a] = -r[i]
+            _row_times(indptr, indices, data, St, d, b0 + a, T[a])
+            c[a] = -r[b0 + a]
         offer_block(T, c, b0, mb, neg_v, neg_i, pos_v, pos_i, lo_thr, hi_thr)
 
 

@@ -682,11 +682,15 @@ def _offer(vals, idxs, v, i):
 
 
 @kernel()
-def heap_thresholds(neg_v, pos_v, lo_thr, hi_thr):
-    """lo_thr[t] = neg_v[t, 0] and hi_thr[t] = -pos_v[t, 0]: the heaps' roots as bounds on I (see offer_block)."""
-    for t in range(lo_thr.shape[0]):
+def heap_thresholds(neg_v, pos_v):
+    """(lo_thr, hi_thr) (m,): neg_v[:, 0] and -pos_v[:, 0], the heaps' roots as bounds on I (see offer_block)."""
+    m = neg_v.shape[0]
+    lo_thr = np.empty(m)
+    hi_thr = np.empty(m)
+    for t in range(m):
         lo_thr[t] = neg_v[t, 0]
         hi_thr[t] = -pos_v[t, 0]
+    return lo_thr, hi_thr
 
 
 @kernel()
@@ -776,9 +780,7 @@ def _top_k_rows(X, r, St, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     A = np.empty((BLOCK_ROWS, p))
     T = np.empty((BLOCK_ROWS, m))
     c = np.empty(BLOCK_ROWS)
-    lo_thr = np.empty(m)
-    hi_thr = np.empty(m)
-    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
+    lo_thr, hi_thr = heap_thresholds(neg_v, pos_v)
     for b0 in range(begin, end, BLOCK_ROWS):
         if stop[0]:
             return

@@ -445,9 +445,7 @@ def _top_k_rows(X, R, S2T, begin, end, neg_v, neg_i, pos_v, pos_i, stop):
     T = np.empty((BLOCK_ROWS, mK))
     V = np.empty((BLOCK_ROWS, m))
     c = np.full(BLOCK_ROWS, -1.0)
-    lo_thr = np.empty(m)
-    hi_thr = np.empty(m)
-    heap_thresholds(neg_v, pos_v, lo_thr, hi_thr)
+    lo_thr, hi_thr = heap_thresholds(neg_v, pos_v)
     for b0 in range(begin, end, BLOCK_ROWS):
         if stop[0]:
             return
