@@ -184,7 +184,7 @@ def check_scalar(value, name, *, min_value=0.0, strict=False, integer=False, all
         what = "an integer" if integer else "a real number"
         raise ValueError(f"{name} must be {what}; got {value!r}.")
     value = operator.index(value) if integer else float(value)
-    if not np.isfinite(value):
+    if not integer and not np.isfinite(value):  # a Python int is finite, and may not fit a float (10**400)
         raise ValueError(f"{name} must be finite; got {value}.")
     if value < min_value or (strict and value == min_value):
         rel = ">" if strict else ">="
