@@ -51,6 +51,18 @@ class _Request:
         self.future = Future()
 
 
+class _Lane:
+    """Requests waiting for one dispatcher thread, and its batching state (see Batcher._take_batch)."""
+
+    def __init__(self, lock, max_batch):
+        self.cond = threading.Condition(lock)
+        self.pending = collections.deque()
+        self.queued = 0  # test points in pending
+        self.last_size = max_batch  # requests in the previous batch: 1 means a lone caller
+        self.recent_rows = max_batch  # test points a batch waits for at most
+        self.thread = None
+
+
 class Batcher:
     """Thread-safe front that coalesces concurrent requests into batched :class:`~fastinfl.Influence` calls.
 
@@ -75,8 +87,10 @@ class Batcher:
     (all k <= 64, or k within the same power of two above that: computed once
     with the largest k of the batch, a sorted top-k list's first k entries being
     the top-k for k, so no request costs more than twice the k it asked for)
-    and ``influence`` requests with the same ``train_idx``. A request whose
-    future is cancelled before its batch starts is dropped.
+    and ``influence`` requests with the same ``train_idx``. ``top_k`` requests
+    with k > 64 have a dispatcher thread of their own: a client asking for large
+    k shares the cores with the others but never holds their batches up. A
+    request whose future is cancelled before its batch starts is dropped.
     Answers equal unbatched calls up to rounding: the batched solve and block
     products may sum in another order (indices agree unless two values tie to
     rounding). An error in the batched call is raised in every caller of the batch.
@@ -87,15 +101,14 @@ class Batcher:
         self.max_batch = check_scalar(max_batch, "max_batch", integer=True, min_value=1)
         self.max_wait = check_scalar(max_wait_ms, "max_wait_ms") / 1000.0
         self.max_queue = check_scalar(max_queue, "max_queue", integer=True, min_value=1)
-        self._pending = collections.deque()
-        self._queued = 0  # test points in _pending
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._closed = False
         self.batches_ = 0  # batched calls made (for measurements)
-        self._last_size = self.max_batch  # requests in the previous batch: 1 means a lone caller
-        self._recent_rows = self.max_batch  # test points a batch waits for at most (see _take_batch)
-        self._thread = threading.Thread(target=self._dispatch, name="fastinfl-batcher", daemon=True)
-        self._thread.start()
+        self._lanes = (_Lane(self._lock, self.max_batch), _Lane(self._lock, self.max_batch))  # k <= 64; k > 64
+        for i, lane in enumerate(self._lanes):
+            lane.thread = threading.Thread(target=self._dispatch, args=(lane,), name=f"fastinfl-batcher-{i}",
+                                           daemon=True)
+            lane.thread.start()
 
     # ------------------------------------------------------------ callers
     def submit_top_k(self, X_test, y_test, k=10):
@@ -123,12 +136,14 @@ class Batcher:
         return self.submit_influence(X_test, y_test, train_idx).result()
 
     def close(self, wait=True):
-        """Stop accepting requests; the dispatcher finishes what is queued, then exits."""
-        with self._cond:
+        """Stop accepting requests; the dispatchers finish what is queued, then exit."""
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            for lane in self._lanes:
+                lane.cond.notify_all()
         if wait:
-            self._thread.join()
+            for lane in self._lanes:
+                lane.thread.join()
 
     def __enter__(self):
         return self
@@ -139,58 +154,60 @@ class Batcher:
     @property
     def queued(self):
         """Test points waiting for a batch."""
-        return self._queued
+        return sum(lane.queued for lane in self._lanes)
 
     def _submit(self, req):
         m = req.X.shape[0]
-        with self._cond:
+        lane = self._lanes[req.kind == "top_k" and req.key > 0]
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if self._queued + m > self.max_queue and self._queued:
-                raise QueueFull(f"{self._queued} test points are already waiting (max_queue={self.max_queue})")
-            self._pending.append(req)
-            self._queued += m
-            self._cond.notify()
+            queued = self.queued
+            if queued + m > self.max_queue and queued:
+                raise QueueFull(f"{queued} test points are already waiting (max_queue={self.max_queue})")
+            lane.pending.append(req)
+            lane.queued += m
+            lane.cond.notify()
         return req.future
 
-    # ------------------------------------------------------------ dispatcher
-    def _take_batch(self):
+    # ------------------------------------------------------------ dispatchers
+    def _take_batch(self, lane):
         """Wait for a first request, then up to max_wait for more; pop a batch (None once closed and empty)."""
-        with self._cond:
-            while not self._pending:
+        with self._lock:
+            while not lane.pending:
                 if self._closed:
                     return None
-                self._cond.wait()
+                lane.cond.wait()
             # A lone caller (the previous batch held one request) does not wait: under concurrency,
             # requests also queue up while the previous batch computes. Nor does a batch wait once it
             # is as large as recent batches (a maximum decaying by 10 % a batch): C callers who wait
             # for their answer before asking again are all back by then, and waiting for more only
             # adds max_wait to every batch (bench/RESULTS.md, "Micro-batching").
-            deadline = time.perf_counter() + (self.max_wait if self._last_size > 1 else 0.0)
-            while self._queued < self._recent_rows and not self._closed:
+            deadline = time.perf_counter() + (self.max_wait if lane.last_size > 1 else 0.0)
+            while lane.queued < lane.recent_rows and not self._closed:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
-                self._cond.wait(left)
-            first = self._pending[0]
+                lane.cond.wait(left)
+            first = lane.pending[0]
             group = (first.kind, first.key)
             batch, rows, rest = [], 0, collections.deque()
-            while self._pending:
-                req = self._pending.popleft()
+            while lane.pending:
+                req = lane.pending.popleft()
                 if (req.kind, req.key) == group and (not batch or rows + req.X.shape[0] <= self.max_batch):
                     batch.append(req)
                     rows += req.X.shape[0]
                 else:
                     rest.append(req)
-            self._pending = rest
-            self._queued -= rows
-            self._last_size = len(batch)
-            self._recent_rows = max(rows, min(self.max_batch, int(0.9 * self._recent_rows)))
+            lane.pending = rest
+            lane.queued -= rows
+            lane.last_size = len(batch)
+            lane.recent_rows = max(rows, min(self.max_batch, int(0.9 * lane.recent_rows)))
             return batch
 
-    def _dispatch(self):
+    def _dispatch(self, lane):
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(lane)
             if batch is None:
                 return
             try:
@@ -206,7 +223,8 @@ class Batcher:
             return
         X = batch[0].X if len(batch) == 1 else np.concatenate([r.X for r in batch])
         y = batch[0].y if len(batch) == 1 else np.concatenate([r.y for r in batch])
-        self.batches_ += 1
+        with self._lock:
+            self.batches_ += 1
         bounds = np.cumsum([0] + [r.X.shape[0] for r in batch])
         if batch[0].kind == "top_k":
             k = max(r.k for r in batch)
@@ -229,7 +247,10 @@ LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")  # Host names accepted for a loo
 _JSON_BYTES_PER_NUMBER = 21  # a float64 as JSON with its separator ("-0.0012345678901234, "), for 413 messages
 _INLINE_BYTES = 16 << 10  # bodies up to this size are parsed on the event loop (well under 1 ms), larger in a worker
 _INLINE_NUMBERS = 2048  # answers up to this many numbers are encoded on the event loop, larger in a worker
-_CHUNK_NUMBERS = 8192  # numbers per encoding step (~3 ms): the GIL is free for the event loop between steps
+_CHUNK_NUMBERS = 1024  # numbers per encoding step (~1 ms): the GIL is free for the event loop between steps
+_PIECE_BYTES = 1 << 18  # bytes per message of a response body
+_ENCODING = threading.Lock()  # one encoding step at a time: encoding is GIL-bound, and fewer threads
+#                               wanting the GIL means a shorter wait for the event loop's thread
 
 log = logging.getLogger("fastinfl.serve")
 
@@ -257,7 +278,9 @@ def _json_array(a, out, cancelled):
     for lo in range(0, a.shape[0], step):
         if cancelled is not None and cancelled.is_set():
             return False
-        text = json.dumps(a[lo:lo + step].tolist())[1:-1]
+        with _ENCODING:
+            text = json.dumps(a[lo:lo + step].tolist())[1:-1]
+        time.sleep(0)  # hand the GIL over now, not after the interpreter's 5 ms switch interval
         if a.dtype.kind == "f":
             text = text.replace("NaN", "null").replace("-Infinity", "null").replace("Infinity", "null")
         out.append((", " + text if lo else text).encode())
@@ -273,7 +296,16 @@ def _encode(fields, cancelled=None):
         if not _json_array(np.asarray(value), pieces, cancelled):
             return None
     pieces.append(b"}")
-    return pieces
+    blocks, block, size = [], [], 0
+    for piece in pieces:  # messages of about _PIECE_BYTES
+        block.append(piece)
+        size += len(piece)
+        if size >= _PIECE_BYTES:
+            blocks.append(b"".join(block))
+            block, size = [], 0
+    if block:
+        blocks.append(b"".join(block))
+    return blocks
 
 
 class _JSONPieces:
@@ -402,7 +434,7 @@ class _Front:
                 if sent["status"] is None:
                     await _send_json(send_logged, 500, _failure_body(rid), [(b"connection", b"close")])
         finally:
-            status = "client disconnected" if sent["left"] and sent["status"] is None else sent["status"]
+            status = "client disconnected" if sent["left"] else sent["status"]
             client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
             log.info('%s "%s %s" %s %d B %.1f ms', client, scope["method"], scope["path"], status, sent["bytes"],
                      1000 * (time.perf_counter() - start))
