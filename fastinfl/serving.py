@@ -720,40 +720,45 @@ def _parser():
     ap = argparse.ArgumentParser(
         prog="fastinfl serve", description="HTTP service over a saved Influence state (POST /v1/top_k, "
         "/v1/influence, /v1/self_influence with Content-Type application/json; GET /healthz).",
-        epilog="Ctrl-C or SIGTERM stops it after the requests in flight. Exit status 2: bad arguments or files.")
-    ap.add_argument("state", help="state file written by Influence.save")
+        epilog="Ctrl-C (exit status 130) or SIGTERM stops it after the requests in flight; exit status 2: a bad "
+        "argument, file or address.")
+    ap.add_argument("state", metavar="STATE", help="state file written by Influence.save")
     ap.add_argument("--train", required=True, help="training data the state was computed on (.npz with X and y, "
                     ".npy with labels in the last column, or .csv with a header line); required")
-    ap.add_argument("--label-col", default=None, help="CSV label column (default: the last)")
+    ap.add_argument("--label-col", default=None, metavar="NAME", help="CSV label column (default: the last)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                     "only; 0.0.0.0 for every interface)")
     ap.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one, "
                     "printed on start)")
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                    help="also accept requests whose Host header names NAME (repeatable; '*' accepts any). "
-                    "Default: only the bind address, plus localhost and ::1 for 127.0.0.1")
+                    help="also accept requests whose Host header names NAME (repeatable; '*' accepts any; "
+                    "default: only the bind address, plus localhost and ::1 for 127.0.0.1)")
     ap.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/ requests "
                     "(default: the FASTINFL_TOKEN environment variable, which keeps the token out of ps; "
                     "none: no authentication)")
-    ap.add_argument("--max-batch", type=int, default=64, help="test points per batched call (default: 64)")
-    ap.add_argument("--max-wait-ms", type=float, default=2.0, help="wait for a batch to fill (default: 2 ms)")
-    ap.add_argument("--max-queue", type=int, default=4096, help="test points waiting before 503 (default: 4096)")
+    ap.add_argument("--max-batch", type=int, default=64, metavar="N",
+                    help="test points per batched call (default: 64)")
+    ap.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
+                    help="wait for a batch to fill (default: 2 ms)")
+    ap.add_argument("--max-queue", type=int, default=4096, metavar="N",
+                    help="test points waiting before 503 (default: 4096)")
     ap.add_argument("--no-batching", action="store_true", help="one kernel call per request (default: batching)")
-    ap.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY,
+    ap.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                     help=f"request body bytes, else 413 (default: {DEFAULT_MAX_BODY}, 1 MiB)")
-    ap.add_argument("--max-result", type=int, default=DEFAULT_MAX_RESULT,
+    ap.add_argument("--max-result", type=int, default=DEFAULT_MAX_RESULT, metavar="N",
                     help=f"numbers in a response, else 413 before any work (default: {DEFAULT_MAX_RESULT}, "
                     f"about {DEFAULT_MAX_RESULT * _JSON_BYTES_PER_NUMBER >> 20} MiB of JSON)")
-    ap.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
+    ap.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT, metavar="SECONDS",
                     help=f"seconds for a request's headers and body to arrive, else the connection is closed "
                     f"(default: {DEFAULT_REQUEST_TIMEOUT:g})")
-    ap.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+    ap.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                     help=f"open connections at most; beyond it the longest-idle one is closed (default: "
                     f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit the open-file limit)")
     ap.add_argument("--quiet", action="store_true", help="no access log line per request (default: one line "
                     "per request on stderr)")
-    ap.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
-                    help="uvicorn's own log level (default: warning)")
+    ap.add_argument("--log-level", default="warning", metavar="LEVEL",
+                    choices=("critical", "error", "warning", "info", "debug"),
+                    help="uvicorn's own log level: critical, error, warning, info or debug (default: warning)")
     return ap
 
 
