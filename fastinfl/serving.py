@@ -18,6 +18,7 @@ import collections
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -384,9 +385,13 @@ class _Front:
         self.app, self.hosts = app, hosts
         self.token = None if token is None else token.encode()
 
-    def _host_ok(self, headers):
-        name = _host_name(headers.get(b"host", b"").decode("latin-1"))
-        return self.hosts is None or name in self.hosts or ("<ip>" in self.hosts and _is_ip(name))
+    def _host_ok(self, scope):
+        """Exactly one Host header, naming an allowed host."""
+        values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+        if self.hosts is None:
+            return True
+        name = _host_name(values[0]) if len(values) == 1 else None
+        return name in self.hosts or ("<ip>" in self.hosts and name is not None and _is_ip(name))
 
     def _token_ok(self, headers):
         import hmac
@@ -414,7 +419,7 @@ class _Front:
         headers = dict(scope["headers"])  # uvicorn gives lower-case names
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         try:
-            if not self._host_ok(headers):
+            if not self._host_ok(scope):
                 host = headers.get(b"host", b"").decode("latin-1")
                 await _send_json(send_logged, 400, {"error": f"Host header {_short(host)} is not allowed: this "
                                                     "service answers to its bind address (add names with "
@@ -816,11 +821,19 @@ def _describe(inf):
     return f"{inf.n_samples} rows, {inf._op.n_features} features, classes {shown}"
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (re-raised by uvicorn after its graceful shutdown)."""
+
+
+def _stopped_by_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def serve_main(argv=None):
     """``fastinfl serve STATE --train TRAIN [--host 127.0.0.1] [--port 8000]``: run the service until SIGTERM/Ctrl-C.
 
-    Returns the process exit status: 2 for a bad file or address (one line on
-    stderr), 130 after Ctrl-C. uvicorn's shutdown on SIGTERM or SIGINT stops
+    Returns the process exit status: 0 after SIGTERM, 2 for a bad file or address
+    (one line on stderr), 130 after Ctrl-C. uvicorn's shutdown on SIGTERM or SIGINT stops
     accepting connections and lets requests in flight complete; the batcher then
     finishes its queue.
     """
@@ -876,7 +889,11 @@ def serve_main(argv=None):
         host, port = sock.getsockname()[:2]
         print(f"fastinfl serve: listening on http://{f'[{host}]' if ':' in host else host}:{port} "
               f"(model: {_describe(inf)})", flush=True)
+        if threading.current_thread() is threading.main_thread():  # uvicorn re-raises SIGTERM once stopped
+            signal.signal(signal.SIGTERM, _stopped_by_sigterm)
         uvicorn.Server(config).run(sockets=[sock])
+    except _Terminated:
+        return 0
     except KeyboardInterrupt:
         print("fastinfl serve: interrupted", file=sys.stderr)
         return 130

@@ -323,8 +323,7 @@ def test_full_queue_gets_503_and_sigterm_lets_requests_in_flight_complete(tmp_pa
         t.join(60)
         assert first["r"].status_code == 200
         np.testing.assert_array_equal(first["r"].json()["harmful_idx"], inf.top_k(Xt[:1], yt[:1], k=3).harmful_idx)
-        # uvicorn re-raises the captured SIGTERM once shut down: the exit status says "terminated"
-        assert srv.stop() in (0, -signal.SIGTERM)
+        assert srv.stop() == 0  # SIGTERM is the ordinary way to stop a service
     finally:
         srv.stop()
 
