@@ -85,7 +85,8 @@ def service(files):
     path = files[0]
     srv = Service(path, "--max-connections", "200", "--request-timeout", "3", env={"FASTINFL_TOKEN": TOKEN})
     yield srv
-    srv.stop()
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.log() and "ERROR" not in srv.log(), srv.log()[-5000:]
 
 
 class Prober:
