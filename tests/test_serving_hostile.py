@@ -241,16 +241,38 @@ def test_slow_loris_connections_are_closed_and_do_not_lock_out_healthz(service):
     probe.check("300 slow-loris sockets")
 
 
+LARGE_K_CLIENT = """
+import http.client, json, sys, time
+port, token, k, seconds = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+body = json.dumps({"X": [[0.1, 0.2, 0.3, 0.4, 0.5]], "y": [1], "k": k})
+headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+n, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    conn.request("POST", "/v1/top_k", body, headers)
+    r = conn.getresponse()
+    raw = r.read()
+    assert r.status == 200 and raw.startswith(b'{"helpful_idx": [[') and len(raw) > 20 * k, raw[:200]
+    n += 1
+print(n)
+"""
+
+
 def test_a_large_k_client_does_not_slow_small_k_clients(service):
+    """8 k=10 clients (threads here) alone, then beside a k=20000 client (another process, as a separate
+    client would be): the k=10 clients keep at least 15 % of their throughput (the batcher before this
+    release, which ran their batches at k=20000, kept 2-7 % on this machine)."""
     Xt, yt, _ = fastinfl.datasets.make_logistic(8, N_FEATURES, seed=5, dtype=np.float64)
 
-    def small_k_clients(seconds, done):
+    def small_k_clients(seconds):
+        done = []
+
         def client(i):
             conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+            body = json.dumps({"X": Xt[i:i + 1].tolist(), "y": yt[i:i + 1].tolist(), "k": 10})
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                conn.request("POST", "/v1/top_k", json.dumps({"X": Xt[i:i + 1].tolist(), "y": yt[i:i + 1].tolist(),
-                                                              "k": 10}), AUTH)
+                conn.request("POST", "/v1/top_k", body, AUTH)
                 r = conn.getresponse()
                 got = json.loads(r.read())
                 assert r.status == 200 and len(got["harmful_idx"][0]) == 10
@@ -262,32 +284,19 @@ def test_a_large_k_client_does_not_slow_small_k_clients(service):
             t.start()
         for t in threads:
             t.join(60)
+        return len(done) / seconds
 
-    alone = []
-    small_k_clients(2.0, alone)
-    stop, big = threading.Event(), []
-
-    def large_k_client():
-        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
-        while not stop.is_set():
-            conn.request("POST", "/v1/top_k", json.dumps({"X": Xt[:1].tolist(), "y": yt[:1].tolist(),
-                                                          "k": N_TRAIN}), AUTH)
-            r = conn.getresponse()
-            raw = r.read()  # 1.6 MB, not parsed here: the parse would hold this process's GIL from the k=10 clients
-            assert r.status == 200 and raw.startswith(b'{"helpful_idx": [[') and len(raw) > 80_000
-            big.append(1)
-        conn.close()
-
-    beside = []
+    alone = small_k_clients(2.0)
     with Prober(service.port) as probe:
-        t = threading.Thread(target=large_k_client)
-        t.start()
-        small_k_clients(2.0, beside)
-        stop.set()
-        t.join(60)
-    print(f"\nk=10 clients: {len(alone) / 2:.0f} req/s alone, {len(beside) / 2:.0f} req/s beside a k={N_TRAIN} "
-          f"client ({len(big)} of its requests)")
-    assert big and beside
+        large = subprocess.Popen([sys.executable, "-c", LARGE_K_CLIENT, str(service.port), TOKEN, str(N_TRAIN),
+                                  "3.0"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # the large-k client is under way
+        beside = small_k_clients(2.0)
+        out, _ = large.communicate(timeout=60)
+    print(f"\nk=10 clients: {alone:.0f} req/s alone, {beside:.0f} req/s beside a k={N_TRAIN} client "
+          f"({out.strip()} of its requests in 3 s)")
+    assert large.returncode == 0 and int(out) > 0
+    assert beside >= 0.15 * alone
     probe.check(f"8 k=10 clients and one k={N_TRAIN} client")
 
 
