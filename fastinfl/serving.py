@@ -16,9 +16,12 @@ Starlette on uvicorn) is imported lazily: ``import fastinfl`` and
 import argparse
 import collections
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -30,7 +33,7 @@ import numpy as np
 from ._validation import check_indices, check_scalar
 from .operators import TopK
 
-__all__ = ["Batcher", "QueueFull", "make_app", "serve_main"]
+__all__ = ["Batcher", "QueueFull", "allowed_hosts", "guarded_protocol", "make_app", "serve_main"]
 
 
 class QueueFull(RuntimeError):
@@ -88,8 +91,8 @@ class Batcher:
     and never joins a batch). A batch groups ``top_k`` requests of similar k
     (all k <= 64, or k within the same power of two above that: computed once
     with the largest k of the batch, a sorted top-k list's first k entries being
-    the top-k for k, so no request costs more than twice the k it asked for)
-    and ``influence`` requests with the same ``train_idx``. ``top_k`` requests
+    the top-k for k, so a request is computed at k <= 64 or at less than twice
+    its own k) and ``influence`` requests with the same ``train_idx``. ``top_k`` requests
     with k > 64 have a dispatcher thread of their own: a client asking for large
     k shares the cores with the others but never holds their batches up. A
     request whose future is cancelled before its batch starts is dropped.
@@ -334,15 +337,15 @@ async def _send_json(send, status, payload, headers=()):
 
 def _host_name(header):
     """The name part of a Host header value, lower case: 'LocalHost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
-    host = header.strip().lower().rstrip(".")
+    host = header.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")  # 'localhost.' is 'localhost'
 
 
 def _is_ip(name):
-    import ipaddress
-
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -358,8 +361,6 @@ def allowed_hosts(bind, extra=()):
     the entry ``"<ip>"`` (a DNS rebinding page reaches the service by a name, never
     by an IP literal).
     """
-    import ipaddress
-
     if "*" in extra:
         return None
     names = {_host_name(bind)} | {_host_name(h) for h in extra}
@@ -396,8 +397,6 @@ class _Front:
         return name in self.hosts or ("<ip>" in self.hosts and name is not None and _is_ip(name))
 
     def _token_ok(self, headers):
-        import hmac
-
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
 
@@ -449,8 +448,6 @@ class _Front:
 
 def _log_failure(scope, exc):
     """Log one line for an unexpected error; return its request id (also put in ``scope``)."""
-    import secrets
-
     rid = secrets.token_hex(6)
     scope["fastinfl.request_id"] = rid
     log.error("request %s: %s %s failed: %s: %s", rid, scope.get("method"), scope.get("path"),

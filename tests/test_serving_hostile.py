@@ -430,7 +430,10 @@ def test_ctrl_c_exits_130_with_one_line(files):
 
 
 def test_host_allow_list_and_wildcard_bind():
-    from fastinfl.serving import allowed_hosts
+    from fastinfl.serving import _host_name, allowed_hosts
+
+    assert [_host_name(h) for h in ("LocalHost:8000", "localhost.:80", "[::1]:8000", "::1", "10.0.0.1")] == [
+        "localhost", "localhost", "::1", "::1", "10.0.0.1"]
 
     assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
     assert allowed_hosts("localhost", ["my.box"]) == {"127.0.0.1", "localhost", "::1", "my.box"}
@@ -443,3 +446,17 @@ def test_library_rejects_huge_integers_with_a_value_error(files):
     _, inf, X, y = files
     with pytest.raises(ValueError, match=r"k must be <= the number of training points \(20000\); got 1000000000"):
         inf.top_k(X[:1], y[:1], k=10**30)
+
+
+def test_the_service_raises_its_soft_open_file_limit():
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"hard open-file limit {hard}: nothing to raise")
+    code = ("import resource; from fastinfl.serving import _raise_fd_limit; "
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); "
+            "print(_raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    assert got == [str(want), str(want)]
