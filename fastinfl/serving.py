@@ -251,8 +251,8 @@ DEFAULT_MAX_CONNECTIONS = 1000
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")  # Host names accepted for a loopback bind address
 _JSON_BYTES_PER_NUMBER = 21  # a float64 as JSON with its separator ("-0.0012345678901234, "), for 413 messages
 _INLINE_BYTES = 16 << 10  # bodies up to this size are parsed on the event loop (well under 1 ms), larger in a worker
-_INLINE_NUMBERS = 2048  # answers up to this many numbers are encoded on the event loop, larger in a worker
 _CHUNK_NUMBERS = 1024  # numbers per encoding step (~1 ms): the GIL is free for the event loop between steps
+_INLINE_NUMBERS = _CHUNK_NUMBERS  # answers of one step are encoded on the event loop, larger ones in a worker
 _PIECE_BYTES = 1 << 18  # bytes per message of a response body
 _ENCODING = threading.Lock()  # one encoding step at a time: encoding is GIL-bound, and fewer threads
 #                               wanting the GIL means a shorter wait for the event loop's thread
