@@ -451,6 +451,8 @@ def test_library_rejects_huge_integers_with_a_value_error(files):
     _, inf, X, y = files
     with pytest.raises(ValueError, match=r"k must be <= the number of training points \(20000\); got 1000000000"):
         inf.top_k(X[:1], y[:1], k=10**30)
+    with pytest.raises(ValueError, match=r"train_idx holds 18446744073709551616, out of range for 20000 training "):
+        inf.influence(X[:1], y[:1], train_idx=[3, 2**64])
 
 
 def test_the_service_raises_its_soft_open_file_limit():
