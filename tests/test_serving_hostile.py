@@ -100,17 +100,18 @@ class Prober:
     def _run(self):
         while not self._stop.is_set():
             start = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/healthz")
                 r = conn.getresponse()
                 r.read()
-                conn.close()
                 self.statuses.append(r.status)
                 self.latencies.append(time.perf_counter() - start)
             except OSError:
                 self.statuses.append(None)
                 self.latencies.append(2.0)
+            finally:
+                conn.close()
             self._stop.wait(0.05)
 
     def __enter__(self):
