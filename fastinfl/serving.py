@@ -721,6 +721,20 @@ def guarded_protocol(request_timeout=DEFAULT_REQUEST_TIMEOUT, max_connections=DE
     return GuardedH11Protocol
 
 
+def _number(kind, low, high=None):
+    """argparse type: a ``kind`` (int or float) in [low, high]."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if not (low <= value and (high is None or value <= high)):  # NaN too
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text}")
+        return value
+    return parse
+
+
 def _parser():
     ap = argparse.ArgumentParser(
         prog="fastinfl serve", description="HTTP service over a saved Influence state (POST /v1/top_k, "
@@ -733,7 +747,7 @@ def _parser():
     ap.add_argument("--label-col", default=None, metavar="NAME", help="CSV label column (default: the last)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                     "only; 0.0.0.0 for every interface)")
-    ap.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one, "
+    ap.add_argument("--port", type=_number(int, 0, 65535), default=8000, help="TCP port (default: 8000; 0 picks a free one, "
                     "printed on start)")
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="also accept requests whose Host header names NAME (repeatable; '*' accepts any; "
@@ -741,22 +755,22 @@ def _parser():
     ap.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/ requests "
                     "(default: the FASTINFL_TOKEN environment variable, which keeps the token out of ps; "
                     "none: no authentication)")
-    ap.add_argument("--max-batch", type=int, default=64, metavar="N",
+    ap.add_argument("--max-batch", type=_number(int, 1), default=64, metavar="N",
                     help="test points per batched call (default: 64)")
-    ap.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
+    ap.add_argument("--max-wait-ms", type=_number(float, 0.0), default=2.0, metavar="MS",
                     help="wait for a batch to fill (default: 2 ms)")
-    ap.add_argument("--max-queue", type=int, default=4096, metavar="N",
+    ap.add_argument("--max-queue", type=_number(int, 1), default=4096, metavar="N",
                     help="test points waiting before 503 (default: 4096)")
     ap.add_argument("--no-batching", action="store_true", help="one kernel call per request (default: batching)")
-    ap.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+    ap.add_argument("--max-body", type=_number(int, 1), default=DEFAULT_MAX_BODY, metavar="BYTES",
                     help=f"request body bytes, else 413 (default: {DEFAULT_MAX_BODY}, 1 MiB)")
-    ap.add_argument("--max-result", type=int, default=DEFAULT_MAX_RESULT, metavar="N",
+    ap.add_argument("--max-result", type=_number(int, 1), default=DEFAULT_MAX_RESULT, metavar="N",
                     help=f"numbers in a response, else 413 before any work (default: {DEFAULT_MAX_RESULT}, "
                     f"about {DEFAULT_MAX_RESULT * _JSON_BYTES_PER_NUMBER >> 20} MiB of JSON)")
-    ap.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT, metavar="SECONDS",
+    ap.add_argument("--request-timeout", type=_number(float, 0.001), default=DEFAULT_REQUEST_TIMEOUT, metavar="SECONDS",
                     help=f"seconds for a request's headers and body to arrive, else the connection is closed "
                     f"(default: {DEFAULT_REQUEST_TIMEOUT:g})")
-    ap.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+    ap.add_argument("--max-connections", type=_number(int, 1), default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                     help=f"open connections at most; beyond it the longest-idle one is closed (default: "
                     f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit the open-file limit)")
     ap.add_argument("--quiet", action="store_true", help="no access log line per request (default: one line "
@@ -840,8 +854,6 @@ def serve_main(argv=None):
     args = _parser().parse_args(argv)
     token = args.token or os.environ.get("FASTINFL_TOKEN") or None
     service_thread_defaults()
-    # The event loop's thread then waits for the GIL about 1 ms, not 5, while workers encode answers.
-    sys.setswitchinterval(0.001)
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -893,6 +905,7 @@ def serve_main(argv=None):
               f"(model: {_describe(inf)})", flush=True)
         if threading.current_thread() is threading.main_thread():  # uvicorn re-raises SIGTERM once stopped
             signal.signal(signal.SIGTERM, _stopped_by_sigterm)
+        sys.setswitchinterval(0.001)  # the event loop waits for the GIL ~1 ms, not 5, while workers encode
         uvicorn.Server(config).run(sockets=[sock])
     except _Terminated:
         return 0

@@ -81,3 +81,16 @@ def test_the_readme_serve_example_runs_as_written(tmp_path):
     assert (f"fastinfl serve: listening on http://127.0.0.1:{port} (model: 1000 rows, 3 features, classes 0, 1)"
             in proc.stdout), proc.stdout
     assert '"POST /v1/top_k" 200' in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--port", "70000", "argument --port: must be between 0 and 65535; got 70000"),
+    ("--max-batch", "0", "argument --max-batch: must be >= 1; got 0"),
+    ("--request-timeout", "nan", "argument --request-timeout: must be >= 0.001; got nan"),
+    ("--max-body", "1e6", "argument --max-body: not an integer: '1e6'"),
+])
+def test_bad_serve_options_are_usage_errors(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "state.npz", "--train", "train.npz", option, value])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"fastinfl serve: error: {message}"
