@@ -6,6 +6,7 @@ from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
+from .poisson import PoissonRegression
 from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -16,6 +17,7 @@ __all__ = [
     "Influence",
     "LogisticRegression",
     "MultinomialLogisticRegression",
+    "PoissonRegression",
     "SingularHessianError",
     "TopK",
     "StationarityWarning",

@@ -4,7 +4,6 @@ import os
 import warnings
 
 import numpy as np
-import scipy.special
 
 from ._config import (
     AUTO_DIRECT_MAX_P,
@@ -23,7 +22,8 @@ from ._validation import (
 )
 from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
-from .groups import group_steps, loss_change
+from .groups import group_steps
+from .losses import LOSSES
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
@@ -49,7 +49,7 @@ class Influence:
 
     Parameters
     ----------
-    model : LogisticRegression or MultinomialLogisticRegression
+    model : LogisticRegression, PoissonRegression or MultinomialLogisticRegression
         Fitted (or built with ``from_params`` / ``from_sklearn``). For the
         multinomial model every quantity lives in parameter space P = K p
         (s_test (m, K p), params_change (n_sel, K p)); H is singular along the
@@ -194,9 +194,9 @@ class Influence:
                 f"the parameters are not a stationary point of the training objective: "
                 f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
                 f"{stationarity_tol * n:.3g}). Influence values describe the quadratic model "
-                "at these parameters, not the effect of refitting. Refit to the optimum: "
-                "fastinfl.LogisticRegression(l2=...).fit(X, y); for a scikit-learn model, "
-                "fastinfl.LogisticRegression.from_sklearn(estimator, X, y) (a Newton refit warm-started "
+                f"at these parameters, not the effect of refitting. Refit to the optimum: "
+                f"fastinfl.{type(model).__name__}(l2=...).fit(X, y); for a scikit-learn model, "
+                f"fastinfl.{type(model).__name__}.from_sklearn(estimator, X, y) (a Newton refit warm-started "
                 "from its parameters) or sklearn's LogisticRegression(tol=1e-10).",
                 StationarityWarning, stacklevel=2,
             )
@@ -209,7 +209,7 @@ class Influence:
         # check included (the same error as as_operator's own check, before anything is returned).
         setup_pass = self._use_direct and state is None
         self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d, device=device,
-                               defer_finite=setup_pass)
+                               defer_finite=setup_pass, loss=model.loss)
         ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         H = None
         if state is not None:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
@@ -384,7 +384,7 @@ class Influence:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
         if self._multi:
             return self.model._operator(X, y, name)
-        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features)
+        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):
         """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
@@ -534,7 +534,7 @@ class Influence:
         if correction == "newton":
             dz /= 1.0 - self.leverage(idx)
         z = test.margins(self._coef, self._intercept)
-        return loss_change(z[:, None], test.y[:, None], dz)
+        return LOSSES[self._op.loss].change(z[:, None], test.y[:, None], dz)
 
     def group_change(self, X_test, y_test, groups, correction="newton", loss="exact", steps=1):
         """(m, G) predicted change of each test loss when group g of training points is removed and the model refitted.
@@ -581,9 +581,10 @@ class Influence:
             return _multiclass.group_loss_change(self, test, delta, loss)
         dz = test.rows(np.arange(test.n_samples)) @ delta.T  # (m, G) test margin changes
         z = test.margins(self._coef, self._intercept)
+        margin_loss = LOSSES[self._op.loss]
         if loss == "linear":
-            return (scipy.special.expit(z) - test.y)[:, None] * dz
-        return loss_change(z[:, None], test.y[:, None], dz)
+            return margin_loss.derivatives(z, test.y)[0][:, None] * dz
+        return margin_loss.change(z[:, None], test.y[:, None], dz)
 
     def perturbation(self, X_test, y_test, train_idx=None):
         """(m, n_sel, d) Koh & Liang's I_pert,loss: d(test loss)/d x_i after refitting.

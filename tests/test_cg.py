@@ -15,7 +15,7 @@ def _system(n=3000, d=12, dtype=np.float64, seed=0, l2=1.0):
     model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
     z, r, s = np.empty(n), np.empty(n), np.empty(n)
     _kernels._margins(X, model.coef_, model.intercept_, z, np.zeros(1, np.uint8))
-    _kernels._residuals_weights(z, y.astype(np.float64), r, s)
+    _kernels._residuals_weights(z, y.astype(np.float64), 0, r, s)
     ridge = ridge_diagonal(d, True, l2)
     H = np.empty((d + 1, d + 1))
     _kernels._hessian_sum(X, s, ridge, H, np.zeros(1, np.uint8))

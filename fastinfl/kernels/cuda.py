@@ -33,6 +33,8 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, remo
 
 from numba import cuda, float64  # noqa: E402
 
+from .margin_loss import POISSON  # noqa: E402
+
 TX = 32  # rows per tile (row products) / columns per tile (reductions): one warp
 # Warps per block (4 on a GPU; the tests run the simulator with 2: every simulated thread is a
 # Python thread). Read once, at import: the shared-array shapes below are compile-time constants.
@@ -76,17 +78,28 @@ def _log1pexp(z):
 
 
 @cuda.jit(device=True)
-def _residual(z, y):
-    """expit(z) - y, the y = 1 branch as -expit(-z) (no cancellation); as fastinfl._sigmoid."""
-    if y > 0.5:
-        return -_expit(-z)
-    return _expit(z)
-
-
-@cuda.jit(device=True)
 def _hessian_weight(z):
     e = math.exp(-abs(z))
     return e / ((1.0 + e) * (1.0 + e))
+
+
+@cuda.jit(device=True)
+def _loss_residual(z, y, family):
+    """(loss, d loss / dz) of ``family`` (codes of ``margin_loss``: 1 Poisson, else logistic)."""
+    if family == POISSON:
+        mu = math.exp(z)
+        return mu - y * z, mu - y
+    if y > 0.5:
+        return _log1pexp(-z), -_expit(-z)
+    return _log1pexp(z), _expit(z)
+
+
+@cuda.jit(device=True)
+def _weight(z, family):
+    """d^2 loss / dz^2 of ``family``."""
+    if family == POISSON:
+        return math.exp(z)
+    return _hessian_weight(z)
 
 
 # -------------------------------------------------------- row-product kernels
@@ -155,8 +168,8 @@ def rowdot_for(m):
 
 
 @cuda.jit
-def loss_terms(z, y, r_out, s_out, loss_part, mmin_part):
-    """Per-row r = expit(z) - y and s = expit(z) expit(-z); per-block sum of log-losses and min signed margin.
+def loss_terms(z, y, family, r_out, s_out, loss_part, mmin_part):
+    """Per-row r = d loss / dz and s = d^2 loss / dz^2; per-block sum of losses and min signed margin.
 
     1-D grid of TPB threads; loss_part / mmin_part (n_blocks,) are reduced by ``reduce_scalars``.
     """
@@ -169,14 +182,9 @@ def loss_terms(z, y, r_out, s_out, loss_part, mmin_part):
     if i < z.shape[0]:
         zi = z[i]
         yi = y[i]
-        r_out[i] = _residual(zi, yi)
-        s_out[i] = _hessian_weight(zi)
-        if yi > 0.5:
-            loss = _log1pexp(-zi)
-            mm = zi
-        else:
-            loss = _log1pexp(zi)
-            mm = -zi
+        loss, r_out[i] = _loss_residual(zi, yi, family)
+        s_out[i] = _weight(zi, family)
+        mm = zi if yi > 0.5 else -zi
     sl[tid] = loss
     sm[tid] = mm
     cuda.syncthreads()
@@ -271,12 +279,12 @@ def labels(y, out, part):
 
 
 @cuda.jit
-def residuals_weights(z, y, r_out, s_out):
-    """r_out = expit(z) - y, s_out = expit(z) expit(-z) (1-D grid)."""
+def residuals_weights(z, y, family, r_out, s_out):
+    """r_out = d loss / dz, s_out = d^2 loss / dz^2 (1-D grid)."""
     i = cuda.grid(1)
     if i < z.shape[0]:
-        r_out[i] = _residual(z[i], y[i])
-        s_out[i] = _hessian_weight(z[i])
+        _, r_out[i] = _loss_residual(z[i], y[i], family)
+        s_out[i] = _weight(z[i], family)
 
 
 @cuda.jit(device=True)
@@ -312,12 +320,12 @@ def gather_rows(X, idx, p, w, out):
 
 
 @cuda.jit
-def gather_residuals(X, idx, p, z, y, out):
+def gather_residuals(X, idx, p, z, y, family, out):
     """out[c, j] = r(z[c], y[idx[c]]) x~_idx[c], j: per-example gradients from the margins z (n_sel,)."""
     c, j = _row_col()
     if c < idx.shape[0] and j < p:
         i = idx[c]
-        out[c, j] = _residual(z[c], y[i]) * _xt(X, i, j, X.shape[1], p)
+        out[c, j] = _loss_residual(z[c], y[i], family)[1] * _xt(X, i, j, X.shape[1], p)
 
 
 @cuda.jit

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kernels.margin_loss import FAMILIES
+
 
 class Curvature(NamedTuple):
     """Per-row loss derivatives at theta, in the operator's storage: ``residuals`` r and ``weights`` w, (n,) each."""
@@ -124,13 +126,19 @@ def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
 
 
 class Operator(ABC):
-    """Every pass over the rows of one data set, for binary logistic regression.
+    """Every pass over the rows of one data set, for a loss of one margin per row.
 
     Attributes: ``n_samples``, ``n_features``, ``fit_intercept``, ``n_params``
-    (p), ``dtype`` (of X), ``has_labels``.
+    (p), ``dtype`` (of X), ``has_labels``, ``loss`` (a name of
+    ``fastinfl.losses.LOSSES``: "logistic" or "poisson") and ``family`` (its
+    kernel code, ``kernels.margin_loss``). Only the passes that read labels
+    (losses, gradients, curvature, setup) depend on the loss; the curvature
+    passes see residuals and weights only.
     """
 
-    def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels):
+    def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels, loss="logistic"):
+        self.loss = loss
+        self.family = FAMILIES[loss]
         self.n_samples = n_samples
         self.n_features = n_features
         self.fit_intercept = bool(fit_intercept)
@@ -141,7 +149,7 @@ class Operator(ABC):
     # ------------------------------------------------------ passes at theta
     @abstractmethod
     def loss_grad(self, coef, intercept):
-        """(loss_sum, grad (p,) of the summed log-loss without L2, min signed margin, margins) in one pass.
+        """(loss_sum, grad (p,) of the summed loss without L2, min signed margin, margins) in one pass.
 
         min signed margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
         """
@@ -151,16 +159,16 @@ class Operator(ABC):
         """(n,) margins z_i as a NumPy array."""
 
     @abstractmethod
-    def probabilities(self, coef, intercept):
-        """(n,) sigma(z_i) as a NumPy array."""
+    def means(self, coef, intercept):
+        """(n,) predicted means as a NumPy array: sigma(z_i) (logistic) or e^z_i (Poisson)."""
 
     @abstractmethod
     def losses(self, coef, intercept):
-        """(n,) per-example log-losses (needs labels)."""
+        """(n,) per-example losses (needs labels; Poisson without the constant log(y_i!))."""
 
     @abstractmethod
     def gradients(self, coef, intercept, idx=None):
-        """(n_sel, p) per-example log-loss gradients r_i x~_i of rows ``idx`` (all when None); needs labels."""
+        """(n_sel, p) per-example loss gradients r_i x~_i of rows ``idx`` (all when None); needs labels."""
 
     @abstractmethod
     def curvature(self, margins):

@@ -26,8 +26,8 @@ class CSROperator(Operator):
 
     kind = "csr"
 
-    def __init__(self, X, y, fit_intercept):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.data.dtype, y is not None)
+    def __init__(self, X, y, fit_intercept, loss="logistic"):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.data.dtype, y is not None, loss)
         self.X = X
         self.y = y
         self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
@@ -60,7 +60,7 @@ class CSROperator(Operator):
         coef, b = self._params(coef, intercept)
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
-        loss, min_margin = self._run(kernels._loss_grad, self._labels(), coef, b, grad, z,
+        loss, min_margin = self._run(kernels._loss_grad, self._labels(), self.family, coef, b, grad, z,
                                      work=self.nnz + self.n_samples)
         return float(loss), grad, float(min_margin), z
 
@@ -72,12 +72,12 @@ class CSROperator(Operator):
 
     def losses(self, coef, intercept):
         z = self.margins(coef, intercept)
-        margin_kernels._losses(z, self._labels(), z)
+        margin_kernels._losses(z, self._labels(), self.family, z)
         return z
 
-    def probabilities(self, coef, intercept):
+    def means(self, coef, intercept):
         z = self.margins(coef, intercept)
-        margin_kernels._proba(z, z)
+        margin_kernels._mean(z, self.family, z)
         return z
 
     def gradients(self, coef, intercept, idx=None):
@@ -85,13 +85,13 @@ class CSROperator(Operator):
         coef, b = self._params(coef, intercept)
         idx = self._select(idx)
         out = np.empty((idx.shape[0], self.n_params))
-        self._run(kernels._per_example_grads, self._labels(), coef, b, idx, out, work=out.size)
+        self._run(kernels._per_example_grads, self._labels(), self.family, coef, b, idx, out, work=out.size)
         return out
 
     def curvature(self, margins):
         r = np.empty(self.n_samples)
         w = np.empty(self.n_samples)
-        margin_kernels._residuals_weights(margins, self._labels(), r, w)
+        margin_kernels._residuals_weights(margins, self._labels(), self.family, r, w)
         return Curvature(r, w)
 
     # ----------------------------------------------------- curvature passes
