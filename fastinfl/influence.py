@@ -23,7 +23,7 @@ from ._validation import (
 from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import group_steps
-from .losses import LOSSES
+from .losses import LOSSES as MARGIN_LOSSES
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
@@ -534,7 +534,7 @@ class Influence:
         if correction == "newton":
             dz /= 1.0 - self.leverage(idx)
         z = test.margins(self._coef, self._intercept)
-        return LOSSES[self._op.loss].change(z[:, None], test.y[:, None], dz)
+        return MARGIN_LOSSES[self._op.loss].change(z[:, None], test.y[:, None], dz)
 
     def group_change(self, X_test, y_test, groups, correction="newton", loss="exact", steps=1):
         """(m, G) predicted change of each test loss when group g of training points is removed and the model refitted.
@@ -581,7 +581,7 @@ class Influence:
             return _multiclass.group_loss_change(self, test, delta, loss)
         dz = test.rows(np.arange(test.n_samples)) @ delta.T  # (m, G) test margin changes
         z = test.margins(self._coef, self._intercept)
-        margin_loss = LOSSES[self._op.loss]
+        margin_loss = MARGIN_LOSSES[self._op.loss]
         if loss == "linear":
             return margin_loss.derivatives(z, test.y)[0][:, None] * dz
         return margin_loss.change(z[:, None], test.y[:, None], dz)
