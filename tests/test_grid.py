@@ -84,11 +84,11 @@ SOLVERS = {
     "cg": {"solver": "cg", "tol": 1e-13},
     "pcg-jacobi": {"solver": "cg", "preconditioner": "jacobi", "tol": 1e-13},
     "pcg-nystrom": {"solver": "cg", "preconditioner": "nystrom", "rank": 2, "tol": 1e-13},
-    "lissa": {"solver": "lissa", "tol": 1e-11, "lissa_depth": 20000},
+    "lissa": {"solver": "lissa", "tol": 1e-8, "lissa_depth": 20000},
     "arnoldi": {"solver": "arnoldi", "rank": "full"},
 }
 # relative tolerance (max-norm against the largest reference entry) of each solver's answers
-RTOL = {"direct": 1e-9, "cg": 1e-8, "pcg-jacobi": 1e-8, "pcg-nystrom": 1e-8, "lissa": 1e-7, "arnoldi": 1e-7}
+RTOL = {"direct": 1e-9, "cg": 1e-8, "pcg-jacobi": 1e-8, "pcg-nystrom": 1e-8, "lissa": 1e-6, "arnoldi": 1e-7}
 
 # Cells refused on purpose: (model, kind) -> (error type, message pattern). A refusal is a clear error.
 REFUSED = {
@@ -202,11 +202,14 @@ QUANTITIES = {
 }
 
 CELLS = [(m, k, s, q) for m in MODELS for k in KINDS for s in SOLVERS for q in QUANTITIES]
+# LiSSA needs ~cond(H) log(1/tol) passes (hundreds), each a task graph on Dask: seconds per cell, so those
+# cells run in the slow tier (pytest -m slow; CI runs both).
+SLOW = {("dask", "lissa")}
 _OUTCOMES = {"passed": 0, "refused": 0}
 
 
-@pytest.mark.parametrize(("model_name", "kind", "solver", "quantity"), CELLS,
-                         ids=["-".join(c) for c in CELLS])
+@pytest.mark.parametrize(("model_name", "kind", "solver", "quantity"), [
+    pytest.param(*c, id="-".join(c), marks=[pytest.mark.slow] if (c[1], c[2]) in SLOW else []) for c in CELLS])
 def test_cell(model_name, kind, solver, quantity):
     model, (_, _, Xte, yte), ref = _ref(model_name)
     inf = _influence(model_name, kind, solver)
