@@ -667,14 +667,20 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
 # The CSR operator's batched CG keeps its vectors as (p, k) columns, the HVP's layout, so that no
 # iteration transposes or copies a (k, p) block; these serial passes fuse each iteration's updates.
 @kernel()
-def _cg_dots(P, HP, out):
-    """out[q] = sum_j P[j, q] HP[j, q] for the columns of P, HP (p, k)."""
+def _cg_dots(P, HP, php, pp, hh):
+    """php[q] = p_q . (H p)_q, pp[q] = p_q . p_q, hh[q] = (H p)_q . (H p)_q for the columns of P, HP (p, k)."""
     p, k = P.shape
     for q in range(k):
-        out[q] = 0.0
+        php[q] = 0.0
+        pp[q] = 0.0
+        hh[q] = 0.0
     for j in range(p):
         for q in range(k):
-            out[q] += P[j, q] * HP[j, q]
+            a = P[j, q]
+            b = HP[j, q]
+            php[q] += a * b
+            pp[q] += a * a
+            hh[q] += b * b
 
 
 @kernel()

@@ -45,10 +45,10 @@ TPB = TX * TY  # threads per block of the one-dimensional kernels
 TKP = TK + 1
 TXP = TX + 1
 
-CONVERGED = 0
-MAX_ITER = 1
-NOT_POSITIVE = 2
-RUNNING = 3
+from .cg import _MIN_CURVATURE as MIN_CURVATURE  # noqa: E402
+from .cg import CONVERGED, MAX_ITER, NOT_POSITIVE  # noqa: E402
+
+RUNNING = 3  # a right-hand side still iterating (device only; reported as MAX_ITER when max_iter stops it)
 
 
 # ------------------------------------------------------------------- helpers
@@ -678,20 +678,31 @@ def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
     tid = cuda.threadIdx.x
     p = P.shape[1]
     sh = cuda.shared.array(TPB, float64)
+    spp = cuda.shared.array(TPB, float64)
+    shh = cuda.shared.array(TPB, float64)
     acc = 0.0
+    acc_pp = 0.0
+    acc_hh = 0.0
     for j in range(tid, p, TPB):
         acc += P[q, j] * HP[q, j]
+        acc_pp += P[q, j] * P[q, j]
+        acc_hh += HP[q, j] * HP[q, j]
     sh[tid] = acc
+    spp[tid] = acc_pp
+    shh[tid] = acc_hh
     cuda.syncthreads()
     step = TPB // 2
     while step > 0:
         if tid < step:
             sh[tid] += sh[tid + step]
+            spp[tid] += spp[tid + step]
+            shh[tid] += shh[tid + step]
         cuda.syncthreads()
         step //= 2
     curv = sh[0]
+    bound = MIN_CURVATURE * math.sqrt(spp[0] * shh[0])
     cuda.syncthreads()
-    if not curv > 0.0:
+    if not curv > bound:  # the rule of operators.base.cg_on_hvp
         if tid == 0:
             n_iter[q] += 1
             status[q] = NOT_POSITIVE

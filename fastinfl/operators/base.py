@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._config import PCG_MIN_CURVATURE as MIN_CURVATURE
+from ..kernels.cg import CONVERGED, MAX_ITER, NOT_POSITIVE
 from ..kernels.margin_loss import FAMILIES
 
 
@@ -66,32 +68,36 @@ class CGResult(NamedTuple):
     status: np.ndarray
 
 
-# CG status codes (shared with the kernels).
-CONVERGED = 0
-MAX_ITER = 1
-NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
+# CG status codes: one vocabulary for every CG (kernels/cg.py defines them for the fused loops too).
 
 _FALLBACK_BLOCK_ROWS = 4096  # rows per block in the base-class passes built on rows()
 
 
-def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
-    """Batched conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
+def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
+    """Batched (preconditioned) conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
 
-    Each right-hand side has its own step sizes and stops on its own once its
-    recursively updated residual satisfies ||r_q|| <= tol ||b_q||; one ``hvp``
-    call per iteration for all running columns. ``inv_diag`` (p,), when given,
-    is a Jacobi preconditioner M^-1 = diag(inv_diag) (positive): the iterates
-    change, the stopping rule (on the unpreconditioned residual) does not.
-    Returns a :class:`CGResult`.
+    The one CG driver of the package (the base operators, PCG with any
+    preconditioner, group downdates, the multinomial gauge); kinds that fuse the
+    loop in a kernel (dense, CSR, CUDA) follow the same rules and are tested
+    against it (tests/test_cg.py). Each right-hand side has its own step sizes
+    and stops on its own once its recursively updated residual satisfies
+    ||r_q|| <= tol ||b_q|| (status CONVERGED); one ``hvp`` call per iteration for
+    all running columns. ``precondition(R)``, when given, applies M^-1 to the
+    rows of R (M symmetric positive definite): the iterates change, the stopping
+    rule (on the unpreconditioned residual) does not. Curvature p^T H p not above
+    MIN_CURVATURE ||p|| ||H p|| (p^T H p >= lambda_min ||p||^2 and ||H p|| <= lambda_max
+    ||p||: H not positive definite along p, or cond(H) beyond 1e15 there, where alpha
+    could overflow) stops that column with NOT_POSITIVE;
+    MAX_ITER when ``max_iter`` iterations do not reach tol. Returns a :class:`CGResult`.
     """
+    apply = precondition if precondition is not None else (lambda R: R)
     k, p = B.shape
     x = np.zeros((k, p))
-    R = B.copy()
-    Z = R if inv_diag is None else R * inv_diag
-    P = Z.copy()
-    rr = np.einsum("ij,ij->i", R, R)
-    rz = rr if inv_diag is None else np.einsum("ij,ij->i", R, Z)
-    bnorm = np.sqrt(rr)
+    R = np.array(B, dtype=np.float64, copy=True)
+    Z = apply(R)
+    P = np.array(Z, copy=True)
+    rz = np.einsum("ij,ij->i", R, Z)
+    bnorm = _row_norms(R)
     n_iter = np.zeros(k, np.int64)
     resid = np.where(bnorm > 0.0, 1.0, 0.0)
     status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
@@ -102,27 +108,28 @@ def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
         it += 1
         n_iter[active] = it
         curv_pp = np.einsum("ij,ij->i", P[active], HP)
-        bad = ~(curv_pp > 0.0)
+        bad = ~(curv_pp > MIN_CURVATURE * _row_norms(P[active]) * _row_norms(HP))
         status[active[bad]] = NOT_POSITIVE
         keep = ~bad
         a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
         alpha = rz[a] / curv_pp
         x[a] += alpha[:, None] * P[a]
         R[a] -= alpha[:, None] * HP
-        rr_new = np.einsum("ij,ij->i", R[a], R[a])
-        resid[a] = np.sqrt(rr_new) / bnorm[a]
+        resid[a] = _row_norms(R[a]) / bnorm[a]
         done = resid[a] <= tol
         status[a[done]] = CONVERGED
-        a, rr_new = a[~done], rr_new[~done]
-        if inv_diag is None:
-            Za, rz_new = R[a], rr_new
-        else:
-            Za = R[a] * inv_diag
+        a = a[~done]
+        if a.size:
+            Za = apply(R[a])
             rz_new = np.einsum("ij,ij->i", R[a], Za)
-        P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
-        rz[a] = rz_new
+            P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
+            rz[a] = rz_new
         active = a
     return CGResult(x, n_iter, resid, status)
+
+
+def _row_norms(A):
+    return np.sqrt(np.einsum("ij,ij->i", A, A))
 
 
 class Operator(ABC):

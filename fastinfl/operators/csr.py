@@ -11,7 +11,7 @@ from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
+from .base import CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
 
 
 class CSROperator(Operator):
@@ -183,7 +183,7 @@ class CSROperator(Operator):
         P = R * inv_diag[:, None]
         rz = np.einsum("jq,jq->q", R, P)
         HP = np.empty_like(R)
-        pHp, rr, rz_new = np.empty(k), np.empty(k), np.empty(k)
+        pHp, pp, hh, rr, rz_new = np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty(k)
         work = self.nnz + self.n_samples
         it = 0
         while cols.size and it < max_iter:
@@ -191,8 +191,8 @@ class CSROperator(Operator):
             self._run(kernels._hvp, curv.weights, ridge, P, self.n_features, HP, work=work * na)
             it += 1
             n_iter[cols] = it
-            kernels._cg_dots(P, HP, pHp[:na])
-            bad = ~(pHp[:na] > 0.0)
+            kernels._cg_dots(P, HP, pHp[:na], pp[:na], hh[:na])
+            bad = ~(pHp[:na] > MIN_CURVATURE * np.sqrt(pp[:na] * hh[:na]))
             status[cols[bad]] = NOT_POSITIVE
             alpha = np.where(bad, 0.0, rz / np.where(bad, 1.0, pHp[:na]))
             kernels._cg_update(alpha, inv_diag, X, R, P, HP, rr[:na], rz_new[:na])
