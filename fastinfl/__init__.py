@@ -1,7 +1,8 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
 from . import datasets, reference
-from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .exceptions import (AccuracyWarning, ConvergenceError, SingularHessianError, StateError, StationarityWarning,
+                         VerificationError)
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
@@ -17,6 +18,7 @@ __all__ = [
     "LogisticRegression",
     "MultinomialLogisticRegression",
     "SingularHessianError",
+    "StateError",
     "TopK",
     "StationarityWarning",
     "VerificationError",
