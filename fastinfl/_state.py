@@ -281,8 +281,9 @@ def _read_header(zf, path):
         text = f.read(MAX_HEADER_BYTES)
     try:
         header = json.loads(text.decode())
-    except (ValueError, RecursionError):
-        raise StateError(f"{path} is not a fastinfl state file (no '{FORMAT}' header).") from None
+    except (ValueError, RecursionError) as exc:
+        raise StateError(f"{path} is not a fastinfl state file (its header is not JSON: "
+                         f"{type(exc).__name__}).") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise StateError(f"{path} is not a fastinfl state file (no '{FORMAT}' header).")
     version = header.get("version")
@@ -306,17 +307,20 @@ def _is_real(v):
 
 
 def _check_fields(path, where, values, spec):
-    """Every field of ``spec`` (name -> predicate, description) present in ``values`` and valid; no others."""
+    """Every field of ``spec`` (name -> (predicate, description)) present in ``values`` (the header's field
+    ``where``, the header itself when None) and valid; no others."""
+    field = f"header field {where}" if where else "the header"
     if not isinstance(values, dict):
-        _fail(path, f"header field {where!r} must be an object; got {type(values).__name__}.")
+        _fail(path, f"{field} must be an object; got {type(values).__name__}.")
     extra = set(values) - set(spec)
     if extra:
-        _fail(path, f"header field {where!r} has unknown entries {sorted(extra)}.")
+        _fail(path, f"{field} has unknown entries {sorted(extra)}.")
+    prefix = f"{where}." if where else ""
     for key, (ok, what) in spec.items():
         if key not in values:
-            _fail(path, f"header field {where}.{key} is missing.")
+            _fail(path, f"header field {prefix}{key} is missing.")
         if not ok(values[key]):
-            _fail(path, f"header field {where}.{key} must be {what}; got {values[key]!r}.")
+            _fail(path, f"header field {prefix}{key} must be {what}; got {values[key]!r}.")
 
 
 _INT32 = 2 ** 31
@@ -325,7 +329,7 @@ _INT32 = 2 ** 31
 def _check_header(header, path):
     from .influence import SOLVERS
 
-    _check_fields(path, "header", header, {
+    _check_fields(path, None, header, {
         "format": (lambda v: True, ""), "version": (lambda v: True, ""),
         "fastinfl_version": (lambda v: isinstance(v, str), "a string"),
         "model": (lambda v: True, ""), "settings": (lambda v: True, ""), "fingerprint": (lambda v: True, "")})
@@ -489,8 +493,8 @@ class _Restore:
 def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     """``cls`` (Influence) from a state file and its training data, verified (module docstring)."""
     from ._validation import check_X
-    from .model import LogisticRegression
-    from .multinomial import MultinomialLogisticRegression
+    from .model import LogisticRegression, ridge_diagonal
+    from .multinomial import MultinomialLogisticRegression, ridge_vector
 
     # shape and dtype of X_train bound what the file may hold; its finiteness is checked by Influence below
     X_train = check_X(X_train, "X_train", sum_squares=lambda X: 0.0)
@@ -514,12 +518,15 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     except ValueError as exc:
         raise StateError(f"{path}: its model is not valid: {exc}") from None
     model.tol, model.max_iter = m["tol"], m["max_iter"]
+    damping = header["settings"]["damping"]
+    ridge = (ridge_vector(len(arrays["classes"]), d, m["fit_intercept"], m["l2"], damping) if multi
+             else ridge_diagonal(d, m["fit_intercept"], m["l2"], damping))
+    if not np.array_equal(ridge, arrays["ridge"]):
+        _fail(path, "its ridge diagonal does not follow from l2 and damping.")
     restore = _Restore(header, arrays, path)
     inf = cls(model, X_train, y_train, **header["settings"], stationarity_tol=stationarity_tol, _state=restore)
-    if not np.array_equal(inf._hess.ridge, arrays["ridge"]):
-        _fail(path, "its ridge diagonal does not follow from l2 and damping.")
     if "cholesky" in arrays:
-        restore.check_factor(inf._hess.ridge)
+        restore.check_factor(ridge)
         if inf._use_direct:
             solver = inf._solver
             getattr(solver, "inner", solver)._chol = (arrays["cholesky"], True)
