@@ -24,7 +24,7 @@ def atomic_write(path, mode="wb", **open_kwargs):
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+        raise _write_error(path, exc, False) from None
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
@@ -42,10 +42,17 @@ def atomic_write(path, mode="wb", **open_kwargs):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}"
-                             + ("; the previous file is unchanged" if os.path.exists(path) else "")) from None
+            raise _write_error(path, exc, os.path.exists(path)) from None
         raise
     _fsync_dir(directory)
+
+
+def _write_error(path, exc, kept):
+    """WriteError "cannot write PATH: REASON" (one line) with the errno of ``exc``."""
+    err = WriteError(f"cannot write {path}: {exc.strerror or exc}"
+                     + ("; the previous file is unchanged." if kept else "."))
+    err.errno = exc.errno
+    return err
 
 
 def _fsync_dir(directory):

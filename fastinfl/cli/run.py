@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from .._atomic import same_file
 from .._io import Dataset, check_same_features, load_dataset
 from ..exceptions import ConvergenceError, SingularHessianError
 from ..influence import Influence
@@ -189,10 +190,31 @@ def _load(path, args, label_col, labels, n_features=None, in_memory=False):
     return io_dask.load_any(path, label_col, labels, in_memory=in_memory)
 
 
+def check_outputs(args):
+    """CommandError when an output file is an input file (or the same file under another name: ``samefile``),
+    or when two outputs name the same file: the command would overwrite its own input or output."""
+    inputs = [("TRAIN", args.train), ("TEST", args.test), ("--groups", args.groups)]
+    if args.labels:
+        inputs += [("TRAIN_LABELS", args.labels[0]), ("TEST_LABELS", args.labels[1])]
+    outputs = [("--out", args.out), ("--self-influence", args.self_influence), ("--plot", args.plot),
+               ("--groups-out", args.groups_out)]
+    outputs = [(option, path) for option, path in outputs if path is not None]
+    for j, (option, path) in enumerate(outputs):
+        for name, other in inputs:
+            if other is not None and same_file(path, other):
+                raise CommandError(f"{option} {path} is the input file {other} ({name}): refusing to overwrite "
+                                   "an input; write the output to another file.")
+        for other_option, other in outputs[:j]:
+            if same_file(path, other):
+                raise CommandError(f"{option} {path} and {other_option} {other} are the same file: give each "
+                                   "output its own name.")
+
+
 def run(args):
     """The ``run`` command: top-k helpful and harmful training points of every test point."""
     from .. import io_dask
 
+    check_outputs(args)
     with io_dask.scheduler(args.scheduler):
         _run(args)
 
