@@ -169,15 +169,19 @@ def is_sparse_file(path):
     return ext in io_sparse.SPARSE_FORMATS or (ext == ".npz" and io_sparse.is_sparse_npz(path))
 
 
-def _load(path, args, label_col, labels, n_features=None, in_memory=False):
+def _load(path, args, label_col, labels, n_features=None, in_memory=False, like=None):
     """A data file through ``_io.load_dataset``, a sparse file (``io_sparse``: CSR, never densified),
-    or a Zarr store (arrays X and y) as dask arrays."""
+    or a Zarr store (arrays X and y) as dask arrays. ``like``: the training file's svmlight layout, with
+    which an svmlight test file is read (same column base and width)."""
     from .. import io_dask, io_sparse
 
     if is_sparse_file(path):
         if label_col or args.id_col or args.drop_cols:
             raise CommandError(f"{path}: --label-col, --id-col and --drop-cols go with .csv files.")
         try:
+            if os.path.splitext(path)[1].lower() in io_sparse.SPARSE_FORMATS:
+                X, y, layout = io_sparse.load_svmlight(path, n_features, like)
+                return Dataset(X, y, None, layout=layout)
             X, y = io_sparse.load_sparse(path, labels, n_features)
         except io_sparse.SparseInputError as exc:
             raise CommandError(str(exc)) from None
@@ -224,7 +228,8 @@ def _run(args):
     train = _load(args.train, args, args.label_col, labels[0])
     # a CSV test file's labels are in the training file's label column, by name
     test_label = args.label_col or (train.label if os.path.splitext(args.test)[1].lower() == ".csv" else None)
-    test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True)
+    test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True,
+                 like=train.layout)
     for note in (*train.notes, *test.notes):
         _note(note)
     check_same_features(train, args.train, test, args.test)
