@@ -10,8 +10,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_robustness import CASES  # noqa: E402
 import test_state_tamper  # noqa: E402
+from test_robustness import CASES  # noqa: E402
 
 
 def render():

@@ -85,7 +85,8 @@ def _theta(coef, intercept, fit_intercept):
 
 
 def _verify_pass(op, theta, V, with_hash):
-    """One read of X: (Z (n, K) margins, grad (K, p) unpenalised, HV (k, K p) without ridge, checksum hex or None)."""
+    """One read of X: (Z (n, K) margins, grad (K, p) unpenalised, HV (k, K p) without ridge, checksum hex
+    or None)."""
     from .kernels import checksum
     from .operators import policy
 
@@ -229,7 +230,8 @@ def _npy_header(f, path, name):
 
 
 def _read_member(zf, path, name, shape, kinds, max_itemsize=8):
-    """Array ``name`` after checking its size in the central directory, then its .npy header's shape and dtype.
+    """Array ``name`` after checking its size in the zip's central directory, then its .npy header's shape
+    and dtype.
 
     ``shape``: the exact shape; ``kinds``: dtype kinds allowed ("f" means float64 exactly).
     """
@@ -239,19 +241,19 @@ def _read_member(zf, path, name, shape, kinds, max_itemsize=8):
         _fail(path, f"member {name!r} is missing.")
     limit = math.prod(shape) * max_itemsize + _NPY_SLACK
     if info.file_size > limit:
-        _fail(path, f"member {name!r} would expand to {info.file_size:,} bytes; an array of shape {shape} needs at "
-                    f"most {limit:,}: refused before reading (a damaged file or a zip bomb).")
+        _fail(path, f"member {name!r} would expand to {info.file_size:,} bytes; an array of shape {shape} "
+                    f"needs at most {limit:,}: refused before reading (a damaged file or a zip bomb).")
     with zf.open(info) as f:
         got_shape, fortran, dtype = _npy_header(f, path, name)
         if tuple(got_shape) != tuple(shape):
-            _fail(path, f"member {name!r} has shape {tuple(got_shape)}; the training data given to load imply "
-                        f"{tuple(shape)}.")
+            _fail(path, f"member {name!r} has shape {tuple(got_shape)}; the training data given to load "
+                        f"imply {tuple(shape)}.")
         if kinds == "f":
             if dtype != np.float64:
                 _fail(path, f"member {name!r} has dtype {dtype}; expected float64.")
         elif dtype.kind not in kinds or dtype.itemsize > max_itemsize:
-            _fail(path, f"member {name!r} has dtype {dtype}; expected integers, booleans or strings of at most "
-                        f"{max_itemsize} bytes per label.")
+            _fail(path, f"member {name!r} has dtype {dtype}; expected integers, booleans or strings of at "
+                        f"most {max_itemsize} bytes per label.")
         count = math.prod(shape)
         data = f.read(count * dtype.itemsize)
         if len(data) != count * dtype.itemsize:
@@ -409,8 +411,8 @@ def read(path, header_only=False, n_features=None, n_classes_max=2):
             with zf.open(info) as f:
                 shape, _, _ = _npy_header(f, path, "classes")
             if len(shape) != 1 or not 2 <= shape[0] <= n_classes_max:
-                _fail(path, f"member 'classes' has shape {tuple(shape)}; y_train has {n_classes_max} distinct "
-                            f"labels, so a model fitted on it has 2 to {n_classes_max} classes.")
+                _fail(path, f"member 'classes' has shape {tuple(shape)}; y_train has {n_classes_max} "
+                            f"distinct labels, so a model fitted on it has 2 to {n_classes_max} classes.")
             K = int(shape[0])
             arrays["classes"] = _read_member(zf, path, "classes", (K,), "biuUS", MAX_LABEL_BYTES)
             arrays["coef"] = _read_member(zf, path, "coef", (K, d), "f")
@@ -437,20 +439,24 @@ class _Restore:
         header, arrays, path = self.header, self.arrays, self.path
         want = header["fingerprint"]
         X, y = op.X, op.y
-        if X.shape != (want["n_samples"], want["n_features"]):
-            raise StateError(f"X_train has shape {X.shape} but the state in {path} was computed on "
-                             f"{(want['n_samples'], want['n_features'])}: load it with the same training data.")
-        if np.dtype(X.dtype).name != want["dtype"]:
-            raise StateError(f"X_train has dtype {np.dtype(X.dtype).name} but the state in {path} was computed "
-                             f"on {want['dtype']} data: pass X_train as {want['dtype']}.")
-        if hashlib.sha256(np.ascontiguousarray(y, dtype=np.float64).tobytes()).hexdigest() != want["labels_sha256"]:
+        saved = (want["n_samples"], want["n_features"])
+        if X.shape != saved:
+            raise StateError(f"X_train has shape {X.shape} but the state in {path} was computed on {saved}: "
+                             "load it with the same training data.")
+        dtype = np.dtype(X.dtype).name
+        if dtype != want["dtype"]:
+            raise StateError(f"X_train has dtype {dtype} but the state in {path} was computed on "
+                             f"{want['dtype']} data: pass X_train as {want['dtype']}.")
+        labels = hashlib.sha256(np.ascontiguousarray(y, dtype=np.float64).tobytes()).hexdigest()
+        if labels != want["labels_sha256"]:
             raise StateError(f"y_train differs from the labels the state in {path} was computed on "
                              "(SHA-256 of the labels): load it with the same training data.")
         m = header["model"]
         theta = _theta(arrays["coef"], arrays["intercept"], m["fit_intercept"])
+        multi = getattr(op, "multiclass", False)
         if "cholesky" in arrays:
             V = np.random.default_rng().standard_normal((FACTOR_VECTORS, theta.size))
-            if getattr(op, "multiclass", False):  # the factor is of H + c Pi_0: compare on N_0^perp, where it equals H
+            if multi:  # the factor is of H + c Pi_0: compare on N_0^perp, where it equals H
                 from .operators.multinomial import null_mask, project
 
                 V = project(V, null_mask(arrays["ridge"], theta.shape[0]), theta.shape[0])
@@ -460,16 +466,16 @@ class _Restore:
         Z, grad, self.HV, digest = _verify_pass(op, theta, V, full)
         self.V = V
         if full and digest != want["x_checksum"]:
-            raise StateError(f"X_train differs from the data the state in {path} was computed on (checksum of "
-                             "every element of X_train): load it with the same training data, in the same row "
-                             "order.")
+            raise StateError(f"X_train differs from the data the state in {path} was computed on (checksum "
+                             "of every element of X_train): load it with the same training data, in the same "
+                             "row order.")
         if not full and _sample_sha(X, _sample_rows(X.shape[0])) != want["rows_sha256"]:
-            raise StateError(f"X_train differs from the data the state in {path} was computed on (SHA-256 of "
-                             f"the {want['rows_hashed']} sampled rows of X_train, evenly spaced): load it with "
-                             "the same training data, in the same row order.")
+            raise StateError(f"X_train differs from the data the state in {path} was computed on (SHA-256 "
+                             f"of the {want['rows_hashed']} sampled rows of X_train, evenly spaced): load it "
+                             "with the same training data, in the same row order.")
         d = X.shape[1]
         grad[:, :d] += m["l2"] * np.atleast_2d(arrays["coef"])  # the L2 term (intercepts unpenalised)
-        return float(np.linalg.norm(grad)), op.curvature(np.ascontiguousarray(Z[:, 0]) if not getattr(op, "multiclass", False) else Z)
+        return float(np.linalg.norm(grad)), op.curvature(Z if multi else np.ascontiguousarray(Z[:, 0]))
 
     def check_factor(self, ridge):
         """StateError unless the stored Cholesky factor L satisfies L L^T v = H v on the random vectors."""
@@ -486,8 +492,8 @@ class _Restore:
         err = float(np.max(np.linalg.norm(LLV - HV, axis=1) / np.where(scale > 0, scale, 1.0)))
         if not err <= FACTOR_RTOL:
             _fail(path, f"its Cholesky factor does not match the Hessian of the training data given to load: "
-                        f"||L L^T v - H v|| / ||H v|| = {err:.3g} on random vectors v (at most {FACTOR_RTOL:g} "
-                        "from rounding).")
+                        f"||L L^T v - H v|| / ||H v|| = {err:.3g} on random vectors v (at most "
+                        f"{FACTOR_RTOL:g} from rounding).")
 
 
 def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
@@ -524,7 +530,8 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     if not np.array_equal(ridge, arrays["ridge"]):
         _fail(path, "its ridge diagonal does not follow from l2 and damping.")
     restore = _Restore(header, arrays, path)
-    inf = cls(model, X_train, y_train, **header["settings"], stationarity_tol=stationarity_tol, _state=restore)
+    inf = cls(model, X_train, y_train, **header["settings"], stationarity_tol=stationarity_tol,
+              _state=restore)
     if "cholesky" in arrays:
         restore.check_factor(ridge)
         if inf._use_direct:

@@ -86,8 +86,8 @@ def load_svmlight(path, n_features=None, like=None):
         zero_based, n_features = like.zero_based, like.n_features
         if lowest == 0 and not zero_based:
             raise SparseInputError(f"{path}: column index 0 occurs, but the training file {like.path} is "
-                                   "one-based (libsvm: its first column is 1): write both files with the same "
-                                   "base (scikit-learn's dump_svmlight_file(zero_based=...)).")
+                                   "one-based (libsvm: its first column is 1): write both files with the "
+                                   "same base (scikit-learn's dump_svmlight_file(zero_based=...)).")
     base = 0 if zero_based else 1
     width = highest + 1 - base
     if n_features is not None and width > n_features:

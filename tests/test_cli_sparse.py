@@ -83,13 +83,13 @@ def test_svmlight_base_or_width_mismatch_names_both_files(svm_files, capsys):
     sklearn_datasets.dump_svmlight_file(np.hstack([X, X[:, :1]]), y, str(svm_files / "wide.svm"))  # 0..8
     train, one, wide = (str(svm_files / name) for name in ("train.svm", "one.svm", "wide.svm"))
     cases = [
-        (one, train, f"fastinfl: error: {train}: column index 0 occurs, but the training file {one} is one-based "
-                     "(libsvm: its first column is 1): write both files with the same base (scikit-learn's "
-                     "dump_svmlight_file(zero_based=...))."),
-        (train, one, f"fastinfl: error: {one}: column index 8 is beyond the columns it may have: the training file "
-                     f"{train} has 8 columns (zero-based, indices up to 7)."),
-        (train, wide, f"fastinfl: error: {wide}: column index 8 is beyond the columns it may have: the training "
-                      f"file {train} has 8 columns (zero-based, indices up to 7)."),
+        (one, train, f"fastinfl: error: {train}: column index 0 occurs, but the training file {one} is "
+                     "one-based (libsvm: its first column is 1): write both files with the same base "
+                     "(scikit-learn's dump_svmlight_file(zero_based=...))."),
+        (train, one, f"fastinfl: error: {one}: column index 8 is beyond the columns it may have: the "
+                     f"training file {train} has 8 columns (zero-based, indices up to 7)."),
+        (train, wide, f"fastinfl: error: {wide}: column index 8 is beyond the columns it may have: the "
+                      f"training file {train} has 8 columns (zero-based, indices up to 7)."),
     ]
     for train_file, test_file, message in cases:
         assert _main(["run", train_file, test_file, "--quiet"]) == 1

@@ -205,3 +205,19 @@ def test_multinomial_load_refuses_mismatching_training_data(tmp_path, multinomia
         fastinfl.Influence.load(path, changed, y)
     with pytest.raises(ValueError, match=r"X_train has shape \(2499, 5\) but the state"):
         fastinfl.Influence.load(path, X[:-1], y[:-1])
+
+
+def test_float32_memmap_state_checks_every_element(tmp_path):
+    """float32 data (hashed as their 32-bit patterns) from a memory map: a change of one element in its
+    last bit is refused; the same data load and answer as a fresh Influence."""
+    X, y, _ = fastinfl.datasets.make_logistic(5000, 7, seed=2, dtype=np.float32, out=str(tmp_path / "X.npy"))
+    model = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y, solver="direct")
+    Xt, yt = np.asarray(X[:3]), y[:3]
+    expected = inf.influence(Xt, yt)
+    path = inf.save(tmp_path / "s.npz")
+    _assert_same(expected, fastinfl.Influence.load(path, X, y).influence(Xt, yt))
+    changed = np.array(X)
+    changed[4321, 6] = np.nextafter(changed[4321, 6], np.float32(np.inf))
+    with pytest.raises(fastinfl.StateError, match="checksum of every element of X_train"):
+        fastinfl.Influence.load(path, changed, y)

@@ -88,7 +88,7 @@ def _write(members, path):
 
 
 def _version_1(members):
-    """A format-1 file as an earlier fastinfl wrote it, with its residuals cut to one row (issue 25 item 1)."""
+    """A format-1 file as an earlier fastinfl wrote it, residuals cut to one row (issue 25 item 1)."""
     n = N_ROWS
     out = _with_header(members, version=1)
     return out | {"residuals": np.zeros(n)[:1], "weights": np.full(n, 0.25)}
@@ -168,19 +168,22 @@ CASES = [
     ("Cholesky factor with a value above the diagonal", "binary",
      _edit(cholesky=_upper_garbage), None, StateError, r"not lower triangular"),
     ("Cholesky factor of the wrong shape", "binary",
-     _edit(cholesky=lambda m: np.eye(6)), None, StateError, r"'cholesky' has shape \(6, 6\); .* imply \(7, 7\)"),
+     _edit(cholesky=lambda m: np.eye(6)), None, StateError,
+     r"'cholesky' has shape \(6, 6\); .* imply \(7, 7\)"),
     ("multinomial: Cholesky factor doubled", "multinomial",
      _edit(cholesky=lambda m: 2 * m["cholesky"]), None, StateError, r"Cholesky factor does not match"),
     ("multinomial: 50 classes (the data have 3)", "multinomial",
      _edit(classes=np.arange(50)), None, StateError, r"'classes' has shape \(50,\); y_train has 3"),
     ("coef as integers", "binary",
-     _edit(coef=lambda m: m["coef"].astype(np.int64)), None, StateError, r"'coef' has dtype int64; expected float64"),
+     _edit(coef=lambda m: m["coef"].astype(np.int64)), None, StateError,
+     r"'coef' has dtype int64; expected float64"),
     ("coef as float32", "binary",
      _edit(coef=lambda m: m["coef"].astype(np.float32)), None, StateError, r"'coef' has dtype float32"),
     ("coef as an object array (needs pickle)", "binary",
      _edit(coef=lambda m: m["coef"].astype(object)), None, StateError, r"'coef' is an object array"),
     ("coef with one entry too many", "binary",
-     _edit(coef=lambda m: np.append(m["coef"], 1.0)), None, StateError, r"'coef' has shape \(7,\); .* \(6,\)"),
+     _edit(coef=lambda m: np.append(m["coef"], 1.0)), None, StateError,
+     r"'coef' has shape \(7,\); .* \(6,\)"),
     ("coef times 1000 (grad_norm recomputed, not read)", "binary",
      _edit(coef=lambda m: 1000 * m["coef"]), None, StationarityWarning, r"not a stationary point"),
     ("coef missing", "binary",
@@ -188,7 +191,8 @@ CASES = [
     ("intercept empty (was an IndexError)", "binary",
      _edit(intercept=np.zeros(0)), None, StateError, r"'intercept' has shape \(0,\); .* \(1,\)"),
     ("grad_norm = 0 written into the header (to bypass the stationarity warning)", "binary",
-     lambda m: _with_header(m, grad_norm=0.0), None, StateError, r"the header has unknown entries \['grad_norm'\]"),
+     lambda m: _with_header(m, grad_norm=0.0), None, StateError,
+     r"the header has unknown entries \['grad_norm'\]"),
     ("l2 changed in the header", "binary",
      lambda m: _with_header(m, **{"model.l2": 0.5}), None, StateError, r"ridge diagonal does not follow"),
     ("settings.damping a string (was a TypeError)", "binary",
@@ -285,8 +289,9 @@ def test_recompressed_good_state_loads_and_answers_the_same(tmp_path):
 
 
 def test_factor_check_catches_a_perturbation_of_one_entry(tmp_path):
-    """One entry of the factor off by 1e-6 of its diagonal changes L L^T in one row and column only (influences
-    off by ~1e-6): fresh random vectors on every load still see it (the check is not tied to fixed directions)."""
+    """One entry of the factor off by 1e-6 of its diagonal changes L L^T in one row and column only
+    (influences off by ~1e-6): fresh random vectors on every load still see it (not tied to fixed
+    directions)."""
     X, y, good = _data("binary")
     members = _members(good)
     L = members["cholesky"].copy()
@@ -315,7 +320,8 @@ def test_loaded_state_answers_like_a_fresh_influence():
 
 def _state_table_rows(text):
     start = text.index("## State files")
-    return [line for line in text[start:].splitlines() if line.startswith("| ") and not line.startswith("| `")]
+    lines = text[start:].splitlines()
+    return [line for line in lines if line.startswith("| ") and not line.startswith("| `")]
 
 
 def test_robustness_doc_state_table_is_current():
@@ -330,4 +336,5 @@ def test_robustness_doc_state_table_is_current():
         return [re.sub(r"[-+]?\d[\d.,]*(e[-+]?\d+)?", "<num>", row) for row in rows]
 
     assert len(_state_table_rows(doc)) == len(CASES) + 1  # and the header row
-    assert masked(_state_table_rows(doc)) == masked(_state_table_rows(rendered)), "run python docs/make_robustness.py"
+    assert masked(_state_table_rows(doc)) == masked(_state_table_rows(rendered)), \
+        "run python docs/make_robustness.py"

@@ -194,8 +194,8 @@ def test_output_naming_an_input_is_refused(files, tmp_path, option):
             args += ["--out", "top.csv"]
         proc = subprocess.run(_cli(args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1
-        assert proc.stderr == (f"fastinfl: error: {option} {target} is the input file test.csv (TEST): refusing "
-                               "to overwrite an input; write the output to another file.\n")
+        assert proc.stderr == (f"fastinfl: error: {option} {target} is the input file test.csv (TEST): "
+                               "refusing to overwrite an input; write the output to another file.\n")
         assert (tmp_path / "test.csv").read_bytes() == before
     assert _leftovers(tmp_path, {"train.csv", "test.csv", "alias.csv"}) == []
 
@@ -207,8 +207,8 @@ def test_two_outputs_naming_one_file_are_refused(files, tmp_path):
                                 "--self-influence", "o.csv"]), cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 1
-    assert proc.stderr == ("fastinfl: error: --self-influence o.csv and --out o.csv are the same file: give each "
-                           "output its own name.\n")
+    assert proc.stderr == ("fastinfl: error: --self-influence o.csv and --out o.csv are the same file: give "
+                           "each output its own name.\n")
 
 
 def test_plot_error_keeps_the_previous_plot(files, tmp_path, monkeypatch):

@@ -206,8 +206,8 @@ def check_outputs(args):
     for j, (option, path) in enumerate(outputs):
         for name, other in inputs:
             if other is not None and same_file(path, other):
-                raise CommandError(f"{option} {path} is the input file {other} ({name}): refusing to overwrite "
-                                   "an input; write the output to another file.")
+                raise CommandError(f"{option} {path} is the input file {other} ({name}): refusing to "
+                                   "overwrite an input; write the output to another file.")
         for other_option, other in outputs[:j]:
             if same_file(path, other):
                 raise CommandError(f"{option} {path} and {other_option} {other} are the same file: give each "

@@ -47,17 +47,12 @@ _MAX_PARTIAL = np.int64(1 << 23)
 
 
 def checksum_keys(d):
-    """(4, d) uint64 per-column keys k1, k2 of lane 0 and lane 1 (k2 odd), fixed for all versions (splitmix64)."""
-    state = np.uint64(0x243F6A8885A308D3)
-    out = np.empty(4 * d, np.uint64)
-    with np.errstate(over="ignore"):
-        for t in range(4 * d):
-            state = state + _GOLDEN
-            z = state
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            out[t] = z ^ (z >> np.uint64(31))
-    keys = out.reshape(4, d)
+    """(4, d) uint64 per-column keys k1, k2 of lane 0 and lane 1 (k2 odd; splitmix64): fixed, as saved
+    checksums depend on them."""
+    z = np.uint64(0x243F6A8885A308D3) + np.arange(1, 4 * d + 1, dtype=np.uint64) * _GOLDEN  # wraps mod 2^64
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    keys = (z ^ (z >> np.uint64(31))).reshape(4, d)
     keys[1] |= _ONE
     keys[3] |= _ONE
     return keys
@@ -173,5 +168,5 @@ def _verify_pass(X, bits, y, theta, V, keys, with_hash, Z, grads, hvs, lanes, st
     rows = (n + nch - 1) // nch
     for c in prange(nch):
         if not stop[0]:
-            _rows(X, bits, y, theta, V, keys, with_hash, c * rows, min(n, (c + 1) * rows), Z, grads[c], hvs[c],
-                  lanes[c])
+            _rows(X, bits, y, theta, V, keys, with_hash, c * rows, min(n, (c + 1) * rows), Z, grads[c],
+                  hvs[c], lanes[c])
