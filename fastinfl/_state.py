@@ -384,15 +384,19 @@ def _n_classes_bound(y_train, n):
         return max(2, n)
 
 
-def read(path, header_only=False, n_features=None, n_classes_max=2):
+def read_header(path):
+    """The header dict of a state file, checked (fields, types, format version)."""
+    with _guard(path), zipfile.ZipFile(path) as zf:
+        return _read_header(zf, path)
+
+
+def read(path, n_features, n_classes_max=2):
     """(header, arrays) of a state file, every member checked against the shapes the training data imply.
 
     ``n_features``: d of X_train; ``n_classes_max``: the most classes a multinomial state may have.
     """
     with _guard(path), zipfile.ZipFile(path) as zf:
         header = _read_header(zf, path)
-        if header_only:
-            return header, {}
         m = header["model"]
         d = n_features
         p = d + int(m["fit_intercept"])
@@ -505,9 +509,8 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     # shape and dtype of X_train bound what the file may hold; its finiteness is checked by Influence below
     X_train = check_X(X_train, "X_train", sum_squares=lambda X: 0.0)
     n, d = X_train.shape
-    header = read(path, header_only=True)[0]
-    multi = header["model"]["class"] == "MultinomialLogisticRegression"
-    header, arrays = read(path, n_features=d, n_classes_max=_n_classes_bound(y_train, n) if multi else 2)
+    multi = read_header(path)["model"]["class"] == "MultinomialLogisticRegression"
+    header, arrays = read(path, d, _n_classes_bound(y_train, n) if multi else 2)
     m = header["model"]
     try:
         if multi:
