@@ -221,3 +221,21 @@ def test_float32_memmap_state_checks_every_element(tmp_path):
     changed[4321, 6] = np.nextafter(changed[4321, 6], np.float32(np.inf))
     with pytest.raises(fastinfl.StateError, match="checksum of every element of X_train"):
         fastinfl.Influence.load(path, changed, y)
+
+
+@pytest.mark.parametrize("multinomial", [False, True])
+def test_state_without_intercept_round_trip(tmp_path, multinomial):
+    """p = d (no intercept column in the load pass): answers as before saving, factor accepted."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((1500, 4))
+    if multinomial:
+        y = np.argmax(X @ rng.standard_normal((4, 3)) + rng.gumbel(size=(1500, 3)), axis=1)
+        model = fastinfl.MultinomialLogisticRegression(l2=0.5, fit_intercept=False).fit(X, y)
+    else:
+        y = (X @ rng.standard_normal(4) + rng.logistic(size=1500) > 0).astype(float)
+        model = fastinfl.LogisticRegression(l2=0.5, fit_intercept=False).fit(X, y)
+    inf = fastinfl.Influence(model, X, y, solver="direct")
+    before = inf.influence(X[:4], y[:4])
+    loaded = fastinfl.Influence.load(inf.save(tmp_path / "s.npz"), X, y)
+    _assert_same(before, loaded.influence(X[:4], y[:4]))
+    assert loaded.grad_norm_ == pytest.approx(inf.grad_norm_, rel=1e-6, abs=1e-9)
