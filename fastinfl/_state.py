@@ -25,12 +25,14 @@ What :func:`load` checks, before anything is answered (every failure is a
   from the parameters (they are not stored), the gradient norm (the stationarity warning),
   a checksum of every element of X (the default fingerprint, ``check="full"``), and H v for
   a few random vectors v: the factor must satisfy ||L L^T v - H v|| <= FACTOR_RTOL ||H v||
-  (fresh random v on every load: a factor that is wrong anywhere fails with probability 1);
+  (fresh random v on every load, so an error of L L^T in any direction, not only along fixed
+  vectors, is seen with high probability: the three v would all have to miss it);
 - labels: SHA-256 of all of y; shape and dtype of X; the ridge follows from l2 and damping.
 
 Fingerprint of X: ``check="full"`` (the default) is the 128-bit keyed checksum of every
 element of X described in ``kernels/checksum.py``, computed inside the pass above at no extra
-read of X; any single changed element or row is always detected. ``check="sample"`` (opt-in)
+read of X; a single changed element is always detected, other changes escape with probability
+about 2^-64 per lane (for data not crafted against its public keys). ``check="sample"`` (opt-in)
 hashes only FINGERPRINT_ROWS evenly spaced rows with SHA-256 and skips the checksum: a change
 confined to other rows is NOT detected and ``load`` then answers for the old data.
 

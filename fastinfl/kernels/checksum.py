@@ -9,9 +9,9 @@ row is in L1 cache:
   row through a final mix of the row's hash with its index). Per element
   ``m = (bits ^ k1_j) * k2_j`` (k2_j odd: a bijection of the bits), the row hash is
   the wrapping sum of ``m ^ (m >> 29)``, and a row adds ``fmix64(h_row + (i + 1) * G)``
-  (MurmurHash3's finaliser, a bijection) to the lane. So a change of any single element,
-  or of any single row, always changes both lanes; other changes go undetected with
-  probability about 2^-64 per lane for data not crafted against these public keys.
+  (MurmurHash3's finaliser, a bijection) to the lane. So a change of any single element
+  always changes both lanes; other changes go undetected with probability about 2^-64 per
+  lane for data not crafted against these public keys.
   Wrapping sums do not depend on the order of the chunks: the checksum is the same for
   any number of threads.
 - ``Z`` (n, K): margins Theta x~_i (K = 1 binary, K classes multinomial).
