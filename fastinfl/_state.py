@@ -254,7 +254,7 @@ def _read_member(zf, path, name, shape, kinds, max_itemsize=8):
             if dtype != np.float64:
                 _fail(path, f"member {name!r} has dtype {dtype}; expected float64.")
         elif dtype.kind not in kinds or dtype.itemsize > max_itemsize:
-            _fail(path, f"member {name!r} has dtype {dtype}; expected integers, booleans or strings of at "
+            _fail(path, f"member {name!r} has dtype {dtype}; expected numbers, booleans or strings of at "
                         f"most {max_itemsize} bytes per label.")
         count = math.prod(shape)
         data = f.read(count * dtype.itemsize)
@@ -262,7 +262,7 @@ def _read_member(zf, path, name, shape, kinds, max_itemsize=8):
             _fail(path, f"member {name!r} is truncated ({len(data):,} of {count * dtype.itemsize:,} bytes).")
     arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     arr = np.ascontiguousarray(arr)
-    if kinds == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
         _fail(path, f"member {name!r} holds {bad.size:,} non-finite values (first at flat index {bad[0]}).")
     return arr
@@ -420,7 +420,7 @@ def read(path, n_features, n_classes_max=2):
                 _fail(path, f"member 'classes' has shape {tuple(shape)}; y_train has {n_classes_max} "
                             f"distinct labels, so a model fitted on it has 2 to {n_classes_max} classes.")
             K = int(shape[0])
-            arrays["classes"] = _read_member(zf, path, "classes", (K,), "biuUS", MAX_LABEL_BYTES)
+            arrays["classes"] = _read_member(zf, path, "classes", (K,), "biufUS", MAX_LABEL_BYTES)
             arrays["coef"] = _read_member(zf, path, "coef", (K, d), "f")
         else:
             K = 1

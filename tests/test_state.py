@@ -239,3 +239,14 @@ def test_state_without_intercept_round_trip(tmp_path, multinomial):
     loaded = fastinfl.Influence.load(inf.save(tmp_path / "s.npz"), X, y)
     _assert_same(before, loaded.influence(X[:4], y[:4]))
     assert loaded.grad_norm_ == pytest.approx(inf.grad_norm_, rel=1e-6, abs=1e-9)
+
+
+def test_multinomial_float_labels_round_trip(tmp_path):
+    """Class labels 0.5, 1.5, 2.5 (floats) are saved as floats and read back."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((900, 3))
+    y = 0.5 + np.argmax(X @ rng.standard_normal((3, 3)) + rng.gumbel(size=(900, 3)), axis=1)
+    inf = fastinfl.Influence(fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y), X, y)
+    loaded = fastinfl.Influence.load(inf.save(tmp_path / "f.npz"), X, y)
+    assert loaded.model.classes_.tolist() == [0.5, 1.5, 2.5]
+    _assert_same(inf.influence(X[:3], y[:3]), loaded.influence(X[:3], y[:3]))
