@@ -1,7 +1,14 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
 from . import datasets, reference
-from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .exceptions import (
+    AccuracyWarning,
+    ConvergenceError,
+    SingularHessianError,
+    StateError,
+    StationarityWarning,
+    VerificationError,
+)
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
@@ -19,6 +26,7 @@ __all__ = [
     "MultinomialLogisticRegression",
     "PoissonRegression",
     "SingularHessianError",
+    "StateError",
     "TopK",
     "StationarityWarning",
     "VerificationError",

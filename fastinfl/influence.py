@@ -212,7 +212,7 @@ class Influence:
                                defer_finite=setup_pass, loss=model.loss)
         ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         H = None
-        if state is not None:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
+        if state is not None:  # Influence.load: one pass checks the file against X and recomputes them
             self.grad_norm_, self._curv = state.restore_curvature(self._op)
         elif setup_pass:
             # One read of X for everything the direct solver needs: the objective's gradient
@@ -230,15 +230,14 @@ class Influence:
         self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
     # ------------------------------------------------------------ persisted state
-    def save(self, path, check="sample"):
-        """Write the fitted state to ``path``: a versioned .npz file read without pickle.
+    def save(self, path, check="full"):
+        """Write the fitted state to ``path`` atomically: a versioned .npz file read without pickle.
 
-        Holds the model, the solver settings, the per-row residuals and weights,
-        the Hessian and its Cholesky factor when formed (call ``hessian()`` or
-        any solve first to include them), and a fingerprint of the training data:
-        shape, dtype, SHA-256 of the labels and of a deterministic sample of 1024
-        rows (``check="sample"``) or of every row (``check="full"``, one pass over X).
-        See :meth:`load`.
+        Holds the model, the solver settings, the Cholesky factor when formed (call
+        any solve first to include it) and a fingerprint of the training data:
+        shape, dtype, SHA-256 of the labels and a checksum of every element of X
+        (``check="full"``, one pass over X). ``check="sample"`` hashes 1024 rows
+        only: a later change to other rows goes undetected by :meth:`load`.
         """
         from . import _state
 
@@ -249,12 +248,13 @@ class Influence:
 
     @classmethod
     def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
-        """The :class:`Influence` saved by :meth:`save`, over the same training data.
+        """The :class:`Influence` saved by :meth:`save`, over the same training data, verified.
 
-        Validates ``X_train`` and ``y_train`` (finite values, 0/1 labels: one
-        pass over X, as any Influence) and refuses them with a ValueError when
-        they do not match the saved fingerprint; nothing else reads X: the
-        residuals, weights, Hessian and Cholesky factor come from the file.
+        Validates ``X_train`` and ``y_train`` as any Influence, then one pass over X
+        checks them against the saved fingerprint and recomputes the residuals,
+        weights and gradient norm from the saved parameters; the saved Cholesky
+        factor is checked against H on random vectors. Any damaged, tampered or
+        mismatching file raises :class:`~fastinfl.StateError` naming it.
         """
         from . import _state
 
