@@ -103,8 +103,8 @@ def _verify_pass(op, theta, V, with_hash):
     grads = np.zeros((nch, K, p))
     hvs = np.zeros((nch, k, K * p))
     lanes = np.zeros((nch, 2), np.uint64)
-    policy.run(checksum._verify_pass, X, bits, op.y, theta, V, checksum.checksum_keys(d), bool(with_hash), Z,
-               grads, hvs, lanes, work=X.size * K * (k + 1), parallel=nch > 1)
+    policy.run(checksum._verify_pass, X, bits, op.y, op.family, theta, V, checksum.checksum_keys(d),
+               bool(with_hash), Z, grads, hvs, lanes, work=X.size * K * (k + 1), parallel=nch > 1)
     grad = np.zeros((K, p))
     HV = np.zeros((k, K * p))
     for c in range(nch):  # merged in chunk order: the same bits for any number of threads
@@ -338,8 +338,8 @@ def _check_header(header, path):
         "fastinfl_version": (lambda v: isinstance(v, str), "a string"),
         "model": (lambda v: True, ""), "settings": (lambda v: True, ""), "fingerprint": (lambda v: True, "")})
     _check_fields(path, "model", header["model"], {
-        "class": (lambda v: v in ("LogisticRegression", "MultinomialLogisticRegression"),
-                  "'LogisticRegression' or 'MultinomialLogisticRegression'"),
+        "class": (lambda v: v in ("LogisticRegression", "PoissonRegression", "MultinomialLogisticRegression"),
+                  "'LogisticRegression', 'PoissonRegression' or 'MultinomialLogisticRegression'"),
         "l2": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
         "fit_intercept": (lambda v: isinstance(v, bool), "true or false"),
         "tol": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
@@ -507,6 +507,7 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     from ._validation import check_X
     from .model import LogisticRegression, ridge_diagonal
     from .multinomial import MultinomialLogisticRegression, ridge_vector
+    from .poisson import PoissonRegression
 
     # shape and dtype of X_train bound what the file may hold; its finiteness is checked by Influence below
     X_train = check_X(X_train, "X_train", sum_squares=lambda X: 0.0)
@@ -522,8 +523,9 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
         else:
             if not m["fit_intercept"] and arrays["intercept"][0] != 0.0:
                 _fail(path, "its intercept is not 0 but the model has fit_intercept=false.")
-            model = LogisticRegression.from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
-                                                   fit_intercept=m["fit_intercept"])
+            one_margin = {"LogisticRegression": LogisticRegression, "PoissonRegression": PoissonRegression}
+            model = one_margin[m["class"]].from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
+                                                       fit_intercept=m["fit_intercept"])
     except StateError:
         raise
     except ValueError as exc:

@@ -120,3 +120,17 @@ def test_influence_accepts_counts_above_one():
     m = fastinfl.PoissonRegression(l2=1.0).fit(X, y)
     I = fastinfl.Influence(m, X, y).influence(X[:2], y[:2])
     assert I.shape == (2, 60) and np.isfinite(I).all()
+
+
+def test_save_load_round_trip(tmp_path):
+    """A Poisson state comes back as a PoissonRegression, verified against the data, answering the same."""
+    X, y = _counts(n=80)
+    m = fastinfl.PoissonRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(m, X, y)
+    want = inf.influence(X[:3], y[:3])
+    inf.save(tmp_path / "p.npz")
+    back = fastinfl.Influence.load(tmp_path / "p.npz", X, y)
+    assert type(back.model) is fastinfl.PoissonRegression
+    np.testing.assert_allclose(back.influence(X[:3], y[:3]), want, rtol=1e-10)
+    with pytest.raises(fastinfl.StateError):
+        fastinfl.Influence.load(tmp_path / "p.npz", X, y + 1.0)

@@ -30,7 +30,7 @@ import numpy as np
 from numba import prange
 
 from .._config import MAX_CHUNKS, MIN_CHUNK_ROWS, PARALLEL_MIN_WORK, kernel
-from .sigmoid import hessian_weight, residual
+from . import margin_loss
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -69,7 +69,7 @@ def _fmix64(h):
 
 
 @kernel()
-def _rows(X, bits, y, theta, V, keys, with_hash, lo, hi, Z, grad, HV, lanes):
+def _rows(X, bits, y, family, theta, V, keys, with_hash, lo, hi, Z, grad, HV, lanes):
     """Rows [lo, hi): margins into Z; adds to grad (K, p), HV (k, K p) and the checksum lanes (2,)."""
     d = X.shape[1]
     K, p = theta.shape
@@ -118,8 +118,7 @@ def _rows(X, bits, y, theta, V, keys, with_hash, lo, hi, Z, grad, HV, lanes):
                 r[c] = pi[c]
             r[np.int64(y[i])] -= 1.0
         else:
-            r[0] = residual(z[0], y[i])
-            pi[0] = hessian_weight(z[0])
+            _, r[0], pi[0] = margin_loss.loss_residual_weight(z[0], y[i], family)
         for c in range(K):
             rc = r[c]
             for j in range(d):
@@ -154,19 +153,19 @@ def chunk_count(n, d, acc):
 
 
 @kernel(parallel=True)
-def _verify_pass(X, bits, y, theta, V, keys, with_hash, Z, grads, hvs, lanes, stop):
+def _verify_pass(X, bits, y, family, theta, V, keys, with_hash, Z, grads, hvs, lanes, stop):
     """The pass of the module docstring over X (n, d) float32/float64 with ``bits`` its raw view
-    (uint32/uint64), labels y (n,) (0/1 float64, or class codes when theta has K > 1 rows),
+    (uint32/uint64), labels y (n,) (of the one-margin loss ``family``, or class codes when theta has K > 1 rows),
     theta (K, p), V (k, K p), keys (4, d). Per row chunk c (``chunk_count`` of them, zeroed by the
     caller): grads[c] (K, p), hvs[c] (k, K p), lanes[c] (2,); Z (n, K) in place.
     The caller merges the chunks in order. Returns early (meaningless outputs) once stop[0] is set."""
     n = X.shape[0]
     nch = grads.shape[0]
     if nch == 1:  # no thread-pool launch for a small pass
-        _rows(X, bits, y, theta, V, keys, with_hash, _ZERO, n, Z, grads[0], hvs[0], lanes[0])
+        _rows(X, bits, y, family, theta, V, keys, with_hash, _ZERO, n, Z, grads[0], hvs[0], lanes[0])
         return
     rows = (n + nch - 1) // nch
     for c in prange(nch):
         if not stop[0]:
-            _rows(X, bits, y, theta, V, keys, with_hash, c * rows, min(n, (c + 1) * rows), Z, grads[c],
+            _rows(X, bits, y, family, theta, V, keys, with_hash, c * rows, min(n, (c + 1) * rows), Z, grads[c],
                   hvs[c], lanes[c])
