@@ -1,15 +1,18 @@
 """The operator interface: every pass over the training rows, whatever kind of data holds them.
 
 An :class:`Operator` owns one data set (X and, for training data, y) and knows
-how to run each pass of binary logistic regression over its rows; models and
-:class:`fastinfl.Influence` only ask it. One implementation per kind of data
-(dense arrays in ``dense.py``; later CSR, Dask, CUDA): see docs/architecture.md.
+how to run each pass of a one-margin loss (``fastinfl.losses``: logistic,
+Poisson) over its rows; models and :class:`fastinfl.Influence` only ask it.
+One implementation per kind of data (``dense.py``, ``csr.py``, ``dask.py``,
+``cuda.py``; the softmax loss of K margins in ``multinomial.py``): see
+docs/architecture.md.
 
 Conventions: theta = (coef (d,), intercept); p = d + 1 with an intercept, d
 without; x~_i = [x_i, 1] (or x_i). A pass at theta gives the margins
 z_i = x~_i . theta; from them the :class:`Curvature` of the loss: residuals
-r_i = sigma(z_i) - y_i (so g(z_i) = r_i x~_i) and curvature weights
-w_i = sigma(z_i) sigma(-z_i) (so H = sum_i w_i x~_i x~_i^T + diag(ridge)).
+r_i = d loss / dz_i (logistic: sigma(z_i) - y_i; so g(z_i) = r_i x~_i) and
+curvature weights w_i = d^2 loss / dz_i^2 (logistic: sigma(z_i) sigma(-z_i); so
+H = sum_i w_i x~_i x~_i^T + diag(ridge)).
 ``S`` (m, p) always means s_test rows H^-1 g(z_test). Every result handed back
 is a NumPy float64 array; margins and curvature stay in the operator's own
 storage (a NumPy array for dense data, device or distributed arrays elsewhere).
