@@ -872,14 +872,9 @@ def serve_main(argv=None):
     try:
         try:
             train = load_dataset(args.train, label_col=args.label_col)
-        except Exception as exc:  # InputError, OSError, or a corrupt file's own error
-            return fail(str(exc) if isinstance(exc, (ValueError, OSError)) else
-                        f"{args.train}: cannot be read ({type(exc).__name__}: {exc})")
-        try:
             inf = Influence.load(args.state, train.X, train.y)
-        except Exception as exc:  # StateError (a ValueError), OSError, or a corrupt file's own error
-            return fail(str(exc) if isinstance(exc, (ValueError, OSError)) else
-                        f"{args.state}: cannot be read as a state file ({type(exc).__name__}: {exc})")
+        except (ValueError, OSError) as exc:  # InputError and StateError are ValueErrors naming the file
+            return fail(str(exc))
         try:
             sock = _listen(args.host, args.port)
         except OSError as exc:
