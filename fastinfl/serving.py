@@ -671,9 +671,10 @@ def guarded_protocol(request_timeout=DEFAULT_REQUEST_TIMEOUT, max_connections=DE
     A connection must deliver a whole request (headers and body) within
     ``request_timeout`` seconds of opening or of its previous answer, else it is
     closed: a slow-loris client holds a socket for seconds, not forever. Beyond
-    ``max_connections`` open connections, the one that has waited longest for its
-    request is closed (the new one only if every other has a request in hand), so
-    idle sockets cannot lock other clients out.
+    ``max_connections`` open connections one waiting for its request is closed: the
+    oldest of those that sent part of a request, else the oldest of those that sent
+    nothing yet (idle), else the new one (every other has a request in hand). A flood
+    of slow sockets evicts itself, not a client whose request is still in flight.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -683,13 +684,14 @@ def guarded_protocol(request_timeout=DEFAULT_REQUEST_TIMEOUT, max_connections=DE
             self._deadline, self._answered = None, None
             self._wait()
             if len(self.connections) > max_connections:
-                waiting = [c for c in self.connections if c is not self and getattr(c, "_waiting_since", None)]
-                victim = min(waiting, key=lambda c: c._waiting_since) if waiting else self
+                waiting = [c for c in self.connections if c is not self and getattr(c, "_waiting_since", None)
+                           and not c.transport.is_closing()]
+                victim = min(waiting, key=lambda c: (not c._partial, c._waiting_since), default=self)
                 victim.transport.close()
 
         def _wait(self):
             """Start the deadline of the next request."""
-            self._waiting_since = self.loop.time()
+            self._waiting_since, self._partial = self.loop.time(), False
             if self._deadline is not None:
                 self._deadline.cancel()
             self._deadline = self.loop.call_later(request_timeout, self.transport.close)
@@ -704,6 +706,7 @@ def guarded_protocol(request_timeout=DEFAULT_REQUEST_TIMEOUT, max_connections=DE
         def data_received(self, data):
             super().data_received(data)
             self._check_request()
+            self._partial = self._waiting_since is not None  # part of a request, not all of it
 
         def on_response_complete(self):
             self._answered = self.cycle
@@ -771,7 +774,7 @@ def _parser():
                     help=f"seconds for a request's headers and body to arrive, else the connection is closed "
                     f"(default: {DEFAULT_REQUEST_TIMEOUT:g})")
     ap.add_argument("--max-connections", type=_number(int, 1), default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                    help=f"open connections at most; beyond it the longest-idle one is closed (default: "
+                    help=f"open connections at most; beyond it the oldest one with a partial request is closed (default: "
                     f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit the open-file limit)")
     ap.add_argument("--quiet", action="store_true", help="no access log line per request (default: one line "
                     "per request on stderr)")
