@@ -25,7 +25,6 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 import scipy.special
-import scipy.stats
 
 from ._validation import check_scalar, check_vector, is_sparse
 from .exceptions import ConvergenceError, SingularHessianError
@@ -320,6 +319,8 @@ class _Target:
                 if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) \
                         or not 0.0 < level < 1.0:
                     raise ValueError(f"target significance level must be a number in (0, 1); got {level!r}.")
+                import scipy.stats  # only here: it takes a while to import
+
                 self.level = float(level)
                 self.crit = float(scipy.stats.norm.ppf(1.0 - self.level / 2.0))
                 self.target = (self.kind, self.j, self.level)

@@ -352,3 +352,64 @@ def test_relabel_and_inf_argument_errors():
     multi = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X[:30], y3)
     with pytest.raises(ValueError, match="binary fastinfl.LogisticRegression"):
         relabel_to_flip(fastinfl.Influence(multi, X[:30], y3), X[0])
+
+
+# ------------------------------------------------------------------------------ command line
+@pytest.fixture
+def spector_csv(tmp_path):
+    X, y = spector()
+    path = tmp_path / "spector.csv"
+    rows = "\n".join(",".join(f"{v:g}" for v in (*x, t)) for x, t in zip(X, y))
+    path.write_text("GPA,TUCE,PSI,GRADE\n" + rows + "\n")
+    return str(path)
+
+
+def test_cli_table_and_plot_match_the_api(spector_csv, tmp_path, capsys):
+    from fastinfl.cli.main import main
+
+    plot = tmp_path / "path.png"
+    assert main(["robustness", spector_csv, "--target", "coef:TUCE", "--l2", "0.1", "--max-fraction", "0.25",
+                 "--plot", str(plot), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    X, y = spector()
+    res = drop_to_flip(fastinfl.Influence(fastinfl.LogisticRegression(l2=0.1).fit(X, y), X, y), ("coef", 1),
+                       max_fraction=0.25)
+    lines = out.splitlines()
+    assert "coef 1 (TUCE)" in lines[0] and "method greedy" in lines[0]
+    chosen = [int(line.split()[1]) for line in lines[3:3 + len(res.indices)]]
+    assert chosen == res.indices.tolist()
+    assert lines[-1].startswith(f"refit with the {len(res.indices)} rows dropped") and "FLIPPED" in lines[-1]
+    assert f"{res.refit:.6g}" in lines[-1]
+    assert plot.stat().st_size > 1000 and not list(tmp_path.glob(".fastinfl-plot-*"))
+
+
+def test_cli_prediction_relabel_and_significance(spector_csv, capsys):
+    from fastinfl.cli.main import main
+
+    assert main(["robustness", spector_csv, "--target", "prediction:3", "--test", spector_csv, "--relabel",
+                 "--l2", "0", "--max-fraction", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "row relabelled" in out and "FLIPPED" in out
+    assert main(["robustness", spector_csv, "--target", "significance:2:0.05", "--l2", "0",
+                 "--max-fraction", "0.1", "--method", "newton"]) == 0
+    out = capsys.readouterr().out
+    assert "significance of coef 2 (PSI) at 0.05" in out and "refit with the" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "coef:FOO"], "no feature column named 'FOO'"),
+    (["--target", "coef:7"], "J must be in 0..2"),
+    (["--target", "slope:1"], "--target must be coef:J"),
+    (["--target", "significance:1:2"], r"LEVEL must be a number in \(0, 1\)"),
+    (["--target", "prediction:3"], "needs --test TEST"),
+    (["--target", "coef:1", "--relabel"], "--relabel goes with --target prediction:ROW"),
+    (["--target", "coef:1"], r"--max-fraction=0.01 allows no point of the 32 training rows"),
+])
+def test_cli_errors_are_one_line(spector_csv, capsys, argv, message):
+    import re
+
+    from fastinfl.cli.main import main
+
+    assert main(["robustness", spector_csv, *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastinfl: error:") and len(err.splitlines()) == 1 and re.search(message, err)
