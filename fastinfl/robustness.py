@@ -139,8 +139,7 @@ class _Rows:
             col = np.asarray(self.X.T @ w).ravel()
         else:
             col = np.zeros(d)
-            blocks = [(0, self.n, self.X)] if self.direct else self._blocks()
-            for lo, hi, B in blocks:
+            for lo, hi, B in self._blocks():  # blocks bound the (rows, d) temporary B * w
                 wb = w[lo:hi]
                 H[:d, :d] += B.T @ (B * wb[:, None])
                 col += wb @ B
@@ -161,22 +160,29 @@ class _Path:
 
     Holds theta (p,), the objective's gradient and the margins z (n,) at theta, and a Hessian H
     (p, p) with its Cholesky factor. Dropping row i downdates H by w_i x~_i x~_i^T (rank one, no
-    pass over X) and its gradient by g_i; relabelling leaves H unchanged and moves the gradient by
-    (y_old - y_new) x~_i. Then :meth:`converge` takes Newton steps with that H (each step one pass
-    over X: margins, loss, gradient; Armijo backtracking on the objective) until the gradient test
-    of :class:`~fastinfl.LogisticRegression` holds; after CHORD_PASSES passes it recomputes H at
-    the current theta (one Hessian pass, n p^2). With ``exact_hessian`` H is recomputed after every
-    change (for the significance target, whose standard error needs it).
+    pass over X) and the gradient by g_i; relabelling leaves H unchanged and moves the gradient by
+    (y_old - y_new) x~_i. Then :meth:`converge` takes Newton steps with that H, each one pass over X
+    (margins, loss, gradient; Armijo backtracking on the objective), until the gradient test of
+    :class:`~fastinfl.LogisticRegression` holds: usually two (a step, then a second one that the
+    first step's gradient asks for). H is recomputed at the current theta (one Hessian pass,
+    n p^2) when a change needed more than two passes, or after every change with ``exact_hessian``
+    (the significance target, whose standard error needs it).
+
+    ``c`` (p,), optional: a direction whose solve u = H^-1 c and margins x~_i . u (n,) the ranking
+    needs; they ride along in the same pass as the margins of theta (:meth:`direction_margins`).
     """
 
-    def __init__(self, rows, y, l2, theta, tol, max_iter, exact_hessian):
+    def __init__(self, rows, y, l2, theta, tol, max_iter, exact_hessian, c=None):
         self.rows, self.l2, self.tol, self.max_iter = rows, l2, tol, max_iter
         self.y = np.asarray(y, dtype=np.float64).copy()
         self.keep = np.ones(rows.n, dtype=bool)
-        self.exact_hessian = exact_hessian
+        self.exact_hessian, self.c = exact_hessian, c
+        self.version, self._cached = 0, None  # version of H's factor; (version, u, margins of u)
         self.theta = theta.astype(np.float64, copy=True)
-        self.F, self.grad, self.z = self._evaluate(self.theta)
+        self.z = self.rows.margins(self.theta[:, None])[:, 0]
         self._new_hessian()
+        self.F, self.grad, self.z, cached = self._evaluate(self.theta)
+        self._cached = cached
         if self.converge():
             self._new_hessian()  # the model was not at the optimum: H at the full-data optimum
 
@@ -186,15 +192,29 @@ class _Path:
 
     def _penalty(self, theta):
         w = theta[: self.rows.d]
-        return 0.5 * self.l2 * float(w @ w), np.append(self.l2 * w, 0.0) if self.rows.fit_intercept else self.l2 * w
+        grad = np.append(self.l2 * w, 0.0) if self.rows.fit_intercept else self.l2 * w
+        return 0.5 * self.l2 * float(w @ w), grad
 
     def _evaluate(self, theta):
-        """F(theta), its gradient (p,) and the margins (n,) over the kept rows: one pass over X."""
-        z = self.rows.margins(theta[:, None])[:, 0]
-        losses = np.logaddexp(0.0, z) - self.y * z
+        """F(theta), its gradient (p,), the margins (n,) over the kept rows and the direction's
+        (version, u, margins) (None without ``c``): one pass over X."""
+        if self.c is None:
+            z, cached = self.rows.margins(theta[:, None])[:, 0], None
+        else:
+            u = self.solve(self.c)
+            Z = self.rows.margins(np.column_stack([theta, u]))
+            z, cached = Z[:, 0], (self.version, u, Z[:, 1])
+        losses = np.where(self.keep, np.logaddexp(0.0, z) - self.y * z, 0.0)
         r = np.where(self.keep, scipy.special.expit(z) - self.y, 0.0)
         pen, dpen = self._penalty(theta)
-        return float(losses[self.keep].sum()) + pen, self.rows.rmatvec(r) + dpen, z
+        return float(losses.sum()) + pen, self.rows.rmatvec(r) + dpen, z, cached
+
+    def direction_margins(self):
+        """(u, a): u = H^-1 c (p,) and a_i = x~_i . u (n,) for the current H (reused from the last pass)."""
+        if self._cached is None or self._cached[0] != self.version:
+            u = self.solve(self.c)
+            self._cached = (self.version, u, self.rows.margins(u[:, None])[:, 0])
+        return self._cached[1], self._cached[2]
 
     def residuals(self):
         """(n,) r_i = sigma(z_i) - y_i at theta (all rows, kept or not)."""
@@ -221,6 +241,7 @@ class _Path:
                 "the Hessian of the training objective without the dropped rows is not positive definite "
                 "(with l2 = 0 too few rows remain, or they are collinear): use l2 > 0 or a smaller "
                 "max_fraction.") from None
+        self.version += 1
 
     def solve(self, B):
         """H^-1 B for B (p,) or (p, k)."""
@@ -261,7 +282,7 @@ class _Path:
             slope = float(self.grad @ step)
             t = 1.0
             for _ in range(60):
-                F, grad, z = self._evaluate(self.theta + t * step)
+                F, grad, z, cached = self._evaluate(self.theta + t * step)
                 passes += 1
                 if F <= self.F + 1e-4 * t * slope + 8 * np.finfo(float).eps * abs(self.F):
                     break
@@ -269,14 +290,14 @@ class _Path:
             else:
                 raise ConvergenceError("the warm-started Newton update found no decrease of the objective; "
                                        "the problem may be (nearly) separable: use a larger l2.")
-            self.theta, self.F, self.grad, self.z = self.theta + t * step, F, grad, z
+            self.theta, self.F, self.grad, self.z, self._cached = self.theta + t * step, F, grad, z, cached
             steps += 1
         else:
             raise ConvergenceError(
                 f"the warm-started Newton update did not converge in {self.max_iter} steps "
-                f"(max|grad F| = {np.max(np.abs(self.grad)):.3g} > {gtol:.3g}); with l2 = 0 the data left may "
-                "be separable: use l2 > 0.")
-        if self.exact_hessian:
+                f"(max|grad F| = {np.max(np.abs(self.grad)):.3g} > {gtol:.3g}); with l2 = 0 the data left "
+                "may be separable: use l2 > 0.")
+        if self.exact_hessian or passes > 2:
             self._new_hessian()
         return steps
 
@@ -297,7 +318,8 @@ class _Target:
         self.kind = target[0]
         need = {"coef": 2, "significance": 3, "prediction": 2}[self.kind]
         if len(target) != need:
-            raise ValueError(f"target ({self.kind!r}, ...) needs {need} entries; got {len(target)}: {target!r}.")
+            raise ValueError(f"target ({self.kind!r}, ...) needs {need} entries; got {len(target)}: "
+                             f"{target!r}.")
         self.p = d + int(fit_intercept)
         if self.kind == "prediction":
             x = np.asarray(target[1])
@@ -353,12 +375,11 @@ class _Target:
     def drop_changes(self, path):
         """(n,) first-order change of L on removing each row from the path's fit (H from the path)."""
         rows, r = path.rows, path.residuals()
-        u = path.solve(self.c)  # H^-1 c
+        u, a = path.direction_margins()  # u = H^-1 c, a_i = x~_i . u
         if self.kind != "significance":
-            return r * rows.margins(u[:, None])[:, 0]  # c . H^-1 g_i
+            return r * a  # c . H^-1 g_i
         V = u[self.j]
         z = path.theta[self.j] / np.sqrt(V)
-        a = rows.margins(u[:, None])[:, 0]  # x~_i . v, v = H^-1 e_j
         s = scipy.special.expit(path.z)
         w = s * (1.0 - s)
         b = rows.rmatvec(np.where(path.keep, w * (1.0 - 2.0 * s) * a * a, 0.0))  # sum_k w'_k (x~_k.v)^2 x~_k
@@ -376,7 +397,8 @@ def _check_inf(inf):
                          f"got {type(inf.model).__name__} (multinomial models are not supported).")
     X = inf.X_train
     if not (isinstance(X, np.ndarray) or scipy.sparse.issparse(X)):
-        raise ValueError(f"inf's training data must be in memory (NumPy or scipy.sparse); got {type(X).__name__}.")
+        raise ValueError("inf's training data must be in memory (NumPy or scipy.sparse); "
+                         f"got {type(X).__name__}.")
     p = inf.n_params
     if p > MAX_PARAMS:
         raise ValueError(f"inf has {p} parameters: the searches form and factor the (p, p) Hessian, "
@@ -475,7 +497,7 @@ def drop_to_flip(inf, target, max_fraction=0.01, method="greedy", refit=True):
     max_count = _max_count(max_fraction, rows.n)
     model = inf.model
     path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100),
-                 exact_hessian=tgt.kind == "significance" and method == "greedy")
+                 exact_hessian=tgt.kind == "significance" and method == "greedy", c=tgt.c)
     L0 = tgt.L(path.theta, path.solve)
     tgt.start(L0)
     if method == "greedy":
@@ -526,7 +548,8 @@ def _ranked(path, tgt, max_count, method):
         except np.linalg.LinAlgError:
             return list(order[:k]), Ls  # H - H_S singular (l2 = 0): no Newton step past here
         delta = scipy.linalg.cho_solve(cho, gS, check_finite=False)
-        Ls.append(tgt.L(path.theta + delta, lambda c, cho=cho: scipy.linalg.cho_solve(cho, c, check_finite=False)))
+        Ls.append(tgt.L(path.theta + delta,
+                        lambda c, cho=cho: scipy.linalg.cho_solve(cho, c, check_finite=False)))
         if tgt.flipped(Ls[-1]):
             break
     return list(order[: len(Ls) - 1]), Ls
@@ -582,12 +605,12 @@ def relabel_to_flip(inf, x, max_count=None, refit=True):
     if max_count > rows.n:
         raise ValueError(f"max_count must be <= the number of training rows ({rows.n}); got {max_count}.")
     model = inf.model
-    path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100), exact_hessian=False)
+    path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100), exact_hessian=False,
+                 c=tgt.c)
     tgt.start(tgt.L(path.theta, path.solve))
 
     def changes(path):
-        u = path.solve(tgt.c)
-        return (1.0 - 2.0 * path.y) * rows.margins(u[:, None])[:, 0]
+        return (1.0 - 2.0 * path.y) * path.direction_margins()[1]
 
     chosen, Ls = _greedy(path, tgt, max_count, lambda i: path.relabel(i), changes)
     return _result(inf, rows, y, tgt, chosen, Ls, "relabel", refit, drop=False)

@@ -97,7 +97,7 @@ def conclusion(target, L):
 
 
 def all_subset_refits(X, y, l2, k, chunk=20000):
-    """theta (C, p) and inverse Hessians (C, p, p) of the refits without each of the C = n-choose-k subsets."""
+    """theta (C, p) and inverse Hessians (C, p, p) of the refits without each of the n-choose-k subsets."""
     n = X.shape[0]
     theta_full, _ = batched_refits(X, y, l2, np.ones((1, n)), np.zeros(X.shape[1] + 1))
     combos = np.array(list(itertools.combinations(range(n), k)))
@@ -166,7 +166,8 @@ def check_answer(res, X, y, l2, target, relabel=False):
     full = independent_value(X, y, l2, target)
     assert res.original == pytest.approx(full, rel=1e-6, abs=1e-8)
     to_L = (lambda v: scipy.special.logit(v)) if target[0] == "prediction" else (lambda v: v)
-    assert res.flipped == bool(conclusion(target, np.array([to_L(ref)]))[0] != conclusion(target, np.array([to_L(full)]))[0])
+    was, now = (conclusion(target, np.array([to_L(v)]))[0] for v in (full, ref))
+    assert res.flipped == bool(now != was)
 
 
 def targets_for(X, model):
@@ -304,8 +305,10 @@ def test_float32_and_sparse_training_data_give_the_same_answer():
     X, y = spector()
     model = fastinfl.LogisticRegression(l2=L2).fit(X, y)
     ref = drop_to_flip(fastinfl.Influence(model, X, y), ("coef", 1), max_fraction=0.25)
-    sparse = drop_to_flip(fastinfl.Influence(model, scipy.sparse.csr_matrix(X), y), ("coef", 1), max_fraction=0.25)
-    assert sparse.indices.tolist() == ref.indices.tolist() and sparse.refit == pytest.approx(ref.refit, rel=1e-9)
+    inf_csr = fastinfl.Influence(model, scipy.sparse.csr_matrix(X), y)
+    sparse = drop_to_flip(inf_csr, ("coef", 1), max_fraction=0.25)
+    assert sparse.indices.tolist() == ref.indices.tolist()
+    assert sparse.refit == pytest.approx(ref.refit, rel=1e-9)
     X32 = X.astype(np.float32)
     m32 = fastinfl.LogisticRegression(l2=L2).fit(X32, y)
     res32 = drop_to_flip(fastinfl.Influence(m32, X32, y), ("coef", 1), max_fraction=0.25)
@@ -359,7 +362,7 @@ def test_relabel_and_inf_argument_errors():
 def spector_csv(tmp_path):
     X, y = spector()
     path = tmp_path / "spector.csv"
-    rows = "\n".join(",".join(f"{v:g}" for v in (*x, t)) for x, t in zip(X, y))
+    rows = "\n".join(",".join(f"{v:g}" for v in (*x, t)) for x, t in zip(X, y, strict=True))
     path.write_text("GPA,TUCE,PSI,GRADE\n" + rows + "\n")
     return str(path)
 

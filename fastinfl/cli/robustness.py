@@ -70,7 +70,8 @@ def _parse_target(text, train, test_path, args):
         try:
             row = int(parts[1])
         except ValueError:
-            raise CommandError(f"--target prediction:ROW: ROW must be a row number; got {parts[1]!r}.") from None
+            raise CommandError(f"--target prediction:ROW: ROW must be a row number; got {parts[1]!r}.") \
+                from None
         if not 0 <= row < test.shape[0]:
             raise CommandError(f"--target prediction:{row}: {test_path} has rows 0 to {test.shape[0] - 1}.")
         return ("prediction", test[row]), f"prediction of row {row} of {test_path}, P(y = 1)"
@@ -95,7 +96,8 @@ def _parse_target(text, train, test_path, args):
     except ValueError:
         level = float("nan")
     if not 0.0 < level < 1.0:
-        raise CommandError(f"--target significance:J:LEVEL: LEVEL must be a number in (0, 1); got {parts[2]!r}.")
+        raise CommandError("--target significance:J:LEVEL: LEVEL must be a number in (0, 1); "
+                           f"got {parts[2]!r}.")
     return ("significance", j, level), f"significance of {label} at {level:g}, z = coef / SE"
 
 
@@ -108,7 +110,8 @@ def _load_test(path, train, args):
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read {path}: {exc}") from None
         if X.ndim != 2 or X.shape[1] not in (d, d + 1):
-            raise CommandError(f"{path}: expected shape (m, {d}) (or (m, {d + 1}) with labels last); got {X.shape}.")
+            raise CommandError(f"{path}: expected shape (m, {d}) (or (m, {d + 1}) with labels last); "
+                               f"got {X.shape}.")
         return np.asarray(X[:, :d], dtype=np.float64)
     test = load_dataset(path, args.label_col or train.label, n_features=d)
     check_same_features(train, args.train, test, path)
@@ -131,7 +134,8 @@ def robustness(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise CommandError("--plot needs matplotlib: pip install matplotlib (or 'fastinfl[plot]').") from None
+            raise CommandError("--plot needs matplotlib: pip install matplotlib "
+                               "(or 'fastinfl[plot]').") from None
     if args.label_col and not args.train.lower().endswith(".csv"):
         raise CommandError("--label-col goes with .csv files.")
     train = load_dataset(args.train, args.label_col)
@@ -146,8 +150,8 @@ def robustness(args):
         if args.relabel:
             count = int(np.floor(args.max_fraction * n + 1e-9))
             if not 0.0 < args.max_fraction <= 0.5 or count < 1:
-                raise ValueError(f"--max-fraction must be in (0, 0.5] and allow at least one of the {n} rows; "
-                                 f"got {args.max_fraction}.")
+                raise ValueError("--max-fraction must be in (0, 0.5] and allow at least one of the "
+                                 f"{n} rows; got {args.max_fraction}.")
             res = relabel_to_flip(inf, target[1], max_count=count)
         else:
             res = drop_to_flip(inf, target, max_fraction=args.max_fraction, method=args.method)
@@ -168,7 +172,7 @@ def _print_table(res, what, args, n, classes):
           f"{classes[1]!s} -> 1)", file=out)
     print(f"{'step':>5} {'row ' + action:>14} {'predicted':>12}", file=out)
     print(f"{0:5d} {'-':>14} {res.path[0]:12.6g}", file=out)
-    for k, (i, v) in enumerate(zip(res.indices, res.path[1:]), start=1):
+    for k, (i, v) in enumerate(zip(res.indices, res.path[1:], strict=True), start=1):
         print(f"{k:5d} {int(i):14d} {v:12.6g}", file=out)
     verdict = "FLIPPED" if res.flipped else "not flipped"
     found = "" if res.found else f"; the method predicts no flip within --max-fraction {args.max_fraction:g}"
@@ -178,7 +182,7 @@ def _print_table(res, what, args, n, classes):
 
 
 def _plot(res, what, path):
-    """The method's predicted target against the number of rows dropped, the refit marked; written atomically."""
+    """The predicted target against the number of rows dropped, the refit marked; written atomically."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4), layout="constrained")
@@ -201,7 +205,8 @@ def _plot(res, what, path):
                  + ("flipped" if res.flipped else "not flipped"), fontsize=10)
     ax.legend(fontsize=8)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastinfl-plot-", suffix=os.path.splitext(path)[1] or ".png")
+    suffix = os.path.splitext(path)[1] or ".png"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastinfl-plot-", suffix=suffix)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
