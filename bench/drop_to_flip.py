@@ -1,6 +1,6 @@
 """Greedy drop_to_flip against naive greedy refitting with scikit-learn, and its cost per step (issue 28).
 
-    python -m bench.drop_to_flip [--n 100000] [--d 50] [--naive-steps 3] [--seed 0]
+    python -m bench.drop_to_flip [--n 100000] [--d 50] [--naive-steps 3] [--seed 0] [--blas-threads 1]
 
 Data: ``make_logistic(n, d, seed)`` in float64, ``fastinfl.LogisticRegression(l2=1)``; target: the
 sign of the weakest coefficient (smallest |coef_j|), max_fraction 0.01. Timed in one run:
@@ -16,20 +16,26 @@ sign of the weakest coefficient (smallest |coef_j|), max_fraction 0.01. Timed in
   (``warm_start=False``) on the remaining rows, forms the Hessian with NumPy and re-ranks the same
   way; for lbfgs (scikit-learn's default solver and tolerance) and newton-cholesky (tol=1e-8).
   Their totals for the same number of steps as fastinfl's search are projected from the time per step.
+
+Everything runs with BLAS held to ``--blas-threads`` threads (threadpoolctl; default 1): on a
+shared, loaded machine multi-threaded BLAS contends with the other processes and timings of the
+same call vary several-fold; ``--blas-threads 0`` leaves BLAS as it is.
 """
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
 import scipy.special
 
 import fastinfl
+from fastinfl import robustness
 from fastinfl.robustness import drop_to_flip
 
 
 def naive_step(X, y, keep, l2, j, toward, solver):
-    """One naive greedy step: sklearn refit from scratch on the kept rows, NumPy Hessian, re-rank; the row chosen."""
+    """One naive greedy step: sklearn refit from scratch on the kept rows, NumPy Hessian, re-rank; its row."""
     from sklearn.linear_model import LogisticRegression
 
     kw = {"tol": 1e-8} if solver == "newton-cholesky" else {}
@@ -50,6 +56,28 @@ def naive_step(X, y, keep, l2, j, toward, solver):
     return int(np.flatnonzero(keep)[np.argmin(push)])
 
 
+@contextlib.contextmanager
+def counted_reads():
+    """Count the passes over X that drop_to_flip makes, by kind: {"margins": X~ T, "rmatvec": X~^T r,
+    "gram": X~^T W X~ (n p^2)}."""
+    counts = dict.fromkeys(("margins", "rmatvec", "gram"), 0)
+    saved = {name: getattr(robustness._Rows, name) for name in counts}
+
+    def counting(name):
+        def method(self, *args):
+            counts[name] += 1
+            return saved[name](self, *args)
+        return method
+
+    for name in counts:
+        setattr(robustness._Rows, name, counting(name))
+    try:
+        yield counts
+    finally:
+        for name, fn in saved.items():
+            setattr(robustness._Rows, name, fn)
+
+
 def best(fn, repeats=3):
     times = []
     for _ in range(repeats):
@@ -65,7 +93,15 @@ def main(argv=None):
     parser.add_argument("--d", type=int, default=50)
     parser.add_argument("--naive-steps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blas-threads", type=int, default=1)
     args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.blas_threads or None, user_api="blas"):
+        run(args)
+
+
+def run(args):
     n, d, l2 = args.n, args.d, 1.0
     X, y, _ = fastinfl.datasets.make_logistic(n, d, seed=args.seed, dtype=np.float64)
     model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
@@ -78,7 +114,10 @@ def main(argv=None):
     drop_to_flip(inf, target, max_fraction=1 / n, refit=False)  # warm up
     t_one = best(lambda: drop_to_flip(inf, target, max_fraction=1 / n, refit=False))
     t_search = best(lambda: drop_to_flip(inf, target, max_fraction=0.01, refit=False), repeats=2)
-    res = drop_to_flip(inf, target, max_fraction=0.01, refit=False)
+    with counted_reads() as reads:
+        res = drop_to_flip(inf, target, max_fraction=0.01, refit=False)
+    with counted_reads() as reads_one:
+        drop_to_flip(inf, target, max_fraction=1 / n, refit=False)
     steps = len(res.indices)
     per_step = (t_search - t_one) / max(steps - 1, 1)
     keep = np.ones(n, dtype=bool)
@@ -100,7 +139,8 @@ def main(argv=None):
         naive[solver] = ((time.perf_counter() - t0) / args.naive_steps, chosen)
 
     k = args.naive_steps
-    print(f"`python -m bench.drop_to_flip --n {n} --d {d} --naive-steps {k} --seed {args.seed}`: "
+    print(f"`python -m bench.drop_to_flip --n {n} --d {d} --naive-steps {k} --seed {args.seed} "
+          f"--blas-threads {args.blas_threads}`: "
           f"target coef {j} = {model.coef_[j]:+.4g}, greedy: {steps} rows dropped, refit coef "
           f"{refit.coef_[j]:+.4g} ({'flipped' if flipped else 'not flipped'})\n")
     print("| | time per step | total for the search's steps | first steps' rows agree with fastinfl's |")
@@ -111,8 +151,13 @@ def main(argv=None):
         agree = chosen == res.indices[:k].tolist()
         print(f"| naive: scikit-learn {solver} refit from scratch per step | {t * 1e3:.4g} ms "
               f"| {t * steps:.3g} s (projected) | {'yes' if agree else 'no'} ({k} steps) |")
-    print(f"\nOne pass over X (X @ theta, then X.T @ r): {t_pass * 1e3:.3g} ms; a greedy step = "
-          f"{per_step / t_pass:.2g} passes. Verification refit (fastinfl, from zero): {t_refit:.3g} s. "
+    per = {k: (reads[k] - reads_one[k]) / max(steps - 1, 1) for k in reads}
+    print(f"\nReads of X per greedy step (counted): {per['margins']:.3g} X~ T (the new margins with the "
+          f"ranking direction alongside), {per['rmatvec']:.3g} X~^T r (gradients), {per['gram']:.2g} "
+          f"Hessians; "
+          f"setup: {reads_one['gram']} Hessian, {reads_one['margins']} + {reads_one['rmatvec']} products. "
+          f"One gradient pass over X (X @ theta, then X.T @ r): {t_pass * 1e3:.3g} ms; a greedy step took "
+          f"{per_step / t_pass:.2g} such passes. Verification refit (fastinfl, from zero): {t_refit:.3g} s. "
           f"Speed-up per step: {naive['lbfgs'][0] / per_step:.3g}x (lbfgs), "
           f"{naive['newton-cholesky'][0] / per_step:.3g}x (newton-cholesky).")
 
