@@ -165,8 +165,9 @@ class _Path:
     (margins, loss, gradient; Armijo backtracking on the objective), until the gradient test of
     :class:`~fastinfl.LogisticRegression` holds: usually two (a step, then a second one that the
     first step's gradient asks for). H is recomputed at the current theta (one Hessian pass,
-    n p^2) when a change needed more than two passes, or after every change with ``exact_hessian``
-    (the significance target, whose standard error needs it).
+    n p^2) when a change needed more than two passes with an H older than the previous change (a
+    fresher one would have saved passes), or after every change with ``exact_hessian`` (the
+    significance target, whose standard error needs it).
 
     ``c`` (p,), optional: a direction whose solve u = H^-1 c and margins x~_i . u (n,) the ranking
     needs; they ride along in the same pass as the margins of theta (:meth:`direction_margins`).
@@ -175,20 +176,17 @@ class _Path:
     def __init__(self, rows, y, l2, theta, tol, max_iter, exact_hessian, c=None):
         self.rows, self.l2, self.tol, self.max_iter = rows, l2, tol, max_iter
         self.y = np.asarray(y, dtype=np.float64).copy()
-        self.keep = np.ones(rows.n, dtype=bool)
+        self.mask = np.ones(rows.n)  # 1 for the rows kept, 0 for those dropped
+        self.n_kept = rows.n
         self.exact_hessian, self.c = exact_hessian, c
         self.version, self._cached = 0, None  # version of H's factor; (version, u, margins of u)
         self.theta = theta.astype(np.float64, copy=True)
         self.z = self.rows.margins(self.theta[:, None])[:, 0]
+        self.s = scipy.special.expit(self.z)
         self._new_hessian()
-        self.F, self.grad, self.z, cached = self._evaluate(self.theta)
-        self._cached = cached
+        self.F, self.grad, self.z, self.s, self._cached = self._evaluate(self.theta)
         if self.converge():
             self._new_hessian()  # the model was not at the optimum: H at the full-data optimum
-
-    @property
-    def n_kept(self):
-        return int(self.keep.sum())
 
     def _penalty(self, theta):
         w = theta[: self.rows.d]
@@ -196,18 +194,18 @@ class _Path:
         return 0.5 * self.l2 * float(w @ w), grad
 
     def _evaluate(self, theta):
-        """F(theta), its gradient (p,), the margins (n,) over the kept rows and the direction's
-        (version, u, margins) (None without ``c``): one pass over X."""
+        """F(theta), its gradient (p,), the margins z and sigma(z) (n,) over the kept rows and the
+        direction's (version, u, margins) (None without ``c``): one pass over X."""
         if self.c is None:
             z, cached = self.rows.margins(theta[:, None])[:, 0], None
         else:
             u = self.solve(self.c)
             Z = self.rows.margins(np.column_stack([theta, u]))
             z, cached = Z[:, 0], (self.version, u, Z[:, 1])
-        losses = np.where(self.keep, np.logaddexp(0.0, z) - self.y * z, 0.0)
-        r = np.where(self.keep, scipy.special.expit(z) - self.y, 0.0)
+        s = scipy.special.expit(z)
+        loss = float(self.mask @ (np.logaddexp(0.0, z) - self.y * z))
         pen, dpen = self._penalty(theta)
-        return float(losses.sum()) + pen, self.rows.rmatvec(r) + dpen, z, cached
+        return loss + pen, self.rows.rmatvec((s - self.y) * self.mask) + dpen, z, s, cached
 
     def direction_margins(self):
         """(u, a): u = H^-1 c (p,) and a_i = x~_i . u (n,) for the current H (reused from the last pass)."""
@@ -218,19 +216,19 @@ class _Path:
 
     def residuals(self):
         """(n,) r_i = sigma(z_i) - y_i at theta (all rows, kept or not)."""
-        return scipy.special.expit(self.z) - self.y
+        return self.s - self.y
 
     def weights(self):
         """(n,) sigma'(z_i) at theta."""
-        s = scipy.special.expit(self.z)
-        return s * (1.0 - s)
+        return self.s * (1.0 - self.s)
 
     def _new_hessian(self):
         self.w_H = self.weights()  # curvature at which H was formed (downdates use the same)
+        self.age = 0  # changes (drops, relabels) since
         ridge = np.full(self.rows.p, self.l2)
         if self.rows.fit_intercept:
             ridge[-1] = 0.0
-        self.H = self.rows.gram(np.where(self.keep, self.w_H, 0.0)) + np.diag(ridge)
+        self.H = self.rows.gram(self.w_H * self.mask) + np.diag(ridge)
         self._factor()
 
     def _factor(self):
@@ -249,10 +247,11 @@ class _Path:
 
     def drop(self, i):
         x = self.rows.row(i)
-        r = scipy.special.expit(self.z[i]) - self.y[i]
+        r = self.s[i] - self.y[i]
         self.grad = self.grad - r * x
         self.F -= float(np.logaddexp(0.0, self.z[i]) - self.y[i] * self.z[i])
-        self.keep[i] = False
+        self.mask[i] = 0.0
+        self.n_kept -= 1
         if not self.exact_hessian:
             self.H -= self.w_H[i] * np.outer(x, x)
             self._factor()
@@ -282,7 +281,7 @@ class _Path:
             slope = float(self.grad @ step)
             t = 1.0
             for _ in range(60):
-                F, grad, z, cached = self._evaluate(self.theta + t * step)
+                F, grad, z, s, cached = self._evaluate(self.theta + t * step)
                 passes += 1
                 if F <= self.F + 1e-4 * t * slope + 8 * np.finfo(float).eps * abs(self.F):
                     break
@@ -290,14 +289,16 @@ class _Path:
             else:
                 raise ConvergenceError("the warm-started Newton update found no decrease of the objective; "
                                        "the problem may be (nearly) separable: use a larger l2.")
-            self.theta, self.F, self.grad, self.z, self._cached = self.theta + t * step, F, grad, z, cached
+            self.theta = self.theta + t * step
+            self.F, self.grad, self.z, self.s, self._cached = F, grad, z, s, cached
             steps += 1
         else:
             raise ConvergenceError(
                 f"the warm-started Newton update did not converge in {self.max_iter} steps "
                 f"(max|grad F| = {np.max(np.abs(self.grad)):.3g} > {gtol:.3g}); with l2 = 0 the data left "
                 "may be separable: use l2 > 0.")
-        if self.exact_hessian or passes > 2:
+        self.age += 1
+        if self.exact_hessian or (passes > 2 and self.age > 1):  # a fresher H would have saved passes
             self._new_hessian()
         return steps
 
@@ -380,9 +381,9 @@ class _Target:
             return r * a  # c . H^-1 g_i
         V = u[self.j]
         z = path.theta[self.j] / np.sqrt(V)
-        s = scipy.special.expit(path.z)
+        s = path.s
         w = s * (1.0 - s)
-        b = rows.rmatvec(np.where(path.keep, w * (1.0 - 2.0 * s) * a * a, 0.0))  # sum_k w'_k (x~_k.v)^2 x~_k
+        b = rows.rmatvec(path.mask * w * (1.0 - 2.0 * s) * a * a)  # sum_k w'_k (x~_k.v)^2 x~_k
         hb = rows.margins(path.solve(b)[:, None])[:, 0]  # x~_i . H^-1 b
         dV = w * a * a - r * hb  # own curvature removed; curvature moved by the parameter change
         return r * a / np.sqrt(V) - z / (2.0 * V) * dV
@@ -512,8 +513,7 @@ def _greedy(path, tgt, max_count, apply, changes):
     chosen, Ls = [], [tgt.L(path.theta, path.solve)]
     for _ in range(max_count):
         push = tgt.toward * changes(path)
-        push[~path.keep] = np.inf
-        push[chosen] = np.inf
+        push[chosen] = np.inf  # dropped (or relabelled) already
         i = int(np.argmin(push))
         if not push[i] < 0.0:
             break  # no row moves the target toward a flip at first order

@@ -3,9 +3,9 @@
 The references are refits: an exhaustive search over every subset of up to KMAX rows (a batched
 NumPy Newton fit per subset, written here independently of the library), scikit-learn refits of
 every answer, and statsmodels' standard errors. Data: statsmodels' spector (32 rows) and
-scikit-learn's iris, versicolor vs virginica (100 rows); a synthetic masking case (two outliers
-hiding each other, after Huang et al. 2024). docs/make_validation_conclusions.py prints the same
-comparison as a table for docs/validation.md.
+scikit-learn's iris, versicolor vs virginica by sepal length and width (100 rows); a synthetic
+masking case (two outliers hiding each other, after Huang et al. 2024).
+docs/make_validation_conclusions.py prints the same comparison as a table for docs/validation.md.
 """
 
 import itertools
@@ -31,12 +31,13 @@ def spector():
     return data.exog.to_numpy(np.float64), data.endog.to_numpy(np.float64)
 
 
-def iris_versicolor_virginica():
+def iris_sepals():
+    """Iris versicolor (0) vs virginica (1) by sepal length and width: 100 rows, overlapping classes."""
     from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
     keep = y > 0
-    return X[keep].astype(np.float64), (y[keep] == 2).astype(np.float64)
+    return X[keep][:, :2].astype(np.float64), (y[keep] == 2).astype(np.float64)
 
 
 def masking_case(seed=0, n=200, x_out=10.0):
@@ -51,7 +52,7 @@ def masking_case(seed=0, n=200, x_out=10.0):
     return np.concatenate([x, [x_out, x_out]])[:, None], np.concatenate([y, [1.0, 1.0]])
 
 
-DATASETS = {"spector": (spector, 4), "iris": (iris_versicolor_virginica, 3)}  # loader, KMAX
+DATASETS = {"spector": (spector, 4), "iris_sepals": (iris_sepals, 3)}  # loader, KMAX
 
 
 # ------------------------------------------------------------------------------ references
@@ -173,7 +174,8 @@ def check_answer(res, X, y, l2, target, relabel=False):
 def targets_for(X, model):
     d = X.shape[1]
     margins = np.abs(model.predict_proba(X) - 0.5)
-    rows = np.argsort(margins)[[len(margins) // 4, len(margins) // 2]]  # two moderately confident points
+    n = len(margins)
+    rows = np.argsort(margins)[[n // 8, n // 4, n // 2]]  # three rows of rising confidence
     return ([("coef", j) for j in range(d)] + [("significance", j, LEVEL) for j in range(d)]
             + [("prediction", X[i]) for i in rows])
 
@@ -199,27 +201,24 @@ def test_significance_uses_the_hessian_standard_errors_of_statsmodels():
 def test_greedy_against_exhaustive_search(name):
     """Greedy's set size vs the true minimum over all subsets of up to KMAX rows (refits).
 
-    Greedy can never beat the minimum (a consistency check of both); on these data it finds a
-    set no larger than the minimum plus one, and the minimum itself in most cases."""
+    Wherever greedy's set has at most KMAX rows, no smaller set flips the target: greedy found
+    the minimum (on these data; it is not guaranteed in general, see docs/conclusions.md). Where
+    greedy needs more, or finds nothing, no set of up to KMAX rows exists either."""
     loader, kmax = DATASETS[name]
     X, y = loader()
     model = fastinfl.LogisticRegression(l2=L2).fit(X, y)
     inf = fastinfl.Influence(model, X, y)
-    exact = excess = 0
+    proven = 0
     for target in targets_for(X, model):
         res = drop_to_flip(inf, target, max_fraction=0.25, method="greedy")
         check_answer(res, X, y, L2, target)
         k_greedy = len(res.indices) if res.flipped else None
-        k_min = exhaustive_minimum(X, y, L2, target, min(kmax, k_greedy - 1) if k_greedy else kmax)
-        if k_greedy is None:
-            assert k_min is None, f"{case_id(target)}: greedy found nothing, a set of {k_min} exists"
-            continue
-        assert k_min is None or k_min <= k_greedy
-        true_min = k_greedy if k_min is None else k_min  # no smaller set: greedy is minimal
-        assert k_greedy <= true_min + 1, f"{case_id(target)}: greedy {k_greedy}, minimum {true_min}"
-        exact += k_greedy == true_min
-        excess += k_greedy > true_min
-    assert exact >= 3 * excess
+        if k_greedy is None or k_greedy > kmax:
+            assert exhaustive_minimum(X, y, L2, target, kmax) is None, case_id(target)
+        else:
+            assert exhaustive_minimum(X, y, L2, target, k_greedy - 1) is None, case_id(target)
+            proven += 1
+    assert proven >= 2
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -416,3 +415,17 @@ def test_cli_errors_are_one_line(spector_csv, capsys, argv, message):
     assert main(["robustness", spector_csv, *argv]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("fastinfl: error:") and len(err.splitlines()) == 1 and re.search(message, err)
+
+
+def test_bench_script_runs_and_counts_two_passes_per_step(capsys):
+    """bench/drop_to_flip.py end to end on a tiny problem; its counted cost model holds."""
+    import re
+
+    from bench import drop_to_flip as bench
+
+    bench.main(["--n", "5000", "--d", "5", "--naive-steps", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "| fastinfl greedy (setup" in out and "| naive: scikit-learn lbfgs" in out
+    per_step = re.search(r"per greedy step \(counted\): ([\d.]+) X~ T .*?, ([\d.]+) X~\^T r", out)
+    # a step: a Newton step or two, maybe a third on so small a problem, each one pass; never a refit
+    assert per_step and 1 <= float(per_step.group(1)) <= 4 and 1 <= float(per_step.group(2)) <= 4
