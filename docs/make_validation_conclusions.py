@@ -137,7 +137,8 @@ Regenerate: `python docs/make_validation_conclusions.py` (this section only; abo
 
 
 def render():
-    sections = [HEADER, *(dataset_section(name) for name in sorted(DATASETS)), masking_section()]
+    datasets = [dataset_section(name) for name in sorted(DATASETS)]
+    sections = [HEADER.rstrip("\n"), *datasets, masking_section()]
     return "\n\n".join(sections) + "\n" + FOOTER
 
 

@@ -385,13 +385,21 @@ def test_cli_table_and_plot_match_the_api(spector_csv, tmp_path, capsys):
     assert plot.stat().st_size > 1000 and not list(tmp_path.glob(".fastinfl-plot-*"))
 
 
-def test_cli_prediction_relabel_and_significance(spector_csv, capsys):
+def test_cli_prediction_relabel_and_significance(spector_csv, tmp_path, capsys):
     from fastinfl.cli.main import main
 
     assert main(["robustness", spector_csv, "--target", "prediction:3", "--test", spector_csv, "--relabel",
                  "--l2", "0", "--max-fraction", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "row relabelled" in out and "FLIPPED" in out
+    X, y = spector()
+    inf = fastinfl.Influence(fastinfl.LogisticRegression(l2=0.0).fit(X, y), X, y)
+    ref = relabel_to_flip(inf, X[3], max_count=9)
+    assert f"{ref.refit:.6g} (full fit {ref.original:.6g})" in out
+    np.save(tmp_path / "points.npy", X[[0, 3]])  # a .npy TEST of features only
+    assert main(["robustness", spector_csv, "--target", "prediction:1", "--test",
+                 str(tmp_path / "points.npy"), "--relabel", "--l2", "0", "--max-fraction", "0.3"]) == 0
+    assert f"{ref.refit:.6g} (full fit {ref.original:.6g})" in capsys.readouterr().out
     assert main(["robustness", spector_csv, "--target", "significance:2:0.05", "--l2", "0",
                  "--max-fraction", "0.1", "--method", "newton"]) == 0
     out = capsys.readouterr().out
@@ -429,3 +437,15 @@ def test_bench_script_runs_and_counts_two_passes_per_step(capsys):
     per_step = re.search(r"per greedy step \(counted\): ([\d.]+) X~ T .*?, ([\d.]+) X~\^T r", out)
     # a step: a Newton step or two, maybe a third on so small a problem, each one pass; never a refit
     assert per_step and 1 <= float(per_step.group(1)) <= 4 and 1 <= float(per_step.group(2)) <= 4
+
+
+def test_docs_worked_example_prints_what_the_page_shows(capsys):
+    """docs/conclusions.md: its Python block run as written prints its text block."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "conclusions.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, flags=re.S).group(1)
+    shown = re.search(r"```text\n(FlipResult.*?)```", page, flags=re.S).group(1)
+    exec(compile(code, "docs/conclusions.md", "exec"), {})
+    assert capsys.readouterr().out == shown
