@@ -38,8 +38,9 @@ def add_parser(sub, common, non_negative_float):
     p.add_argument("train", metavar="TRAIN", help="training data (.npz, .npy or .csv), features and labels")
     p.add_argument("--target", default="coef:0", metavar="coef:J|significance:J:LEVEL|prediction:ROW",
                    help="the conclusion to flip (default coef:0)")
-    p.add_argument("--test", metavar="TEST", help="file holding the row of prediction:ROW (labels not needed "
-                                                  "for .npz/.csv with a label column; .npy: features only)")
+    p.add_argument("--test", metavar="TEST",
+                   help="the file holding the row of prediction:ROW: .npz or .csv like TRAIN (its labels are "
+                        "not used), or .npy of features only")
     p.add_argument("--method", choices=METHODS, default="greedy",
                    help="greedy (default): drop, refit by warm-started Newton steps, re-rank; newton: "
                         "first-order ranking, Newton-checked sets; additive: first order (AMIP)")
