@@ -16,7 +16,7 @@ import scipy.special
 import scipy.stats
 
 import fastinfl
-from fastinfl.robustness import FlipResult, drop_to_flip, relabel_to_flip
+from fastinfl.robustness import FlipResult, drop_to_flip, relabel_to_flip, target_changes
 
 L2 = 0.1  # the exhaustive cases (with l2 = 0 some subsets of spector leave separable data)
 LEVEL = 0.05
@@ -195,6 +195,29 @@ def test_significance_uses_the_hessian_standard_errors_of_statsmodels():
     for j in range(3):
         res = drop_to_flip(inf, ("significance", j, LEVEL), max_fraction=0.1, refit=False)
         assert res.original == pytest.approx(z[j], rel=1e-7)
+
+
+@pytest.mark.parametrize("l2", [0.0, L2])
+def test_first_order_changes_are_the_derivative_and_track_refits(l2):
+    """target_changes (the ranking) on spector, every target: exactly the derivative of the refitted
+    target in a row's weight (finite differences of refits with that row's weight 1 - 1e-6: the
+    z-statistic's includes its moving standard error), and close to refits without each row."""
+    X, y = spector()
+    model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    n, eps = X.shape[0], 1e-6
+    theta_full, V_full = batched_refits(X, y, l2, np.ones((1, n)), np.zeros(4))
+    theta_eps, V_eps = batched_refits(X, y, l2, 1.0 - eps * np.eye(n), theta_full[0])
+    theta_loo, V_loo = batched_refits(X, y, l2, 1.0 - np.eye(n), theta_full[0])
+    for target in targets_for(X, model):
+        full = target_L(target, theta_full, V_full)[0]
+        predicted = target_changes(inf, target)
+        assert predicted.shape == (n,) and np.isfinite(predicted).all()
+        derivative = (target_L(target, theta_eps, V_eps) - full) / eps
+        assert np.max(np.abs(predicted - derivative)) < 1e-5 * np.max(np.abs(derivative)), case_id(target)
+        actual = target_L(target, theta_loo, V_loo) - full
+        assert np.corrcoef(predicted, actual)[0, 1] > 0.9, case_id(target)
+        assert np.mean(np.sign(predicted) == np.sign(actual)) >= 0.9, case_id(target)
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
