@@ -537,7 +537,11 @@ def _greedy(path, tgt, max_count, apply, changes):
         i = int(np.argmin(push))
         if not push[i] < 0.0:
             break  # no row moves the target toward a flip at first order
-        apply(i)
+        try:
+            apply(i)
+        except (ConvergenceError, SingularHessianError) as exc:  # l2 = 0: no optimum without these rows
+            raise type(exc)(f"after changing training rows {[*map(int, chosen), i]} in this order: {exc}") \
+                from exc
         chosen.append(i)
         Ls.append(tgt.L(path.theta, path.solve))
         if tgt.flipped(Ls[-1]):

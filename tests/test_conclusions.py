@@ -133,8 +133,8 @@ def sklearn_params(X, y, l2):
     """theta of an independent scikit-learn fit (intercept unpenalised, C = 1/l2), tight tolerance."""
     from sklearn.linear_model import LogisticRegression
 
-    kw = {"penalty": None} if l2 == 0 else {"C": 1.0 / l2}
-    est = LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=1000, **kw).fit(X, y)
+    C = np.inf if l2 == 0 else 1.0 / l2  # C = inf: unpenalised (penalty=None is deprecated since 1.8)
+    est = LogisticRegression(solver="newton-cholesky", C=C, tol=1e-12, max_iter=1000).fit(X, y)
     return np.append(est.coef_[0], est.intercept_[0])
 
 
@@ -472,3 +472,16 @@ def test_docs_worked_example_prints_what_the_page_shows(capsys):
     shown = re.search(r"```text\n(FlipResult.*?)```", page, flags=re.S).group(1)
     exec(compile(code, "docs/conclusions.md", "exec"), {})
     assert capsys.readouterr().out == shown
+
+
+def test_a_refit_without_an_optimum_raises_and_names_the_rows():
+    """With l2 = 0, dropping the additive method's 4 rows leaves separable data: no silent number."""
+    X = np.array([[0.0], [1.0], [2.0], [3.0], [1.5], [1.6], [1.2], [2.2]])
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 0.0])
+    inf = fastinfl.Influence(fastinfl.LogisticRegression(l2=0.0).fit(X, y), X, y)
+    message = r"refitting without training rows \[3, 1, 0, 2\].*separable"
+    with pytest.raises(fastinfl.ConvergenceError, match=message):
+        drop_to_flip(inf, ("coef", 0), max_fraction=0.5, method="additive")
+    res = drop_to_flip(inf, ("coef", 0), max_fraction=0.5, method="greedy")  # its 2 rows leave an optimum
+    check_answer(res, X, y, 0.0, ("coef", 0))
+    assert res.flipped and res.indices.tolist() == [3, 0]
