@@ -1,6 +1,6 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
-from . import datasets, reference
+from . import datasets, reference, robustness
 from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
 from .influence import Influence, TopK
 from .loo import loo_retrain
@@ -24,5 +24,6 @@ __all__ = [
     "get_num_threads",
     "loo_retrain",
     "reference",
+    "robustness",
     "set_num_threads",
 ]
