@@ -56,7 +56,7 @@ def main(argv=None):
     tk = [np.empty((1, k)), np.empty((1, k), np.int64), np.empty((1, k)), np.empty((1, k), np.int64)]
 
     def s_arith():
-        kernels._per_example_grads(x1, y1, coef, b, g, stop)
+        kernels._per_example_grads(x1, y1, 0, coef, b, g, stop)
         return scipy.linalg.lapack.dpotrs(chol[0], g.T, lower=1)[0].T
 
     def top_arith():

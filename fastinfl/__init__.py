@@ -1,11 +1,19 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
 from . import datasets, reference, robustness
-from .exceptions import AccuracyWarning, ConvergenceError, SingularHessianError, StationarityWarning, VerificationError
+from .exceptions import (
+    AccuracyWarning,
+    ConvergenceError,
+    SingularHessianError,
+    StateError,
+    StationarityWarning,
+    VerificationError,
+)
 from .influence import Influence, TopK
 from .loo import loo_retrain
 from .model import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
+from .poisson import PoissonRegression
 from .operators.policy import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -16,7 +24,9 @@ __all__ = [
     "Influence",
     "LogisticRegression",
     "MultinomialLogisticRegression",
+    "PoissonRegression",
     "SingularHessianError",
+    "StateError",
     "TopK",
     "StationarityWarning",
     "VerificationError",

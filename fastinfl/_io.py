@@ -29,6 +29,7 @@ class Dataset(NamedTuple):
     ``X`` (n, d) features, ``y`` (n,) labels; for CSV also the feature column names, the label
     column's name, the row IDs (from ``--id-col`` or a leading unnamed index column: strings, one
     per row) and notes for the user (such as "column 0 read as the row index"); else None / [].
+    ``layout``: for an svmlight file, its column base and width (``io_sparse.Layout``), else None.
     """
 
     X: np.ndarray
@@ -37,6 +38,7 @@ class Dataset(NamedTuple):
     label: str | None = None
     ids: list | None = None
     notes: tuple = ()
+    layout: object = None
 
 
 _NEEDS_LABELS = ("the test file needs its labels too (influence is measured on each test point's loss, "

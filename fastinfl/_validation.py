@@ -118,11 +118,27 @@ def check_X(X, name="X", n_features=None, sum_squares=None):
     return arr
 
 
+# What the labels of each loss (``fastinfl.losses``) must hold, as error messages say it.
+LABELS = {"logistic": "labels 0 and 1 only", "poisson": "non-negative finite counts"}
+
+
+def bad_labels(y, loss):
+    """(n,) bool: the float64 labels ``y`` that ``loss`` cannot take (NaN and inf included)."""
+    if loss == "poisson":
+        return ~(np.isfinite(y) & (y >= 0.0))
+    return (y != 0.0) & (y != 1.0)
+
+
 def check_y(y, n_samples, name="y"):
     """Return labels as a float64 (n,) array of 0.0/1.0; bool and 0/1 numbers accepted.
 
     ``name`` is "y" or "y_<suffix>"; its features are named "X" or "X_<suffix>".
     """
+    return check_labels(y, n_samples, name, "logistic")
+
+
+def check_labels(y, n_samples, name="y", loss="logistic"):
+    """Return the labels of ``loss`` as a float64 (n,) array: 0/1 (bool accepted) or counts >= 0 (Poisson)."""
     arr = _as_array(y, name)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -133,13 +149,13 @@ def check_y(y, n_samples, name="y"):
             f"{name} has {arr.shape[0]} labels but X{name[1:]} has {n_samples} rows (axis 0 must agree)."
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
-    bad = (arr != 0.0) & (arr != 1.0)  # NaN and inf included
+    bad = bad_labels(arr, loss)
     if bad.any():
         check_finite(arr, name)  # names the first NaN or inf, if that is what is wrong
         found = np.unique(arr[bad])[:5]
         row = int(np.flatnonzero(bad)[0])
         raise BadValueError(
-            f"{name} must hold labels 0 and 1 only; found {found.tolist()} (first at row {row}).", name, row
+            f"{name} must hold {LABELS[loss]}; found {found.tolist()} (first at row {row}).", name, row
         )
     return arr
 

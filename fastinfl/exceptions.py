@@ -26,3 +26,8 @@ class StationarityWarning(UserWarning):
 class AccuracyWarning(UserWarning):
     """A prediction beyond first order is not converged (e.g. Newton steps of ``group_change``
     still large): take more steps, or refit."""
+
+
+class StateError(ValueError):
+    """A state file (``Influence.load``) that cannot be trusted: corrupt, truncated, tampered with, not a
+    fastinfl state, or computed on other training data. The message names the file and what is wrong."""

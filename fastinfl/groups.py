@@ -13,28 +13,11 @@ vanishes on H's null space N_0 (W_i 1_K = 0) and g_S is orthogonal to it, so (H 
 """
 
 import numpy as np
-import scipy.special
 
+from .exceptions import ConvergenceError
+from .losses import LOSSES
 from .operators.base import cg_on_hvp
-from .solvers import CG, Direct
-
-
-def loss_change(z, y, dz):
-    """log-loss(y, z + dz) - log-loss(y, z), elementwise, stable in margin space.
-
-    With u = -(2y - 1) z the loss is softplus(u); the change is
-    log1p(sigma(u) expm1(du)) for |du| < 1 (no cancellation when the change is tiny,
-    even when sigma(u) is) and softplus(u + du) - softplus(u) otherwise.
-    """
-    sign = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
-    u = -sign * z
-    du = -sign * dz
-    u, du = np.broadcast_arrays(u, du)
-    small = np.abs(du) < 1.0
-    with np.errstate(over="ignore"):
-        near = np.log1p(scipy.special.expit(u) * np.expm1(np.where(small, du, 0.0)))
-        far = np.logaddexp(0.0, u + du) - np.logaddexp(0.0, u)
-    return np.where(small, near, far)
+from .solvers import CG, Direct, line_search
 
 
 class DowndatedHessian:
@@ -185,8 +168,8 @@ def _more_steps(inf, idx, A, delta, count, direct):
     """``count`` further damped Newton steps on F_-S from theta + delta; the total change and decrements.
 
     Each step: F_-S and its gradient (one pass over X), the Hessian or CG on HVPs
-    of H - H_S at the current parameters, and Armijo backtracking on F_-S (one
-    pass per trial; the full step is usually taken).
+    of H - H_S at the current parameters, and the fit's line search
+    (``solvers.line_search``) on F_-S (one pass per trial; the full step is usually taken).
     """
     from .model import objective_gradient
     from .multinomial import objective_gradient as mn_objective_gradient
@@ -195,6 +178,7 @@ def _more_steps(inf, idx, A, delta, count, direct):
     d = op.n_features
     multi = getattr(op, "multiclass", False)
     y_S = op.y[idx]
+    loss = None if multi else LOSSES[op.loss]
     if multi:
         K, p = op.n_classes, op.row_params
         theta = np.hstack([inf._coef, inf._intercept[:, None]]).reshape(-1) if op.fit_intercept else \
@@ -216,9 +200,10 @@ def _more_steps(inf, idx, A, delta, count, direct):
             return F, grad, Z, pi_S
         F, grad, _, z = objective_gradient(op, t[:d], float(t[d]) if op.fit_intercept else 0.0, l2)
         z_S = A @ t
-        F -= float(np.sum(np.logaddexp(0.0, z_S) - y_S * z_S))
-        grad -= A.T @ (scipy.special.expit(z_S) - y_S)
-        return F, grad, z, scipy.special.expit(z_S) * scipy.special.expit(-z_S)
+        F -= float(np.sum(loss.value(z_S, y_S)))
+        r_S, w_S = loss.derivatives(z_S, y_S)
+        grad -= A.T @ r_S
+        return F, grad, z, w_S
 
     out = np.empty(count)
     F, grad, z, w_S = evaluate(theta + delta)
@@ -226,14 +211,11 @@ def _more_steps(inf, idx, A, delta, count, direct):
         H_g = DowndatedHessian(op.hessian_operator(op.curvature(z), inf._hess.ridge), A, w_S)
         solver = Direct(H_g) if direct else CG(H_g, inf.tol, inf.max_iter)
         step = -solver.solve(np.ascontiguousarray(H_g.project(grad[None, :])))[0]
-        slope = float(grad @ step)
-        out[s] = np.sqrt(max(-slope, 0.0))
-        t = 1.0
-        for _ in range(60):
-            trial = evaluate(theta + delta + t * step)
-            if trial[0] <= F + 1e-4 * t * slope + 8 * np.finfo(float).eps * abs(F):
-                break
-            t *= 0.5
+        out[s] = np.sqrt(max(-float(grad @ step), 0.0))
+        found = line_search(evaluate, theta + delta, step, F, grad, op.n_samples - len(idx))
+        if found is None:
+            raise ConvergenceError(f"group_change: Newton step {s + 2} on the objective without a group of "
+                                   f"{len(idx)} points found no decrease; use fewer steps or refit.")
+        t, (F, grad, z, w_S) = found
         delta = delta + t * step
-        F, grad, z, w_S = trial
     return delta, out

@@ -4,15 +4,8 @@ import os
 import warnings
 
 import numpy as np
-import scipy.special
 
-from ._config import (
-    AUTO_DIRECT_MAX_P,
-    DEFAULT_MEMORY_LIMIT,
-    TOP_K_BLOCK_BYTES,
-    TOP_K_HEAP_BYTES,
-    UNCONVERGED_DECREMENT_RATIO,
-)
+from ._config import AUTO_DIRECT_MAX_P, DEFAULT_MEMORY_LIMIT, GROUP_CHANGE_ERROR, TOP_K_BLOCK_BYTES, TOP_K_HEAP_BYTES
 from ._validation import (
     check_bool,
     check_choice,
@@ -23,7 +16,8 @@ from ._validation import (
 )
 from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
-from .groups import group_steps, loss_change
+from .groups import group_steps
+from .losses import LOSSES as MARGIN_LOSSES
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
@@ -49,7 +43,7 @@ class Influence:
 
     Parameters
     ----------
-    model : LogisticRegression or MultinomialLogisticRegression
+    model : LogisticRegression, PoissonRegression or MultinomialLogisticRegression
         Fitted (or built with ``from_params`` / ``from_sklearn``). For the
         multinomial model every quantity lives in parameter space P = K p
         (s_test (m, K p), params_change (n_sel, K p)); H is singular along the
@@ -194,9 +188,9 @@ class Influence:
                 f"the parameters are not a stationary point of the training objective: "
                 f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
                 f"{stationarity_tol * n:.3g}). Influence values describe the quadratic model "
-                "at these parameters, not the effect of refitting. Refit to the optimum: "
-                "fastinfl.LogisticRegression(l2=...).fit(X, y); for a scikit-learn model, "
-                "fastinfl.LogisticRegression.from_sklearn(estimator, X, y) (a Newton refit warm-started "
+                f"at these parameters, not the effect of refitting. Refit to the optimum: "
+                f"fastinfl.{type(model).__name__}(l2=...).fit(X, y); for a scikit-learn model, "
+                f"fastinfl.{type(model).__name__}.from_sklearn(estimator, X, y) (a Newton refit warm-started "
                 "from its parameters) or sklearn's LogisticRegression(tol=1e-10).",
                 StationarityWarning, stacklevel=2,
             )
@@ -209,10 +203,10 @@ class Influence:
         # check included (the same error as as_operator's own check, before anything is returned).
         setup_pass = self._use_direct and state is None
         self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d, device=device,
-                               defer_finite=setup_pass)
+                               defer_finite=setup_pass, loss=model.loss)
         ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
         H = None
-        if state is not None:  # Influence.load: the state file holds them (fingerprint checked), no pass over X
+        if state is not None:  # Influence.load: one pass checks the file against X and recomputes them
             self.grad_norm_, self._curv = state.restore_curvature(self._op)
         elif setup_pass:
             # One read of X for everything the direct solver needs: the objective's gradient
@@ -230,15 +224,14 @@ class Influence:
         self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
     # ------------------------------------------------------------ persisted state
-    def save(self, path, check="sample"):
-        """Write the fitted state to ``path``: a versioned .npz file read without pickle.
+    def save(self, path, check="full"):
+        """Write the fitted state to ``path`` atomically: a versioned .npz file read without pickle.
 
-        Holds the model, the solver settings, the per-row residuals and weights,
-        the Hessian and its Cholesky factor when formed (call ``hessian()`` or
-        any solve first to include them), and a fingerprint of the training data:
-        shape, dtype, SHA-256 of the labels and of a deterministic sample of 1024
-        rows (``check="sample"``) or of every row (``check="full"``, one pass over X).
-        See :meth:`load`.
+        Holds the model, the solver settings, the Cholesky factor when formed (call
+        any solve first to include it) and a fingerprint of the training data:
+        shape, dtype, SHA-256 of the labels and a checksum of every element of X
+        (``check="full"``, one pass over X). ``check="sample"`` hashes 1024 rows
+        only: a later change to other rows goes undetected by :meth:`load`.
         """
         from . import _state
 
@@ -249,12 +242,13 @@ class Influence:
 
     @classmethod
     def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
-        """The :class:`Influence` saved by :meth:`save`, over the same training data.
+        """The :class:`Influence` saved by :meth:`save`, over the same training data, verified.
 
-        Validates ``X_train`` and ``y_train`` (finite values, 0/1 labels: one
-        pass over X, as any Influence) and refuses them with a ValueError when
-        they do not match the saved fingerprint; nothing else reads X: the
-        residuals, weights, Hessian and Cholesky factor come from the file.
+        Validates ``X_train`` and ``y_train`` as any Influence, then one pass over X
+        checks them against the saved fingerprint and recomputes the residuals,
+        weights and gradient norm from the saved parameters; the saved Cholesky
+        factor is checked against H on random vectors. Any damaged, tampered or
+        mismatching file raises :class:`~fastinfl.StateError` naming it.
         """
         from . import _state
 
@@ -384,7 +378,7 @@ class Influence:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
         if self._multi:
             return self.model._operator(X, y, name)
-        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features)
+        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):
         """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
@@ -534,7 +528,7 @@ class Influence:
         if correction == "newton":
             dz /= 1.0 - self.leverage(idx)
         z = test.margins(self._coef, self._intercept)
-        return loss_change(z[:, None], test.y[:, None], dz)
+        return MARGIN_LOSSES[self._op.loss].change(z[:, None], test.y[:, None], dz)
 
     def group_change(self, X_test, y_test, groups, correction="newton", loss="exact", steps=1):
         """(m, G) predicted change of each test loss when group g of training points is removed and the model refitted.
@@ -553,9 +547,13 @@ class Influence:
         (Woodbury on a |S| K x |S| K system when |S| < p); the same meaning.
 
         After the call ``group_decrements_`` (G, steps) holds each Newton step's
-        decrement sqrt(-grad . step) on the objective without the group; with
-        steps >= 2, a second decrement that is not small against the first (ratio
-        above ~0.1) says one step was not enough: trust more steps, or refit.
+        decrement sqrt(-grad . step) on the objective without the group, and, with
+        steps >= 2, ``group_error_`` (G,) the estimated relative error of each
+        group's predicted changes, (last decrement / first)^2 (Newton converges
+        quadratically: the step not taken is about that fraction of the change);
+        measured against refits in bench/RESULTS.md ("group_change warning"). An
+        AccuracyWarning names the groups whose estimate exceeds GROUP_CHANGE_ERROR
+        (0.1): raise steps for them, or refit. With steps=1 there is no estimate (NaN).
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
@@ -566,24 +564,29 @@ class Influence:
         groups = check_groups(groups, self.n_samples)
         self._check_result_size((test.n_samples, len(groups)), "group_change")
         delta, self.group_decrements_ = group_steps(self, groups, correction, steps)
+        self.group_error_ = np.full(len(groups), np.nan)
         if steps > 1:
             first, last = self.group_decrements_[:, 0], self.group_decrements_[:, -1]
-            loose = np.flatnonzero(last > np.maximum(UNCONVERGED_DECREMENT_RATIO * first, 1e-8))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.group_error_ = np.where(first > 0.0, (last / first) ** 2, 0.0)
+            loose = np.flatnonzero(self.group_error_ > GROUP_CHANGE_ERROR)
             if loose.size:
+                worst = int(loose[np.argmax(self.group_error_[loose])])
                 warnings.warn(
-                    f"group_change: for {loose.size} of {len(groups)} groups (first: group {loose[0]}) the "
-                    f"last Newton step's decrement is more than {UNCONVERGED_DECREMENT_RATIO:g} x the first "
-                    f"({last[loose[0]]:.3g} vs {first[loose[0]]:.3g}): removing them moves the fit beyond "
-                    "what these steps capture. Raise steps, or refit (fastinfl.loo_retrain(..., groups=)).",
+                    f"group_change: for {loose.size} of {len(groups)} groups the estimated relative error of "
+                    f"the predicted changes is above {GROUP_CHANGE_ERROR:g} (group {worst}: "
+                    f"{self.group_error_[worst]:.2g}; the estimate is group_error_, the squared ratio of the last "
+                    "Newton decrement to the first). Raise steps, or refit (fastinfl.loo_retrain(..., groups=)).",
                     AccuracyWarning, stacklevel=2,
                 )
         if self._multi:
             return _multiclass.group_loss_change(self, test, delta, loss)
         dz = test.rows(np.arange(test.n_samples)) @ delta.T  # (m, G) test margin changes
         z = test.margins(self._coef, self._intercept)
+        margin_loss = MARGIN_LOSSES[self._op.loss]
         if loss == "linear":
-            return (scipy.special.expit(z) - test.y)[:, None] * dz
-        return loss_change(z[:, None], test.y[:, None], dz)
+            return margin_loss.derivatives(z, test.y)[0][:, None] * dz
+        return margin_loss.change(z[:, None], test.y[:, None], dz)
 
     def perturbation(self, X_test, y_test, train_idx=None):
         """(m, n_sel, d) Koh & Liang's I_pert,loss: d(test loss)/d x_i after refitting.

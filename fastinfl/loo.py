@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from ._validation import check_csr, check_groups, check_indices, check_scalar, check_X, check_y, is_sparse
+from ._validation import check_csr, check_groups, check_indices, check_labels, check_scalar, check_X, is_sparse
 from .exceptions import ConvergenceError
-from .model import LogisticRegression, check_fitted_model
+from .model import check_fitted_model
 from .multinomial import MultinomialLogisticRegression, loo_retrain_multinomial
 
 
@@ -19,7 +19,7 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
 
     Parameters
     ----------
-    model : LogisticRegression or MultinomialLogisticRegression
+    model : LogisticRegression, PoissonRegression or MultinomialLogisticRegression
         Supplies l2, fit_intercept and the starting parameters (and ``classes_``).
     X_train, y_train : training data, (n, d) and (n,)
     train_idx : int array-like (n_sel,), the training points to remove, one at a time; None with ``groups``
@@ -41,9 +41,9 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
                                        groups)
     check_fitted_model(model)
     X_train = _check_data(X_train, "X_train", n_features=model.n_features_)
-    y_train = check_y(y_train, X_train.shape[0], "y_train")
+    y_train = check_labels(y_train, X_train.shape[0], "y_train", model.loss)
     X_test = _check_data(X_test, "X_test", n_features=model.n_features_)
-    y_test = check_y(y_test, X_test.shape[0], "y_test")
+    y_test = check_labels(y_test, X_test.shape[0], "y_test", model.loss)
     if groups is not None:
         if train_idx is not None:
             raise ValueError("pass train_idx or groups, not both.")
@@ -57,8 +57,8 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         raise ValueError("X_train needs at least 2 rows to leave one out.")
 
     def refit(X, y, init):
-        return LogisticRegression(l2=model.l2, fit_intercept=model.fit_intercept, tol=tol,
-                                  max_iter=max_iter).fit(X, y, init_params=init)
+        return type(model)(l2=model.l2, fit_intercept=model.fit_intercept, tol=tol,
+                           max_iter=max_iter).fit(X, y, init_params=init)
 
     base = refit(X_train, y_train, model.params_)
     base_losses = base.losses(X_test, y_test)

@@ -1,4 +1,11 @@
-"""L2-regularised binary logistic regression, fitted by Newton's method on the kernels."""
+"""Models of one margin per row (a loss of ``fastinfl.losses`` plus L2), fitted by one Newton method.
+
+:class:`MarginModel` holds everything that does not depend on the loss: the
+hyper-parameters, Newton's method with its line search, parameters and their
+construction, losses and the objective. :class:`LogisticRegression` (here) and
+:class:`fastinfl.PoissonRegression` (``poisson.py``) add their labels' checks
+and predictions.
+"""
 
 import numpy as np
 import scipy.linalg
@@ -21,7 +28,7 @@ def ridge_diagonal(n_features, fit_intercept, l2, damping=0.0):
 def objective_gradient(op, coef, intercept, l2):
     """F(theta), grad F (p,), min signed margin and the margins, in one pass of operator ``op``.
 
-    F = sum of log-losses + l2/2 ||coef||^2 (intercept unpenalised); min signed
+    F = sum of the operator's losses + l2/2 ||coef||^2 (intercept unpenalised); min signed
     margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
     """
     loss, grad, min_margin, z = op.loss_grad(coef, intercept)
@@ -29,22 +36,179 @@ def objective_gradient(op, coef, intercept, l2):
 
 
 def penalised(loss, grad, coef, l2):
-    """(F, grad F) from the summed log-loss and its gradient (p,): adds the L2 term (``grad`` in place)."""
+    """(F, grad F) from the summed loss and its gradient (p,): adds the L2 term (``grad`` in place)."""
     grad[: coef.shape[0]] += l2 * coef
     return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad
 
 
 def check_fitted_model(model, name="model"):
-    """Raise unless ``model`` is a fitted fastinfl.LogisticRegression (TypeError / ValueError)."""
-    if not isinstance(model, LogisticRegression):
+    """Raise unless ``model`` is a fitted fastinfl model of one margin per row (TypeError / ValueError)."""
+    if not isinstance(model, MarginModel):
         raise TypeError(
-            f"{name} must be a fastinfl.LogisticRegression; got {type(model).__name__}. "
-            "Convert a fitted scikit-learn model with fastinfl.LogisticRegression.from_sklearn()."
+            f"{name} must be a fastinfl.LogisticRegression or fastinfl.PoissonRegression; got "
+            f"{type(model).__name__}. Convert a fitted scikit-learn model with "
+            "fastinfl.LogisticRegression.from_sklearn()."
         )
     model._check_fitted()
 
 
-class LogisticRegression:
+class MarginModel:
+    """A loss of the margin z_i = x~_i . theta (``loss``: a name of ``fastinfl.losses.LOSSES``) plus L2.
+
+    F(theta) = sum_i loss(y_i, z_i) + l2/2 ||coef||^2, the intercept not
+    penalised. :meth:`fit` runs Newton's method (Hessian and gradient from one
+    pass over X each, Cholesky solve, the line search of ``solvers.line_search``;
+    Newton-CG on HVPs above NEWTON_DIRECT_MAX_P parameters) until max|grad F| <=
+    ``tol`` * n_samples, i.e. the gradient of the mean loss is below ``tol``.
+    Subclasses set ``loss`` and add their labels' checks and predictions.
+    """
+
+    loss = "logistic"
+
+    def __init__(self, l2=1.0, fit_intercept=True, tol=1e-10, max_iter=100):
+        self.l2 = l2
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _check_hyper(self):
+        self.l2 = check_scalar(self.l2, "l2")
+        self.tol = check_scalar(self.tol, "tol", strict=True)
+        self.max_iter = check_scalar(self.max_iter, "max_iter", integer=True, min_value=1)
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
+
+    def _check_labels(self, y):
+        """Raise ValueError when the validated labels ``y`` leave the objective without a minimum."""
+
+    def _check_separation(self, op, min_margin, last_step, it):
+        """Raise ConvergenceError when an l2 = 0 objective provably has no minimum (``it``: Newton iteration)."""
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, X, y, init_params=None, device=None):
+        """Fit by Newton's method; ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU. Returns self."""
+        self._check_hyper()
+        op = as_operator(X, y, self.fit_intercept, device=device, loss=self.loss)
+        self._check_labels(op.y)
+        n, d, p = op.n_samples, op.n_features, op.n_params
+        theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
+        ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
+
+        def evaluate(t):
+            return objective_gradient(op, t[:d], self._b(t), self.l2)
+
+        F, grad, min_margin, z = evaluate(theta)
+        gtol = self.tol * n
+        gnorm0 = float(np.linalg.norm(grad))
+        last_step = np.zeros(p)
+        for it in range(self.max_iter + 1):
+            self._check_separation(op, min_margin, None, it)
+            gmax = float(np.max(np.abs(grad)))
+            if gmax <= gtol:
+                if it > 0:
+                    self._check_separation(op, min_margin, last_step, it)
+                break
+            if it == self.max_iter:
+                stalled = it > 0 and np.max(np.abs(last_step)) <= 1e-12 * max(1.0, np.max(np.abs(theta)))
+                raise ConvergenceError(
+                    f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
+                    f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. "
+                    + ("The steps are at rounding level: the gradient cannot get smaller in float64 "
+                       "at this scale of X; standardise the features or loosen tol." if stalled else
+                       "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
+                                           "separable)." if self.l2 == 0.0 else "."))
+                )
+            if p > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
+                step = newton_cg_step(op, op.curvature(z), ridge, grad, gnorm0)
+            else:
+                H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
+                hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
+                        "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
+                    ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
+                     "every curvature weight underflows; scale the features")
+                if init_params is not None:
+                    hint += ", or fit without init_params (it may be too far from the optimum)"
+                step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
+                                               grad, check_finite=False)
+            found = line_search(evaluate, theta, step, F, grad, n)
+            if found is None:
+                raise ConvergenceError(
+                    f"the line search found no decrease of the objective at Newton iteration {it} "
+                    f"(max|grad F| = {gmax:.3g}); "
+                    + ("init_params may be too far from the optimum for Newton's method: fit without "
+                       "it (from zero)." if init_params is not None else
+                       "the problem is badly conditioned: use a larger l2.")
+                )
+            t, (F_new, grad_new, margin_new, z_new) = found
+            last_step = t * step
+            theta = theta + last_step
+            F, grad, min_margin, z = F_new, grad_new, margin_new, z_new
+        self._set_params(theta, d, it, True)
+        return self
+
+    # ---------------------------------------------------------- construction
+    def _b(self, theta):
+        return float(theta[-1]) if self.fit_intercept else 0.0
+
+    def _set_params(self, theta, d, n_iter, converged):
+        self.coef_ = np.array(theta[:d], dtype=np.float64)
+        self.intercept_ = self._b(theta)
+        self.n_iter_ = n_iter
+        self.converged_ = converged
+
+    @property
+    def params_(self):
+        """(p,) parameter vector: coef_ then intercept_ (when fit_intercept)."""
+        self._check_fitted()
+        return np.append(self.coef_, self.intercept_) if self.fit_intercept else self.coef_.copy()
+
+    @property
+    def n_features_(self):
+        self._check_fitted()
+        return self.coef_.shape[0]
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted: call fit() or use from_params().")
+
+    @classmethod
+    def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True):
+        """Model with given parameters (no fit): ``coef`` (d,), scalar ``intercept``."""
+        model = cls(l2=l2, fit_intercept=fit_intercept)
+        model._check_hyper()
+        coef = np.atleast_1d(coef)
+        if coef.ndim != 1:
+            raise ValueError(f"coef must be 1-D (n_features,); got shape {coef.shape}.")
+        coef = check_vector(coef, "coef", coef.shape[0])
+        intercept = check_scalar(intercept, "intercept", min_value=-np.inf)
+        if not fit_intercept and intercept != 0.0:
+            raise ValueError(f"intercept must be 0 when fit_intercept=False; got {intercept}.")
+        theta = np.append(coef, intercept) if fit_intercept else coef
+        model._set_params(theta, coef.shape[0], 0, None)
+        return model
+
+    # ------------------------------------------------------------- prediction
+    def _operator(self, X, y=None):
+        return as_operator(X, y, self.fit_intercept, n_features=self.n_features_, loss=self.loss)
+
+    def decision_function(self, X):
+        """(n,) margins z_i = x_i . coef_ + intercept_."""
+        return self._operator(X).margins(self.coef_, self.intercept_)
+
+    def losses(self, X, y):
+        """(n,) per-example losses loss(y_i, z_i), computed stably from the margins."""
+        return self._operator(X, y).losses(self.coef_, self.intercept_)
+
+    def objective(self, X, y):
+        """F(theta) = sum_i loss_i + l2/2 ||coef||^2 on (X, y)."""
+        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
+                f"tol={self.tol!r}, max_iter={self.max_iter!r})")
+
+
+class LogisticRegression(MarginModel):
     """Binary logistic regression minimising F(theta) = sum_i loss_i + l2/2 ||coef||^2.
 
     The intercept is not penalised; ``l2 = 1/C`` matches scikit-learn's
@@ -89,87 +253,22 @@ class LogisticRegression:
     (True, (2,))
     """
 
-    def __init__(self, l2=1.0, fit_intercept=True, tol=1e-10, max_iter=100):
-        self.l2 = l2
-        self.fit_intercept = fit_intercept
-        self.tol = tol
-        self.max_iter = max_iter
+    def _check_labels(self, y):
+        if self.fit_intercept:
+            check_two_classes(y)
 
-    def _check_hyper(self):
-        self.l2 = check_scalar(self.l2, "l2")
-        self.tol = check_scalar(self.tol, "tol", strict=True)
-        self.max_iter = check_scalar(self.max_iter, "max_iter", integer=True, min_value=1)
-        if not isinstance(self.fit_intercept, (bool, np.bool_)):
-            raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
-
-    # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, init_params=None, device=None):
-        """Fit by Newton's method; ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU. Returns self."""
-        self._check_hyper()
-        op = as_operator(X, y, self.fit_intercept, device=device)
-        if op.fit_intercept:
-            check_two_classes(op.y)
-        n, d, p = op.n_samples, op.n_features, op.n_params
-        theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
-        ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
-
-        def evaluate(t):
-            return objective_gradient(op, t[:d], self._b(t), self.l2)
-
-        F, grad, min_margin, z = evaluate(theta)
-        gtol = self.tol * n
-        gnorm0 = float(np.linalg.norm(grad))
-        last_step = np.zeros(p)
-        for it in range(self.max_iter + 1):
-            if self.l2 == 0.0 and min_margin > 0.0:
-                raise ConvergenceError(
-                    f"the training data are linearly separable (Newton iterate {it} classifies "
-                    "every point correctly with a positive margin), so with "
-                    "l2 = 0 the loss has no minimum: it keeps falling as ||coef|| grows. "
-                    "Fit with l2 > 0 (for example l2=1.0)."
-                )
-            gmax = float(np.max(np.abs(grad)))
-            if gmax <= gtol:
-                if self.l2 == 0.0 and it > 0:
-                    self._check_recession(op, last_step)
-                break
-            if it == self.max_iter:
-                stalled = it > 0 and np.max(np.abs(last_step)) <= 1e-12 * max(1.0, np.max(np.abs(theta)))
-                raise ConvergenceError(
-                    f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
-                    f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. "
-                    + ("The steps are at rounding level: the gradient cannot get smaller in float64 "
-                       "at this scale of X; standardise the features or loosen tol." if stalled else
-                       "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
-                                           "separable)." if self.l2 == 0.0 else "."))
-                )
-            if p > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
-                step = newton_cg_step(op, op.curvature(z), ridge, grad, gnorm0)
-            else:
-                H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
-                hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
-                        "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
-                    ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
-                     "every sigma'(z) underflows; scale the features")
-                if init_params is not None:
-                    hint += ", or fit without init_params (it may be too far from the optimum)"
-                step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
-                                               grad, check_finite=False)
-            found = line_search(evaluate, theta, step, F, grad, n)
-            if found is None:
-                raise ConvergenceError(
-                    f"the line search found no decrease of the objective at Newton iteration {it} "
-                    f"(max|grad F| = {gmax:.3g}); "
-                    + ("init_params may be too far from the optimum for Newton's method: fit without "
-                       "it (from zero)." if init_params is not None else
-                       "the problem is badly conditioned: use a larger l2.")
-                )
-            t, (F_new, grad_new, margin_new, z_new) = found
-            last_step = t * step
-            theta = theta + last_step
-            F, grad, min_margin, z = F_new, grad_new, margin_new, z_new
-        self._set_params(theta, d, it, True)
-        return self
+    def _check_separation(self, op, min_margin, last_step, it):
+        if self.l2 != 0.0:
+            return
+        if last_step is None and min_margin > 0.0:
+            raise ConvergenceError(
+                f"the training data are linearly separable (Newton iterate {it} classifies "
+                "every point correctly with a positive margin), so with "
+                "l2 = 0 the loss has no minimum: it keeps falling as ||coef|| grows. "
+                "Fit with l2 > 0 (for example l2=1.0)."
+            )
+        if last_step is not None:
+            self._check_recession(op, last_step)
 
     def _check_recession(self, op, step):
         """ConvergenceError if the last Newton step is a direction along which the loss never rises.
@@ -186,47 +285,6 @@ class LogisticRegression:
                 "loss rises and some fall, so with l2 = 0 the loss has no minimum and ||coef|| grows "
                 "without bound as tol shrinks. Fit with l2 > 0 (for example l2=1.0)."
             )
-
-    # ---------------------------------------------------------- construction
-    def _b(self, theta):
-        return float(theta[-1]) if self.fit_intercept else 0.0
-
-    def _set_params(self, theta, d, n_iter, converged):
-        self.coef_ = np.array(theta[:d], dtype=np.float64)
-        self.intercept_ = self._b(theta)
-        self.n_iter_ = n_iter
-        self.converged_ = converged
-
-    @property
-    def params_(self):
-        """(p,) parameter vector: coef_ then intercept_ (when fit_intercept)."""
-        self._check_fitted()
-        return np.append(self.coef_, self.intercept_) if self.fit_intercept else self.coef_.copy()
-
-    @property
-    def n_features_(self):
-        self._check_fitted()
-        return self.coef_.shape[0]
-
-    def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise ValueError("this LogisticRegression is not fitted: call fit() or use from_params().")
-
-    @classmethod
-    def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True):
-        """Model with given parameters (no fit): ``coef`` (d,), scalar ``intercept``."""
-        model = cls(l2=l2, fit_intercept=fit_intercept)
-        model._check_hyper()
-        coef = np.atleast_1d(coef)
-        if coef.ndim != 1:
-            raise ValueError(f"coef must be 1-D (n_features,); got shape {coef.shape}.")
-        coef = check_vector(coef, "coef", coef.shape[0])
-        intercept = check_scalar(intercept, "intercept", min_value=-np.inf)
-        if not fit_intercept and intercept != 0.0:
-            raise ValueError(f"intercept must be 0 when fit_intercept=False; got {intercept}.")
-        theta = np.append(coef, intercept) if fit_intercept else coef
-        model._set_params(theta, coef.shape[0], 0, None)
-        return model
 
     @classmethod
     def from_sklearn(cls, estimator, X=None, y=None):
@@ -309,12 +367,9 @@ class LogisticRegression:
         return model
 
     # ------------------------------------------------------------- prediction
-    def _operator(self, X, y=None):
-        return as_operator(X, y, self.fit_intercept, n_features=self.n_features_)
-
     def predict_proba(self, X):
         """P(y = 1 | x) for each row of X, shape (n,)."""
-        return self._operator(X).probabilities(self.coef_, self.intercept_)
+        return self._operator(X).means(self.coef_, self.intercept_)
 
     def predict(self, X):
         """Predicted labels, 1 where P(y = 1 | x) > 0.5 (margin > 0), else 0: shape (n,), int64.
@@ -326,17 +381,5 @@ class LogisticRegression:
     def score(self, X, y):
         """Accuracy: the fraction of rows whose :meth:`predict` equals ``y`` (as scikit-learn's ``score``)."""
         op = self._operator(X, y)  # validates X and the 0/1 labels y
-        pred = op.probabilities(self.coef_, self.intercept_) > 0.5
+        pred = op.means(self.coef_, self.intercept_) > 0.5
         return float(np.mean(pred == (op.y > 0.5)))
-
-    def losses(self, X, y):
-        """(n,) per-example log-losses log(1 + e^z_i) - y_i z_i, computed stably from the margins."""
-        return self._operator(X, y).losses(self.coef_, self.intercept_)
-
-    def objective(self, X, y):
-        """F(theta) = sum_i log-loss_i + l2/2 ||coef||^2 on (X, y)."""
-        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
-
-    def __repr__(self):
-        return (f"LogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
-                f"tol={self.tol!r}, max_iter={self.max_iter!r})")

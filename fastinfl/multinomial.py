@@ -285,7 +285,7 @@ class MultinomialLogisticRegression:
 
     def predict_proba(self, X):
         """(n, K) class probabilities, columns in the order of ``classes_``."""
-        return self._operator(X).probabilities(self.coef_, self.intercept_)
+        return self._operator(X).means(self.coef_, self.intercept_)
 
     def predict(self, X):
         """(n,) the most probable label of each row (ties to the first class)."""

@@ -7,7 +7,8 @@ tests and for ``verify=True`` on samples, not for large data.
 
 Conventions (see the design contract): parameters theta = (coef, intercept),
 F(theta) = sum_i loss_i + l2/2 ||coef||^2, H = hess F (+ damping I),
-I(z_test, z_i) = -g(z_test)^T H^-1 g(z_i).
+I(z_test, z_i) = -g(z_test)^T H^-1 g(z_i). ``loss="logistic"`` (log-loss, y in {0, 1})
+or ``"poisson"`` (e^z - y z, y >= 0) selects the loss of the one-margin functions.
 """
 
 import numpy as np
@@ -28,32 +29,43 @@ def _sigmoid(z):
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def objective(X, y, coef, intercept=0.0, l2=0.0, fit_intercept=True):
-    """F(theta) = sum_i [log(1 + e^z_i) - y_i z_i] + l2/2 ||coef||^2."""
-    z = design(X, fit_intercept) @ _theta(coef, intercept, fit_intercept)
+def _loss(z, y, loss):
+    """(loss_i, r_i = d loss / dz, w_i = d^2 loss / dz^2) per row at margins z."""
     y = np.asarray(y, dtype=np.float64)
-    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * np.dot(coef, coef))
+    if loss == "poisson":
+        mu = np.exp(z)
+        return mu - y * z, mu - y, mu
+    if loss != "logistic":
+        raise ValueError(f"unknown loss {loss!r}")
+    sig = _sigmoid(z)
+    return np.logaddexp(0.0, z) - y * z, sig - y, sig * (1.0 - sig)
 
 
-def per_example_gradients(X, y, coef, intercept=0.0, fit_intercept=True):
-    """(n, p) log-loss gradients (sigma(z_i) - y_i) x~_i, without the L2 term."""
+def objective(X, y, coef, intercept=0.0, l2=0.0, fit_intercept=True, loss="logistic"):
+    """F(theta) = sum_i loss(y_i, z_i) + l2/2 ||coef||^2 (log-loss: log(1 + e^z_i) - y_i z_i)."""
+    z = design(X, fit_intercept) @ _theta(coef, intercept, fit_intercept)
+    return float(np.sum(_loss(z, y, loss)[0]) + 0.5 * l2 * np.dot(coef, coef))
+
+
+def per_example_gradients(X, y, coef, intercept=0.0, fit_intercept=True, loss="logistic"):
+    """(n, p) loss gradients r_i x~_i (log-loss: (sigma(z_i) - y_i) x~_i), without the L2 term."""
     Xt = design(X, fit_intercept)
     z = Xt @ _theta(coef, intercept, fit_intercept)
-    return (_sigmoid(z) - np.asarray(y, dtype=np.float64))[:, None] * Xt
+    return _loss(z, y, loss)[1][:, None] * Xt
 
 
-def gradient(X, y, coef, intercept=0.0, l2=0.0, fit_intercept=True):
+def gradient(X, y, coef, intercept=0.0, l2=0.0, fit_intercept=True, loss="logistic"):
     """(p,) gradient of F."""
-    g = per_example_gradients(X, y, coef, intercept, fit_intercept).sum(axis=0)
+    g = per_example_gradients(X, y, coef, intercept, fit_intercept, loss).sum(axis=0)
     g[: len(coef)] += l2 * np.asarray(coef, dtype=np.float64)
     return g
 
 
-def hessian(X, coef, intercept=0.0, l2=0.0, fit_intercept=True, damping=0.0):
-    """(p, p) Hessian X~^T diag(sigma (1 - sigma)) X~ + l2 on the coef block + damping I."""
+def hessian(X, coef, intercept=0.0, l2=0.0, fit_intercept=True, damping=0.0, loss="logistic"):
+    """(p, p) Hessian X~^T diag(w) X~ + l2 on the coef block + damping I (log-loss: w = sigma (1 - sigma))."""
     Xt = design(X, fit_intercept)
-    sig = _sigmoid(Xt @ _theta(coef, intercept, fit_intercept))
-    H = Xt.T @ (Xt * (sig * (1.0 - sig))[:, None])
+    w = _loss(Xt @ _theta(coef, intercept, fit_intercept), 0.0, loss)[2]
+    H = Xt.T @ (Xt * w[:, None])
     d = len(coef)
     H[np.arange(d), np.arange(d)] += l2
     return H + damping * np.eye(H.shape[0])
@@ -66,11 +78,11 @@ def inverse_hvp(H, V):
 
 
 def influence(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0,
-              fit_intercept=True, damping=0.0):
+              fit_intercept=True, damping=0.0, loss="logistic"):
     """(m, n) matrix I[t, i] = -g(z_test_t)^T H^-1 g(z_i)."""
-    H = hessian(X_train, coef, intercept, l2, fit_intercept, damping)
-    G_train = per_example_gradients(X_train, y_train, coef, intercept, fit_intercept)
-    G_test = per_example_gradients(X_test, y_test, coef, intercept, fit_intercept)
+    H = hessian(X_train, coef, intercept, l2, fit_intercept, damping, loss)
+    G_train = per_example_gradients(X_train, y_train, coef, intercept, fit_intercept, loss)
+    G_test = per_example_gradients(X_test, y_test, coef, intercept, fit_intercept, loss)
     return -G_test @ np.linalg.inv(H) @ G_train.T
 
 
@@ -84,11 +96,11 @@ def self_influence(H, G):
     return np.einsum("ij,ij->i", G, inverse_hvp(H, G))
 
 
-def leverage(X, coef, H, intercept=0.0, fit_intercept=True):
-    """(n,) diagonal of the hat matrix S^1/2 X~ H^-1 X~^T S^1/2."""
+def leverage(X, coef, H, intercept=0.0, fit_intercept=True, loss="logistic"):
+    """(n,) diagonal of the hat matrix S^1/2 X~ H^-1 X~^T S^1/2 (S = diag(w))."""
     Xt = design(X, fit_intercept)
-    sig = _sigmoid(Xt @ _theta(coef, intercept, fit_intercept))
-    W = np.sqrt(sig * (1 - sig))[:, None] * Xt
+    w = _loss(Xt @ _theta(coef, intercept, fit_intercept), 0.0, loss)[2]
+    W = np.sqrt(w)[:, None] * Xt
     return np.einsum("ij,ij->i", W @ np.linalg.inv(H), W)
 
 
@@ -98,23 +110,23 @@ def loo_change(infl, lev=None):
 
 
 def perturbation(X_train, y_train, X_test, y_test, coef, intercept=0.0, l2=0.0, fit_intercept=True,
-                 damping=0.0):
+                 damping=0.0, loss="logistic"):
     """(m, n, d) I_pert,loss = -g_test^T H^-1 J_i with J_i = d g(z_i) / d x_i, the (p, d) Jacobian.
 
     J_i is built explicitly per point: g = r(z) x~ with z = coef . x + b, so
-    d g_j / d x_k = sigma'(z) x~_j coef_k + r(z) [j == k].
+    d g_j / d x_k = w(z) x~_j coef_k + r(z) [j == k].
     """
     X_train = np.asarray(X_train, dtype=np.float64)
     n, d = X_train.shape
-    H = hessian(X_train, coef, intercept, l2, fit_intercept, damping)
-    S = inverse_hvp(H, per_example_gradients(X_test, y_test, coef, intercept, fit_intercept))
+    H = hessian(X_train, coef, intercept, l2, fit_intercept, damping, loss)
+    S = inverse_hvp(H, per_example_gradients(X_test, y_test, coef, intercept, fit_intercept, loss))
     Xt = design(X_train, fit_intercept)
     z = Xt @ _theta(coef, intercept, fit_intercept)
-    sig = _sigmoid(z)
+    _, r, w = _loss(z, y_train, loss)
     out = np.empty((S.shape[0], n, d))
     for i in range(n):
-        J = sig[i] * (1 - sig[i]) * np.outer(Xt[i], coef)
-        J[np.arange(d), np.arange(d)] += sig[i] - y_train[i]
+        J = w[i] * np.outer(Xt[i], coef)
+        J[np.arange(d), np.arange(d)] += r[i]
         out[:, i, :] = -S @ J
     return out
 
@@ -134,7 +146,7 @@ def top_k(infl, k):
     return low, np.where(low_v < 0, low_v, np.nan), high, np.where(high_v > 0, high_v, np.nan)
 
 
-def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):
+def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100, loss="logistic"):
     """Plain damped Newton on F; returns (coef, intercept). Raises RuntimeError if it stalls."""
     Xt = design(X, fit_intercept)
     y = np.asarray(y, dtype=np.float64)
@@ -144,15 +156,14 @@ def fit(X, y, l2=0.0, fit_intercept=True, tol=1e-12, max_iter=100):
     theta = np.zeros(Xt.shape[1])
 
     def F(t):
-        z = Xt @ t
-        return np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(reg * t * t)
+        return np.sum(_loss(Xt @ t, y, loss)[0]) + 0.5 * np.sum(reg * t * t)
 
     for _ in range(max_iter):
-        sig = _sigmoid(Xt @ theta)
-        g = Xt.T @ (sig - y) + reg * theta
+        _, r, w = _loss(Xt @ theta, y, loss)
+        g = Xt.T @ r + reg * theta
         if np.max(np.abs(g)) <= tol * len(y):
             break
-        H = Xt.T @ (Xt * (sig * (1 - sig))[:, None]) + np.diag(reg)
+        H = Xt.T @ (Xt * w[:, None]) + np.diag(reg)
         step = np.linalg.solve(H, -g)
         t, f0 = 1.0, F(theta)
         while F(theta + t * step) > f0 + 1e-4 * t * (g @ step) + 1e-13 * abs(f0) and t > 1e-10:

@@ -395,7 +395,8 @@ def _check_inf(inf):
         raise ValueError(f"inf must be a fastinfl.Influence; got {type(inf).__name__}.")
     if not isinstance(inf.model, LogisticRegression):
         raise ValueError("inf must be built on a binary fastinfl.LogisticRegression; "
-                         f"got {type(inf.model).__name__} (multinomial models are not supported).")
+                         f"got {type(inf.model).__name__} (multinomial and Poisson models are not "
+                         "supported).")
     X = inf.X_train
     if not (isinstance(X, np.ndarray) or scipy.sparse.issparse(X)):
         raise ValueError("inf's training data must be in memory (NumPy or scipy.sparse); "

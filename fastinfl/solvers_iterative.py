@@ -24,6 +24,7 @@ import scipy.linalg
 from . import _config
 from .exceptions import ConvergenceError, SingularHessianError
 from .operators import CONVERGED, MAX_ITER, NOT_POSITIVE, policy
+from .operators.base import cg_on_hvp
 
 PRECONDITIONERS = (None, "jacobi", "nystrom", "auto")
 
@@ -267,43 +268,7 @@ class PCG:
             return self._run(B, M)
 
     def _run(self, B, M):
-        apply = (lambda R: R.copy()) if M is None else M.apply
-        k, p = B.shape
-        x = np.zeros((k, p))
-        R = B.copy()
-        bnorm = _row_norms(B)
-        Z = apply(R)
-        P = Z.copy()
-        rz = np.einsum("ij,ij->i", R, Z)
-        n_iter = np.zeros(k, np.int64)
-        resid = np.where(bnorm > 0.0, 1.0, 0.0)
-        status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
-        active = np.flatnonzero(bnorm > 0.0)
-        it = 0
-        while active.size and it < self.max_iter:
-            HP = self.hess.hvp(P[active])
-            it += 1
-            n_iter[active] = it
-            pHp = np.einsum("ij,ij->i", P[active], HP)
-            # p^T H p >= lambda_min ||p||^2 and ||H p|| <= lambda_max ||p||: a ratio below ~eps means
-            # cond(H) beyond 1e15 along p (numerically singular), where alpha could overflow
-            bad = ~(pHp > _config.PCG_MIN_CURVATURE * _row_norms(P[active]) * _row_norms(HP))
-            status[active[bad]] = NOT_POSITIVE
-            a, HP, pHp = active[~bad], HP[~bad], pHp[~bad]
-            alpha = rz[a] / pHp
-            x[a] += alpha[:, None] * P[a]
-            R[a] -= alpha[:, None] * HP
-            resid[a] = _row_norms(R[a]) / bnorm[a]
-            done = resid[a] <= self.tol
-            status[a[done]] = CONVERGED
-            a = a[~done]
-            if a.size:
-                Za = apply(R[a])
-                rz_new = np.einsum("ij,ij->i", R[a], Za)
-                P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
-                rz[a] = rz_new
-            active = a
-        return x, n_iter, resid, status
+        return cg_on_hvp(self.hess.hvp, B, self.tol, self.max_iter, None if M is None else M.apply)
 
     def solve(self, B):
         x, n_iter, resid, status = self.run(B)

@@ -15,7 +15,7 @@ def _system(n=3000, d=12, dtype=np.float64, seed=0, l2=1.0):
     model = fastinfl.LogisticRegression(l2=l2).fit(X, y)
     z, r, s = np.empty(n), np.empty(n), np.empty(n)
     _kernels._margins(X, model.coef_, model.intercept_, z, np.zeros(1, np.uint8))
-    _kernels._residuals_weights(z, y.astype(np.float64), r, s)
+    _kernels._residuals_weights(z, y.astype(np.float64), 0, r, s)
     ridge = ridge_diagonal(d, True, l2)
     H = np.empty((d + 1, d + 1))
     _kernels._hessian_sum(X, s, ridge, H, np.zeros(1, np.uint8))
@@ -90,3 +90,72 @@ def test_cg_api_raises_on_indefinite_hessian():
         inf = fastinfl.Influence(model, X, y, solver="cg")
     with pytest.raises(fastinfl.SingularHessianError, match="damping"):
         inf.inverse_hvp(np.array([0.0, 0.0, 1.0, 0.0]))
+
+
+# ---------------------------------------------------------------- one CG: the driver and the fused loops
+def _cg_implementations():
+    """{name: (solve(B, tol, max_iter, ridge) -> CGResult, the driver's preconditioner name)} on one problem."""
+    import scipy.sparse
+
+    from fastinfl.operators import HessianOperator, as_operator
+    from fastinfl.operators.base import Curvature, cg_on_hvp
+    from fastinfl.solvers_iterative import PCG
+
+    X, y = make_problem(n=400, d=6, seed=4)
+    X = X.astype(np.float64)
+    w = np.random.default_rng(1).uniform(0.05, 0.25, 400)
+    curv = Curvature(np.zeros(400), w)
+    dense = as_operator(X, None, True)
+    csr = as_operator(scipy.sparse.csr_matrix(X), None, True)
+
+    def jacobi(ridge):
+        diag = dense.hessian_diagonal(curv, ridge)
+        return lambda R: R / diag
+
+    return {
+        "driver": (lambda B, tol, it, ridge: cg_on_hvp(lambda V: dense.hvp(curv, ridge, V), B, tol, it), None),
+        "driver-jacobi": (lambda B, tol, it, ridge: cg_on_hvp(lambda V: dense.hvp(curv, ridge, V), B, tol, it,
+                                                              jacobi(ridge)), "jacobi"),
+        "dense kernel": (lambda B, tol, it, ridge: dense.cg(curv, ridge, B, tol, it), None),
+        "csr (jacobi)": (lambda B, tol, it, ridge: csr.cg(curv, ridge, B, tol, it), "jacobi"),
+        "pcg-jacobi": (lambda B, tol, it, ridge: PCG(HessianOperator(dense, curv, ridge), tol, it,
+                                                     "jacobi").run(B), "jacobi"),
+    }
+
+
+def test_every_cg_follows_the_drivers_rules():
+    """One stopping rule and one status vocabulary: each fused loop (dense kernel, CSR) and PCG against the
+    driver with the same preconditioner: converged columns, iteration counts (within one: rounding of the
+    residual norm at the threshold), max_iter, non-positive curvature and zero right-hand sides."""
+    from fastinfl.operators import CONVERGED, MAX_ITER, NOT_POSITIVE
+
+    impls = _cg_implementations()
+    ridge = np.append(np.full(6, 0.5), 0.0)
+    B = np.random.default_rng(2).standard_normal((5, 7))
+    B[3] = 0.0  # a zero right-hand side: converged at once, x = 0
+    ref = {pre: impls["driver" if pre is None else "driver-jacobi"][0](B, 1e-11, 500, ridge)
+           for pre in (None, "jacobi")}
+    exact = np.linalg.solve(_hessian_of(ridge), B.T).T
+    for name, (solve, pre) in impls.items():
+        res = solve(B, 1e-11, 500, ridge)
+        assert (res.status == CONVERGED).all(), name
+        assert res.n_iter[3] == 0 and not res.x[3].any(), name
+        assert np.abs(res.n_iter - ref[pre].n_iter).max() <= 1, (name, res.n_iter, ref[pre].n_iter)
+        assert (res.residual <= 1e-11).all(), name
+        np.testing.assert_allclose(res.x, exact, rtol=1e-8, atol=1e-10 * np.abs(exact).max(), err_msg=name)
+        short = solve(B, 1e-11, 2, ridge)
+        assert short.status.tolist() == [MAX_ITER] * 3 + [CONVERGED] + [MAX_ITER], name
+        assert short.n_iter.tolist() == [2, 2, 2, 0, 2], name
+        if name in ("driver-jacobi", "pcg-jacobi"):
+            continue  # H - 1000 I has a negative diagonal: no Jacobi preconditioner (PCG refuses it, below)
+        indefinite = solve(B, 1e-11, 500, np.full(7, -1e3))  # H - 1000 I: negative curvature at once
+        assert indefinite.status.tolist() == [NOT_POSITIVE] * 3 + [CONVERGED] + [NOT_POSITIVE], name
+    with pytest.raises(fastinfl.SingularHessianError, match="non-positive diagonal entry"):
+        impls["pcg-jacobi"][0](B, 1e-11, 500, np.full(7, -1e3))
+
+
+def _hessian_of(ridge):
+    X, _ = make_problem(n=400, d=6, seed=4)
+    D = np.column_stack([X.astype(np.float64), np.ones(400)])
+    w = np.random.default_rng(1).uniform(0.05, 0.25, 400)
+    return D.T @ (w[:, None] * D) + np.diag(ridge)

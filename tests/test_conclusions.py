@@ -405,7 +405,7 @@ def test_cli_table_and_plot_match_the_api(spector_csv, tmp_path, capsys):
     assert chosen == res.indices.tolist()
     assert lines[-1].startswith(f"refit with the {len(res.indices)} rows dropped") and "FLIPPED" in lines[-1]
     assert f"{res.refit:.6g}" in lines[-1]
-    assert plot.stat().st_size > 1000 and not list(tmp_path.glob(".fastinfl-plot-*"))
+    assert plot.stat().st_size > 1000 and not list(tmp_path.glob(".*.tmp"))  # written atomically
 
 
 def test_cli_prediction_relabel_and_significance(spector_csv, tmp_path, capsys):

@@ -175,6 +175,38 @@ def test_influence_and_fit_with_device_cuda_in_simulator():
     assert run_python(SIM_API).strip() == "OK"
 
 
+SIM_POISSON = """
+    import numpy as np, fastinfl
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((24, 2)); y = rng.poisson(np.exp(0.4 * X[:, 0] + 0.2)).astype(float)
+    m = fastinfl.PoissonRegression(l2=1.0).fit(X, y)
+    mg = fastinfl.PoissonRegression(l2=1.0).fit(X, y, device="cuda")
+    assert np.allclose(mg.params_, m.params_, rtol=1e-12, atol=1e-14), (mg.params_, m.params_)
+    assert np.allclose(mg.predict(X), m.predict(X), rtol=1e-13)
+    cpu = fastinfl.Influence(m, X, y)
+    for solver in ("direct", "cg"):
+        gpu = fastinfl.Influence(m, X, y, solver=solver, device="cuda")
+        I, Ig = cpu.influence(X[:3], y[:3]), gpu.influence(X[:3], y[:3])
+        tol = 1e-12 if solver == "direct" else 1e-8
+        assert np.allclose(Ig, I, rtol=tol, atol=tol * np.abs(I).max()), solver
+        assert np.allclose(gpu.leverage(), cpu.leverage(), rtol=tol, atol=1e-15)
+        assert np.array_equal(gpu.top_k(X[:2], y[:2], k=3).harmful_idx, cpu.top_k(X[:2], y[:2], k=3).harmful_idx)
+    try:
+        fastinfl.Influence(m, X, -y, device="cuda")
+    except ValueError as exc:
+        assert "y_train must hold non-negative finite counts" in str(exc), exc
+    else:
+        raise AssertionError("negative counts accepted")
+    print("OK")
+"""
+
+
+@pytest.mark.slow  # ~30 s in the CUDA simulator
+def test_poisson_on_cuda_matches_cpu_in_simulator():
+    """The Poisson loss on the CUDA kernels (the same operator, another loss code): fit, solvers, labels."""
+    assert run_python(SIM_POISSON).strip() == "OK"
+
+
 # Device inputs in the simulator: its arrays export no __cuda_array_interface__ and it has no as_cuda_array,
 # so a stand-in for a foreign device array (as CuPy's) wraps one and as_cuda_array unwraps it.
 SIM_DEVICE_INPUTS = """

@@ -145,7 +145,7 @@ def test_loss_residual_weight_is_bitwise_the_three_helpers():
     r, w = np.empty(z.size), np.empty(z.size)
     for y in (0.0, 1.0):
         yy = np.full(z.size, y)
-        _kernels._residuals_weights(z, yy, r, w)
+        _kernels._residuals_weights(z, yy, 0, r, w)
         ref = np.array([(_sigmoid.residual(v, y), _sigmoid.hessian_weight(v)) for v in z.tolist()[::50]])
         assert np.array_equal(r[::50], ref[:, 0]) and np.array_equal(w[::50], ref[:, 1])
         assert np.array_equal(np.signbit(r[::50]), np.signbit(ref[:, 0]))
@@ -278,11 +278,11 @@ def test_parallel_kernels_have_no_parallel_loop_besides_their_prange():
     calls = {
         "_sum_squares": (X, stop),
         "_margins": (X, coef, 0.1, np.empty(n), stop),
-        "_per_example_grads": (X, y, coef, 0.1, np.empty((n, p)), stop),
-        "_loss_grad": (X, y, coef, 0.1, np.empty(p), np.empty(n), stop),
+        "_per_example_grads": (X, y, 0, coef, 0.1, np.empty((n, p)), stop),
+        "_loss_grad": (X, y, 0, coef, 0.1, np.empty(p), np.empty(n), stop),
         "_hessian_sum": (X, w, ridge, np.empty((p, p)), stop),
         "_hessian_diagonal": (X, w, ridge, np.empty(p), stop),
-        "_setup": (X, y, coef, 0.1, ridge, np.empty(p), np.empty(n), np.empty(n), np.empty(n),
+        "_setup": (X, y, 0, coef, 0.1, ridge, np.empty(p), np.empty(n), np.empty(n), np.empty(n),
                    np.empty((p, p)), stop),
         "_hvp": (X, w, ridge, np.ones((9, p)), np.empty((9, p)), stop),
         "_influence": (X, r, S, np.arange(n), np.empty((2, n)), stop),

@@ -427,8 +427,8 @@ def test_csr_drivers_have_no_parallel_loop_besides_their_pranges():
     St, idx, stop = np.ones((p, m)), np.arange(n, dtype=np.int64), np.zeros(1, np.uint8)
     calls = {
         "_margins": (*a, coef, 0.1, np.empty(n), stop),
-        "_per_example_grads": (*a, y, coef, 0.1, idx, np.empty((n, p)), stop),
-        "_loss_grad": (*a, y, coef, 0.1, np.empty(p), np.empty(n), stop),
+        "_per_example_grads": (*a, y, 0, coef, 0.1, idx, np.empty((n, p)), stop),
+        "_loss_grad": (*a, y, 0, coef, 0.1, np.empty(p), np.empty(n), stop),
         "_hessian_sum": (*a, w, ridge, d, np.empty((p, p)), stop),
         "_hvp": (*a, w, ridge, np.ones((p, k)), d, np.empty((p, k)), stop),
         "_influence": (*a, r, St, idx, d, np.empty((m, n)), stop),

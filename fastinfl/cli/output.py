@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from .._atomic import WriteError, atomic_write
+
 
 class CommandError(Exception):
     """An error the command reports in one line on stderr, exiting with status 1."""
@@ -34,17 +36,19 @@ def format_conflict(path, fmt):
 
 
 @contextlib.contextmanager
-def opened(path):
-    """The file ``path`` opened for writing, or stdout when ``path`` is None."""
+def opened(path, mode="w"):
+    """A file replacing ``path`` atomically once the block completes (``_atomic.atomic_write``: on an
+    error or Ctrl-C the previous file is intact and nothing else is left), or stdout when ``path`` is None.
+    Write errors (disk full included) become a CommandError naming ``path``."""
     if path is None:
         yield sys.stdout
         return
+    text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
     try:
-        f = open(path, "w", newline="", encoding="utf-8")
-    except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}.") from None
-    with f:
-        yield f
+        with atomic_write(path, mode, **text) as f:
+            yield f
+    except WriteError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def write(path, fmt, header, rows, to_json=None):

@@ -1,9 +1,11 @@
 """``fastinfl run --plot``: predicted vs actual leave-one-out change (Koh & Liang, Figure 2)."""
 
+import os
+
 import numpy as np
 
 from ..loo import loo_retrain
-from .output import CommandError
+from .output import CommandError, opened
 from .progress import progress
 from .topk import top_k_loo
 
@@ -46,7 +48,9 @@ def plot(args, inf, model, train, test, losses):
         title += f", Pearson r = {np.corrcoef(a, p)[0, 1]:.4f}"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    fmt = os.path.splitext(args.plot)[1].lower().lstrip(".") or "png"
     try:
-        fig.savefig(args.plot, dpi=110)
-    except (OSError, ValueError) as exc:
+        with opened(args.plot, "wb") as f:  # atomic: a previous plot stays intact on any error
+            fig.savefig(f, dpi=110, format=fmt)
+    except ValueError as exc:
         raise CommandError(f"cannot write {args.plot}: {exc}") from None

@@ -2,14 +2,13 @@
 
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from .._io import check_same_features, load_dataset
 from ..influence import Influence
 from ..robustness import METHODS, drop_to_flip, relabel_to_flip
-from .output import CommandError
+from .output import CommandError, opened
 from .run import fit
 
 EPILOG = """\
@@ -205,13 +204,9 @@ def _plot(res, what, path):
     ax.set_title(f"{len(res.indices)} rows ({100 * res.fraction:.3g}%): "
                  + ("flipped" if res.flipped else "not flipped"), fontsize=10)
     ax.legend(fontsize=8)
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastinfl-plot-", suffix=suffix)
-    os.close(fd)
+    fmt = os.path.splitext(path)[1].lower().lstrip(".") or "png"
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except (OSError, ValueError) as exc:
-        os.unlink(tmp)
+        with opened(path, "wb") as f:  # atomic: a previous plot stays intact on any error
+            fig.savefig(f, dpi=110, format=fmt)
+    except ValueError as exc:
         raise CommandError(f"cannot write {path}: {exc}") from None

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from .._atomic import same_file
 from .._io import Dataset, check_same_features, load_dataset
 from ..exceptions import ConvergenceError, SingularHessianError
 from ..influence import Influence
@@ -168,15 +169,19 @@ def is_sparse_file(path):
     return ext in io_sparse.SPARSE_FORMATS or (ext == ".npz" and io_sparse.is_sparse_npz(path))
 
 
-def _load(path, args, label_col, labels, n_features=None, in_memory=False):
+def _load(path, args, label_col, labels, n_features=None, in_memory=False, like=None):
     """A data file through ``_io.load_dataset``, a sparse file (``io_sparse``: CSR, never densified),
-    or a Zarr store (arrays X and y) as dask arrays."""
+    or a Zarr store (arrays X and y) as dask arrays. ``like``: the training file's svmlight layout, with
+    which an svmlight test file is read (same column base and width)."""
     from .. import io_dask, io_sparse
 
     if is_sparse_file(path):
         if label_col or args.id_col or args.drop_cols:
             raise CommandError(f"{path}: --label-col, --id-col and --drop-cols go with .csv files.")
         try:
+            if os.path.splitext(path)[1].lower() in io_sparse.SPARSE_FORMATS:
+                X, y, layout = io_sparse.load_svmlight(path, n_features, like)
+                return Dataset(X, y, None, layout=layout)
             X, y = io_sparse.load_sparse(path, labels, n_features)
         except io_sparse.SparseInputError as exc:
             raise CommandError(str(exc)) from None
@@ -189,10 +194,31 @@ def _load(path, args, label_col, labels, n_features=None, in_memory=False):
     return io_dask.load_any(path, label_col, labels, in_memory=in_memory)
 
 
+def check_outputs(args):
+    """CommandError when an output file is an input file (or the same file under another name: ``samefile``),
+    or when two outputs name the same file: the command would overwrite its own input or output."""
+    inputs = [("TRAIN", args.train), ("TEST", args.test), ("--groups", args.groups)]
+    if args.labels:
+        inputs += [("TRAIN_LABELS", args.labels[0]), ("TEST_LABELS", args.labels[1])]
+    outputs = [("--out", args.out), ("--self-influence", args.self_influence), ("--plot", args.plot),
+               ("--groups-out", args.groups_out)]
+    outputs = [(option, path) for option, path in outputs if path is not None]
+    for j, (option, path) in enumerate(outputs):
+        for name, other in inputs:
+            if other is not None and same_file(path, other):
+                raise CommandError(f"{option} {path} is the input file {other} ({name}): refusing to "
+                                   "overwrite an input; write the output to another file.")
+        for other_option, other in outputs[:j]:
+            if same_file(path, other):
+                raise CommandError(f"{option} {path} and {other_option} {other} are the same file: give each "
+                                   "output its own name.")
+
+
 def run(args):
     """The ``run`` command: top-k helpful and harmful training points of every test point."""
     from .. import io_dask
 
+    check_outputs(args)
     with io_dask.scheduler(args.scheduler):
         _run(args)
 
@@ -202,7 +228,8 @@ def _run(args):
     train = _load(args.train, args, args.label_col, labels[0])
     # a CSV test file's labels are in the training file's label column, by name
     test_label = args.label_col or (train.label if os.path.splitext(args.test)[1].lower() == ".csv" else None)
-    test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True)
+    test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True,
+                 like=train.layout)
     for note in (*train.notes, *test.notes):
         _note(note)
     check_same_features(train, args.train, test, args.test)

@@ -18,7 +18,7 @@ from .dense import (
     _per_example_grads_rows,
     _sum_squares_rows,
 )
-from .sigmoid import expit, log_loss, loss_residual_weight
+from . import margin_loss
 
 
 @kernel()
@@ -28,7 +28,7 @@ def sum_squares_block(X, stop):
 
 
 @kernel()
-def loss_grad_block(X, y, coef, intercept, grad_out, z_out, stop):
+def loss_grad_block(X, y, family, coef, intercept, grad_out, z_out, stop):
     """grad_out (p,) = sum_i r_i x~_i, z_out (n,) the margins; returns (loss sum, min signed margin).
 
     Sums MIN_CHUNK_ROWS rows at a time, then adds the partial sums: the loss keeps the accuracy
@@ -41,7 +41,7 @@ def loss_grad_block(X, y, coef, intercept, grad_out, z_out, stop):
     mmin = np.inf
     for lo in range(0, n, MIN_CHUNK_ROWS):
         part[:] = 0.0
-        chunk_loss, chunk_min = _loss_grad_rows(X, y, coef, intercept, lo, min(n, lo + MIN_CHUNK_ROWS), part,
+        chunk_loss, chunk_min = _loss_grad_rows(X, y, family, coef, intercept, lo, min(n, lo + MIN_CHUNK_ROWS), part,
                                                 z_out)
         loss += chunk_loss
         grad_out += part
@@ -50,29 +50,29 @@ def loss_grad_block(X, y, coef, intercept, grad_out, z_out, stop):
 
 
 @kernel()
-def margins_block(X, y, coef, intercept, what, out, stop):
-    """out (n,) = margins (what 0), sigma(margins) (1) or log-losses (2, needs y)."""
+def margins_block(X, y, family, coef, intercept, what, out, stop):
+    """out (n,) = margins (what 0), predicted means (1) or losses (2, needs y) of ``family``."""
     n = X.shape[0]
     _margins_rows(X, coef, intercept, 0, n, out)
     if what == 1:
         for i in range(n):
-            out[i] = expit(out[i])
+            out[i] = margin_loss.mean(out[i], family)
     elif what == 2:
         for i in range(n):
-            out[i] = log_loss(out[i], y[i])
+            out[i] = margin_loss.value(out[i], y[i], family)
 
 
 @kernel()
-def curvature_block(z, y, r_out, w_out, stop):
-    """r_out = sigma(z) - y and w_out = sigma(z) sigma(-z), (n,) each."""
+def curvature_block(z, y, family, r_out, w_out, stop):
+    """r_out = d loss / dz and w_out = d^2 loss / dz^2, (n,) each."""
     for i in range(z.shape[0]):
-        _, r_out[i], w_out[i] = loss_residual_weight(z[i], y[i])
+        _, r_out[i], w_out[i] = margin_loss.loss_residual_weight(z[i], y[i], family)
 
 
 @kernel()
-def per_example_grads_block(X, y, coef, intercept, out, stop):
+def per_example_grads_block(X, y, family, coef, intercept, out, stop):
     """out (n, p): row i is r_i x~_i."""
-    _per_example_grads_rows(X, y, coef, intercept, 0, X.shape[0], out)
+    _per_example_grads_rows(X, y, family, coef, intercept, 0, X.shape[0], out)
 
 
 @kernel()

@@ -4,12 +4,14 @@ import math
 
 import numpy as np
 
-from .._config import kernel
+from .._config import PCG_MIN_CURVATURE, kernel
 from .dense import _hvp
 
-CONVERGED = 0
-MAX_ITER = 1
-NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
+# The status of a right-hand side in every CG of the package (operators.base.cg_on_hvp and the fused loops).
+CONVERGED = 0  # ||r_q|| <= tol ||b_q|| (recursively updated residual)
+MAX_ITER = 1  # max_iter iterations did not reach tol
+NOT_POSITIVE = 2  # p^T H p <= PCG_MIN_CURVATURE ||p|| ||H p||: H not (numerically) positive definite along p
+_MIN_CURVATURE = PCG_MIN_CURVATURE
 
 
 @kernel()
@@ -19,7 +21,8 @@ def _cg_solve(X, w, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
     H = X~^T diag(w) X~ + diag(ridge) is applied through ``_hvp``: one pass over
     X per iteration for all columns still running. Each column has its own step
     sizes and stops on its own when ||r_q|| <= tol * ||b_q|| (relative residual
-    of the recursively updated residual) or after ``max_iter`` iterations.
+    of the recursively updated residual) or after ``max_iter`` iterations: the
+    rules of ``operators.base.cg_on_hvp``, fused (no Python between iterations).
 
     Outputs (row q for right-hand side q): ``x_out`` (k, p) solutions,
     ``n_iter_out`` (k,) iterations, ``resid_out`` (k,) final relative residual,
@@ -58,7 +61,7 @@ def _cg_solve(X, w, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
             q = active[a]
             n_iter_out[q] = it
             curv = np.dot(Pa[a], HPa[a])
-            if not curv > 0.0:
+            if not curv > _MIN_CURVATURE * math.sqrt(np.dot(Pa[a], Pa[a]) * np.dot(HPa[a], HPa[a])):
                 status_out[q] = NOT_POSITIVE
                 continue
             alpha = rs[q] / curv

@@ -36,7 +36,7 @@ from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
 from .dense import ZERO, _add, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
-from .sigmoid import loss_residual_weight, residual
+from . import margin_loss
 
 _MAX_CHUNKS = MAX_CHUNKS
 _CHUNK_BYTES = CHUNK_BYTES
@@ -120,13 +120,13 @@ def _margins(indptr, indices, data, coef, intercept, z_out, stop):
 
 
 @kernel()
-def _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, lo, hi, out):
+def _per_example_grads_rows(indptr, indices, data, y, family, coef, intercept, idx, lo, hi, out):
     d = coef.shape[0]
     p = out.shape[1]
     for a in range(lo, hi):
         i = idx[a]
         out[a, :] = 0.0
-        r = residual(_row_dot(indptr, indices, data, i, coef, intercept), y[i])
+        r = margin_loss.residual(_row_dot(indptr, indices, data, i, coef, intercept), y[i], family)
         for s in range(indptr[i], indptr[i + 1]):
             out[a, indices[s]] += r * data[s]
         if p > d:
@@ -134,17 +134,17 @@ def _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, lo, 
 
 
 @kernel(parallel=True)
-def _per_example_grads(indptr, indices, data, y, coef, intercept, idx, out, stop):
-    """out (n_sel, p): row a is the log-loss gradient r_i x~_i of row i = idx[a] (dense)."""
+def _per_example_grads(indptr, indices, data, y, family, coef, intercept, idx, out, stop):
+    """out (n_sel, p): row a is the loss gradient r_i x~_i of row i = idx[a] (dense)."""
     n_sel = idx.shape[0]
     nch = max(1, min(1 << 20, n_sel * out.shape[1] // (_MIN_NNZ * 4)))
     if nch == 1:
-        _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, 0, n_sel, out)
+        _per_example_grads_rows(indptr, indices, data, y, family, coef, intercept, idx, 0, n_sel, out)
         return
     rows = (n_sel + nch - 1) // nch
     for c in prange(nch):
         if not stop[0]:
-            _per_example_grads_rows(indptr, indices, data, y, coef, intercept, idx, c * rows,
+            _per_example_grads_rows(indptr, indices, data, y, family, coef, intercept, idx, c * rows,
                                     min(n_sel, (c + 1) * rows), out)
 
 
@@ -159,7 +159,7 @@ def _densify_rows(indptr, indices, data, idx, out, stop):
 
 # ---------------------------------------------------------------- reductions
 @kernel()
-def _loss_grad_rows(indptr, indices, data, y, coef, intercept, lo, hi, grad_out, z_out):
+def _loss_grad_rows(indptr, indices, data, y, family, coef, intercept, lo, hi, grad_out, z_out):
     """Adds sum r_i x~_i over rows [lo, hi) to grad_out; stores z_out[lo:hi]; returns (loss sum, min signed margin)."""
     d = coef.shape[0]
     p = grad_out.shape[0]
@@ -170,7 +170,7 @@ def _loss_grad_rows(indptr, indices, data, y, coef, intercept, lo, hi, grad_out,
         z = _row_dot(indptr, indices, data, i, coef, intercept)
         z_out[i] = z
         yi = y[i]
-        li, r, _ = loss_residual_weight(z, yi)
+        li, r, _ = margin_loss.loss_residual_weight(z, yi, family)
         loss += li
         for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
             grad_out[uintp(indices[s])] += r * data[s]
@@ -184,8 +184,8 @@ def _loss_grad_rows(indptr, indices, data, y, coef, intercept, lo, hi, grad_out,
 
 
 @kernel(parallel=True)
-def _loss_grad(indptr, indices, data, y, coef, intercept, grad_out, z_out, stop):
-    """Sum of log-losses, its gradient (into grad_out (p,)) and the margins (z_out (n,)), in one pass.
+def _loss_grad(indptr, indices, data, y, family, coef, intercept, grad_out, z_out, stop):
+    """Sum of losses (``family``: margin_loss), its gradient (into grad_out (p,)) and the margins (z_out (n,)), in one pass.
 
     Returns ``(loss, min_margin)`` as the dense ``_loss_grad`` does.
     """
@@ -194,14 +194,14 @@ def _loss_grad(indptr, indices, data, y, coef, intercept, grad_out, z_out, stop)
     _zeros(grad_out)
     nch = chunk_count(n, indptr[n], p, _MAX_CHUNKS)
     if nch == 1:
-        return _loss_grad_rows(indptr, indices, data, y, coef, intercept, ZERO, n, grad_out, z_out)
+        return _loss_grad_rows(indptr, indices, data, y, family, coef, intercept, ZERO, n, grad_out, z_out)
     b = _bounds(indptr, nch)
     acc = _new_zeros((nch, p))
     losses = _new_zeros((nch,))
     margins = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
-            losses[c], margins[c] = _loss_grad_rows(indptr, indices, data, y, coef, intercept, b[c], b[c + 1],
+            losses[c], margins[c] = _loss_grad_rows(indptr, indices, data, y, family, coef, intercept, b[c], b[c + 1],
                                                     acc[c], z_out)
     loss = 0.0
     mmin = np.inf
@@ -667,14 +667,20 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
 # The CSR operator's batched CG keeps its vectors as (p, k) columns, the HVP's layout, so that no
 # iteration transposes or copies a (k, p) block; these serial passes fuse each iteration's updates.
 @kernel()
-def _cg_dots(P, HP, out):
-    """out[q] = sum_j P[j, q] HP[j, q] for the columns of P, HP (p, k)."""
+def _cg_dots(P, HP, php, pp, hh):
+    """php[q] = p_q . (H p)_q, pp[q] = p_q . p_q, hh[q] = (H p)_q . (H p)_q for the columns of P, HP (p, k)."""
     p, k = P.shape
     for q in range(k):
-        out[q] = 0.0
+        php[q] = 0.0
+        pp[q] = 0.0
+        hh[q] = 0.0
     for j in range(p):
         for q in range(k):
-            out[q] += P[j, q] * HP[j, q]
+            a = P[j, q]
+            b = HP[j, q]
+            php[q] += a * b
+            pp[q] += a * a
+            hh[q] += b * b
 
 
 @kernel()

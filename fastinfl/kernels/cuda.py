@@ -33,6 +33,8 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers np.row_stack, remo
 
 from numba import cuda, float64  # noqa: E402
 
+from .margin_loss import POISSON  # noqa: E402
+
 TX = 32  # rows per tile (row products) / columns per tile (reductions): one warp
 # Warps per block (4 on a GPU; the tests run the simulator with 2: every simulated thread is a
 # Python thread). Read once, at import: the shared-array shapes below are compile-time constants.
@@ -43,10 +45,10 @@ TPB = TX * TY  # threads per block of the one-dimensional kernels
 TKP = TK + 1
 TXP = TX + 1
 
-CONVERGED = 0
-MAX_ITER = 1
-NOT_POSITIVE = 2
-RUNNING = 3
+from .cg import _MIN_CURVATURE as MIN_CURVATURE  # noqa: E402
+from .cg import CONVERGED, MAX_ITER, NOT_POSITIVE  # noqa: E402
+
+RUNNING = 3  # a right-hand side still iterating (device only; reported as MAX_ITER when max_iter stops it)
 
 
 # ------------------------------------------------------------------- helpers
@@ -76,17 +78,28 @@ def _log1pexp(z):
 
 
 @cuda.jit(device=True)
-def _residual(z, y):
-    """expit(z) - y, the y = 1 branch as -expit(-z) (no cancellation); as fastinfl._sigmoid."""
-    if y > 0.5:
-        return -_expit(-z)
-    return _expit(z)
-
-
-@cuda.jit(device=True)
 def _hessian_weight(z):
     e = math.exp(-abs(z))
     return e / ((1.0 + e) * (1.0 + e))
+
+
+@cuda.jit(device=True)
+def _loss_residual(z, y, family):
+    """(loss, d loss / dz) of ``family`` (codes of ``margin_loss``: 1 Poisson, else logistic)."""
+    if family == POISSON:
+        mu = math.exp(z)
+        return mu - y * z, mu - y
+    if y > 0.5:
+        return _log1pexp(-z), -_expit(-z)
+    return _log1pexp(z), _expit(z)
+
+
+@cuda.jit(device=True)
+def _weight(z, family):
+    """d^2 loss / dz^2 of ``family``."""
+    if family == POISSON:
+        return math.exp(z)
+    return _hessian_weight(z)
 
 
 # -------------------------------------------------------- row-product kernels
@@ -155,8 +168,8 @@ def rowdot_for(m):
 
 
 @cuda.jit
-def loss_terms(z, y, r_out, s_out, loss_part, mmin_part):
-    """Per-row r = expit(z) - y and s = expit(z) expit(-z); per-block sum of log-losses and min signed margin.
+def loss_terms(z, y, family, r_out, s_out, loss_part, mmin_part):
+    """Per-row r = d loss / dz and s = d^2 loss / dz^2; per-block sum of losses and min signed margin.
 
     1-D grid of TPB threads; loss_part / mmin_part (n_blocks,) are reduced by ``reduce_scalars``.
     """
@@ -169,14 +182,9 @@ def loss_terms(z, y, r_out, s_out, loss_part, mmin_part):
     if i < z.shape[0]:
         zi = z[i]
         yi = y[i]
-        r_out[i] = _residual(zi, yi)
-        s_out[i] = _hessian_weight(zi)
-        if yi > 0.5:
-            loss = _log1pexp(-zi)
-            mm = zi
-        else:
-            loss = _log1pexp(zi)
-            mm = -zi
+        loss, r_out[i] = _loss_residual(zi, yi, family)
+        s_out[i] = _weight(zi, family)
+        mm = zi if yi > 0.5 else -zi
     sl[tid] = loss
     sm[tid] = mm
     cuda.syncthreads()
@@ -271,12 +279,12 @@ def labels(y, out, part):
 
 
 @cuda.jit
-def residuals_weights(z, y, r_out, s_out):
-    """r_out = expit(z) - y, s_out = expit(z) expit(-z) (1-D grid)."""
+def residuals_weights(z, y, family, r_out, s_out):
+    """r_out = d loss / dz, s_out = d^2 loss / dz^2 (1-D grid)."""
     i = cuda.grid(1)
     if i < z.shape[0]:
-        r_out[i] = _residual(z[i], y[i])
-        s_out[i] = _hessian_weight(z[i])
+        _, r_out[i] = _loss_residual(z[i], y[i], family)
+        s_out[i] = _weight(z[i], family)
 
 
 @cuda.jit(device=True)
@@ -312,12 +320,12 @@ def gather_rows(X, idx, p, w, out):
 
 
 @cuda.jit
-def gather_residuals(X, idx, p, z, y, out):
+def gather_residuals(X, idx, p, z, y, family, out):
     """out[c, j] = r(z[c], y[idx[c]]) x~_idx[c], j: per-example gradients from the margins z (n_sel,)."""
     c, j = _row_col()
     if c < idx.shape[0] and j < p:
         i = idx[c]
-        out[c, j] = _residual(z[c], y[i]) * _xt(X, i, j, X.shape[1], p)
+        out[c, j] = _loss_residual(z[c], y[i], family)[1] * _xt(X, i, j, X.shape[1], p)
 
 
 @cuda.jit
@@ -670,20 +678,31 @@ def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
     tid = cuda.threadIdx.x
     p = P.shape[1]
     sh = cuda.shared.array(TPB, float64)
+    spp = cuda.shared.array(TPB, float64)
+    shh = cuda.shared.array(TPB, float64)
     acc = 0.0
+    acc_pp = 0.0
+    acc_hh = 0.0
     for j in range(tid, p, TPB):
         acc += P[q, j] * HP[q, j]
+        acc_pp += P[q, j] * P[q, j]
+        acc_hh += HP[q, j] * HP[q, j]
     sh[tid] = acc
+    spp[tid] = acc_pp
+    shh[tid] = acc_hh
     cuda.syncthreads()
     step = TPB // 2
     while step > 0:
         if tid < step:
             sh[tid] += sh[tid + step]
+            spp[tid] += spp[tid + step]
+            shh[tid] += shh[tid + step]
         cuda.syncthreads()
         step //= 2
     curv = sh[0]
+    bound = MIN_CURVATURE * math.sqrt(spp[0] * shh[0])
     cuda.syncthreads()
-    if not curv > 0.0:
+    if not curv > bound:  # the rule of operators.base.cg_on_hvp
         if tid == 0:
             n_iter[q] += 1
             status[q] = NOT_POSITIVE

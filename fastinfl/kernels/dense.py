@@ -44,7 +44,7 @@ from .._config import (
     kernel,
 )
 from .blas import syrk_lower
-from .sigmoid import expit, log_loss, loss_residual_weight, residual
+from . import margin_loss
 
 # Integer constants as typed int64 globals, not Python ints: a literal argument (a row bound 0, a
 # chunk limit 64) makes Numba compile the callee a second time, for Literal[int] and for int64
@@ -204,32 +204,32 @@ def _margins(X, coef, intercept, z_out, stop):
 
 
 @kernel()
-def _proba(z, out):
-    """out (n,) = expit(z)."""
+def _mean(z, family, out):
+    """out (n,) the predicted means at margins z (sigma(z) or e^z; ``margin_loss.mean``)."""
     for i in range(z.shape[0]):
-        out[i] = expit(z[i])
+        out[i] = margin_loss.mean(z[i], family)
 
 
 @kernel()
-def _losses(z, y, out):
-    """out (n,) per-example log-losses at margins z."""
+def _losses(z, y, family, out):
+    """out (n,) per-example losses at margins z."""
     for i in range(z.shape[0]):
-        out[i] = log_loss(z[i], y[i])
+        out[i] = margin_loss.value(z[i], y[i], family)
 
 
 @kernel()
-def _residuals_weights(z, y, r_out, w_out):
-    """Per-row loss derivatives at margins z: r_out = expit(z) - y, w_out = expit(z) expit(-z)."""
+def _residuals_weights(z, y, family, r_out, w_out):
+    """Per-row loss derivatives at margins z: r_out = d loss / dz, w_out = d^2 loss / dz^2."""
     for i in range(z.shape[0]):
-        _, r_out[i], w_out[i] = loss_residual_weight(z[i], y[i])
+        _, r_out[i], w_out[i] = margin_loss.loss_residual_weight(z[i], y[i], family)
 
 
 @kernel()
-def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
+def _per_example_grads_rows(X, y, family, coef, intercept, lo, hi, out):
     d = X.shape[1]
     p = out.shape[1]
     for i in range(lo, hi):
-        r = residual(_margin(X, i, coef, intercept), y[i])
+        r = margin_loss.residual(_margin(X, i, coef, intercept), y[i], family)
         for j in range(d):
             out[i, j] = r * X[i, j]
         if p > d:
@@ -237,22 +237,22 @@ def _per_example_grads_rows(X, y, coef, intercept, lo, hi, out):
 
 
 @kernel(parallel=True)
-def _per_example_grads(X, y, coef, intercept, out, stop):
-    """out (n, p): row i is the log-loss gradient r_i x~_i (no L2 term)."""
+def _per_example_grads(X, y, family, coef, intercept, out, stop):
+    """out (n, p): row i is the loss gradient r_i x~_i (no L2 term)."""
     n = X.shape[0]
     nch = chunk_count(n, X.shape[1], ZERO, _MIN_CHUNK_ROWS, _UNBOUNDED_CHUNKS)
     rows = (n + nch - 1) // nch
     if nch == 1:
-        _per_example_grads_rows(X, y, coef, intercept, ZERO, n, out)
+        _per_example_grads_rows(X, y, family, coef, intercept, ZERO, n, out)
     else:
         for c in prange(nch):
             if not stop[0]:
-                _per_example_grads_rows(X, y, coef, intercept, c * rows, min(n, (c + 1) * rows), out)
+                _per_example_grads_rows(X, y, family, coef, intercept, c * rows, min(n, (c + 1) * rows), out)
 
 
 # ---------------------------------------------------------------- reductions
 @kernel()
-def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
+def _loss_grad_rows(X, y, family, coef, intercept, lo, hi, grad_out, z_out):
     """Adds sum r_i x~_i over [lo, hi) to grad_out and stores z_out[lo:hi].
 
     Returns (sum of losses, min signed margin) over the range.
@@ -265,7 +265,7 @@ def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
         z = _margin(X, i, coef, intercept)
         z_out[i] = z
         yi = y[i]
-        li, r, _ = loss_residual_weight(z, yi)
+        li, r, _ = margin_loss.loss_residual_weight(z, yi, family)
         loss += li
         for j in range(d):
             grad_out[j] += r * X[i, j]
@@ -278,11 +278,11 @@ def _loss_grad_rows(X, y, coef, intercept, lo, hi, grad_out, z_out):
 
 
 @kernel(parallel=True)
-def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
-    """Sum of log-losses and its gradient, in one pass over X.
+def _loss_grad(X, y, family, coef, intercept, grad_out, z_out, stop):
+    """Sum of losses (``family``: margin_loss) and its gradient, in one pass over X.
 
     Returns ``(loss, min_margin)``; ``grad_out`` (p,) receives sum_i r_i x~_i
-    with r_i = expit(z_i) - y_i and ``z_out`` (n,) the margins z_i (from which
+    with r_i = d loss_i / d z_i and ``z_out`` (n,) the margins z_i (from which
     residuals and Hessian weights follow without another pass). ``min_margin``
     is min_i (2 y_i - 1) z_i: when it is > 0 the parameters separate the data
     (no L2-free optimum exists).
@@ -292,14 +292,14 @@ def _loss_grad(X, y, coef, intercept, grad_out, z_out, stop):
     _zeros(grad_out)
     nch = pass_chunks(n, X.shape[1])
     if nch == 1:
-        return _loss_grad_rows(X, y, coef, intercept, ZERO, n, grad_out, z_out)
+        return _loss_grad_rows(X, y, family, coef, intercept, ZERO, n, grad_out, z_out)
     rows = (n + nch - 1) // nch
     acc = _new_zeros((nch, p))
     losses = _new_zeros((nch,))
     margins = _new_zeros((nch,))
     for c in prange(nch):
         if not stop[0]:
-            losses[c], margins[c] = _loss_grad_rows(X, y, coef, intercept, c * rows,
+            losses[c], margins[c] = _loss_grad_rows(X, y, family, coef, intercept, c * rows,
                                                     min(n, (c + 1) * rows), acc[c], z_out)
     loss = 0.0
     mmin = np.inf
@@ -408,7 +408,7 @@ def _hessian_diagonal(X, w, ridge, out, stop):
 
 
 @kernel()
-def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_out, stop):
+def _setup_rows(X, y, family, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_out, stop):
     """One pass over rows [lo, hi): margins, loss, gradient, residuals, weights and the Hessian sum.
 
     Adds sum r_i x~_i to grad_acc and sum w_i x~_i x~_i^T to the lower triangle
@@ -437,7 +437,7 @@ def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_
             sumsq += ss
             yi = y[row]
             z_out[row] = z
-            li, r, w = loss_residual_weight(z, yi)
+            li, r, w = margin_loss.loss_residual_weight(z, yi, family)
             loss += li
             r_out[row] = r
             w_out[row] = w
@@ -457,11 +457,11 @@ def _setup_rows(X, y, coef, intercept, lo, hi, grad_acc, H_acc, z_out, r_out, w_
 
 
 @kernel(parallel=True)
-def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, stop):
+def _setup(X, y, family, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, stop):
     """Everything the direct solver needs from the training rows at theta, in one read of X.
 
     ``grad_out`` (p,) sum_i r_i x~_i (no L2 term), ``z_out``/``r_out``/``w_out``
-    (n,) margins, residuals sigma(z) - y and curvature weights sigma(z)sigma(-z),
+    (n,) margins, residuals d loss / dz and curvature weights d^2 loss / dz^2,
     ``H_out`` (p, p) sum_i w_i x~_i x~_i^T + diag(ridge). Returns ``(loss,
     min_margin, sum_squares)`` as ``_loss_grad`` and ``_sum_squares`` would
     (the last is the finiteness check of X: inf or NaN when X is not finite).
@@ -477,7 +477,7 @@ def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, s
     mmin = np.inf
     sumsq = 0.0
     if nch == 1:
-        loss, mmin, sumsq = _setup_rows(X, y, coef, intercept, ZERO, n, grad_out, H_out, z_out, r_out, w_out,
+        loss, mmin, sumsq = _setup_rows(X, y, family, coef, intercept, ZERO, n, grad_out, H_out, z_out, r_out, w_out,
                                         stop)
     else:
         rows = (n + nch - 1) // nch
@@ -486,7 +486,7 @@ def _setup(X, y, coef, intercept, ridge, grad_out, z_out, r_out, w_out, H_out, s
         parts = _new_zeros((nch, 3))
         for c in prange(nch):
             lo, hi = c * rows, min(n, (c + 1) * rows)
-            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(X, y, coef, intercept, lo, hi, accg[c],
+            parts[c, 0], parts[c, 1], parts[c, 2] = _setup_rows(X, y, family, coef, intercept, lo, hi, accg[c],
                                                                 accH[c], z_out, r_out, w_out, stop)
         for c in range(nch):
             _add(H_out, accH[c])

@@ -16,8 +16,11 @@ __all__ = ["CONVERGED", "DEVICES", "MAX_ITER", "NOT_POSITIVE", "CGResult", "Curv
 DEVICES = (None, "cpu", "cuda")
 
 
-def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device=None, defer_finite=False):
-    """The :class:`Operator` over (X, y), validated: y (if given) must hold 0/1 labels for every row of X.
+def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device=None, defer_finite=False,
+                loss="logistic"):
+    """The :class:`Operator` over (X, y) for ``loss``, validated: y (if given) must hold its labels for every row.
+
+    ``loss``: "logistic" (labels 0/1) or "poisson" (counts >= 0), see ``fastinfl.losses``.
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
     A ``dask.array.Array`` X (with dask or NumPy y) gives a
@@ -40,7 +43,7 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
                              "apply to it.")
         from .dask import from_dask
 
-        return from_dask(X, y, fit_intercept, name, n_features)
+        return from_dask(X, y, fit_intercept, name, n_features, loss)
     if _validation.is_sparse(X):  # scipy.sparse: CSR kept, other formats converted to CSR once
         from .csr import CSROperator
 
@@ -48,13 +51,13 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
             raise ValueError(f"{name} is a scipy.sparse matrix: device='cuda' takes dense arrays only.")
         X = _validation.check_csr(X, name, n_features=n_features)
         if y is not None:
-            y = _validation.check_y(y, X.shape[0], "y" + name[1:])
-        return CSROperator(X, y, fit_intercept)
+            y = _validation.check_labels(y, X.shape[0], "y" + name[1:], loss)
+        return CSROperator(X, y, fit_intercept, loss)
     if device not in DEVICES:
         raise ValueError(f"device must be None, 'cpu' or 'cuda'; got {device!r}.")
     on_device = hasattr(X, "__cuda_array_interface__")
     if device == "cuda" or (on_device and device is None):
-        return _cuda_operator(X, y, fit_intercept, name, n_features)
+        return _cuda_operator(X, y, fit_intercept, name, n_features, loss)
     if on_device:
         raise ValueError(f"{name} is a GPU array but device='cpu': pass device='cuda' or copy it to the host.")
     from .dense import DenseOperator, sum_squares
@@ -62,8 +65,8 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
     X = _validation.check_X(X, name, n_features=n_features,
                             sum_squares=_finite_later if defer_finite else sum_squares)
     if y is not None:
-        y = _validation.check_y(y, X.shape[0], "y" + name[1:])
-    return DenseOperator(X, y, fit_intercept, unchecked=name if defer_finite else None)
+        y = _validation.check_labels(y, X.shape[0], "y" + name[1:], loss)
+    return DenseOperator(X, y, fit_intercept, unchecked=name if defer_finite else None, loss=loss)
 
 
 def _finite_later(X):
@@ -71,7 +74,7 @@ def _finite_later(X):
     return 0.0
 
 
-def _cuda_operator(X, y, fit_intercept, name, n_features):
+def _cuda_operator(X, y, fit_intercept, name, n_features, loss):
     """CudaOperator over (X, y): host X validated here then moved once; device X and all y checked there."""
     try:
         from .cuda import CudaOperator
@@ -83,4 +86,4 @@ def _cuda_operator(X, y, fit_intercept, name, n_features):
         X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
     elif n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
-    return CudaOperator(X, y, fit_intercept, name)
+    return CudaOperator(X, y, fit_intercept, name, loss)

@@ -1,15 +1,18 @@
 """The operator interface: every pass over the training rows, whatever kind of data holds them.
 
 An :class:`Operator` owns one data set (X and, for training data, y) and knows
-how to run each pass of binary logistic regression over its rows; models and
-:class:`fastinfl.Influence` only ask it. One implementation per kind of data
-(dense arrays in ``dense.py``; later CSR, Dask, CUDA): see docs/architecture.md.
+how to run each pass of a one-margin loss (``fastinfl.losses``: logistic,
+Poisson) over its rows; models and :class:`fastinfl.Influence` only ask it.
+One implementation per kind of data (``dense.py``, ``csr.py``, ``dask.py``,
+``cuda.py``; the softmax loss of K margins in ``multinomial.py``): see
+docs/architecture.md.
 
 Conventions: theta = (coef (d,), intercept); p = d + 1 with an intercept, d
 without; x~_i = [x_i, 1] (or x_i). A pass at theta gives the margins
 z_i = x~_i . theta; from them the :class:`Curvature` of the loss: residuals
-r_i = sigma(z_i) - y_i (so g(z_i) = r_i x~_i) and curvature weights
-w_i = sigma(z_i) sigma(-z_i) (so H = sum_i w_i x~_i x~_i^T + diag(ridge)).
+r_i = d loss / dz_i (logistic: sigma(z_i) - y_i; so g(z_i) = r_i x~_i) and
+curvature weights w_i = d^2 loss / dz_i^2 (logistic: sigma(z_i) sigma(-z_i); so
+H = sum_i w_i x~_i x~_i^T + diag(ridge)).
 ``S`` (m, p) always means s_test rows H^-1 g(z_test). Every result handed back
 is a NumPy float64 array; margins and curvature stay in the operator's own
 storage (a NumPy array for dense data, device or distributed arrays elsewhere).
@@ -19,6 +22,10 @@ from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import numpy as np
+
+from .._config import PCG_MIN_CURVATURE as MIN_CURVATURE
+from ..kernels.cg import CONVERGED, MAX_ITER, NOT_POSITIVE
+from ..kernels.margin_loss import FAMILIES
 
 
 class Curvature(NamedTuple):
@@ -64,32 +71,36 @@ class CGResult(NamedTuple):
     status: np.ndarray
 
 
-# CG status codes (shared with the kernels).
-CONVERGED = 0
-MAX_ITER = 1
-NOT_POSITIVE = 2  # p^T H p <= 0: H is not positive definite along p
+# CG status codes: one vocabulary for every CG (kernels/cg.py defines them for the fused loops too).
 
 _FALLBACK_BLOCK_ROWS = 4096  # rows per block in the base-class passes built on rows()
 
 
-def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
-    """Batched conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
+def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
+    """Batched (preconditioned) conjugate gradient for H x_q = b_q, rows b_q of B (k, p), given ``hvp(V)`` = rows H v.
 
-    Each right-hand side has its own step sizes and stops on its own once its
-    recursively updated residual satisfies ||r_q|| <= tol ||b_q||; one ``hvp``
-    call per iteration for all running columns. ``inv_diag`` (p,), when given,
-    is a Jacobi preconditioner M^-1 = diag(inv_diag) (positive): the iterates
-    change, the stopping rule (on the unpreconditioned residual) does not.
-    Returns a :class:`CGResult`.
+    The one CG driver of the package (the base operators, PCG with any
+    preconditioner, group downdates, the multinomial gauge); kinds that fuse the
+    loop in a kernel (dense, CSR, CUDA) follow the same rules and are tested
+    against it (tests/test_cg.py). Each right-hand side has its own step sizes
+    and stops on its own once its recursively updated residual satisfies
+    ||r_q|| <= tol ||b_q|| (status CONVERGED); one ``hvp`` call per iteration for
+    all running columns. ``precondition(R)``, when given, applies M^-1 to the
+    rows of R (M symmetric positive definite): the iterates change, the stopping
+    rule (on the unpreconditioned residual) does not. Curvature p^T H p not above
+    MIN_CURVATURE ||p|| ||H p|| (p^T H p >= lambda_min ||p||^2 and ||H p|| <= lambda_max
+    ||p||: H not positive definite along p, or cond(H) beyond 1e15 there, where alpha
+    could overflow) stops that column with NOT_POSITIVE;
+    MAX_ITER when ``max_iter`` iterations do not reach tol. Returns a :class:`CGResult`.
     """
+    apply = precondition if precondition is not None else (lambda R: R)
     k, p = B.shape
     x = np.zeros((k, p))
-    R = B.copy()
-    Z = R if inv_diag is None else R * inv_diag
-    P = Z.copy()
-    rr = np.einsum("ij,ij->i", R, R)
-    rz = rr if inv_diag is None else np.einsum("ij,ij->i", R, Z)
-    bnorm = np.sqrt(rr)
+    R = np.array(B, dtype=np.float64, copy=True)
+    Z = apply(R)
+    P = np.array(Z, copy=True)
+    rz = np.einsum("ij,ij->i", R, Z)
+    bnorm = _row_norms(R)
     n_iter = np.zeros(k, np.int64)
     resid = np.where(bnorm > 0.0, 1.0, 0.0)
     status = np.where(bnorm > 0.0, MAX_ITER, CONVERGED).astype(np.int64)
@@ -100,37 +111,44 @@ def cg_on_hvp(hvp, B, tol, max_iter, inv_diag=None):
         it += 1
         n_iter[active] = it
         curv_pp = np.einsum("ij,ij->i", P[active], HP)
-        bad = ~(curv_pp > 0.0)
+        bad = ~(curv_pp > MIN_CURVATURE * _row_norms(P[active]) * _row_norms(HP))
         status[active[bad]] = NOT_POSITIVE
         keep = ~bad
         a, HP, curv_pp = active[keep], HP[keep], curv_pp[keep]
         alpha = rz[a] / curv_pp
         x[a] += alpha[:, None] * P[a]
         R[a] -= alpha[:, None] * HP
-        rr_new = np.einsum("ij,ij->i", R[a], R[a])
-        resid[a] = np.sqrt(rr_new) / bnorm[a]
+        resid[a] = _row_norms(R[a]) / bnorm[a]
         done = resid[a] <= tol
         status[a[done]] = CONVERGED
-        a, rr_new = a[~done], rr_new[~done]
-        if inv_diag is None:
-            Za, rz_new = R[a], rr_new
-        else:
-            Za = R[a] * inv_diag
+        a = a[~done]
+        if a.size:
+            Za = apply(R[a])
             rz_new = np.einsum("ij,ij->i", R[a], Za)
-        P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
-        rz[a] = rz_new
+            P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
+            rz[a] = rz_new
         active = a
     return CGResult(x, n_iter, resid, status)
 
 
+def _row_norms(A):
+    return np.sqrt(np.einsum("ij,ij->i", A, A))
+
+
 class Operator(ABC):
-    """Every pass over the rows of one data set, for binary logistic regression.
+    """Every pass over the rows of one data set, for a loss of one margin per row.
 
     Attributes: ``n_samples``, ``n_features``, ``fit_intercept``, ``n_params``
-    (p), ``dtype`` (of X), ``has_labels``.
+    (p), ``dtype`` (of X), ``has_labels``, ``loss`` (a name of
+    ``fastinfl.losses.LOSSES``: "logistic" or "poisson") and ``family`` (its
+    kernel code, ``kernels.margin_loss``). Only the passes that read labels
+    (losses, gradients, curvature, setup) depend on the loss; the curvature
+    passes see residuals and weights only.
     """
 
-    def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels):
+    def __init__(self, n_samples, n_features, fit_intercept, dtype, has_labels, loss="logistic"):
+        self.loss = loss
+        self.family = FAMILIES[loss]
         self.n_samples = n_samples
         self.n_features = n_features
         self.fit_intercept = bool(fit_intercept)
@@ -141,7 +159,7 @@ class Operator(ABC):
     # ------------------------------------------------------ passes at theta
     @abstractmethod
     def loss_grad(self, coef, intercept):
-        """(loss_sum, grad (p,) of the summed log-loss without L2, min signed margin, margins) in one pass.
+        """(loss_sum, grad (p,) of the summed loss without L2, min signed margin, margins) in one pass.
 
         min signed margin = min_i (2 y_i - 1) z_i (> 0: theta separates the data).
         """
@@ -151,16 +169,16 @@ class Operator(ABC):
         """(n,) margins z_i as a NumPy array."""
 
     @abstractmethod
-    def probabilities(self, coef, intercept):
-        """(n,) sigma(z_i) as a NumPy array."""
+    def means(self, coef, intercept):
+        """(n,) predicted means as a NumPy array: sigma(z_i) (logistic) or e^z_i (Poisson)."""
 
     @abstractmethod
     def losses(self, coef, intercept):
-        """(n,) per-example log-losses (needs labels)."""
+        """(n,) per-example losses (needs labels; Poisson without the constant log(y_i!))."""
 
     @abstractmethod
     def gradients(self, coef, intercept, idx=None):
-        """(n_sel, p) per-example log-loss gradients r_i x~_i of rows ``idx`` (all when None); needs labels."""
+        """(n_sel, p) per-example loss gradients r_i x~_i of rows ``idx`` (all when None); needs labels."""
 
     @abstractmethod
     def curvature(self, margins):

@@ -11,7 +11,7 @@ from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import CONVERGED, MAX_ITER, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
+from .base import CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
 
 
 class CSROperator(Operator):
@@ -26,8 +26,8 @@ class CSROperator(Operator):
 
     kind = "csr"
 
-    def __init__(self, X, y, fit_intercept):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.data.dtype, y is not None)
+    def __init__(self, X, y, fit_intercept, loss="logistic"):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.data.dtype, y is not None, loss)
         self.X = X
         self.y = y
         self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
@@ -60,7 +60,7 @@ class CSROperator(Operator):
         coef, b = self._params(coef, intercept)
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
-        loss, min_margin = self._run(kernels._loss_grad, self._labels(), coef, b, grad, z,
+        loss, min_margin = self._run(kernels._loss_grad, self._labels(), self.family, coef, b, grad, z,
                                      work=self.nnz + self.n_samples)
         return float(loss), grad, float(min_margin), z
 
@@ -72,12 +72,12 @@ class CSROperator(Operator):
 
     def losses(self, coef, intercept):
         z = self.margins(coef, intercept)
-        margin_kernels._losses(z, self._labels(), z)
+        margin_kernels._losses(z, self._labels(), self.family, z)
         return z
 
-    def probabilities(self, coef, intercept):
+    def means(self, coef, intercept):
         z = self.margins(coef, intercept)
-        margin_kernels._proba(z, z)
+        margin_kernels._mean(z, self.family, z)
         return z
 
     def gradients(self, coef, intercept, idx=None):
@@ -85,13 +85,13 @@ class CSROperator(Operator):
         coef, b = self._params(coef, intercept)
         idx = self._select(idx)
         out = np.empty((idx.shape[0], self.n_params))
-        self._run(kernels._per_example_grads, self._labels(), coef, b, idx, out, work=out.size)
+        self._run(kernels._per_example_grads, self._labels(), self.family, coef, b, idx, out, work=out.size)
         return out
 
     def curvature(self, margins):
         r = np.empty(self.n_samples)
         w = np.empty(self.n_samples)
-        margin_kernels._residuals_weights(margins, self._labels(), r, w)
+        margin_kernels._residuals_weights(margins, self._labels(), self.family, r, w)
         return Curvature(r, w)
 
     # ----------------------------------------------------- curvature passes
@@ -183,7 +183,7 @@ class CSROperator(Operator):
         P = R * inv_diag[:, None]
         rz = np.einsum("jq,jq->q", R, P)
         HP = np.empty_like(R)
-        pHp, rr, rz_new = np.empty(k), np.empty(k), np.empty(k)
+        pHp, pp, hh, rr, rz_new = np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty(k)
         work = self.nnz + self.n_samples
         it = 0
         while cols.size and it < max_iter:
@@ -191,8 +191,8 @@ class CSROperator(Operator):
             self._run(kernels._hvp, curv.weights, ridge, P, self.n_features, HP, work=work * na)
             it += 1
             n_iter[cols] = it
-            kernels._cg_dots(P, HP, pHp[:na])
-            bad = ~(pHp[:na] > 0.0)
+            kernels._cg_dots(P, HP, pHp[:na], pp[:na], hh[:na])
+            bad = ~(pHp[:na] > MIN_CURVATURE * np.sqrt(pp[:na] * hh[:na]))
             status[cols[bad]] = NOT_POSITIVE
             alpha = np.where(bad, 0.0, rz / np.where(bad, 1.0, pHp[:na]))
             kernels._cg_update(alpha, inv_diag, X, R, P, HP, rr[:na], rz_new[:na])

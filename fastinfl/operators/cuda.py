@@ -102,11 +102,11 @@ class CudaOperator(Operator):
 
     kind = "cuda"
 
-    def __init__(self, X, y=None, fit_intercept=True, name="X"):
+    def __init__(self, X, y=None, fit_intercept=True, name="X", loss="logistic"):
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
         self.X = self._matrix_to_device(X, name)
-        super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None)
+        super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None, loss)
         self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
         # Labels: the float64 device copy the kernels read; the NumPy copy (``y``) is made when asked for.
         self.y_dev = None if y is None else self._labels_to_device(y, "y" + name[1:])
@@ -147,10 +147,11 @@ class CudaOperator(Operator):
 
     def _labels_to_device(self, y, name):
         """(n,) float64 device labels: a device y checked and converted on the device (no copy to the host
-        unless it is wrong, for the error); any other y checked by ``_validation.check_y`` and copied once."""
+        unless it is wrong, for the error); any other y checked by ``_validation.check_labels`` and copied once.
+        The device check is that of 0/1 labels: other losses check on the host."""
         from .. import _validation
 
-        if is_device_array(y):
+        if is_device_array(y) and self.loss == "logistic":
             Y = self.cuda.as_cuda_array(y)
             if Y.ndim == 2 and Y.shape[1] == 1:
                 Y = Y[:, 0]
@@ -162,7 +163,9 @@ class CudaOperator(Operator):
                 if part.copy_to_host().sum() == 0.0:
                     return out
             y = Y.copy_to_host()  # wrong shape, dtype or values: the host check words the error
-        return self.cuda.to_device(_validation.check_y(y, self.n, name))
+        if is_device_array(y):
+            y = self.cuda.as_cuda_array(y).copy_to_host()
+        return self.cuda.to_device(_validation.check_labels(y, self.n, name, self.loss))
 
     def _idx(self, idx):
         """Device int64 row indices; None means all rows (cached)."""
@@ -225,21 +228,21 @@ class CudaOperator(Operator):
         """(n,) z_i = x_i . coef + intercept."""
         return self._host(self._margins_dev(coef, intercept), as_device)
 
-    def probabilities(self, coef, intercept):
-        """(n,) sigma(z_i), from the device margins by the CPU's stable kernel."""
+    def means(self, coef, intercept):
+        """(n,) predicted means, from the device margins by the CPU's stable kernel."""
         from ..kernels import dense
 
         z = self.margins(coef, intercept)
-        dense._proba(z, z)
+        dense._mean(z, self.family, z)
         return z
 
     def losses(self, coef, intercept):
-        """(n,) per-example log-losses, from the device margins by the CPU's stable kernel."""
+        """(n,) per-example losses, from the device margins by the CPU's stable kernel."""
         from ..kernels import dense
 
         self._labels()
         z = self.margins(coef, intercept)
-        dense._losses(z, self.y, z)
+        dense._losses(z, self.y, self.family, z)
         return z
 
     def residuals(self, curv, idx):
@@ -278,7 +281,7 @@ class CudaOperator(Operator):
         self.k.reduce_parts[grid, (self.k.TX, self.k.TY)](part, nch, accumulate, out)
 
     def loss_grad(self, coef, intercept):
-        """(sum of log-losses, gradient (p,) without L2, min signed margin, margins handle), two passes over X."""
+        """(sum of losses, gradient (p,) without L2, min signed margin, margins handle), two passes over X."""
         self._labels()
         k = self.k
         z = self._margins_dev(coef, intercept)
@@ -287,7 +290,7 @@ class CudaOperator(Operator):
         nb = _blocks(self.n, k.TPB)
         lpart = self._empty(nb)
         mpart = self._empty(nb)
-        k.loss_terms[nb, k.TPB](z, self.y_dev, r, s, lpart, mpart)
+        k.loss_terms[nb, k.TPB](z, self.y_dev, self.family, r, s, lpart, mpart)
         out = self._empty(2 + self.p)  # loss sum, min margin, gradient: one copy to the host
         k.reduce_scalars[1, k.TPB](lpart, mpart, out)
         self._xtw(0, self.n, r.reshape(1, self.n), out[2:].reshape(1, self.p), False)
@@ -307,7 +310,7 @@ class CudaOperator(Operator):
         z = self._dev(margins)
         r = self._empty(self.n)
         s = self._empty(self.n)
-        self.k.residuals_weights[_blocks(self.n, self.k.TPB), self.k.TPB](z, self.y_dev, r, s)
+        self.k.residuals_weights[_blocks(self.n, self.k.TPB), self.k.TPB](z, self.y_dev, self.family, r, s)
         return Curvature(r, s)
 
     # --------------------------------------------------------------- Hessian
@@ -430,12 +433,13 @@ class CudaOperator(Operator):
 
     # ------------------------------------------------------------ influence
     def gradients(self, coef, intercept, idx=None, as_device=False):
-        """(n_sel, p) per-example log-loss gradients r_i x~_i at (coef, intercept)."""
+        """(n_sel, p) per-example loss gradients r_i x~_i at (coef, intercept)."""
         idx_dev = self._idx(idx)
         z = self._margins_dev(coef, intercept, idx)
         out = self._empty((idx_dev.shape[0], self.p))
         grid = self._egrid(idx_dev.shape[0], self.p)
-        self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y_dev, out)
+        self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y_dev, self.family,
+                                                              out)
         return self._host(out, as_device)
 
     def rows(self, idx=None, as_device=False):

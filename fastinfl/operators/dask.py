@@ -65,24 +65,24 @@ def _c(a, dtype=None):
 # ------------------------------------------------------------ block tasks
 # Module-level functions (pickled by reference): each receives NumPy blocks and runs one kernel
 # through policy.run, serially (the scheduler supplies the parallelism).
-def _check_block(X, y):
-    """(1, 4): sum of squares of X; labels: how many are not 0/1, the first such row (or -1), its value."""
+def _check_block(X, y, loss):
+    """(1, 4): sum of squares of X; labels: how many are invalid for ``loss``, the first such row (or -1), its value."""
     out = np.zeros((1, 4))
     out[0, 0] = policy.run(kb.sum_squares_block, _c(X), work=X.size, parallel=False)
     out[0, 2] = -1.0
     if y is not None:
-        bad = np.flatnonzero((y != 0.0) & (y != 1.0))
+        bad = np.flatnonzero(_validation.bad_labels(y, loss))
         out[0, 1] = bad.size
         if bad.size:
             out[0, 2], out[0, 3] = bad[0], y[bad[0]]
     return out
 
 
-def _loss_grad_block(X, y, coef, intercept, p):
+def _loss_grad_block(X, y, family, coef, intercept, p):
     """(n_b + 2 + p,): margins, then loss sum, min signed margin, gradient sum."""
     n = X.shape[0]
     out = np.empty(n + 2 + p)
-    out[n], out[n + 1] = policy.run(kb.loss_grad_block, _c(X), y, coef, intercept, out[n + 2:], out[:n],
+    out[n], out[n + 1] = policy.run(kb.loss_grad_block, _c(X), y, family, coef, intercept, out[n + 2:], out[:n],
                                     work=X.size, parallel=False)
     return out
 
@@ -95,23 +95,23 @@ def _tail(packed, tail):
     return packed[packed.shape[0] - tail:][None, :]
 
 
-def _margins_block(X, y, coef, intercept, what):
+def _margins_block(X, y, family, coef, intercept, what):
     out = np.empty(X.shape[0])
-    policy.run(kb.margins_block, _c(X), y if y is not None else np.empty(0), coef, intercept, what, out,
+    policy.run(kb.margins_block, _c(X), y if y is not None else np.empty(0), family, coef, intercept, what, out,
                work=X.size, parallel=False)
     return out
 
 
-def _curvature_block(z, y):
+def _curvature_block(z, y, family):
     """(2, n_b): residuals, weights."""
     out = np.empty((2, z.shape[0]))
-    policy.run(kb.curvature_block, z, y, out[0], out[1], work=z.size, parallel=False)
+    policy.run(kb.curvature_block, z, y, family, out[0], out[1], work=z.size, parallel=False)
     return out
 
 
-def _gradients_block(X, y, coef, intercept, p):
+def _gradients_block(X, y, family, coef, intercept, p):
     out = np.empty((X.shape[0], p))
-    policy.run(kb.per_example_grads_block, _c(X), y, coef, intercept, out, work=X.size, parallel=False)
+    policy.run(kb.per_example_grads_block, _c(X), y, family, coef, intercept, out, work=X.size, parallel=False)
     return out
 
 
@@ -184,11 +184,11 @@ def _ordered_sum(parts):
 
 
 # ----------------------------------------------------------------- building
-def from_dask(X, y, fit_intercept, name="X", n_features=None):
+def from_dask(X, y, fit_intercept, name="X", n_features=None, loss="logistic"):
     """The validated :class:`DaskOperator` over dask X (and y: dask or NumPy), in one pass over the data.
 
     Checks as :func:`fastinfl._validation.check_X` / ``check_y`` do (shape,
-    finite values whose squares fit float64, labels 0/1), naming the first bad
+    finite values whose squares fit float64, labels valid for ``loss``), naming the first bad
     entry by its global row. Integer X becomes float64; X chunked across its
     columns is rechunked once (with a :class:`DaskRechunkWarning`); y is
     rechunked to X's row chunks, converted to float64 and persisted.
@@ -216,9 +216,9 @@ def from_dask(X, y, fit_intercept, name="X", n_features=None):
         X = X.rechunk({1: -1})
     yname = "y" + name[1:]
     if y is not None:
-        y = _labels(y, X, yname)
+        y = _labels(y, X, yname, loss)
     checks = da.blockwise(_check_block, "bk", X, "bj", y, "b" if y is not None else None,
-                          new_axes={"k": 4}, adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True)
+                          new_axes={"k": 4}, adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True, loss=loss)
     if y is not None:
         y, checks = _persist(y, checks)
     (checks,) = _compute(checks)
@@ -230,15 +230,15 @@ def from_dask(X, y, fit_intercept, name="X", n_features=None):
         row, value = int(offsets[b] + checks[b, 2]), checks[b, 3]
         what = "NaN or inf" if not np.isfinite(value) else f"{value:g}"
         raise _validation.BadValueError(
-            f"{yname} must hold labels 0 and 1 only; found {what} (first at row {row}).", yname, row)
-    return DaskOperator(X, y, fit_intercept)
+            f"{yname} must hold {_validation.LABELS[loss]}; found {what} (first at row {row}).", yname, row)
+    return DaskOperator(X, y, fit_intercept, loss)
 
 
-def _labels(y, X, yname):
-    """y as a float64 dask array with X's row chunks (not yet checked for 0/1)."""
+def _labels(y, X, yname, loss):
+    """y as a float64 dask array with X's row chunks (not yet checked against ``loss``)."""
     n = X.shape[0]
     if not _validation.is_dask_array(y):
-        y = _validation.check_y(y, n, yname)  # in memory already: the NumPy checks, then distribute
+        y = _validation.check_labels(y, n, yname, loss)  # in memory already: the NumPy checks, then distribute
         return da.from_array(y, chunks=(X.chunks[0],))
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -282,8 +282,8 @@ class DaskOperator(Operator):
 
     kind = "dask"
 
-    def __init__(self, X, y, fit_intercept):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
+    def __init__(self, X, y, fit_intercept, loss="logistic"):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None, loss)
         self.X = X
         self.y = y
         self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
@@ -306,8 +306,8 @@ class DaskOperator(Operator):
         coef, b = self._params(coef, intercept)
         p = self.n_params
         packed = da.blockwise(_loss_grad_block, "b", self.X, "bj", self._labels(), "b", dtype=np.float64,
-                              concatenate=True, adjust_chunks={"b": lambda c: c + 2 + p}, coef=coef,
-                              intercept=b, p=p)
+                              concatenate=True, adjust_chunks={"b": lambda c: c + 2 + p}, family=self.family,
+                              coef=coef, intercept=b, p=p)
         (packed,) = _persist(packed)
         tails = da.blockwise(_tail, "bk", packed, "b", new_axes={"k": 2 + p}, adjust_chunks={"b": 1},
                              dtype=np.float64, tail=2 + p)
@@ -319,7 +319,7 @@ class DaskOperator(Operator):
     def margins(self, coef, intercept):
         return self._margins(coef, intercept, 0)
 
-    def probabilities(self, coef, intercept):
+    def means(self, coef, intercept):
         return self._margins(coef, intercept, 1)
 
     def losses(self, coef, intercept):
@@ -329,7 +329,7 @@ class DaskOperator(Operator):
         coef, b = self._params(coef, intercept)
         y = self._labels() if what == 2 else None
         z = da.blockwise(_margins_block, "b", self.X, "bj", y, "b" if what == 2 else None, dtype=np.float64,
-                         concatenate=True, coef=coef, intercept=b, what=what)
+                         concatenate=True, family=self.family, coef=coef, intercept=b, what=what)
         return _compute(z)[0]
 
     def gradients(self, coef, intercept, idx=None):
@@ -337,17 +337,17 @@ class DaskOperator(Operator):
         p = self.n_params
         if idx is None:
             G = da.blockwise(_gradients_block, "bi", self.X, "bj", self._labels(), "b", new_axes={"i": p},
-                             dtype=np.float64, concatenate=True, coef=coef, intercept=b, p=p)
+                             dtype=np.float64, concatenate=True, family=self.family, coef=coef, intercept=b, p=p)
             return _compute(G)[0]
         Xs, ys = _compute(self.X[idx], self._labels()[idx])
         out = np.empty((Xs.shape[0], p))
         if Xs.shape[0]:
-            out = _gradients_block(Xs, _c(ys), coef, b, p)
+            out = _gradients_block(Xs, _c(ys), self.family, coef, b, p)
         return out
 
     def curvature(self, margins):
         rw = da.blockwise(_curvature_block, "kb", margins, "b", self._labels(), "b", new_axes={"k": 2},
-                          dtype=np.float64)
+                          dtype=np.float64, family=self.family)
         (rw,) = _persist(rw)
         return Curvature(rw[0], rw[1])
 

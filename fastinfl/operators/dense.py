@@ -35,8 +35,8 @@ class DenseOperator(Operator):
 
     kind = "dense"
 
-    def __init__(self, X, y, fit_intercept, unchecked=None):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None)
+    def __init__(self, X, y, fit_intercept, unchecked=None, loss="logistic"):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, y is not None, loss)
         self.X = X
         self.y = y
         # The argument name of X while its finiteness is not yet checked (as_operator(defer_finite=True)):
@@ -79,7 +79,7 @@ class DenseOperator(Operator):
         coef, b = self._params(coef, intercept)
         grad = np.empty(self.n_params)
         z = np.empty(self.n_samples)
-        loss, min_margin = policy.run(kernels._loss_grad, self.X, self._labels(), coef, b, grad, z,
+        loss, min_margin = policy.run(kernels._loss_grad, self.X, self._labels(), self.family, coef, b, grad, z,
                                       work=self.X.size, parallel=self._parallel())
         return float(loss), grad, float(min_margin), z
 
@@ -92,13 +92,12 @@ class DenseOperator(Operator):
 
     def losses(self, coef, intercept):
         z = self.margins(coef, intercept)
-        kernels._losses(z, self._labels(), z)
+        kernels._losses(z, self._labels(), self.family, z)
         return z
 
-    def probabilities(self, coef, intercept):
-        """(n,) sigma(z_i)."""
+    def means(self, coef, intercept):
         z = self.margins(coef, intercept)
-        kernels._proba(z, z)
+        kernels._mean(z, self.family, z)
         return z
 
     def gradients(self, coef, intercept, idx=None):
@@ -107,14 +106,14 @@ class DenseOperator(Operator):
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X = np.ascontiguousarray(X)
         out = np.empty((X.shape[0], self.n_params))
-        policy.run(kernels._per_example_grads, X, y, coef, b, out, work=X.size,
+        policy.run(kernels._per_example_grads, X, y, self.family, coef, b, out, work=X.size,
                    parallel=self._parallel(X.shape[0]))
         return out
 
     def curvature(self, margins):
         r = np.empty(self.n_samples)
         w = np.empty(self.n_samples)
-        kernels._residuals_weights(margins, self._labels(), r, w)
+        kernels._residuals_weights(margins, self._labels(), self.family, r, w)
         return Curvature(r, w)
 
     def setup(self, coef, intercept, ridge):
@@ -124,7 +123,7 @@ class DenseOperator(Operator):
         grad = np.empty(p)
         z, r, w = np.empty(n), np.empty(n), np.empty(n)
         H = np.empty((p, p))
-        loss, min_margin, sum_sq = policy.run(kernels._setup, self.X, self._labels(), coef, b,
+        loss, min_margin, sum_sq = policy.run(kernels._setup, self.X, self._labels(), self.family, coef, b,
                                          np.ascontiguousarray(ridge, dtype=np.float64), grad, z, r, w, H,
                                          work=self.X.size * p, parallel=self._hessian_blas_single())
         self._check_finite(sum_sq)

@@ -186,7 +186,7 @@ class DenseMultinomialOperator(Operator):
                    parallel=self._parallel())
         return Z
 
-    def probabilities(self, coef, intercept):
+    def means(self, coef, intercept):
         """(n, K) softmax probabilities."""
         Z = self.margins(coef, intercept)
         kernels._mn_softmax(Z, Z)
