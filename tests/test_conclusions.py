@@ -377,6 +377,10 @@ def test_relabel_and_inf_argument_errors():
     multi = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X[:30], y3)
     with pytest.raises(ValueError, match="binary fastinfl.LogisticRegression"):
         relabel_to_flip(fastinfl.Influence(multi, X[:30], y3), X[0])
+    counts = np.arange(32) % 4
+    poisson = fastinfl.PoissonRegression(l2=1.0).fit(X, counts)
+    with pytest.raises(ValueError, match="got PoissonRegression"):
+        drop_to_flip(fastinfl.Influence(poisson, X, counts), ("coef", 0), max_fraction=0.1)
 
 
 # ------------------------------------------------------------------------------ command line
