@@ -1,6 +1,6 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
-from . import datasets, reference
+from . import datasets, reference, robustness
 from .exceptions import (
     AccuracyWarning,
     ConvergenceError,
@@ -34,5 +34,6 @@ __all__ = [
     "get_num_threads",
     "loo_retrain",
     "reference",
+    "robustness",
     "set_num_threads",
 ]

@@ -132,12 +132,13 @@ DASK_SPLIT_EVERY = 8
 INFLUENCE_BLOCK_BYTES = 1 << 27
 
 
-def kernel(parallel=False):
-    """Return the ``njit`` decorator shared by all kernels."""
+def kernel(parallel=False, inline=False):
+    """Return the ``njit`` decorator shared by all kernels (``inline``: Numba inlines it into every caller)."""
     return njit(
         fastmath=set(FASTMATH),
         error_model="numpy",
         cache=CACHE,
         parallel=parallel,
         nogil=True,
+        inline="always" if inline else "never",
     )

@@ -52,6 +52,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from .exceptions import StateError
+from .operators.dense import verify_pass
 
 FORMAT = "fastinfl.influence"
 FORMAT_VERSION = 2
@@ -86,37 +87,6 @@ def _theta(coef, intercept, fit_intercept):
     return np.ascontiguousarray(np.hstack([coef, np.reshape(np.asarray(intercept, np.float64), (-1, 1))]))
 
 
-def _verify_pass(op, theta, V, with_hash):
-    """One read of X: (Z (n, K) margins, grad (K, p) unpenalised, HV (k, K p) without ridge, checksum hex
-    or None)."""
-    from .kernels import checksum
-    from .operators import policy
-
-    X = op.X
-    n, d = X.shape
-    K, p = theta.shape
-    V = np.ascontiguousarray(V, dtype=np.float64)
-    k = V.shape[0]
-    bits = X.view(np.uint32 if X.dtype == np.float32 else np.uint64)
-    nch = int(checksum.chunk_count(n, d, K * p * (k + 1) + 2))
-    Z = np.empty((n, K))
-    grads = np.zeros((nch, K, p))
-    hvs = np.zeros((nch, k, K * p))
-    lanes = np.zeros((nch, 2), np.uint64)
-    policy.run(checksum._verify_pass, X, bits, op.y, op.family, theta, V, checksum.checksum_keys(d),
-               bool(with_hash), Z, grads, hvs, lanes, work=X.size * K * (k + 1), parallel=nch > 1)
-    grad = np.zeros((K, p))
-    HV = np.zeros((k, K * p))
-    for c in range(nch):  # merged in chunk order: the same bits for any number of threads
-        grad += grads[c]
-        HV += hvs[c]
-    digest = None
-    if with_hash:
-        total = lanes.sum(axis=0, dtype=np.uint64)  # wrapping sums: independent of the order
-        digest = f"{int(total[0]):016x}{int(total[1]):016x}"
-    return Z, grad, HV, digest
-
-
 def fingerprint(op, theta, check="full"):
     """Dict identifying the training data of ``op``: shape, dtype, SHA-256 of the labels, checksum of X.
 
@@ -134,7 +104,7 @@ def fingerprint(op, theta, check="full"):
     }
     if check == "full":
         fp["checksum"] = CHECKSUM
-        fp["x_checksum"] = _verify_pass(op, theta, np.empty((0, theta.size)), True)[3]
+        fp["x_checksum"] = verify_pass(op, theta, np.empty((0, theta.size)), True)[3]
     else:
         idx = _sample_rows(n)
         fp["rows_hashed"] = int(idx.shape[0])
@@ -331,7 +301,7 @@ _INT32 = 2 ** 31
 
 
 def _check_header(header, path):
-    from .influence import SOLVERS
+    from .solvers import SOLVERS
 
     _check_fields(path, None, header, {
         "format": (lambda v: True, ""), "version": (lambda v: True, ""),
@@ -469,7 +439,7 @@ class _Restore:
         else:
             V = np.empty((0, theta.size))
         full = want["check"] == "full"
-        Z, grad, self.HV, digest = _verify_pass(op, theta, V, full)
+        Z, grad, self.HV, digest = verify_pass(op, theta, V, full)
         self.V = V
         if full and digest != want["x_checksum"]:
             raise StateError(f"X_train differs from the data the state in {path} was computed on (checksum "

@@ -21,10 +21,9 @@ from .losses import LOSSES as MARGIN_LOSSES
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
-from .solvers import CG, Direct, Verified, batches, solve_bytes
+from .solvers import CG, SOLVERS, Direct, Verified, batches, solve_bytes
 from .solvers_iterative import PCG, PRECONDITIONERS, Arnoldi, LiSSA
 
-SOLVERS = ("auto", "direct", "cg", "lissa", "arnoldi")
 CORRECTIONS = ("none", "newton")
 LOSSES = ("exact", "linear")
 

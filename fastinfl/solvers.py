@@ -17,6 +17,10 @@ from .exceptions import ConvergenceError, SingularHessianError, VerificationErro
 from .operators import MAX_ITER, NOT_POSITIVE, policy
 
 
+# The names of Influence(solver=...).
+SOLVERS = ("auto", "direct", "cg", "lissa", "arnoldi")
+
+
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
     """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError unless H is PD."""
     try:
