@@ -120,7 +120,8 @@ def save(inf, path, check="full"):
     """Write the state of ``inf`` to ``path`` atomically (see the module docstring); returns ``path``."""
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}; got {check!r}.")
-    op = inf._op
+    op = inf.operator
+    coef, intercept = inf.params
     model = inf.model
     header = {
         "format": FORMAT,
@@ -131,18 +132,18 @@ def save(inf, path, check="full"):
         "settings": {"solver": inf.solver, "damping": inf.damping, "tol": inf.tol, "max_iter": inf.max_iter,
                      "verify": inf.verify, "verify_rtol": inf.verify_rtol, "batch_size": inf.batch_size,
                      "memory_limit": inf.memory_limit},
-        "fingerprint": fingerprint(op, _theta(inf._coef, inf._intercept, op.fit_intercept), check),
+        "fingerprint": fingerprint(op, _theta(coef, intercept, op.fit_intercept), check),
     }
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
-        "coef": np.asarray(inf._coef, np.float64),
-        "intercept": np.atleast_1d(np.asarray(inf._intercept, np.float64)),
-        "ridge": inf._hess.ridge,
+        "coef": np.asarray(coef, np.float64),
+        "intercept": np.atleast_1d(np.asarray(intercept, np.float64)),
+        "ridge": inf.hessian_operator.ridge,
     }
-    if inf._multi:
+    if getattr(op, "multiclass", False):
         arrays["classes"] = _plain_classes(model.classes_)
-    for solver in inf._solvers.values():
-        chol = getattr(getattr(solver, "inner", solver), "_chol", None)
+    for solver in inf.solvers:
+        chol = getattr(getattr(solver, "inner", solver), "factor_", None)
         if chol is not None:
             arrays["cholesky"] = np.tril(chol[0])  # dpotrs reads the lower triangle only
             break
@@ -511,7 +512,7 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
               _state=restore)
     if "cholesky" in arrays:
         restore.check_factor(ridge)
-        if inf._use_direct:
-            solver = inf._solver
-            getattr(solver, "inner", solver)._chol = (arrays["cholesky"], True)
+        if inf.uses_direct:
+            solver = inf.solver_
+            getattr(solver, "inner", solver).set_factor(arrays["cholesky"])
     return inf

@@ -302,6 +302,57 @@ class Influence:
         """The solver object for the current settings (``n_iter_``, ``residual_`` of its last batch)."""
         return self._solver
 
+    # ----------------------------------------------- the interface of extensions (groups, state, service)
+    @property
+    def operator(self):
+        """The training data's :class:`~fastinfl.operators.Operator` (every pass over X_train)."""
+        return self._op
+
+    @property
+    def curvature(self):
+        """The :class:`~fastinfl.operators.Curvature` (residuals, weights) of the training rows at theta."""
+        return self._curv
+
+    @property
+    def hessian_operator(self):
+        """The :class:`~fastinfl.operators.HessianOperator` H (+ damping) at theta that the solvers use."""
+        return self._hess
+
+    @property
+    def params(self):
+        """(coef, intercept): copies of the model's parameters when this Influence was built (theta)."""
+        return self._coef, self._intercept
+
+    @property
+    def uses_direct(self):
+        """Whether solves use the direct (Cholesky) solver under the current settings."""
+        return self._use_direct
+
+    @property
+    def solvers(self):
+        """The solver objects built so far, one per setting (a factor is kept in its solver)."""
+        return list(self._solvers.values())
+
+    def solve(self, B):
+        """H^-1 applied to every row of the float64 (k, P) array B by the configured solver, in batches."""
+        return self._solve_rows(B)
+
+    def batches(self, total, bytes_per_item):
+        """(begin, end) ranges of ``total`` items whose working memory fits ``memory_limit`` (``batch_size``)."""
+        return self._batches(total, bytes_per_item)
+
+    def check_result_size(self, shape, what, advice=None):
+        """ValueError naming ``what`` unless a float64 array of ``shape`` fits ``memory_limit``."""
+        self._check_result_size(shape, what, advice)
+
+    def test_operator(self, X, y, name="X"):
+        """The validated :class:`~fastinfl.operators.Operator` over test points (X, y) for this model."""
+        return self._test_operator(X, y, name)
+
+    def s_test_rows(self, test, idx=None):
+        """(n_sel, P) rows H^-1 g of the test operator's rows ``idx`` (all when None)."""
+        return self._s_test(test, idx)
+
     @property
     def cg_n_iter_(self):
         """(k,) CG iterations of the last CG batch solved."""

@@ -118,7 +118,7 @@ class Batcher:
     # ------------------------------------------------------------ callers
     def submit_top_k(self, X_test, y_test, k=10):
         """A Future of the :class:`TopK` of (m, k) arrays for these test points (as ``inf.top_k``)."""
-        test = self.inf._test_operator(X_test, y_test, "X_test")
+        test = self.inf.test_operator(X_test, y_test, "X_test")
         k = check_scalar(k, "k", integer=True, min_value=1)
         if k > self.inf.n_samples:
             raise ValueError(f"k must be <= the number of training points ({self.inf.n_samples}); got {k}.")
@@ -126,9 +126,9 @@ class Batcher:
 
     def submit_influence(self, X_test, y_test, train_idx=None):
         """A Future of the (m, n_sel) influence matrix (as ``inf.influence``)."""
-        test = self.inf._test_operator(X_test, y_test, "X_test")
+        test = self.inf.test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.inf.n_samples)
-        self.inf._check_result_size((test.n_samples, idx.shape[0]), "influence")
+        self.inf.check_result_size((test.n_samples, idx.shape[0]), "influence")
         key = None if train_idx is None else idx.tobytes()
         return self._submit(_Request("influence", test.X, test.y, key, idx))
 
@@ -639,7 +639,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
         return handle
 
     async def healthz(request):
-        return JSONResponse({"status": "ok", "n_train": inf.n_samples, "n_features": inf._op.n_features,
+        return JSONResponse({"status": "ok", "n_train": inf.n_samples, "n_features": inf.operator.n_features,
                              "n_params": inf.n_params})
 
     async def on_error(request, exc):
@@ -835,7 +835,7 @@ def _describe(inf):
     classes = getattr(inf.model, "classes_", None)
     names = [0, 1] if classes is None else np.asarray(classes).tolist()
     shown = ", ".join(map(str, names[:10])) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-    return f"{inf.n_samples} rows, {inf._op.n_features} features, classes {shown}"
+    return f"{inf.n_samples} rows, {inf.operator.n_features} features, classes {shown}"
 
 
 class _Terminated(Exception):

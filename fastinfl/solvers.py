@@ -83,6 +83,16 @@ class Direct:
                 self._chol = chol
         return self._chol
 
+    @property
+    def factor_(self):
+        """The Cholesky factor (L, lower) once computed, else None."""
+        return self._chol
+
+    def set_factor(self, L):
+        """Use the lower-triangular factor L of H (verified by the caller: ``fastinfl._state``)."""
+        with self._lock:
+            self._chol = (L, True)
+
     def solve(self, B):
         # LAPACK dpotrs straight away: the same solve as scipy.linalg.cho_solve (bitwise) without its
         # argument handling, which cost ~40 us per call (bench/call_overhead.py).

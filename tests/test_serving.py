@@ -100,8 +100,8 @@ class _Gated:
         self.inf, self.fail, self.gate = inf, fail, threading.Event()
         self.n_samples = inf.n_samples
 
-    def _test_operator(self, X, y, name):
-        return self.inf._test_operator(X, y, name)
+    def test_operator(self, X, y, name):
+        return self.inf.test_operator(X, y, name)
 
     def top_k(self, X, y, k):
         self.gate.wait(60)
@@ -145,8 +145,8 @@ class _Recording:
         self.inf, self.ks, self.gate = inf, [], threading.Event()
         self.n_samples = inf.n_samples
 
-    def _test_operator(self, X, y, name):
-        return self.inf._test_operator(X, y, name)
+    def test_operator(self, X, y, name):
+        return self.inf.test_operator(X, y, name)
 
     def top_k(self, X, y, k):
         self.gate.wait(60)
