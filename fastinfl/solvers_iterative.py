@@ -71,7 +71,9 @@ def lanczos(hess, n_iter, seed=0, block=None):
     p = hess.n_params
     m_max = int(min(n_iter, p))
     b = int(min(block or _config.LANCZOS_BLOCK, m_max))
-    Qb = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, b)))[0]
+    # The start is projected off H's null space (multinomial gauge; the identity otherwise): with the
+    # Hessian operator's projected HVPs the basis then spans only where H is positive definite.
+    Qb = np.linalg.qr(hess.project(np.random.default_rng(seed).standard_normal((p, b)).T).T)[0]
     Q = np.zeros((p, 0))
     HQ = np.zeros((p, 0))
     Hnorm = 0.0

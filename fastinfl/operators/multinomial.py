@@ -40,6 +40,8 @@ from ..kernels import multinomial as kernels
 from . import policy
 from .base import CGResult, Curvature, HessianOperator, Operator, TopK
 
+_DIAGONAL_BLOCK_ROWS = 4096  # rows per gemm of the dense diagonal pass
+
 
 # ------------------------------------------------------------------- gauge
 def null_mask(ridge, n_classes):
@@ -78,13 +80,18 @@ class GaugedHessianOperator(HessianOperator):
 
     ``hessian()`` is H~ = H + c Pi_0 (what Direct factors; equal to H on every
     right-hand side that :meth:`project` returns); ``exact_hessian()`` is H;
-    ``hvp`` is H V; ``cg`` runs CG on H projected onto N_0^perp.
+    ``hvp`` is H V with its rows projected onto N_0^perp (exact: H V lies there;
+    the projection removes rounding, so that an iterative solver whose vectors
+    start in N_0^perp stays there); ``diagonal`` is diag(H) with each null
+    coordinate averaged over the classes (Jacobi then maps N_0^perp into itself);
+    ``cg`` runs CG on H projected onto N_0^perp. ``null_dim`` is dim N_0.
     """
 
     def __init__(self, operator, curv, ridge):
         super().__init__(operator, curv, ridge)
         self.n_classes = operator.n_classes
         self.mask = null_mask(self.ridge, self.n_classes)
+        self.null_dim = int(self.mask.sum())
         self._Ht = None
         self._gauge_lock = threading.Lock()
 
@@ -107,6 +114,28 @@ class GaugedHessianOperator(HessianOperator):
         """B - Pi_0 B (rows): the part of each right-hand side that H^+ sees."""
         return project(B, self.mask, self.n_classes)
 
+    def hvp(self, V):
+        """(k, P) rows H v_q, projected onto N_0^perp."""
+        return self.project(super().hvp(V))
+
+    def hvp_rows(self, idx, V, scale=1.0):
+        """(k, P) the row-sample estimate of H V (:meth:`Operator.hvp_rows`), projected onto N_0^perp."""
+        return self.project(super().hvp_rows(idx, V, scale))
+
+    def diagonal(self):
+        """(P,) diag(H), each null coordinate j replaced by its mean over the classes (cached).
+
+        A diagonal that is constant over the classes on every null coordinate
+        commutes with Pi_0: the Jacobi preconditioner diag^-1 then keeps
+        preconditioned CG in N_0^perp, where H is positive definite.
+        """
+        diag = super().diagonal()
+        if not self.mask.any():
+            return diag
+        D = diag.reshape(self.n_classes, -1).copy()
+        D[:, self.mask] = D[:, self.mask].mean(axis=0)
+        return D.reshape(-1)
+
     def cg(self, B, tol, max_iter):
         """Batched CG on H restricted to N_0^perp, fused in one kernel (stopping rule of :meth:`Operator.cg`)."""
         return self.operator.cg_projected(self.curv, self.ridge, self.mask, self.project(B), tol, max_iter)
@@ -119,47 +148,68 @@ def sum_squares(X):
     return dense_sum_squares(X)
 
 
-def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name="X", n_features=None):
-    """The :class:`DenseMultinomialOperator` over X (validated) with int64 class codes (already checked)."""
-    X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name="X", n_features=None,
+                            checked=False):
+    """The multinomial operator over X (validated) with int64 class codes (already checked).
+
+    Dense arrays give a :class:`DenseMultinomialOperator`; scipy.sparse matrices
+    (CSR kept, other formats converted once) a
+    :class:`~fastinfl.operators.multinomial_csr.CSRMultinomialOperator`.
+    ``checked``: X was already returned by :func:`prepare_X` (its validation is not repeated).
+    """
+    if not checked:
+        X = prepare_X(X, name, n_features)
     if codes is not None and codes.shape[0] != X.shape[0]:
         raise ValueError(f"y{name[1:]} has {codes.shape[0]} labels but {name} has {X.shape[0]} rows.")
+    if _validation.is_sparse(X):
+        from .multinomial_csr import CSRMultinomialOperator
+
+        return CSRMultinomialOperator(X, codes, n_classes, fit_intercept)
     return DenseMultinomialOperator(X, codes, n_classes, fit_intercept)
 
 
-class DenseMultinomialOperator(Operator):
-    """Every pass of multinomial logistic regression over a C-contiguous float32/float64 (n, d) array.
+def prepare_X(X, name="X", n_features=None):
+    """X validated for a multinomial operator: a checked CSR matrix for scipy.sparse, else a dense array.
 
-    Same methods as :class:`Operator`, in parameter space P = K p: ``coef``
-    (K, d) and ``intercept`` (K,) in, gradients and vectors of length P out;
-    margins are the (n, K) logits; ``Curvature(residuals (n, K), weights =
-    probabilities (n, K))``. Attributes beyond the base: ``n_classes`` (K),
-    ``row_params`` (p), ``multiclass = True``. Build with
-    :func:`as_multinomial_operator`; ``X`` is kept, not copied.
+    Refuses dask arrays (not supported by the multinomial model) before they are gathered.
+    """
+    if _validation.is_dask_array(X):
+        raise ValueError(f"{name} is a dask array: the multinomial model runs on NumPy arrays and scipy.sparse "
+                         "matrices; compute it (X.compute()) or use the binary LogisticRegression.")
+    if _validation.is_sparse(X):
+        return _validation.check_csr(X, name, n_features=n_features)
+    return _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+
+
+class MultinomialOperator(Operator):
+    """What every kind of data shares for multinomial logistic regression, in parameter space P = K p.
+
+    Same methods as :class:`Operator`: ``coef`` (K, d) and ``intercept`` (K,)
+    in, gradients and vectors of length P out; margins are the (n, K) logits;
+    ``Curvature(residuals (n, K), weights = probabilities (n, K))``. Attributes
+    beyond the base: ``n_classes`` (K), ``row_params`` (p), ``multiclass = True``.
+    Subclasses supply the passes over X (``loss_grad``, ``margins``,
+    ``gradients``, ``hessian``, ``hvp``, ``_diagonal_pass``, ``cg_projected``,
+    ``rows``, ``influence``, ``top_k``).
     """
 
-    kind = "dense-multinomial"
     multiclass = True
 
-    def __init__(self, X, codes, n_classes, fit_intercept):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, codes is not None)
+    def __init__(self, n_samples, n_features, fit_intercept, dtype, codes, n_classes):
+        super().__init__(n_samples, n_features, fit_intercept, dtype, codes is not None)
         self.n_classes = int(n_classes)
         self.row_params = self.n_params
         self.n_params = self.n_classes * self.row_params
-        self.X = X
         self.y = codes
 
-    # -------------------------------------------------------------- helpers
     def _theta(self, coef, intercept):
+        """(K, p) rows [w_k, b_k]."""
         K, p, d = self.n_classes, self.row_params, self.n_features
         theta = np.empty((K, p))
         theta[:, :d] = coef
         if self.fit_intercept:
             theta[:, d] = intercept
         return theta
-
-    def _parallel(self, rows=None):
-        return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
 
     def _labels(self):
         if self.y is None:
@@ -168,6 +218,84 @@ class DenseMultinomialOperator(Operator):
 
     def hessian_operator(self, curv, ridge):
         return GaugedHessianOperator(self, curv, ridge)
+
+    def probabilities(self, coef, intercept):
+        """(n, K) softmax probabilities."""
+        Z = self.margins(coef, intercept)
+        kernels._mn_softmax(Z, Z)
+        return Z
+
+    def losses(self, coef, intercept):
+        """(n,) per-example cross-entropy -log pi_{i, y_i}."""
+        Z = self.margins(coef, intercept)
+        out = np.empty(self.n_samples)
+        kernels._mn_losses(Z, self._labels(), out)
+        return out
+
+    def curvature(self, margins):
+        R = np.empty((self.n_samples, self.n_classes))
+        Pi = np.empty((self.n_samples, self.n_classes))
+        kernels._mn_curvature(margins, self._labels(), R, Pi)
+        return Curvature(R, Pi)
+
+    def example_gradients(self, curv, idx):
+        """(n_sel, P) g_i = r_i (x) x~_i of training rows ``idx`` from the stored residuals (no pass over X)."""
+        A = self.rows(idx)
+        R = np.asarray(curv.residuals)[idx]
+        return (R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], self.n_params)
+
+    def hvp_rows(self, curv, ridge, idx, V, scale=1.0):
+        """(k, P) rows scale * sum_{i in idx} (W_i (x) x~_i x~_i^T) v_q + ridge * v_q, from the rows ``idx`` only.
+
+        With ``scale = n / len(idx)`` an unbiased estimate of :meth:`hvp` (stochastic LiSSA).
+        """
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        k, K, p = V.shape[0], self.n_classes, self.row_params
+        A = self.rows(idx)  # (n_sel, p)
+        T = (A @ V.reshape(k * K, p).T).reshape(-1, k, K)  # t_iq[a] = x~_i . v_q[a]
+        Pi = np.asarray(curv.weights)[idx]
+        T = Pi[:, None, :] * (T - np.einsum("ia,iqa->iq", Pi, T)[:, :, None])  # W_i t_iq
+        U = T.reshape(-1, k * K).T @ A  # (k K, p)
+        return scale * U.reshape(k, self.n_params) + V * ridge
+
+    def hessian_diagonal(self, curv, ridge):
+        """(P,) diag(H) = sum_i pi_ia (1 - pi_ia) x~_ij^2 + ridge, in one pass (the Jacobi preconditioner)."""
+        Pi = np.asarray(curv.weights)
+        D = self._diagonal_pass(Pi * (Pi.sum(axis=1, keepdims=True) - Pi))  # (p, K)
+        return np.ascontiguousarray(D.T).reshape(-1) + ridge
+
+    def cg(self, curv, ridge, B, tol, max_iter):
+        """Batched CG on H with B projected off the null space of H (see the module docstring)."""
+        mask = null_mask(ridge, self.n_classes)
+        return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
+
+
+class DenseMultinomialOperator(MultinomialOperator):
+    """Every pass of multinomial logistic regression over a C-contiguous float32/float64 (n, d) array.
+
+    See :class:`MultinomialOperator`. Build with :func:`as_multinomial_operator`;
+    ``X`` is kept, not copied.
+    """
+
+    kind = "dense-multinomial"
+
+    def __init__(self, X, codes, n_classes, fit_intercept):
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, codes, n_classes)
+        self.X = X
+
+    def _parallel(self, rows=None):
+        return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
+
+    def _diagonal_pass(self, Wd):
+        """(p, K) sum_i x~_ij^2 Wd[i, a], in row blocks (one gemm each)."""
+        d = self.n_features
+        D = np.zeros((self.row_params, self.n_classes))
+        for lo in range(0, self.n_samples, _DIAGONAL_BLOCK_ROWS):
+            A = np.asarray(self.X[lo:lo + _DIAGONAL_BLOCK_ROWS], dtype=np.float64)
+            D[:d] += (A * A).T @ Wd[lo:lo + A.shape[0]]
+        if self.fit_intercept:
+            D[d] = Wd.sum(axis=0)
+        return D
 
     # ------------------------------------------------------ passes at theta
     def loss_grad(self, coef, intercept):
@@ -186,19 +314,6 @@ class DenseMultinomialOperator(Operator):
                    parallel=self._parallel())
         return Z
 
-    def probabilities(self, coef, intercept):
-        """(n, K) softmax probabilities."""
-        Z = self.margins(coef, intercept)
-        kernels._mn_softmax(Z, Z)
-        return Z
-
-    def losses(self, coef, intercept):
-        """(n,) per-example cross-entropy -log pi_{i, y_i}."""
-        Z = self.margins(coef, intercept)
-        out = np.empty(self.n_samples)
-        kernels._mn_losses(Z, self._labels(), out)
-        return out
-
     def gradients(self, coef, intercept, idx=None):
         """(n_sel, P) per-example gradients r_i (x) x~_i of rows ``idx`` (all when None)."""
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
@@ -207,18 +322,6 @@ class DenseMultinomialOperator(Operator):
         policy.run(kernels._mn_per_example_grads, X, y, self._theta(coef, intercept), out,
                    work=X.size * self.n_classes, parallel=self._parallel(X.shape[0]))
         return out
-
-    def curvature(self, margins):
-        R = np.empty((self.n_samples, self.n_classes))
-        Pi = np.empty((self.n_samples, self.n_classes))
-        kernels._mn_curvature(margins, self._labels(), R, Pi)
-        return Curvature(R, Pi)
-
-    def example_gradients(self, curv, idx):
-        """(n_sel, P) g_i = r_i (x) x~_i of training rows ``idx`` from the stored residuals (no pass)."""
-        A = self.rows(idx)
-        R = np.asarray(curv.residuals)[idx]
-        return (R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], self.n_params)
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
@@ -237,11 +340,6 @@ class DenseMultinomialOperator(Operator):
         policy.run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
                    work=self.X.size * V.shape[0] * self.n_classes, parallel=self._parallel())
         return out
-
-    def cg(self, curv, ridge, B, tol, max_iter):
-        """Batched CG on H with B projected off the null space of H (see the module docstring)."""
-        mask = null_mask(ridge, self.n_classes)
-        return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
 
     def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
         """:class:`CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0)."""
