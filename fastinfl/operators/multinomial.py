@@ -286,6 +286,20 @@ class DenseMultinomialOperator(MultinomialOperator):
     def _parallel(self, rows=None):
         return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
 
+    @staticmethod
+    def _run(kernel, *args, work, parallel):
+        """``policy.run`` with BLAS held to one thread also when the kernel runs serially.
+
+        The kernels' gemms are per row block (BLOCK_ROWS rows by p by k K): threaded
+        BLAS only adds synchronisation there, and on a loaded machine made the
+        serial passes 4-20x slower (digits, 1000 x 64, K = 2, 100 vectors: HVP
+        40 ms against 2 ms; bench/RESULTS.md, "Multinomial CG").
+        """
+        if parallel:
+            return policy.run(kernel, *args, work=work, parallel=True)  # holds BLAS to one thread itself
+        with policy.single_threaded_blas():
+            return policy.run(kernel, *args, work=work, parallel=False)
+
     def _diagonal_pass(self, Wd):
         """(p, K) sum_i x~_ij^2 Wd[i, a], in row blocks (one gemm each)."""
         d = self.n_features
@@ -303,14 +317,14 @@ class DenseMultinomialOperator(MultinomialOperator):
         theta = self._theta(coef, intercept)
         grad = np.empty_like(theta)
         Z = np.empty((self.n_samples, self.n_classes))
-        loss, mmin = policy.run(kernels._mn_loss_grad, self.X, self._labels(), theta, grad, Z,
+        loss, mmin = self._run(kernels._mn_loss_grad, self.X, self._labels(), theta, grad, Z,
                                 work=self.X.size * self.n_classes, parallel=self._parallel())
         return float(loss), grad.reshape(-1), float(mmin), Z
 
     def margins(self, coef, intercept):
         """(n, K) logits."""
         Z = np.empty((self.n_samples, self.n_classes))
-        policy.run(kernels._mn_logits, self.X, self._theta(coef, intercept), Z, work=self.X.size * self.n_classes,
+        self._run(kernels._mn_logits, self.X, self._theta(coef, intercept), Z, work=self.X.size * self.n_classes,
                    parallel=self._parallel())
         return Z
 
@@ -319,7 +333,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
         out = np.empty((X.shape[0], self.n_params))
-        policy.run(kernels._mn_per_example_grads, X, y, self._theta(coef, intercept), out,
+        self._run(kernels._mn_per_example_grads, X, y, self._theta(coef, intercept), out,
                    work=X.size * self.n_classes, parallel=self._parallel(X.shape[0]))
         return out
 
@@ -337,7 +351,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         """(k, P) rows H v_q, all k in one pass over X."""
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
-        policy.run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
+        self._run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
                    work=self.X.size * V.shape[0] * self.n_classes, parallel=self._parallel())
         return out
 
@@ -349,7 +363,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         n_iter = np.empty(k, np.int64)
         resid = np.empty(k)
         status = np.empty(k, np.int64)
-        policy.run(kernels._mn_cg_solve, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
+        self._run(kernels._mn_cg_solve, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
                    mask.astype(np.uint8), B, tol, max_iter, x, n_iter, resid, status,
                    work=self.X.size * k * max_iter * self.n_classes, parallel=self._parallel())
         return CGResult(project(x, mask, self.n_classes), n_iter, resid, status)
@@ -365,7 +379,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         """(m, n_sel) -(s_t . g_i), with g_i = r_i (x) x~_i from ``curv.residuals`` (n, K)."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         out = np.empty((S.shape[0], idx.shape[0]))
-        policy.run(kernels._mn_influence, self.X, np.ascontiguousarray(curv.residuals), S, idx, out,
+        self._run(kernels._mn_influence, self.X, np.ascontiguousarray(curv.residuals), S, idx, out,
                    work=idx.shape[0] * self.n_params * S.shape[0], parallel=self._parallel(idx.shape[0]))
         return out
 
@@ -373,7 +387,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         S = np.ascontiguousarray(S, dtype=np.float64)
         m = S.shape[0]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
-        policy.run(kernels._mn_top_k, self.X, np.ascontiguousarray(curv.residuals), S, out.helpful,
+        self._run(kernels._mn_top_k, self.X, np.ascontiguousarray(curv.residuals), S, out.helpful,
                    out.helpful_idx, out.harmful, out.harmful_idx, work=self.X.size * m * self.n_classes,
                    parallel=self._parallel())
         return out
