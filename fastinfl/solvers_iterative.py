@@ -87,10 +87,15 @@ def lanczos(hess, n_iter, seed=0, block=None):
         for _ in range(2):
             W = W - Q @ (Q.T @ W)
         keep = np.linalg.norm(W, axis=0) > _config.LANCZOS_BREAKDOWN * Hnorm
-        W = W[:, keep][:, :room]
+        W = W[:, keep]
         if not W.shape[1]:
             break
-        Qb = np.linalg.qr(W)[0]
+        # Columns that are each long enough may still be dependent among themselves (the space left is
+        # smaller than the block: a gauge null space, or an invariant subspace); QR's diagonal says which.
+        Qb, Rw = np.linalg.qr(W)
+        Qb = Qb[:, np.abs(np.diag(Rw)) > _config.LANCZOS_BREAKDOWN * Hnorm][:, :room]
+        if not Qb.shape[1]:
+            break
         Qb -= Q @ (Q.T @ Qb)
         Qb = np.linalg.qr(Qb)[0]
     T = Q.T @ HQ

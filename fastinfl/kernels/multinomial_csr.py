@@ -196,7 +196,7 @@ def _hessian_rows(indptr, indices, data, Pi, d, lo, hi, acc, stop):
         s0, s1 = indptr[i], indptr[i + 1]
         for s in range(s0, s1):
             a = indices[s]
-            xs = data[s]
+            xs = np.float64(data[s])  # products of two float32 entries stay float64
             _add_scaled(acc[a, a], xs * xs, W)
             for t in range(s + 1, s1):
                 c = indices[t]
@@ -295,7 +295,8 @@ def _diag_rows(indptr, indices, data, Wd, d, lo, hi, acc):
     p = acc.shape[0]
     for i in range(lo, hi):
         for s in range(uintp(indptr[i]), uintp(indptr[i + 1])):
-            x2 = data[s] * data[s]
+            x = np.float64(data[s])
+            x2 = x * x
             j = uintp(indices[s])
             for a in range(K):
                 acc[j, a] += Wd[i, a] * x2
