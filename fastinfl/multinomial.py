@@ -272,11 +272,12 @@ class MultinomialLogisticRegression:
         """Newton fit on (X, y) warm-started from the current parameters; the classes must stay the same."""
         if y is None:
             raise ValueError("y is required with X (the training data to refit on).")
-        classes = self.classes_
+        labels = np.asarray(y)
+        got = np.unique(labels.reshape(-1)) if labels.dtype.kind in "biufUS" else None  # others: fit's checks
+        if got is not None and not np.array_equal(got, self.classes_):
+            raise ValueError(f"y holds the classes {got.tolist()} but the estimator was fitted on "
+                             f"{self.classes_.tolist()}: pass the estimator's training labels.")
         self.fit(X, y, init_params=self.params_)
-        if not np.array_equal(self.classes_, classes):
-            raise ValueError(f"y holds the classes {self.classes_.tolist()} but the estimator was fitted on "
-                             f"{classes.tolist()}: pass the estimator's training labels.")
 
     @classmethod
     def _from_estimator(cls, estimator):

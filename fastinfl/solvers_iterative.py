@@ -179,6 +179,7 @@ class Nystrom:
             prev = lam[-1]
             ell = min(cap, 2 * ell)
         self.rank = self.U.shape[1]
+        self.project = hess.project  # onto H's identifiable space (the multinomial gauge; identity otherwise)
 
     @staticmethod
     def _factor(Omega, Y):
@@ -202,9 +203,10 @@ class Nystrom:
         return U[:, keep], lam[keep]
 
     def apply(self, R):
-        """(k, p) rows M^-1 r_q = r_q + U (lam_ell / lam - 1) U^T r_q."""
+        """(k, p) rows M^-1 r_q = r_q + U (lam_ell / lam - 1) U^T r_q (projected: the shift nu Omega in U
+        would leak rounding into a gauge null space)."""
         C = R @ self.U
-        return R + (C * (self.lam[-1] / self.lam - 1.0)) @ self.U.T
+        return self.project(R + (C * (self.lam[-1] / self.lam - 1.0)) @ self.U.T)
 
 
 def choose_preconditioner(hess, preconditioner, rank=None, seed=0):
