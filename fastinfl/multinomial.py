@@ -282,6 +282,15 @@ class MultinomialLogisticRegression:
     @classmethod
     def _from_estimator(cls, estimator):
         """The model from a fitted sklearn LogisticRegression (no refit); see :meth:`from_sklearn`."""
+        if not hasattr(estimator, "coef_") or type(estimator).__name__ != "LogisticRegression":
+            what = type(estimator).__name__
+            if hasattr(estimator, "estimators_"):
+                raise ValueError(
+                    f"estimator is a {what} (one binary model per class, one-vs-rest): its classes are not "
+                    "fitted jointly, so it has no multinomial influence. Fit sklearn's LogisticRegression "
+                    "(multinomial for more than two classes) instead."
+                )
+            raise ValueError(f"estimator must be a fitted scikit-learn LogisticRegression; got {what}.")
         params = estimator.get_params()
         multi = params.get("multi_class", "auto")
         classes = np.asarray(estimator.classes_)

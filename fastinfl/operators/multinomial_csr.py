@@ -5,7 +5,7 @@ and top-k touch the stored nonzeros only, with (p, K)-shaped parameters and
 (p, k K)-shaped vectors so that the K class values of a column are contiguous
 (kernels/multinomial_csr.py). The Hessian (pairs of nonzeros per row, K x K
 blocks) is formed only up to ``CSR_HESSIAN_MAX_P`` parameters; beyond, solvers
-use HVPs. Conventions, gauge and curvature as in ``operators/multinomial.py``.
+use HVPs. Conventions, gauge and curvature as in ``operators/multinomial_base.py``.
 """
 
 import numpy as np
@@ -15,7 +15,7 @@ from ..kernels import csr as csr_kernels
 from ..kernels import multinomial_csr as kernels
 from . import policy
 from .base import TopK, cg_on_hvp
-from .multinomial import MultinomialOperator, project
+from .multinomial_base import MultinomialOperator, project
 
 
 class CSRMultinomialOperator(MultinomialOperator):
