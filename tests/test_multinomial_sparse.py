@@ -222,3 +222,13 @@ def test_large_p_fits_by_newton_cg_and_solves_by_cg():
     assert not inf._use_direct
     close(inf.influence(Xt, yt), fastinfl.Influence(m, X.toarray(), y, solver="cg", tol=1e-12).influence(
         Xt.toarray(), yt), rtol=1e-9)
+
+
+def test_loo_retrain_on_sparse_equals_dense(problem):
+    _, _, X, y, Xt, yt = problem
+    X, y = X[:300], y[:300]
+    m = fastinfl.MultinomialLogisticRegression(l2=L2).fit(X, y)
+    got = fastinfl.loo_retrain(m, X, y, [3, 250], Xt, yt)
+    close(got, fastinfl.loo_retrain(m, X.toarray(), y, [3, 250], Xt.toarray(), yt), rtol=1e-9)
+    close(fastinfl.loo_retrain(m, X, y, None, Xt, yt, groups=[[1, 2], [7]]),
+          fastinfl.loo_retrain(m, X.toarray(), y, None, Xt.toarray(), yt, groups=[[1, 2], [7]]), rtol=1e-9)

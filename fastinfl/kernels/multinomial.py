@@ -512,7 +512,7 @@ def _mn_cg_solve(X, Pi, ridge, mask, B, tol, max_iter, x_out, n_iter_out, resid_
     """Batched CG on H restricted to the complement of its null space N_0, as kernels.cg._cg_solve.
 
     ``mask`` (p,) uint8 marks the coordinates j whose class-mean direction
-    1_K (x) e_j is null (operators/multinomial.py); B's rows must already be
+    1_K (x) e_j is null (operators/multinomial_base.py); B's rows must already be
     orthogonal to N_0. Every H p is projected back onto N_0's complement, so
     rounding cannot accumulate along N_0 (the caller projects x at the end).
     Status codes as kernels/cg.py (0 converged, 1 max_iter, 2 non-positive curvature).

@@ -81,7 +81,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         The kernels' gemms are per row block (BLOCK_ROWS rows by p by k K): threaded
         BLAS only adds synchronisation there, and on a loaded machine made the
         serial passes 4-20x slower (digits, 1000 x 64, K = 2, 100 vectors: HVP
-        40 ms against 2 ms; bench/RESULTS.md, "Multinomial CG").
+        40 ms against 2 ms; ``python -m bench.multinomial_cg``).
         """
         if parallel:
             return policy.run(kernel, *args, work=work, parallel=True)  # holds BLAS to one thread itself
