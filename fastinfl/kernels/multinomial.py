@@ -320,6 +320,14 @@ def _mn_hessian(X, Pi, ridge, H_out, stop):
         for c in range(nch):
             _add(G, accG[c])
             _add(Dg, accD[c])
+    assemble_hessian(G, Dg, ridge, H_out)
+
+
+@kernel()
+def assemble_hessian(G, Dg, ridge, H_out):
+    """H_out (P, P) from the lower triangles of G (P, P) and Dg (K, p, p) of ``_hessian_rows``, plus diag(ridge)."""
+    K, p = Dg.shape[0], Dg.shape[1]
+    P = H_out.shape[0]
     for a in range(K):
         for j in range(p):
             for k in range(j + 1):  # diagonal blocks: Dg's lower triangle
@@ -567,3 +575,64 @@ def _mn_cg_solve(X, Pi, ridge, mask, B, tol, max_iter, x_out, n_iter_out, resid_
             active[still] = q
             still += 1
         na = still
+
+
+# ------------------------------------------------------- whole-block entry points (Dask tasks)
+# Serial: the task scheduler runs blocks in parallel. Each takes the trailing ``stop`` of policy.run.
+@kernel()
+def loss_grad_block(X, y, Theta, grad_out, Z_out, stop):
+    """grad_out (K, p) = sum_i r_i x~_i^T, Z_out (n, K) the logits; returns (loss sum, min margin)."""
+    grad_out[:] = 0.0
+    return _loss_grad_rows(X, y, Theta, ZERO, X.shape[0], grad_out, Z_out)
+
+
+@kernel()
+def logits_block(X, Theta, Z_out, stop):
+    """Z_out (n, K) = X~ Theta^T."""
+    _logits_rows(X, Theta, ZERO, X.shape[0], Z_out)
+
+
+@kernel()
+def grads_block(X, y, Theta, out, stop):
+    """out (n, K p): per-example gradients r_i (x) x~_i."""
+    _grads_rows(X, y, Theta, ZERO, X.shape[0], out)
+
+
+@kernel()
+def hessian_block(X, Pi, G, Dg, stop):
+    """G (P, P) and Dg (K, p, p) (zeroed here): the block's lower-triangle partials for ``assemble_hessian``."""
+    G[:] = 0.0
+    Dg[:] = 0.0
+    _hessian_rows(X, Pi, ZERO, X.shape[0], G, Dg, stop)
+
+
+@kernel()
+def hvp_block(X, Pi, V, out, stop):
+    """out (k, P) = sum_i (W_i (x) x~_i x~_i^T) v_q over the block's rows (no ridge term)."""
+    K = Pi.shape[1]
+    k, P = V.shape
+    out[:] = 0.0
+    _hvp_rows(X, Pi, V.reshape((k * K, P // K)), ZERO, X.shape[0], out.reshape((k * K, P // K)))
+
+
+@kernel()
+def influence_block(X, R, S, out, stop):
+    """out (m, n) = -s_t . g(z_i) for every row i of the block, BLOCK_ROWS at a time."""
+    m, P = S.shape
+    K = R.shape[1]
+    S2 = S.reshape((m * K, P // K))
+    n = X.shape[0]
+    idx = np.arange(n)
+    for lo in range(0, n, BLOCK_ROWS):
+        if stop[0]:
+            return
+        _influence_rows(X, R, S2, idx, lo, min(n, lo + BLOCK_ROWS), out)
+
+
+@kernel()
+def top_k_block(X, R, S, neg_v, neg_i, pos_v, pos_i, stop):
+    """The block's heaps (m, k) of its k smallest I and k smallest -I (rows local to the block)."""
+    m, P = S.shape
+    K = R.shape[1]
+    S2T = np.ascontiguousarray(S.reshape((m * K, P // K)).T)
+    _top_k_rows(X, R, S2T, ZERO, X.shape[0], neg_v, neg_i, pos_v, pos_i, stop)

@@ -33,7 +33,9 @@ def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name
 
     Dense arrays give a :class:`DenseMultinomialOperator`; scipy.sparse matrices
     (CSR kept, other formats converted once) a
-    :class:`~fastinfl.operators.multinomial_csr.CSRMultinomialOperator`.
+    :class:`~fastinfl.operators.multinomial_csr.CSRMultinomialOperator`; dask
+    arrays (dask imported only then) a
+    :class:`~fastinfl.operators.multinomial_dask.DaskMultinomialOperator`.
     ``checked``: X was already returned by :func:`prepare_X` (its validation is not repeated).
     """
     if not checked:
@@ -42,17 +44,20 @@ def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name
         raise ValueError(f"y{name[1:]} has {codes.shape[0]} labels but {name} has {X.shape[0]} rows.")
     if _validation.is_sparse(X):
         return CSRMultinomialOperator(X, codes, n_classes, fit_intercept)
+    if _validation.is_dask_array(X):
+        from .multinomial_dask import DaskMultinomialOperator
+
+        return DaskMultinomialOperator(X, codes, n_classes, fit_intercept)
     return DenseMultinomialOperator(X, codes, n_classes, fit_intercept)
 
 
 def prepare_X(X, name="X", n_features=None):
-    """X validated for a multinomial operator: a checked CSR matrix for scipy.sparse, else a dense array.
+    """X validated for a multinomial operator: a checked CSR matrix for scipy.sparse, a row-chunked dask
+    array (one pass, never gathered) for dask, else a dense array."""
+    if _validation.is_dask_array(X):  # before check_X, which would gather it
+        from .multinomial_dask import check_dask_X
 
-    Refuses dask arrays (not supported by the multinomial model) before they are gathered.
-    """
-    if _validation.is_dask_array(X):
-        raise ValueError(f"{name} is a dask array: the multinomial model runs on NumPy arrays and scipy.sparse "
-                         "matrices; compute it (X.compute()) or use the binary LogisticRegression.")
+        return check_dask_X(X, name, n_features=n_features)
     if _validation.is_sparse(X):
         return _validation.check_csr(X, name, n_features=n_features)
     return _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)

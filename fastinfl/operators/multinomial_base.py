@@ -196,7 +196,7 @@ class MultinomialOperator(Operator):
     def example_gradients(self, curv, idx):
         """(n_sel, P) g_i = r_i (x) x~_i of training rows ``idx`` from the stored residuals (no pass over X)."""
         A = self.rows(idx)
-        R = np.asarray(curv.residuals)[idx]
+        R = self.residuals(curv, idx)
         return (R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], self.n_params)
 
     def hvp_rows(self, curv, ridge, idx, V, scale=1.0):
@@ -208,14 +208,14 @@ class MultinomialOperator(Operator):
         k, K, p = V.shape[0], self.n_classes, self.row_params
         A = self.rows(idx)  # (n_sel, p)
         T = (A @ V.reshape(k * K, p).T).reshape(-1, k, K)  # t_iq[a] = x~_i . v_q[a]
-        Pi = np.asarray(curv.weights)[idx]
+        Pi = self.weights(curv, idx)
         T = Pi[:, None, :] * (T - np.einsum("ia,iqa->iq", Pi, T)[:, :, None])  # W_i t_iq
         U = T.reshape(-1, k * K).T @ A  # (k K, p)
         return scale * U.reshape(k, self.n_params) + V * ridge
 
     def hessian_diagonal(self, curv, ridge):
         """(P,) diag(H) = sum_i pi_ia (1 - pi_ia) x~_ij^2 + ridge, in one pass (the Jacobi preconditioner)."""
-        Pi = np.asarray(curv.weights)
+        Pi = curv.weights  # in the operator's storage (NumPy or dask): pi (1 - pi) formed there
         D = self._diagonal_pass(Pi * (Pi.sum(axis=1, keepdims=True) - Pi))  # (p, K)
         return np.ascontiguousarray(D.T).reshape(-1) + ridge
 
