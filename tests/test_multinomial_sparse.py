@@ -232,3 +232,32 @@ def test_loo_retrain_on_sparse_equals_dense(problem):
     close(got, fastinfl.loo_retrain(m, X.toarray(), y, [3, 250], Xt.toarray(), yt), rtol=1e-9)
     close(fastinfl.loo_retrain(m, X, y, None, Xt, yt, groups=[[1, 2], [7]]),
           fastinfl.loo_retrain(m, X.toarray(), y, None, Xt.toarray(), yt, groups=[[1, 2], [7]]), rtol=1e-9)
+
+
+def test_csr_drivers_have_no_parallel_loop_besides_their_prange():
+    """As for the dense drivers: an array expression in a parallel=True kernel is a thread-pool launch of its own."""
+    from problems import parallel_loops
+
+    from fastinfl.kernels import multinomial_csr as mk
+
+    X, y = make_sparse_multiclass(40, 3, K, 0.6, seed=2)
+    ip, ix, dt = X.indptr, X.indices, X.data
+    n, d, p, k, m = 40, 3, 4, 2, 2
+    P = K * p
+    ThT = np.ones((p, K))
+    Pi = np.full((n, K), 1.0 / K)
+    R = np.random.default_rng(0).standard_normal((n, K))
+    stop = np.zeros(1, np.uint8)
+    calls = {
+        "_mn_csr_logits": (ip, ix, dt, ThT, d, np.empty((n, K)), stop),
+        "_mn_csr_grads": (ip, ix, dt, y, ThT, d, np.arange(n), np.empty((n, P)), stop),
+        "_mn_csr_loss_grad": (ip, ix, dt, y, ThT, d, np.empty((p, K)), np.empty((n, K)), stop),
+        "_mn_csr_hessian": (ip, ix, dt, Pi, np.ones(P), d, np.empty((P, P)), stop),
+        "_mn_csr_hvp": (ip, ix, dt, Pi, np.ones(P), np.ones((p, k * K)), d, np.empty((p, k * K)), stop),
+        "_mn_csr_diagonal": (ip, ix, dt, Pi, d, np.empty((p, K)), stop),
+        "_mn_csr_influence": (ip, ix, dt, R, np.ones((p, m * K)), np.arange(n), d, np.empty((m, n)), stop),
+        "_mn_csr_top_k": (ip, ix, dt, R, np.ones((p, m * K)), d, np.empty((m, 2)), np.empty((m, 2), np.int64),
+                          np.empty((m, 2)), np.empty((m, 2), np.int64), stop),
+    }
+    for name, args in calls.items():
+        assert parallel_loops(getattr(mk, name), *args) == 1, name

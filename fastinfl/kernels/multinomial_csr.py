@@ -21,7 +21,7 @@ from numba import prange, uintp
 
 from .._config import kernel
 from .csr import _MAX_CHUNKS, _MIN_NNZ, _TOP_K_ROWS, _bounds, _row_times, chunk_count, hvp_chunks
-from .dense import ZERO, _new_zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
+from .dense import ZERO, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
 from .multinomial import _row_stats
 
 
@@ -136,7 +136,7 @@ def _mn_csr_loss_grad(indptr, indices, data, y, ThT, d, gradT_out, Z_out, stop):
     """
     n = indptr.shape[0] - 1
     p, K = ThT.shape
-    gradT_out[:] = 0.0
+    _zeros(gradT_out)
     nch = chunk_count(n, indptr[n], p * K, _MAX_CHUNKS)
     if nch == 1:
         return _loss_grad_rows(indptr, indices, data, y, ThT, d, ZERO, n, gradT_out, Z_out)
@@ -275,7 +275,7 @@ def _mn_csr_hvp(indptr, indices, data, Pi, ridge, Vt, d, out, stop):
     p, kK = Vt.shape
     nch = hvp_chunks(n, indptr[n], p, kK)
     if nch == 1:
-        out[:] = 0.0
+        _zeros(out)
         _hvp_rows(indptr, indices, data, Pi, Vt, d, ZERO, n, out)
     else:
         b = _bounds(indptr, nch)
@@ -315,7 +315,7 @@ def _mn_csr_diagonal(indptr, indices, data, Wd, d, out, stop):
     p, K = out.shape
     nch = hvp_chunks(n, indptr[n], p, K)
     if nch == 1:
-        out[:] = 0.0
+        _zeros(out)
         _diag_rows(indptr, indices, data, Wd, d, ZERO, n, out)
         return
     b = _bounds(indptr, nch)
