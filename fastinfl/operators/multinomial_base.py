@@ -28,6 +28,15 @@ H~^-1 b = H^+ b, the unique minimum-norm answer, whatever c; for any b,
 H^+ b = H~^-1 (b - Pi_0 b), which is what :meth:`GaugedHessianOperator.project`
 is for. CG runs on H itself with the right-hand sides, every H p and the final x
 projected onto N_0^perp, so rounding cannot make it drift along N_0.
+
+The other solvers see H through :class:`GaugedHessianOperator` and stay on
+N_0^perp the same way: its HVPs (full and row-sampled, for LiSSA) are projected
+there; its diagonal, for Jacobi, is averaged over the classes on the null
+coordinates, so that diag^-1 commutes with Pi_0; Nystrom's preconditioner
+projects its output; Lanczos (Arnoldi, LiSSA's scale estimate) starts from a
+projected block. Every iterate then lies in N_0^perp, where H is positive
+definite, and Arnoldi's rank is at most P - dim N_0 (the gauge has no
+eigenvalue to invert).
 """
 
 import threading
@@ -79,14 +88,13 @@ class GaugedHessianOperator(HessianOperator):
     the projection removes rounding, so that an iterative solver whose vectors
     start in N_0^perp stays there); ``diagonal`` is diag(H) with each null
     coordinate averaged over the classes (Jacobi then maps N_0^perp into itself);
-    ``cg`` runs CG on H projected onto N_0^perp. ``null_dim`` is dim N_0.
+    ``cg`` runs CG on H projected onto N_0^perp.
     """
 
     def __init__(self, operator, curv, ridge):
         super().__init__(operator, curv, ridge)
         self.n_classes = operator.n_classes
         self.mask = null_mask(self.ridge, self.n_classes)
-        self.null_dim = int(self.mask.sum())
         self._Ht = None
         self._gauge_lock = threading.Lock()
 
