@@ -86,8 +86,8 @@ class GaugedHessianOperator(HessianOperator):
     right-hand side that :meth:`project` returns); ``exact_hessian()`` is H;
     ``hvp`` is H V with its rows projected onto N_0^perp (exact: H V lies there;
     the projection removes rounding, so that an iterative solver whose vectors
-    start in N_0^perp stays there); ``diagonal`` is diag(H) with each null
-    coordinate averaged over the classes (Jacobi then maps N_0^perp into itself);
+    start in N_0^perp stays there); ``diagonal`` is diag(H) averaged over the
+    classes (Jacobi then maps N_0^perp into itself);
     ``cg`` runs CG on H projected onto N_0^perp.
     """
 
@@ -126,18 +126,19 @@ class GaugedHessianOperator(HessianOperator):
         return self.project(super().hvp_rows(idx, V, scale))
 
     def diagonal(self):
-        """(P,) diag(H), each null coordinate j replaced by its mean over the classes (cached).
+        """(P,) the Jacobi preconditioner's diagonal: diag(H) with each coordinate j averaged over the classes.
 
-        A diagonal that is constant over the classes on every null coordinate
-        commutes with Pi_0: the Jacobi preconditioner diag^-1 then keeps
-        preconditioned CG in N_0^perp, where H is positive definite.
+        A diagonal constant over the classes commutes with every class-mean
+        projection: diag^-1 keeps preconditioned iterates off the gauge N_0 and
+        in S = {v : sum_a v[a, j] = 0 for every j}, which holds every gradient
+        and which H maps into itself. diag(H) itself (one value per class) leaks
+        residuals onto the class-sum directions 1_K (x) e_j, eigenvectors of H
+        with eigenvalue l2 whose preconditioned eigenvalues l2 / diag are tiny:
+        on Zipf-distributed sparse columns (20000 x 4096, K = 5) CG took 480
+        iterations with it, 481 without a preconditioner, 41 with this one.
         """
-        diag = super().diagonal()
-        if not self.mask.any():
-            return diag
-        D = diag.reshape(self.n_classes, -1).copy()
-        D[:, self.mask] = D[:, self.mask].mean(axis=0)
-        return D.reshape(-1)
+        D = super().diagonal().reshape(self.n_classes, -1)
+        return np.tile(D.mean(axis=0), self.n_classes)
 
     def cg(self, B, tol, max_iter):
         """Batched CG on H restricted to N_0^perp, fused in one kernel (stopping rule of :meth:`Operator.cg`)."""

@@ -137,9 +137,10 @@ class CSRMultinomialOperator(MultinomialOperator):
 
         As the binary ``CSROperator.cg``: diag(H) (one pass, cached per
         curvature) preconditions, for the spread of column frequencies in
-        text-like data; each null coordinate's diagonal is averaged over the
-        classes so that the preconditioner keeps every iterate in N_0^perp,
-        and every H p is projected there. Stopping rule of :func:`cg_on_hvp`.
+        text-like data; the diagonal is averaged over the classes
+        (:meth:`~fastinfl.operators.multinomial_base.GaugedHessianOperator.diagonal`
+        says why), and every H p
+        is projected onto N_0^perp. Stopping rule of :func:`cg_on_hvp`.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
         cached = self._jacobi
