@@ -10,7 +10,7 @@ from .. import _validation
 from .._config import MIN_CHUNK_ROWS
 from ..kernels import multinomial as kernels
 from . import policy
-from .base import CGResult, TopK
+from .base import TopK
 from .multinomial_base import GaugedHessianOperator, MultinomialOperator, add_gauge, null_mask, project
 from .multinomial_csr import CSRMultinomialOperator
 
@@ -147,19 +147,6 @@ class DenseMultinomialOperator(MultinomialOperator):
         self._run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
                    work=self.X.size * V.shape[0] * self.n_classes, parallel=self._parallel())
         return out
-
-    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
-        """:class:`CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0)."""
-        B = np.ascontiguousarray(B, dtype=np.float64)
-        k, P = B.shape
-        x = np.empty((k, P))
-        n_iter = np.empty(k, np.int64)
-        resid = np.empty(k)
-        status = np.empty(k, np.int64)
-        self._run(kernels._mn_cg_solve, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
-                   mask.astype(np.uint8), B, tol, max_iter, x, n_iter, resid, status,
-                   work=self.X.size * k * max_iter * self.n_classes, parallel=self._parallel())
-        return CGResult(project(x, mask, self.n_classes), n_iter, resid, status)
 
     def rows(self, idx):
         A = np.empty((idx.shape[0], self.row_params))

@@ -27,7 +27,8 @@ N_0^perp, and H~^-1 = H^+ + Pi_0 / c. For a right-hand side b orthogonal to N_0
 H~^-1 b = H^+ b, the unique minimum-norm answer, whatever c; for any b,
 H^+ b = H~^-1 (b - Pi_0 b), which is what :meth:`GaugedHessianOperator.project`
 is for. CG runs on H itself with the right-hand sides, every H p and the final x
-projected onto N_0^perp, so rounding cannot make it drift along N_0.
+projected onto N_0^perp, so rounding cannot make it drift along N_0
+(:meth:`MultinomialOperator.cg_projected`, the same for every kind of data).
 
 The other solvers see H through :class:`GaugedHessianOperator` and stay on
 N_0^perp the same way: its HVPs (full and row-sampled, for LiSSA) are projected
@@ -44,7 +45,7 @@ import threading
 import numpy as np
 
 from ..kernels import multinomial as kernels
-from .base import Curvature, HessianOperator, Operator
+from .base import Curvature, HessianOperator, Operator, cg_on_hvp
 
 
 # ------------------------------------------------------------------- gauge
@@ -153,8 +154,8 @@ class MultinomialOperator(Operator):
     ``Curvature(residuals (n, K), weights = probabilities (n, K))``. Attributes
     beyond the base: ``n_classes`` (K), ``row_params`` (p), ``multiclass = True``.
     Subclasses supply the passes over X (``loss_grad``, ``margins``,
-    ``gradients``, ``hessian``, ``hvp``, ``_diagonal_pass``, ``cg_projected``,
-    ``rows``, ``influence``, ``top_k``).
+    ``gradients``, ``hessian``, ``hvp``, ``_diagonal_pass``, ``rows``,
+    ``influence``, ``top_k``).
     """
 
     multiclass = True
@@ -165,6 +166,7 @@ class MultinomialOperator(Operator):
         self.row_params = self.n_params
         self.n_params = self.n_classes * self.row_params
         self.y = codes
+        self._jacobi = None  # (weights, ridge, 1 / diagonal) of the last CG's curvature
 
     def _theta(self, coef, intercept):
         """(K, p) rows [w_k, b_k]."""
@@ -232,3 +234,27 @@ class MultinomialOperator(Operator):
         """Batched CG on H with B projected off the null space of H (see the module docstring)."""
         mask = null_mask(ridge, self.n_classes)
         return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
+
+    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
+        """:class:`~fastinfl.operators.CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0).
+
+        Jacobi-preconditioned by diag(H) averaged over the classes (one pass,
+        cached per curvature; :meth:`GaugedHessianOperator.diagonal` says why),
+        every H p projected onto N_0^perp; the stopping rule of
+        :func:`~fastinfl.operators.base.cg_on_hvp` (||r_q|| <= tol ||b_q|| on
+        the unpreconditioned residual). One HVP pass per iteration for all
+        running right-hand sides. Without a positive diagonal (l2 = 0 and a
+        feature zero on every row) it runs unpreconditioned.
+        """
+        ridge = np.ascontiguousarray(ridge, dtype=np.float64)
+        cached = self._jacobi
+        if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
+            inv_diag = cached[2]
+        else:
+            diag = self.hessian_operator(curv, ridge).diagonal()
+            inv_diag = 1.0 / diag if (diag > 0.0).all() else np.ones(self.n_params)
+            self._jacobi = (curv.weights, ridge.copy(), inv_diag)
+        K = self.n_classes
+        res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), np.asarray(B, dtype=np.float64),
+                        tol, max_iter, inv_diag=inv_diag)
+        return res._replace(x=project(res.x, mask, K))

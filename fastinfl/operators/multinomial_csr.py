@@ -14,8 +14,8 @@ from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
 from ..kernels import csr as csr_kernels
 from ..kernels import multinomial_csr as kernels
 from . import policy
-from .base import TopK, cg_on_hvp
-from .multinomial_base import MultinomialOperator, project
+from .base import TopK
+from .multinomial_base import MultinomialOperator
 
 
 class CSRMultinomialOperator(MultinomialOperator):
@@ -35,7 +35,6 @@ class CSRMultinomialOperator(MultinomialOperator):
         self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
         self.nnz = int(self.indptr[-1])
         self._canon = None  # CSR arrays without repeated columns (the diagonal pass), built once
-        self._jacobi = None  # (weights, ridge, 1 / diag) of the last CG's curvature
 
     # -------------------------------------------------------------- helpers
     def _run(self, kernel, *args, work):
@@ -131,29 +130,6 @@ class CSRMultinomialOperator(MultinomialOperator):
                 C.sum_duplicates()
                 self._canon = (C.indptr, C.indices, C.data)
         return self._canon
-
-    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
-        """CG on H restricted to N_0^perp, Jacobi-preconditioned (rows of B orthogonal to N_0).
-
-        As the binary ``CSROperator.cg``: diag(H) (one pass, cached per
-        curvature) preconditions, for the spread of column frequencies in
-        text-like data; the diagonal is averaged over the classes
-        (:meth:`~fastinfl.operators.multinomial_base.GaugedHessianOperator.diagonal`
-        says why), and every H p
-        is projected onto N_0^perp. Stopping rule of :func:`cg_on_hvp`.
-        """
-        ridge = np.ascontiguousarray(ridge, dtype=np.float64)
-        cached = self._jacobi
-        if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
-            inv_diag = cached[2]
-        else:
-            diag = self.hessian_operator(curv, ridge).diagonal()
-            inv_diag = 1.0 / diag if (diag > 0.0).all() else np.ones(self.n_params)
-            self._jacobi = (curv.weights, ridge.copy(), inv_diag)
-        K = self.n_classes
-        res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), np.asarray(B, dtype=np.float64),
-                        tol, max_iter, inv_diag=inv_diag)
-        return res._replace(x=project(res.x, mask, K))
 
     def rows(self, idx):
         """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""

@@ -20,8 +20,8 @@ from .. import _validation
 from ..kernels import blocks as kb
 from ..kernels import multinomial as kernels
 from . import policy
-from .base import Curvature, TopK, cg_on_hvp
-from .multinomial_base import MultinomialOperator, project
+from .base import Curvature, TopK
+from .multinomial_base import MultinomialOperator
 
 
 def _compute(*collections):
@@ -243,12 +243,6 @@ class DaskMultinomialOperator(MultinomialOperator):
         parts = da.blockwise(_diagonal_block, "bjk", self.X, "bi", Wdd, "bk", new_axes={"j": self.row_params},
                              adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True, p=self.row_params)
         return _in_order(_compute(parts)[0])
-
-    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
-        """CG on H restricted to N_0^perp on the client, one distributed HVP pass per iteration."""
-        K = self.n_classes
-        res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), _c(B, np.float64), tol, max_iter)
-        return res._replace(x=project(res.x, mask, K))
 
     def rows(self, idx):
         A = np.empty((idx.shape[0], self.row_params))
