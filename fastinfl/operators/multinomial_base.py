@@ -45,6 +45,7 @@ import threading
 import numpy as np
 
 from ..kernels import multinomial as kernels
+from . import policy
 from .base import Curvature, HessianOperator, Operator, cg_on_hvp
 
 
@@ -159,6 +160,7 @@ class MultinomialOperator(Operator):
     """
 
     multiclass = True
+    jacobi_cg = False  # whether cg_projected preconditions by the class-averaged diagonal (sparse data: yes)
 
     def __init__(self, n_samples, n_features, fit_intercept, dtype, codes, n_classes):
         super().__init__(n_samples, n_features, fit_intercept, dtype, codes is not None)
@@ -238,23 +240,28 @@ class MultinomialOperator(Operator):
     def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
         """:class:`~fastinfl.operators.CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0).
 
-        Jacobi-preconditioned by diag(H) averaged over the classes (one pass,
-        cached per curvature; :meth:`GaugedHessianOperator.diagonal` says why),
-        every H p projected onto N_0^perp; the stopping rule of
+        Every H p projected onto N_0^perp; the stopping rule of
         :func:`~fastinfl.operators.base.cg_on_hvp` (||r_q|| <= tol ||b_q|| on
-        the unpreconditioned residual). One HVP pass per iteration for all
-        running right-hand sides. Without a positive diagonal (l2 = 0 and a
-        feature zero on every row) it runs unpreconditioned.
+        the unpreconditioned residual); one HVP pass per iteration for all
+        running right-hand sides. Where ``jacobi_cg`` (sparse data, as the
+        binary ``CSROperator.cg``), preconditioned by diag(H) averaged over the
+        classes (one pass, cached per curvature; :meth:`GaugedHessianOperator.diagonal`
+        says why; unpreconditioned without a positive diagonal). BLAS is held to
+        one thread for the loop (as in ``PCG.run``): otherwise every HVP pass
+        would set and restore the BLAS thread count.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
-        cached = self._jacobi
-        if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
-            inv_diag = cached[2]
-        else:
-            diag = self.hessian_operator(curv, ridge).diagonal()
-            inv_diag = 1.0 / diag if (diag > 0.0).all() else np.ones(self.n_params)
-            self._jacobi = (curv.weights, ridge.copy(), inv_diag)
+        inv_diag = None
+        if self.jacobi_cg:
+            cached = self._jacobi
+            if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
+                inv_diag = cached[2]
+            else:
+                diag = self.hessian_operator(curv, ridge).diagonal()
+                inv_diag = 1.0 / diag if (diag > 0.0).all() else np.ones(self.n_params)
+                self._jacobi = (curv.weights, ridge.copy(), inv_diag)
         K = self.n_classes
-        res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), np.asarray(B, dtype=np.float64),
-                        tol, max_iter, inv_diag=inv_diag)
+        with policy.single_threaded_blas():
+            res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), np.asarray(B, dtype=np.float64),
+                            tol, max_iter, inv_diag=inv_diag)
         return res._replace(x=project(res.x, mask, K))
