@@ -141,7 +141,7 @@ class Influence:
             model._check_fitted()
             if device not in (None, "cpu"):
                 raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
-                                 "run on the CPU (device=None or 'cpu'), over NumPy arrays or scipy.sparse matrices.")
+                                 "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model
