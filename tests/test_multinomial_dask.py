@@ -96,9 +96,9 @@ def test_same_partitioning_same_bits_on_every_scheduler(problem, cluster):
                 else contextlib.nullcontext():
             inf = fastinfl.Influence(model, Xd, y, solver="cg")
             got.append((inf.hessian(), inf.influence(Xt, yt)))
-    for H, I in got[1:]:
+    for H, infl in got[1:]:
         np.testing.assert_array_equal(H, got[0][0])
-        np.testing.assert_array_equal(I, got[0][1])
+        np.testing.assert_array_equal(infl, got[0][1])
 
 
 def test_validation_names_the_global_row(problem):

@@ -75,7 +75,7 @@ def test_row_sampled_hessian_is_exact_on_its_rows(issue):
     idx = np.array([5, 5, 17, 150])
     A = reference.design(X[idx])
     Pi = reference.mn_probabilities(X[idx], m.coef_, m.intercept_)
-    Hs = sum(np.kron(np.diag(pi) - np.outer(pi, pi), np.outer(a, a)) for a, pi in zip(A, Pi))
+    Hs = sum(np.kron(np.diag(pi) - np.outer(pi, pi), np.outer(a, a)) for a, pi in zip(A, Pi, strict=True))
     ridge = np.tile(np.r_[np.full(5, L2), 0.0], 3)
     want = inf._hess.project(V @ (2.5 * Hs) + V * ridge)
     np.testing.assert_allclose(inf._hess.hvp_rows(idx, V, 2.5), want, rtol=1e-12, atol=1e-12)

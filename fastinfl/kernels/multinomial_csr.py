@@ -233,14 +233,14 @@ def _mn_csr_hessian(indptr, indices, data, Pi, ridge, d, H_out, stop):
         for c in prange(nch):
             _hessian_rows(indptr, indices, data, Pi, d, b[c], b[c + 1], acc[c], stop)
     for j in range(p):
-        for l in range(j + 1):
+        for jj in range(j + 1):
             for a in range(K):
                 for bb in range(K):
-                    s = acc[0, j, l, a, bb]
+                    s = acc[0, j, jj, a, bb]
                     for c in range(1, nch):
-                        s += acc[c, j, l, a, bb]
-                    H_out[a * p + j, bb * p + l] = s
-                    H_out[bb * p + l, a * p + j] = s
+                        s += acc[c, j, jj, a, bb]
+                    H_out[a * p + j, bb * p + jj] = s
+                    H_out[bb * p + jj, a * p + j] = s
     for j in range(P):
         H_out[j, j] += ridge[j]
 

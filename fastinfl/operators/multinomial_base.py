@@ -143,7 +143,7 @@ class GaugedHessianOperator(HessianOperator):
         return np.tile(D.mean(axis=0), self.n_classes)
 
     def cg(self, B, tol, max_iter):
-        """Batched CG on H restricted to N_0^perp, fused in one kernel (stopping rule of :meth:`Operator.cg`)."""
+        """Batched CG on H restricted to N_0^perp (:meth:`MultinomialOperator.cg_projected`)."""
         return self.operator.cg_projected(self.curv, self.ridge, self.mask, self.project(B), tol, max_iter)
 
 
@@ -238,7 +238,9 @@ class MultinomialOperator(Operator):
         return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
 
     def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
-        """:class:`~fastinfl.operators.CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0).
+        """:class:`~fastinfl.operators.CGResult` of CG on H restricted to N_0^perp.
+
+        ``mask`` (p,) bool marks the null coordinates; the rows of B (k, P) must be orthogonal to N_0.
 
         Every H p projected onto N_0^perp; the stopping rule of
         :func:`~fastinfl.operators.base.cg_on_hvp` (||r_q|| <= tol ||b_q|| on

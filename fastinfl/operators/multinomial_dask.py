@@ -193,7 +193,7 @@ class DaskMultinomialOperator(MultinomialOperator):
         sizes = [c * K + tail for c in self.X.chunks[0]]
         ends = np.cumsum(sizes)
         tails = da.stack([packed[e - tail:e] for e in ends])
-        Z = da.concatenate([packed[e - s:e - tail].reshape(-1, K) for e, s in zip(ends, sizes)])
+        Z = da.concatenate([packed[e - s:e - tail].reshape(-1, K) for e, s in zip(ends, sizes, strict=True)])
         (tails,) = _compute(tails)
         return float(_in_order(tails[:, :1])[0]), _in_order(tails[:, 2:]), float(tails[:, 1].min()), Z
 
