@@ -45,7 +45,8 @@ def _on(scheduler, client):
     return dask.config.set(scheduler=scheduler)
 
 
-@pytest.mark.parametrize("scheduler", ["synchronous", "threads", "distributed"])
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads",
+                                       pytest.param("distributed", marks=pytest.mark.slow)])  # as tests/test_dask.py
 @pytest.mark.parametrize("kw", [dict(solver="direct"), dict(solver="cg", tol=1e-13),
                                 dict(solver="cg", preconditioner="jacobi", tol=1e-13)], ids=["direct", "cg", "pcg"])
 def test_every_quantity_equals_in_memory(problem, scheduler, kw, request):
@@ -87,6 +88,7 @@ def test_every_quantity_equals_in_memory(problem, scheduler, kw, request):
         close(top.harmful, want.harmful)
 
 
+@pytest.mark.slow  # starts the LocalCluster (2 worker processes)
 def test_same_partitioning_same_bits_on_every_scheduler(problem, cluster):
     X, y, Xt, yt, model = problem
     Xd = da.from_array(X, chunks=(500, X.shape[1]))
