@@ -68,7 +68,9 @@ class Influence:
         H (rank adaptive when None); "auto" = the rule measured in the solver
         study (``fastinfl._config.AUTO_PRECONDITIONER``). Refused with other solvers.
     rank : int >= 1 or None
-        Nystrom rank (None: adaptive) and Arnoldi rank (None: 50), capped at p.
+        Nystrom rank (None: adaptive) and Arnoldi rank (None: 50), capped at p
+        (multinomial: at P minus the dimension of the gauge null space, where H
+        has no eigenvalue to invert).
     lissa_depth : int >= 1 or None
         LiSSA steps (passes over X, or row samples) at most; None: 10000.
     lissa_scale : float > 0 or None
@@ -130,9 +132,9 @@ class Influence:
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
             model._check_fitted()
-            if device is not None:
-                raise ValueError("device= is not available for MultinomialLogisticRegression yet; use device=None "
-                                 "(CPU).")
+            if device not in (None, "cpu"):
+                raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
+                                 "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model

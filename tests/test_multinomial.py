@@ -374,7 +374,7 @@ def test_each_multinomial_kernel_compiles_once():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
     counts = dict(line.split() for line in out.splitlines())
     assert len(counts) >= 20 and "_hessian_rows" in counts and "_top_k_rows" in counts
-    assert {name: c for name, c in counts.items() if c != "1"} == {}
+    assert {name: c for name, c in counts.items() if c not in ("0", "1")} == {}  # 0: the Dask block entry points
 
 
 # ----------------------------------------------------------------------------- errors
