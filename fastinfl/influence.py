@@ -131,7 +131,7 @@ class Influence:
                  *, _state=None):
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
-            model._check_fitted()
+            model.check_fitted()
             if device not in (None, "cpu"):
                 raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
                                  "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
@@ -139,7 +139,7 @@ class Influence:
             check_fitted_model(model)
         self.model = model
         if self._multi:
-            self._op = model._operator(X_train, y_train, "X_train")
+            self._op = model.operator(X_train, y_train, "X_train")
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -429,7 +429,7 @@ class Influence:
         if y is None:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
         if self._multi:
-            return self.model._operator(X, y, name)
+            return self.model.operator(X, y, name)
         return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):

@@ -180,21 +180,22 @@ class MultinomialLogisticRegression:
     @property
     def params_(self):
         """(K p,) the rows [coef_[k], intercept_[k]] (coef_[k] alone without an intercept), class by class."""
-        self._check_fitted()
+        self.check_fitted()
         theta = np.hstack([self.coef_, self.intercept_[:, None]]) if self.fit_intercept else self.coef_.copy()
         return theta.reshape(-1)
 
     @property
     def n_features_(self):
-        self._check_fitted()
+        self.check_fitted()
         return self.coef_.shape[1]
 
     @property
     def n_classes_(self):
-        self._check_fitted()
+        self.check_fitted()
         return self.coef_.shape[0]
 
-    def _check_fitted(self):
+    def check_fitted(self):
+        """Raise ValueError unless the model has parameters (fitted, or from from_params / from_sklearn)."""
         if not hasattr(self, "coef_"):
             raise ValueError("this MultinomialLogisticRegression is not fitted: call fit() or use from_params().")
 
@@ -326,20 +327,20 @@ class MultinomialLogisticRegression:
         return cls.from_params(coef, intercept, l2=l2, fit_intercept=fit_intercept, classes=classes)
 
     # ------------------------------------------------------------- prediction
-    def _operator(self, X, y=None, name="X"):
+    def operator(self, X, y=None, name="X"):
         """The validated multinomial operator over (X, y) with y mapped onto ``classes_``."""
-        self._check_fitted()
+        self.check_fitted()
         X = prepare_X(X, name, n_features=self.n_features_)
         codes = None if y is None else check_class_labels(y, X.shape[0], self.classes_, "y" + name[1:])[0]
         return as_multinomial_operator(X, codes, self.n_classes_, self.fit_intercept, name, checked=True)
 
     def decision_function(self, X):
         """(n, K) logits W x_i + b."""
-        return self._operator(X).margins(self.coef_, self.intercept_)
+        return self.operator(X).margins(self.coef_, self.intercept_)
 
     def predict_proba(self, X):
         """(n, K) class probabilities, columns in the order of ``classes_``."""
-        return self._operator(X).means(self.coef_, self.intercept_)
+        return self.operator(X).means(self.coef_, self.intercept_)
 
     def predict(self, X):
         """(n,) the most probable label of each row (ties to the first class)."""
@@ -356,11 +357,11 @@ class MultinomialLogisticRegression:
 
     def losses(self, X, y):
         """(n,) per-example cross-entropy -log softmax(z_i)_{y_i}, computed stably (log-sum-exp)."""
-        return self._operator(X, y).losses(self.coef_, self.intercept_)
+        return self.operator(X, y).losses(self.coef_, self.intercept_)
 
     def objective(self, X, y):
         """F(theta) = sum_i cross-entropy_i + l2/2 ||coef||_F^2 on (X, y)."""
-        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
+        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2)[0]
 
     def __repr__(self):
         return (f"MultinomialLogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
@@ -376,12 +377,12 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
     (m, G) with ``groups``. The classes stay those of ``model`` (a removal that
     empties a class is refused).
     """
-    model._check_fitted()
+    model.check_fitted()
     X_train = prepare_X(X_train, "X_train", n_features=model.n_features_)
     check_class_labels(y_train, X_train.shape[0], model.classes_, "y_train")
     y_train = np.asarray(y_train)
     y_train = y_train[:, 0] if y_train.ndim == 2 else y_train
-    test = model._operator(X_test, y_test, "X_test")
+    test = model.operator(X_test, y_test, "X_test")
     if groups is not None:
         if train_idx is not None:
             raise ValueError("pass train_idx or groups, not both.")

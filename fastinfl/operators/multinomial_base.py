@@ -265,5 +265,5 @@ class MultinomialOperator(Operator):
         K = self.n_classes
         with policy.single_threaded_blas():
             res = cg_on_hvp(lambda V: project(self.hvp(curv, ridge, V), mask, K), np.asarray(B, dtype=np.float64),
-                            tol, max_iter, inv_diag=inv_diag)
+                            tol, max_iter, None if inv_diag is None else (lambda R: R * inv_diag))
         return res._replace(x=project(res.x, mask, K))
