@@ -131,7 +131,9 @@ def save(inf, path, check="full"):
                   "tol": float(model.tol), "max_iter": int(model.max_iter)},
         "settings": {"solver": inf.solver, "damping": inf.damping, "tol": inf.tol, "max_iter": inf.max_iter,
                      "verify": inf.verify, "verify_rtol": inf.verify_rtol, "batch_size": inf.batch_size,
-                     "memory_limit": inf.memory_limit},
+                     "memory_limit": inf.memory_limit, "preconditioner": inf.preconditioner, "rank": inf.rank,
+                     "seed": inf.seed, "lissa_depth": inf.lissa_depth, "lissa_scale": inf.lissa_scale,
+                     "lissa_repetitions": inf.lissa_repetitions, "lissa_batch_size": inf.lissa_batch_size},
         "fingerprint": fingerprint(op, _theta(coef, intercept, op.fit_intercept), check),
     }
     arrays = {
@@ -303,6 +305,10 @@ _INT32 = 2 ** 31
 
 def _check_header(header, path):
     from .solvers import SOLVERS
+    from .solvers_iterative import PRECONDITIONERS
+
+    def optional_int(v):
+        return v is None or (_is_int(v) and 1 <= v < 2 ** 62)
 
     _check_fields(path, None, header, {
         "format": (lambda v: True, ""), "version": (lambda v: True, ""),
@@ -323,7 +329,14 @@ def _check_header(header, path):
         "verify": (lambda v: isinstance(v, bool), "true or false"),
         "verify_rtol": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
         "batch_size": (lambda v: v is None or (_is_int(v) and 1 <= v < 2 ** 62), "null or an integer >= 1"),
-        "memory_limit": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1")})
+        "memory_limit": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1"),
+        "preconditioner": (lambda v: v in PRECONDITIONERS, f"one of {PRECONDITIONERS}"),
+        "rank": (optional_int, "null or an integer >= 1"),
+        "seed": (lambda v: _is_int(v) and abs(v) < 2 ** 62, "an integer"),
+        "lissa_depth": (optional_int, "null or an integer >= 1"),
+        "lissa_scale": (lambda v: v is None or (_is_real(v) and v > 0), "null or a finite number > 0"),
+        "lissa_repetitions": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1"),
+        "lissa_batch_size": (optional_int, "null or an integer >= 1")})
     fp = header["fingerprint"]
     common = {
         "n_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

@@ -148,9 +148,6 @@ def test_device_cpu_accepted_cuda_refused_by_name(issue):
         fastinfl.Influence(m, X, y, device="cuda")
 
 
-@pytest.mark.xfail(strict=True, reason="fastinfl/_state.py stores only solver, damping, tol, max_iter, verify, "
-                   "verify_rtol, batch_size, memory_limit; it must store every Influence setting (_state.py is "
-                   "being rewritten for verification)")
 def test_save_load_keeps_every_solver_setting(issue, tmp_path):
     m, X, y, Xt, yt, _, infl = issue
     settings = dict(solver="cg", preconditioner="nystrom", rank=3, seed=7, tol=1e-11, max_iter=77)
