@@ -97,7 +97,7 @@ SIM_OPERATOR = """
         res = {
             "loss": rel(lg, lc), "grad": rel(gg, gc), "min_margin": rel(mg, mc),
             "margins": rel(gpu.margins(coef, b), cpu.margins(coef, b)),
-            "proba": rel(gpu.probabilities(coef, b), cpu.probabilities(coef, b)),
+            "proba": rel(gpu.means(coef, b), cpu.means(coef, b)),
             "losses": rel(gpu.losses(coef, b), cpu.losses(coef, b)),
             "residuals": rel(gpu.residuals(cg_, idx), cpu.residuals(cc, idx)),
             "weights": rel(gpu.weights(cg_, idx), cpu.weights(cc, idx)),

@@ -11,7 +11,6 @@ Dask cells run on a real ``distributed.LocalCluster``. CUDA (Numba's simulator)
 has its own suite, tests/test_cuda.py, which runs each model there.
 """
 
-import atexit
 import re
 
 import numpy as np
@@ -65,11 +64,20 @@ def _dask(X):
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    if "client" not in _CLUSTER:
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
-        _CLUSTER["client"] = Client(cluster)
-        atexit.register(lambda: (_CLUSTER["client"].close(), cluster.close()))
+    if "client" not in _CLUSTER:  # started by the first Dask cell, closed when the module's tests end
+        _CLUSTER["cluster"] = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                           dashboard_address=":0")
+        _CLUSTER["client"] = Client(_CLUSTER["cluster"])
     return da.from_array(X, chunks=(16, -1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_cluster():
+    yield
+    if "client" in _CLUSTER:
+        _CLUSTER.pop("client").close()
+        _CLUSTER.pop("cluster").close()
+    _INFS.clear()
 
 
 KINDS = {
