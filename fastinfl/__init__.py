@@ -14,7 +14,7 @@ from .loo import loo_retrain
 from .model import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
 from .poisson import PoissonRegression
-from .operators.policy import get_num_threads, set_num_threads
+from .operators.policy import get_num_threads, set_compile_notice, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -34,5 +34,6 @@ __all__ = [
     "get_num_threads",
     "loo_retrain",
     "reference",
+    "set_compile_notice",
     "set_num_threads",
 ]
