@@ -9,7 +9,11 @@
    (Numba's OpenMP threads spin too). Best and median of 9 per round.
 2. Beside a second process: HVPs per second of one process alone, and of two at
    once (each pinned to nothing, all cores shared), as the ratio of the pair's
-   total to one alone.
+   total to one alone; and the CPU seconds (all threads, spinning included) per
+   HVP, whose ratio (one alone over the pair) is what the throughput ratio would
+   be on an idle machine whose cores both processes keep busy: on a machine
+   loaded by other jobs the wall-time ratio says little (a second process gets
+   a second share of the machine), the CPU ratio still shows spin-waiting.
 
 Each measurement runs in fresh child processes per variant (environment given
 below), alternating variants round by round; "default" is fastinfl as installed
@@ -31,7 +35,7 @@ import fastinfl
 n, d, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 X, y, _ = fastinfl.datasets.make_logistic(n, d, seed=0, dtype=np.float64)
 inf = fastinfl.Influence(fastinfl.LogisticRegression.from_params(np.full(d, 0.1), -0.5, l2=1.0), X, y,
-                         stationarity_tol=np.inf)
+                         stationarity_tol=1e300)
 v = np.random.default_rng(0).standard_normal((1, d + 1))
 A = np.random.default_rng(1).standard_normal((400, 400))
 inf.hvp(v); A @ A
@@ -46,16 +50,18 @@ else:  # throughput until the shared start time + seconds
     start, seconds = float(sys.argv[4]), float(sys.argv[5])
     while time.time() < start:
         time.sleep(0.001)
-    count = 0
+    count, cpu = 0, time.process_time()
     while time.time() < start + seconds:
         inf.hvp(v); count += 1
-    out = {"calls": count / seconds}
+    out = {"calls": count / seconds, "cpu_per_call": (time.process_time() - cpu) / count}
 print(json.dumps(out))
 """
 
 VARIANTS = {
     # the environment each variant's children get on top of the caller's
     "default": {},
+    "quiesce only": {"GOMP_SPINCOUNT": "300000"},
+    "passive only": {"FASTINFL_QUIESCE_BLAS": "0"},
     "before (no quiesce, OpenMP spin-wait)": {"FASTINFL_QUIESCE_BLAS": "0", "OMP_WAIT_POLICY": "",
                                               "GOMP_SPINCOUNT": "300000"},
 }
@@ -91,24 +97,29 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
     numpy_side = {v: {} for v in VARIANTS}
-    procs = {v: {"one": [], "two": []} for v in VARIANTS}
+    procs = {v: {"one": [], "two": [], "cpu one": [], "cpu two": []} for v in VARIANTS}
     for _ in range(args.rounds):
         for variant, extra in VARIANTS.items():
             for key, times in _result(_child(args, extra, "numpy")).items():
                 numpy_side[variant].setdefault(key, []).extend(times)
             start = time.time() + 8  # after the children's setup
-            procs[variant]["one"].append(_result(_child(args, extra, "rate", start, args.seconds))["calls"])
+            one = _result(_child(args, extra, "rate", start, args.seconds))
+            procs[variant]["one"].append(one["calls"])
+            procs[variant]["cpu one"].append(one["cpu_per_call"])
             start = time.time() + 8
-            pair = [_child(args, extra, "rate", start, args.seconds) for _ in range(2)]
-            procs[variant]["two"].append(sum(_result(p)["calls"] for p in pair))
+            pair = [_result(p) for p in [_child(args, extra, "rate", start, args.seconds) for _ in range(2)]]
+            procs[variant]["two"].append(sum(p["calls"] for p in pair))
+            procs[variant]["cpu two"].append(statistics.mean(p["cpu_per_call"] for p in pair))
     print(f"`python -m bench.interleave --n {args.n} --d {args.d} --rounds {args.rounds} --seconds "
           f"{args.seconds}`; load {os.getloadavg()[0]:.1f} at the end\n")
     print("| variant | HVP alone (ms) | HVP right after NumPy (ms) | ratio | NumPy alone (ms) | "
-          "NumPy right after HVP (ms) | ratio | 1 process (HVP/s) | 2 processes (HVP/s) | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "NumPy right after HVP (ms) | ratio | 1 process (HVP/s) | 2 processes (HVP/s) | ratio | "
+          "CPU ms per HVP, 1 process | 2 processes | ratio 1/2 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for variant in VARIANTS:
         t = {k: (min(v) * 1e3, statistics.median(v) * 1e3) for k, v in numpy_side[variant].items()}
         one, two = max(procs[variant]["one"]), max(procs[variant]["two"])
+        cpu1, cpu2 = min(procs[variant]["cpu one"]) * 1e3, min(procs[variant]["cpu two"]) * 1e3
 
         def cell(k):
             return f"{t[k][0]:.2f} (median {t[k][1]:.2f})"
@@ -116,7 +127,7 @@ def main(argv=None):
         print(f"| {variant} | {cell('hvp alone')} | {cell('hvp after numpy')} | "
               f"{t['hvp after numpy'][0] / t['hvp alone'][0]:.2f} | {cell('numpy alone')} | "
               f"{cell('numpy after hvp')} | {t['numpy after hvp'][0] / t['numpy alone'][0]:.2f} | "
-              f"{one:.0f} | {two:.0f} | {two / one:.2f} |")
+              f"{one:.0f} | {two:.0f} | {two / one:.2f} | {cpu1:.2f} | {cpu2:.2f} | {cpu1 / cpu2:.2f} |")
 
 
 if __name__ == "__main__":
