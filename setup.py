@@ -34,8 +34,8 @@ class BuildWithKernelCache(build_py):
         # fastinfl is imported from the build tree in child processes only, writing no bytecode there
         # and no cache but the shipped one.
         with tempfile.TemporaryDirectory(prefix="fastinfl-build-") as tmp:
-            env = dict(os.environ, PYTHONPATH=os.path.abspath(self.build_lib), PYTHONDONTWRITEBYTECODE="1",
-                       NUMBA_CACHE_DIR=tmp)
+            path = os.pathsep.join(p for p in (os.path.abspath(self.build_lib), os.environ.get("PYTHONPATH")) if p)
+            env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1", NUMBA_CACHE_DIR=tmp)
             code = ("import sys; from fastinfl.cli.compile import build_shipped; "
                     "build_shipped(sys.argv[1], sys.argv[2].split(','))")
             subprocess.run([sys.executable, "-c", code, os.path.join(os.path.abspath(self.build_lib), "fastinfl"),

@@ -15,6 +15,11 @@
    loaded by other jobs the wall-time ratio says little (a second process gets
    a second share of the machine), the CPU ratio still shows spin-waiting.
 
+3. Spinning, load-robust: the CPU seconds the process burns in the 50 ms after
+   a NumPy call, after a NumPy call then an HVP, and after an HVP, while the
+   calling thread sleeps: all of it is idle thread pools spinning (OpenBLAS's,
+   Numba's OpenMP team), CPU that a kernel or a second process needed.
+
 Each measurement runs in fresh child processes per variant (environment given
 below), alternating variants round by round; "default" is fastinfl as installed
 (no environment variable set by the user).
@@ -46,6 +51,13 @@ if mode == "numpy":
         A @ A; t = time.perf_counter(); inf.hvp(v); out["hvp after numpy"].append(time.perf_counter() - t)
         time.sleep(0.3); t = time.perf_counter(); A @ A; out["numpy alone"].append(time.perf_counter() - t)
         inf.hvp(v); t = time.perf_counter(); A @ A; out["numpy after hvp"].append(time.perf_counter() - t)
+elif mode == "spin":  # CPU burnt by idle pools in the 50 ms after a call, while this thread sleeps
+    out = {"after numpy": [], "after numpy, then hvp": [], "after hvp": []}
+    for _ in range(9):
+        for key, call in (("after numpy", lambda: A @ A), ("after numpy, then hvp", lambda: (A @ A, inf.hvp(v))),
+                          ("after hvp", lambda: inf.hvp(v))):
+            time.sleep(0.3); call(); t = time.process_time(); time.sleep(0.05)
+            out[key].append(time.process_time() - t)
 else:  # throughput until the shared start time + seconds
     start, seconds = float(sys.argv[4]), float(sys.argv[5])
     while time.time() < start:
@@ -97,11 +109,14 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
     numpy_side = {v: {} for v in VARIANTS}
+    spin = {v: {} for v in VARIANTS}
     procs = {v: {"one": [], "two": [], "cpu one": [], "cpu two": []} for v in VARIANTS}
     for _ in range(args.rounds):
         for variant, extra in VARIANTS.items():
             for key, times in _result(_child(args, extra, "numpy")).items():
                 numpy_side[variant].setdefault(key, []).extend(times)
+            for key, times in _result(_child(args, extra, "spin")).items():
+                spin[variant].setdefault(key, []).extend(times)
             start = time.time() + 8  # after the children's setup
             one = _result(_child(args, extra, "rate", start, args.seconds))
             procs[variant]["one"].append(one["calls"])
@@ -128,6 +143,13 @@ def main(argv=None):
               f"{t['hvp after numpy'][0] / t['hvp alone'][0]:.2f} | {cell('numpy alone')} | "
               f"{cell('numpy after hvp')} | {t['numpy after hvp'][0] / t['numpy alone'][0]:.2f} | "
               f"{one:.0f} | {two:.0f} | {two / one:.2f} | {cpu1:.2f} | {cpu2:.2f} | {cpu1 / cpu2:.2f} |")
+
+    keys = list(next(iter(spin.values())))
+    print("\nCPU ms burnt by idle thread pools in the 50 ms after the call (median; the calling thread sleeps)\n")
+    print("| variant | " + " | ".join(keys) + " |")
+    print("|---|" + "---:|" * len(keys))
+    for variant in VARIANTS:
+        print(f"| {variant} | " + " | ".join(f"{statistics.median(spin[variant][k]) * 1e3:.1f}" for k in keys) + " |")
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def build_shipped(package_dir, levels=("x86-64-v3",), compile_args=()):
         with tempfile.TemporaryDirectory(prefix="fastinfl-build-cache-") as tmp:
             env = dict(os.environ, NUMBA_CACHE_DIR=tmp, NUMBA_CPU_NAME=level, NUMBA_CPU_FEATURES="",
                        FASTINFL_CACHE="1", PYTHONDONTWRITEBYTECODE="1",
-                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                       PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "fastinfl.cli", "compile", "--quiet", "--manifest", tmp,
                             *compile_args],

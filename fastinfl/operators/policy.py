@@ -26,11 +26,12 @@ Beside NumPy. After a threaded BLAS call OpenBLAS's worker threads spin for
 about 0.1 s (2^28 cycles) before they sleep, and a parallel kernel started in
 that window shares the cores with them (1.8x slower on 2 cores, issue 26). A
 thread count does not stop them; OpenBLAS's ``blas_thread_shutdown_`` does (the
-next threaded BLAS call starts them again, tens of microseconds a thread). It
-is safe only when no other thread can be inside a BLAS call: so the first
-parallel kernel in flight calls it when the calling thread is the process's
-only Python thread besides fastinfl's own kernel workers (``FASTINFL_QUIESCE_BLAS=0``:
-never). Numba's OpenMP threads spin after a kernel in the same way (3 ms by
+next threaded BLAS call starts them again, about 20 microseconds a thread; so
+does setting a thread count: the restore after the kernel stops them once
+more). It is safe only when no other thread can be inside a BLAS call: so the
+first parallel kernel in flight calls it when the calling thread is the
+process's only Python thread besides fastinfl's own kernel workers
+(``FASTINFL_QUIESCE_BLAS=0``: never). Numba's OpenMP threads spin after a kernel in the same way (3 ms by
 default, slowing NumPy and a second process): unless the user set
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, importing this module sets
 ``OMP_WAIT_POLICY=PASSIVE`` before Numba starts OpenMP (bench/RESULTS.md,
@@ -60,14 +61,18 @@ from ..kernels._cache import set_compile_notice  # noqa: F401  (fastinfl.set_com
 INTERRUPT_MIN_WORK = 1 << 22
 # Numba threading layers that abort on concurrent parallel launches.
 UNSAFE_LAYERS = frozenset({"workqueue"})
-# Stop OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling BLAS.
+# Stop OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling BLAS,
+# for libraries of at most QUIESCE_BLAS_MAX_THREADS threads: stopping and restarting them costs about
+# 20 us a thread (limit + restore of NumPy's and SciPy's OpenBLAS: 32 us at 2 threads, 340 us at 8).
 QUIESCE_BLAS = os.environ.get("FASTINFL_QUIESCE_BLAS", "1") != "0"
+QUIESCE_BLAS_MAX_THREADS = 8
 
 _lock = threading.Lock()  # guards the counters below
 _launch_lock = threading.Lock()  # serialises parallel launches on a layer that is not thread-safe
 _active = 0  # parallel kernel calls in flight, over all Python threads
 _blas = None  # (get, set, shutdown or None) functions of the BLAS libraries, found once
 _workers = 0  # fastinfl-kernel threads started (they never exit)
+_quiesce = False  # whether the parallel calls in flight stopped OpenBLAS's threads
 _blas_saved = None  # their thread counts before the limit
 _layer = None  # the threading layer, once Numba has chosen it
 _budget = None  # threads for parallel kernels (set_num_threads); None until first asked
@@ -213,22 +218,25 @@ def _only_thread():
 def _blas_limit():
     """Hold every BLAS library to one thread (called on the first parallel call in flight); stop
     OpenBLAS's spinning threads when no other thread can be using them."""
-    global _blas, _blas_saved
+    global _blas, _blas_saved, _quiesce
     if _blas is None:
         _blas = _find_blas()
     _blas_saved = [get() for get, _, _ in _blas]
-    quiesce = QUIESCE_BLAS and _only_thread()
+    _quiesce = QUIESCE_BLAS and _only_thread()
     for (_, set_threads, shutdown), n in zip(_blas, _blas_saved):
         if n != 1:
-            set_threads(1)
-            if quiesce and shutdown is not None:
+            set_threads(1)  # (starts OpenBLAS's threads again when they were stopped)
+            if _quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
                 shutdown()
 
 
 def _blas_restore():
-    for (_, set_threads, _), n in zip(_blas, _blas_saved):
+    quiesce = _quiesce and _only_thread()
+    for (_, set_threads, shutdown), n in zip(_blas, _blas_saved):
         if n != 1:
-            set_threads(n)
+            set_threads(n)  # starts n - 1 threads that would spin for 0.1 s: stopped again
+            if quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
+                shutdown()
 
 
 @contextmanager
