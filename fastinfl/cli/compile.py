@@ -77,6 +77,21 @@ def _read_only(s):
     fastinfl.Influence(model, X, s["y"], solver="cg").influence(X[:4], s["yt"])
 
 
+def _poisson(s):
+    """PoissonRegression on the same X (counts as labels): the Poisson loss's kernels."""
+    import numpy as np
+
+    import fastinfl
+
+    counts = np.random.default_rng(0).poisson(1.0, s["X"].shape[0]).astype(np.float64)
+    model = fastinfl.PoissonRegression(l2=1.0).fit(s["X"], counts)
+    inf = fastinfl.Influence(model, s["X"], counts)
+    inf.influence(s["Xt"], counts[:4])
+    inf.top_k(s["Xt"], counts[:4], 3)
+    inf.self_influence()
+    fastinfl.Influence(model, s["X"], counts, solver="cg").influence(s["Xt"], counts[:4])
+
+
 def _iterative(s):
     import fastinfl
 
@@ -128,6 +143,7 @@ WORKLOADS = (
     ("dense", "solver cg", _cg),
     ("dense", "solvers lissa, arnoldi", _iterative),
     ("dense", "read-only X (fit, Influence, influence, top_k, cg)", _read_only),
+    ("dense", "Poisson (fit, Influence, influence, top_k, self, cg)", _poisson),
     ("multinomial", "multinomial (fit, Influence, influence, top_k, self, loo, cg)", None),
     ("csr", "CSR (fit, Influence, influence, top_k, self, loo, cg)", None),
 )
