@@ -25,11 +25,12 @@ NUM_THREADS = os.environ.get("FASTINFL_NUM_THREADS", "").strip() or None
 COMPILE_NOTICE = os.environ.get("FASTINFL_COMPILE_NOTICE", "auto").strip().lower()
 
 # The compile notice's estimate: seconds to compile every kernel a dtype's binary jobs use (fit,
-# influence, top_k, self-influence, CG) on a cold cache, and of kernels._cache.probe_seconds(), both
-# measured on the reference machine (bench/RESULTS.md, "Compile time": python -m bench.compile_time
-# --per-call); a machine's estimate is these seconds times its probe over the reference probe.
-COMPILE_SECONDS = {"float64": 20.0, "float32": 20.0}
-COMPILE_PROBE_SECONDS = 0.1
+# Influence, influence, top_k, losses, CG; float32 after float64) on a cold cache, and of
+# kernels._cache.probe_seconds(), in the same process on the reference machine (bench/RESULTS.md,
+# "Compile time per user-level call": python -m bench.compile_time --per-call, load 3.6-4); a
+# machine's estimate is these seconds times its probe over the reference probe.
+COMPILE_SECONDS = {"float64": 23.1, "float32": 17.8}
+COMPILE_PROBE_SECONDS = 0.123
 
 # ------------------------------------------------------------------ kernels
 # Rows per block in the kernels that copy a row block to a float64 buffer and
