@@ -202,7 +202,7 @@ def notice(dtypes, quiet=False, file=None):
     """Print "compiling kernels (first run only, about N s)..." on stderr when the cache is cold for
     any of ``dtypes``, N scaled from a probe compile on this machine; the library's own notice then
     stays silent. Returns the estimate in seconds (0 when warm)."""
-    from ..kernels import _cache
+    from ..operators.policy import kernel_cache as _cache
 
     cold = cold_dtypes(dtypes)
     if not cold:
@@ -236,7 +236,7 @@ def compile_main(argv):
     for value, allowed, name in ((dtypes, DTYPES, "--dtypes"), (kinds, KINDS, "--kinds")):
         if set(value) - set(allowed):
             parser.error(f"{name}: choose from {', '.join(allowed)}; got {','.join(value)}")
-    from ..kernels import _cache
+    from ..operators.policy import kernel_cache as _cache
 
     _cache.set_compile_notice(False)
     t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def write_manifest(folder, **extra):
     import numba
     from numba.core.registry import cpu_target
 
-    from ..kernels import _cache
+    from ..operators.policy import kernel_cache as _cache
 
     triple, cpu_name, features = cpu_target.target_context.codegen().magic_tuple()
     manifest = dict(stamp=_cache.stamp_hex(), numba=numba.__version__, python=sys.implementation.cache_tag,

@@ -55,6 +55,7 @@ import numba
 import numpy as np
 
 from .._config import NUM_THREADS
+from ..kernels import _cache as kernel_cache  # the kernels' disk cache, for the command line (cli/compile.py)
 from ..kernels._cache import set_compile_notice  # noqa: F401  (fastinfl.set_compile_notice)
 
 # Element visits (rows x columns x vectors) from which a call runs in an interruptible worker.
