@@ -6,7 +6,7 @@
    kernel) timed alone (after a 0.3 s pause: every thread pool asleep) and right
    after a NumPy BLAS call (a 400 x 400 matmul, whose OpenBLAS threads keep
    spinning for a while); and the same NumPy call alone and right after the HVP
-   (Numba's OpenMP threads spin too). Best and median of 9 per round.
+   (Numba's OpenMP threads spin too). Best and median of ``--alternations`` pairs per round.
 2. Beside a second process: HVPs per second of one process alone, and of two at
    once (each pinned to nothing, all cores shared), as the ratio of the pair's
    total to one alone; and the CPU seconds (all threads, spinning included) per
@@ -46,7 +46,7 @@ A = np.random.default_rng(1).standard_normal((400, 400))
 inf.hvp(v); A @ A
 if mode == "numpy":
     out = {"hvp alone": [], "hvp after numpy": [], "numpy alone": [], "numpy after hvp": []}
-    for _ in range(9):
+    for _ in range(int(sys.argv[4])):
         time.sleep(0.3); t = time.perf_counter(); inf.hvp(v); out["hvp alone"].append(time.perf_counter() - t)
         A @ A; t = time.perf_counter(); inf.hvp(v); out["hvp after numpy"].append(time.perf_counter() - t)
         time.sleep(0.3); t = time.perf_counter(); A @ A; out["numpy alone"].append(time.perf_counter() - t)
@@ -107,13 +107,14 @@ def main(argv=None):
     parser.add_argument("--d", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--alternations", type=int, default=9, help="NumPy/HVP pairs per child")
     args = parser.parse_args(argv)
     numpy_side = {v: {} for v in VARIANTS}
     spin = {v: {} for v in VARIANTS}
     procs = {v: {"one": [], "two": [], "cpu one": [], "cpu two": []} for v in VARIANTS}
     for _ in range(args.rounds):
         for variant, extra in VARIANTS.items():
-            for key, times in _result(_child(args, extra, "numpy")).items():
+            for key, times in _result(_child(args, extra, "numpy", args.alternations)).items():
                 numpy_side[variant].setdefault(key, []).extend(times)
             for key, times in _result(_child(args, extra, "spin")).items():
                 spin[variant].setdefault(key, []).extend(times)
@@ -126,7 +127,7 @@ def main(argv=None):
             procs[variant]["two"].append(sum(p["calls"] for p in pair))
             procs[variant]["cpu two"].append(statistics.mean(p["cpu_per_call"] for p in pair))
     print(f"`python -m bench.interleave --n {args.n} --d {args.d} --rounds {args.rounds} --seconds "
-          f"{args.seconds}`; load {os.getloadavg()[0]:.1f} at the end\n")
+          f"{args.seconds} --alternations {args.alternations}`; load {os.getloadavg()[0]:.1f} at the end\n")
     print("| variant | HVP alone (ms) | HVP right after NumPy (ms) | ratio | NumPy alone (ms) | "
           "NumPy right after HVP (ms) | ratio | 1 process (HVP/s) | 2 processes (HVP/s) | ratio | "
           "CPU ms per HVP, 1 process | 2 processes | ratio 1/2 |")
