@@ -18,7 +18,7 @@ import fastinfl
 from fastinfl.kernels import _cache
 
 ROOT = Path(fastinfl.__file__).resolve().parents[1]
-NOTICE = "fastinfl: compiling kernels (first run only, about"
+NOTICE = "fastinfl: compiling kernels for float64 data (first use only, about"
 
 
 def _child(code, env=None, args=(), pythonpath=None, cwd=None):
@@ -39,11 +39,12 @@ from fastinfl import _config
 from fastinfl.kernels import _cache, sigmoid
 _config.COMPILE_SECONDS = {{"float64": {seconds}, "float32": {seconds}}}
 records = []
-logging.getLogger("fastinfl").addHandler(type("H", (logging.Handler,), {{"emit": lambda s, r: records.append(r)}})())
+handler = type("H", (logging.Handler,), {{"emit": lambda s, r: records.append(r)}})()
+logging.getLogger("fastinfl").addHandler(handler)
 logging.getLogger("fastinfl").setLevel(logging.INFO)
 {setup}
 sigmoid.expit(0.5); sigmoid.log1pexp(0.5)
-print(len([r for r in records if r.getMessage().startswith("fastinfl: compiling kernels")]))
+print(len([r for r in records if r.getMessage().startswith({notice!r})]))
 """
 
 
@@ -56,7 +57,7 @@ print(len([r for r in records if r.getMessage().startswith("fastinfl: compiling 
     (1e-9, "", {}, True, 0, False),  # an estimate under NOTICE_MIN_SECONDS: silent
 ])
 def test_compile_notice(tmp_path, seconds, setup, env, interactive, logged, printed):
-    code = FIRST_COMPILE.format(seconds=seconds, setup=setup)
+    code = FIRST_COMPILE.format(seconds=seconds, setup=setup, notice=NOTICE)
     proc = _child(code, env=dict(env, NUMBA_CACHE_DIR=str(tmp_path)), args=("-i",) if interactive else ())
     assert int(proc.stdout.split()[0]) == logged
     assert proc.stderr.count(NOTICE) == (1 if printed else 0), proc.stderr
@@ -64,7 +65,8 @@ def test_compile_notice(tmp_path, seconds, setup, env, interactive, logged, prin
 
 def test_notice_estimate_scales_with_the_probe(monkeypatch):
     monkeypatch.setattr(_cache, "probe_seconds", lambda: 3 * fastinfl._config.COMPILE_PROBE_SECONDS)
-    assert _cache.estimate_seconds(["float64"]) == pytest.approx(3 * fastinfl._config.COMPILE_SECONDS["float64"])
+    expected = 3 * fastinfl._config.COMPILE_SECONDS["float64"]
+    assert _cache.estimate_seconds(["float64"]) == pytest.approx(expected)
     with pytest.raises(ValueError):
         fastinfl.set_compile_notice("loud")
 

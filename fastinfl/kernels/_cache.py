@@ -254,15 +254,16 @@ def notice_line(seconds):
     return f"fastinfl: compiling kernels (first run only, about {max(1, round(seconds))} s)…"
 
 
-def announce(seconds, stderr=None):
+def announce(seconds, stderr=None, line=None):
     """Say once per process that kernels are compiling for about ``seconds``; later calls are silent.
-    ``stderr``: print the line there (None: in an interactive session only). Returns whether it spoke."""
+    ``stderr``: print the line there (None: in an interactive session only); ``line``: the text
+    (default: the command line's). Returns whether it spoke."""
     with _notice_lock:
         if _notice["done"] or _notice["mode"] == "0":
             _notice["done"] = True
             return False
         _notice["done"] = True
-    line = notice_line(seconds)
+    line = line or notice_line(seconds)
     why = f" (shipped kernel cache: {_shipped_reason})" if _shipped_reason else ""
     log.info("%s%s", line, why)
     if stderr if stderr is not None else (_notice["mode"] == "1" or _interactive()):
@@ -277,7 +278,9 @@ def _compiling(sig):
     dtype = next((str(t.dtype) for t in getattr(sig, "args", sig) if getattr(t, "ndim", 0) == 2), "float64")
     seconds = estimate_seconds([dtype])
     if seconds >= NOTICE_MIN_SECONDS:
-        announce(seconds)
+        announce(seconds, line=f"fastinfl: compiling kernels for {dtype} data (first use only, about "
+                                f"{max(1, round(seconds))} s in all over the first calls of fit, "
+                                "influence, top_k and CG; cached afterwards)…")
     else:
         _notice["done"] = True
 
