@@ -34,12 +34,14 @@ class BuildWithKernelCache(build_py):
         # fastinfl is imported from the build tree in child processes only, writing no bytecode there
         # and no cache but the shipped one.
         with tempfile.TemporaryDirectory(prefix="fastinfl-build-") as tmp:
-            path = os.pathsep.join(p for p in (os.path.abspath(self.build_lib), os.environ.get("PYTHONPATH")) if p)
+            build_lib = os.path.abspath(self.build_lib)
+            path = os.pathsep.join(p for p in (build_lib, os.environ.get("PYTHONPATH")) if p)
             env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1", NUMBA_CACHE_DIR=tmp)
             code = ("import sys; from fastinfl.cli.compile import build_shipped; "
                     "build_shipped(sys.argv[1], sys.argv[2].split(','))")
-            subprocess.run([sys.executable, "-c", code, os.path.join(os.path.abspath(self.build_lib), "fastinfl"),
-                            ",".join(levels)], env=env, cwd=tmp, check=True)
+            package = os.path.join(build_lib, "fastinfl")
+            subprocess.run([sys.executable, "-c", code, package, ",".join(levels)], env=env, cwd=tmp,
+                           check=True)
 
 
 class PlatformDistribution(Distribution):

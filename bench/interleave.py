@@ -54,8 +54,9 @@ if mode == "numpy":
 elif mode == "spin":  # CPU burnt by idle pools in the 50 ms after a call, while this thread sleeps
     out = {"after numpy": [], "after numpy, then hvp": [], "after hvp": []}
     for _ in range(9):
-        for key, call in (("after numpy", lambda: A @ A), ("after numpy, then hvp", lambda: (A @ A, inf.hvp(v))),
-                          ("after hvp", lambda: inf.hvp(v))):
+        calls = (("after numpy", lambda: A @ A), ("after numpy, then hvp", lambda: (A @ A, inf.hvp(v))),
+                 ("after hvp", lambda: inf.hvp(v)))
+        for key, call in calls:
             time.sleep(0.3); call(); t = time.process_time(); time.sleep(0.05)
             out[key].append(time.process_time() - t)
 else:  # throughput until the shared start time + seconds
@@ -137,7 +138,7 @@ def main(argv=None):
         one, two = max(procs[variant]["one"]), max(procs[variant]["two"])
         cpu1, cpu2 = min(procs[variant]["cpu one"]) * 1e3, min(procs[variant]["cpu two"]) * 1e3
 
-        def cell(k):
+        def cell(k, t=t):
             return f"{t[k][0]:.2f} (median {t[k][1]:.2f})"
 
         print(f"| {variant} | {cell('hvp alone')} | {cell('hvp after numpy')} | "
@@ -146,11 +147,13 @@ def main(argv=None):
               f"{one:.0f} | {two:.0f} | {two / one:.2f} | {cpu1:.2f} | {cpu2:.2f} | {cpu1 / cpu2:.2f} |")
 
     keys = list(next(iter(spin.values())))
-    print("\nCPU ms burnt by idle thread pools in the 50 ms after the call (median; the calling thread sleeps)\n")
+    print("\nCPU ms burnt by idle thread pools in the 50 ms after the call (median; the calling thread "
+          "sleeps)\n")
     print("| variant | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))
     for variant in VARIANTS:
-        print(f"| {variant} | " + " | ".join(f"{statistics.median(spin[variant][k]) * 1e3:.1f}" for k in keys) + " |")
+        cells = " | ".join(f"{statistics.median(spin[variant][k]) * 1e3:.1f}" for k in keys)
+        print(f"| {variant} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ for dtype in sys.argv[3].split(","):
         for _ in range(repeats):
             t = clock(); case.fastinfl(); best = min(best, clock() - t)
         out[f"{name} {dtype}"] = best
-print(json.dumps({"times": out, "compiled": _cache.compile_counts(), "shipped": _cache.shipped() is not None}))
+shipped = _cache.shipped() is not None
+print(json.dumps({"times": out, "compiled": _cache.compile_counts(), "shipped": shipped}))
 """
 
 
@@ -60,9 +61,9 @@ def main(argv=None):
                            FASTINFL_COMPILE_NOTICE="0")
                 if args.cpu:
                     env.update(NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-                proc = subprocess.run([sys.executable, "-c", CHILD, str(args.n), str(args.d), args.dtypes,
-                                       str(args.repeats), "cpu" if args.cpu else "wall"], env=env, capture_output=True, text=True, check=True,
-                                      cwd=empty)
+                child = [sys.executable, "-c", CHILD, str(args.n), str(args.d), args.dtypes,
+                         str(args.repeats), "cpu" if args.cpu else "wall"]
+                proc = subprocess.run(child, env=env, capture_output=True, text=True, check=True, cwd=empty)
                 out = json.loads(proc.stdout.splitlines()[-1])
                 assert out["shipped"] == (side == "portable"), out
                 assert not out["compiled"], (side, out["compiled"])  # timed code came from the caches
