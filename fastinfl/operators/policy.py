@@ -25,13 +25,16 @@ costs microseconds. A kernel that runs as one serial chunk leaves BLAS alone.
 Beside NumPy. After a threaded BLAS call OpenBLAS's worker threads spin for
 about 0.1 s (2^28 cycles) before they sleep, and a parallel kernel started in
 that window shares the cores with them (1.8x slower on 2 cores, issue 26). A
-thread count does not stop them; OpenBLAS's ``blas_thread_shutdown_`` does (the
-next threaded BLAS call starts them again, about 20 microseconds a thread; so
-does setting a thread count: the restore after the kernel stops them once
-more). It is safe only when no other thread can be inside a BLAS call: so the
-first parallel kernel in flight calls it when the calling thread is the
-process's only Python thread besides fastinfl's own kernel workers
-(``FASTINFL_QUIESCE_BLAS=0``: never). Numba's OpenMP threads spin after a kernel in the same way (3 ms by
+thread count does not stop them; OpenBLAS's ``blas_thread_shutdown_`` does, and
+the library's next threaded call starts them again (so does setting a thread
+count: a stop-and-restore around every kernel halved a loop of HVPs on the
+loaded machine). So the first parallel kernel in flight stops the threads of
+NumPy's OpenBLAS (64-bit integers: no kernel calls it; SciPy's, which the
+kernels call, is held to one thread as before), only when the calling thread is
+the process's only Python thread besides fastinfl's own kernel workers (another
+might be inside a BLAS call), and leaves its thread count alone; when they are
+stopped already the call returns at once (``FASTINFL_QUIESCE_BLAS=0``: never).
+Numba's OpenMP threads spin after a kernel in the same way (3 ms by
 default, slowing NumPy and a second process): unless the user set
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, importing this module sets
 ``OMP_WAIT_POLICY=PASSIVE`` before Numba starts OpenMP (bench/RESULTS.md,
@@ -62,9 +65,9 @@ from ..kernels._cache import set_compile_notice  # noqa: F401  (fastinfl.set_com
 INTERRUPT_MIN_WORK = 1 << 22
 # Numba threading layers that abort on concurrent parallel launches.
 UNSAFE_LAYERS = frozenset({"workqueue"})
-# Stop OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling BLAS,
-# for libraries of at most QUIESCE_BLAS_MAX_THREADS threads: stopping and restarting them costs about
-# 20 us a thread (limit + restore of NumPy's and SciPy's OpenBLAS: 32 us at 2 threads, 340 us at 8).
+# Stop NumPy's OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling
+# BLAS, for a library of at most QUIESCE_BLAS_MAX_THREADS threads: its next threaded call restarts them,
+# about 20 us a thread (a stop and restart of both pip-wheel libraries: 32 us at 2 threads, 340 us at 8).
 QUIESCE_BLAS = os.environ.get("FASTINFL_QUIESCE_BLAS", "1") != "0"
 QUIESCE_BLAS_MAX_THREADS = 8
 
@@ -73,7 +76,6 @@ _launch_lock = threading.Lock()  # serialises parallel launches on a layer that 
 _active = 0  # parallel kernel calls in flight, over all Python threads
 _blas = None  # (get, set, shutdown or None) functions of the BLAS libraries, found once
 _workers = 0  # fastinfl-kernel threads started (they never exit)
-_quiesce = False  # whether the parallel calls in flight stopped OpenBLAS's threads
 _blas_saved = None  # their thread counts before the limit
 _layer = None  # the threading layer, once Numba has chosen it
 _budget = None  # threads for parallel kernels (set_num_threads); None until first asked
@@ -192,7 +194,8 @@ def _find_blas():
     use); tests/test_concurrency.py checks both. A BLAS loaded after this first scan
     is not limited. For OpenBLAS the library's own C functions are called through
     ctypes (under a microsecond); threadpoolctl's wrappers cost several microseconds per call.
-    ``shutdown``: OpenBLAS's ``blas_thread_shutdown_`` for its own (pthreads) thread pool, else None.
+    ``shutdown``: OpenBLAS's ``blas_thread_shutdown_`` for a pthreads OpenBLAS with 64-bit integers
+    (NumPy's), which no kernel calls (SciPy's cython_blas, Numba's BLAS, has 32-bit ones); else None.
     """
     import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
     from threadpoolctl import ThreadpoolController
@@ -205,7 +208,7 @@ def _find_blas():
                 fast = (lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads"))
             except Exception:  # another threadpoolctl version: its public methods below
                 fast = None
-            if lib.threading_layer == "pthreads":
+            if lib.threading_layer == "pthreads" and "64" in str(getattr(lib, "_symbol_suffix", "")):
                 shutdown = getattr(getattr(lib, "dynlib", None), "blas_thread_shutdown_", None)
         found.append((*(fast if fast and all(fast) else (lib.get_num_threads, lib.set_num_threads)), shutdown))
     return found
@@ -216,28 +219,29 @@ def _only_thread():
     return threading.active_count() <= 1 + _workers
 
 
-def _blas_limit():
-    """Hold every BLAS library to one thread (called on the first parallel call in flight); stop
-    OpenBLAS's spinning threads when no other thread can be using them."""
-    global _blas, _blas_saved, _quiesce
+def _blas_limit(kernel=False):
+    """Hold every BLAS library to one thread (called on the first call in flight). For a parallel
+    kernel (``kernel``) in a single-threaded program, a library no kernel calls (NumPy's) is left at
+    its count and its threads are stopped instead: setting a count would start them again."""
+    global _blas, _blas_saved
     if _blas is None:
         _blas = _find_blas()
-    _blas_saved = [get() for get, _, _ in _blas]
-    _quiesce = QUIESCE_BLAS and _only_thread()
-    for (_, set_threads, shutdown), n in zip(_blas, _blas_saved):
-        if n != 1:
-            set_threads(1)  # (starts OpenBLAS's threads again when they were stopped)
-            if _quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
-                shutdown()
+    quiesce = kernel and QUIESCE_BLAS and _only_thread()
+    _blas_saved = []
+    for get, set_threads, shutdown in _blas:
+        n = get()
+        if quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
+            shutdown()  # returns at once when they are stopped already
+            n = 1  # nothing to restore
+        elif n != 1:
+            set_threads(1)
+        _blas_saved.append(n)
 
 
 def _blas_restore():
-    quiesce = _quiesce and _only_thread()
-    for (_, set_threads, shutdown), n in zip(_blas, _blas_saved):
+    for (_, set_threads, _), n in zip(_blas, _blas_saved):
         if n != 1:
-            set_threads(n)  # starts n - 1 threads that would spin for 0.1 s: stopped again
-            if quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
-                shutdown()
+            set_threads(n)
 
 
 @contextmanager
@@ -268,7 +272,7 @@ def _parallel_call():
         with _lock:
             _active += 1
             if _active == 1:
-                _blas_limit()
+                _blas_limit(kernel=True)
             budget = get_num_threads()
             threads = budget if serial_launch else max(1, budget // _active)
         try:
