@@ -130,7 +130,7 @@ def hessian(pb):
 
 def hessian_kernel(pb):
     """H = X~^T diag(s) X~ + L2 on coef with s given on both sides: the accumulation alone."""
-    op, curv = pb.inf._op, pb.inf._curv  # the operator and the float64 weights computed at construction
+    op, curv = pb.inf.operator, pb.inf.curvature  # the operator and the float64 weights computed at construction
 
     def ref():
         H = (pb.Xt * pb.s[:, None]).T @ pb.Xt

@@ -122,7 +122,7 @@ def main(argv=None):
         model = stage("LogisticRegression(l2=1.0).fit(X, y)",
                       lambda: fastinfl.LogisticRegression(l2=1.0).fit(X, y))
         inf = stage("Influence(model, X, y)", lambda: fastinfl.Influence(model, X, y))
-        solver = "direct" if inf._use_direct else "cg"
+        solver = "direct" if inf.uses_direct else "cg"
         stage("inf.hessian()", inf.hessian)
         top = stage(f"inf.top_k(X_test, y_test, k={args.k}), m = {args.m}",
                     lambda: inf.top_k(X_test, y_test, k=args.k))

@@ -140,7 +140,7 @@ def main(argv=None):
         else np.argmax(Z + rng.gumbel(size=Z.shape), axis=1)  # a draw from softmax(Z), vectorised
     y[:K] = np.arange(K)
     model = fastinfl.MultinomialLogisticRegression.from_params(coef, np.zeros(K), l2=1.0)
-    op = model._operator(X, y, "X_train")
+    op = model.operator(X, y, "X_train")
     curv = op.curvature(op.margins(model.coef_, model.intercept_))
     ridge = np.tile(np.r_[np.ones(d), 0.0], K)
     Xt = np.hstack([X, np.ones((n, 1))])

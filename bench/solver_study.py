@@ -116,7 +116,7 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
 
     def fresh():
         inf = fastinfl.Influence(model, X, y, tol=TOL, max_iter=20000)
-        return inf, Counter(inf._hess)
+        return inf, Counter(inf.hessian_operator)
 
     def timed(name, solve):
         inf, count = fresh()
@@ -129,17 +129,17 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
 
     def direct(inf, G):
         inf.solver = "direct"
-        return inf._solve_rows(G), 0, "", 1
+        return inf.solve(G), 0, "", 1
 
     def cg(inf, G):
         inf.solver = "cg"
-        S = inf._solve_rows(G)
+        S = inf.solve(G)
         it = int(inf.cg_n_iter_.max())
         return S, it, "", it
 
     def pcg(prec, rank=None):
         def solve(inf, G):
-            solver = PCG(inf._hess, TOL, 20000, prec, rank)
+            solver = PCG(inf.hessian_operator, TOL, 20000, prec, rank)
             S, n_iter, resid, status = solver.run(G)
             note = f"rank {solver.M.rank}" if prec == "nystrom" else ""
             if (status != 0).any():
@@ -148,7 +148,7 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
         return solve
 
     def lissa(inf, G):
-        solver = LiSSA(inf._hess, TOL, depth=lissa_depth)
+        solver = LiSSA(inf.hessian_operator, TOL, depth=lissa_depth)
         S, n_iter, resid, status = solver.run(G)
         note = f"scale {solver.scale:.3g}, residual {resid.max():.1e}" + ("" if (status == 0).all() else
                                                                          ", not converged")
@@ -156,7 +156,7 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
 
     def lissa_sgd(inf, G):
         rows = min(SGD_ROWS, inf.n_samples // 4)
-        solver = LiSSA(inf._hess, TOL, depth=SGD_DEPTH, batch_size=rows, repetitions=1)
+        solver = LiSSA(inf.hessian_operator, TOL, depth=SGD_DEPTH, batch_size=rows, repetitions=1)
         S, n_iter, resid, status = solver.run(G)
         # the sampled-row steps read SGD_DEPTH * rows rows: counted as passes of n rows (+1 residual check)
         rows_read = SGD_DEPTH * rows / inf.n_samples
@@ -164,7 +164,7 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
 
     def arnoldi(rank):
         def solve(inf, G):
-            solver = Arnoldi(inf._hess, rank=rank)
+            solver = Arnoldi(inf.hessian_operator, rank=rank)
             S = solver.solve(G)
             return S, solver.n_hvp_setup_, f"{solver.n_hvp_setup_} Lanczos vectors, residual " \
                                            f"{solver.residual_.max():.2f}", 0
@@ -173,7 +173,7 @@ def method_runs(model, X, y, X_test, y_test, lissa_depth):
     def scipy_cg(rtol):
         def solve(inf, G):
             p = inf.n_params
-            op = scipy.sparse.linalg.LinearOperator((p, p), matvec=lambda v: inf._hess.hvp(v[None, :])[0],
+            op = scipy.sparse.linalg.LinearOperator((p, p), matvec=lambda v: inf.hessian_operator.hvp(v[None, :])[0],
                                                     dtype=np.float64)
             S = np.empty_like(G)
             iters = 0
@@ -227,7 +227,7 @@ def study_case(name, X, y, X_test, y_test, args, l2=L2):
     log(f"  cond(H) = {cond:.3g}")
     runs = method_runs(model, X, y, X_test, y_test, args.lissa_depth)
     cols = np.arange(min(N_TRAIN_COLS, X.shape[0]))
-    op, curv = inf._op, inf._curv
+    op, curv = inf.operator, inf.curvature
     I_ref = op.influence(curv, runs["direct"]["S"], cols)
     scale = np.abs(I_ref).max()
     rows = []

@@ -167,7 +167,7 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastinfl.StationarityWarning)
         inf = fastinfl.Influence(model, X, y, solver="cg", tol=CG_TOL, max_iter=5000, memory_limit=8 << 30)
-    s = inf._curv.weights
+    s = inf.curvature.weights
     ridge = np.append(np.full(d, L2), 0.0)
     ref_hvp = scipy_hvp(X, s, ridge)
     bytes_read = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
@@ -201,7 +201,7 @@ def main(argv=None):
         iters = inf.cg_n_iter_
         log(f"cg m={m}: {t_cg:.1f} s, iterations {iters.min()}-{iters.max()}")
         lin = scipy.sparse.linalg.LinearOperator((d + 1, d + 1), matvec=ref_hvp, dtype=np.float64)
-        inv_diag = 1.0 / inf._op.hessian_diagonal(inf._curv, ridge)
+        inv_diag = 1.0 / inf.operator.hessian_diagonal(inf.curvature, ridge)
         jacobi = scipy.sparse.linalg.LinearOperator((d + 1, d + 1), matvec=lambda r_: r_ * inv_diag,
                                                     dtype=np.float64)
         q = min(args.ref_points, m)
@@ -228,11 +228,11 @@ def main(argv=None):
     if "top_k" not in skip:
         s_note = ""
         if S is None:  # a stand-in of the right shape and scale (timing only)
-            S = G / inf._op.hessian_diagonal(inf._curv, ridge)
+            S = G / inf.operator.hessian_diagonal(inf.curvature, ridge)
             s_note = "; S = diag(H)^-1 G stand-in"
         k = args.k
-        r = inf._curv.residuals
-        top, t_top = best(lambda: inf._op.top_k(inf._curv, S, k), reps=2)
+        r = inf.curvature.residuals
+        top, t_top = best(lambda: inf.operator.top_k(inf.curvature, S, k), reps=2)
 
         def reference_top_k():
             cand_v, cand_i = [], []

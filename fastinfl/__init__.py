@@ -1,6 +1,6 @@
 """fastinfl: fast, verified influence functions for L2-regularised logistic regression."""
 
-from . import datasets, reference
+from . import datasets, reference, robustness
 from .exceptions import (
     AccuracyWarning,
     ConvergenceError,
@@ -34,6 +34,7 @@ __all__ = [
     "get_num_threads",
     "loo_retrain",
     "reference",
+    "robustness",
     "set_compile_notice",
     "set_num_threads",
 ]

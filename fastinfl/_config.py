@@ -153,13 +153,14 @@ KERNELS = []
 CACHE_CLASS = None
 
 
-def kernel(parallel=False):
-    """Return the ``njit`` decorator shared by all kernels (each registered in ``KERNELS``)."""
+def kernel(parallel=False, inline=False):
+    """Return the ``njit`` decorator shared by all kernels (each registered in ``KERNELS``; ``inline``:
+    Numba inlines it into every caller)."""
 
     def decorate(func):
         custom = CACHE and CACHE_CLASS is not None
         dispatcher = njit(fastmath=set(FASTMATH), error_model="numpy", cache=CACHE and not custom,
-                          parallel=parallel, nogil=True)(func)
+                          parallel=parallel, nogil=True, inline="always" if inline else "never")(func)
         if custom:  # cache=True, with fastinfl's class in place of Numba's FunctionCache
             dispatcher._cache = CACHE_CLASS(dispatcher.py_func)
         KERNELS.append(dispatcher)

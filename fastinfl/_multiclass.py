@@ -27,32 +27,32 @@ def _curvature_blocks(Pi):
 
 def quad_blocks(inf, idx):
     """(n_sel, K, K) Q_i = B_i^T H^+ B_i: K solves per training point (columns e_k (x) x~_i), in batches."""
-    op = inf._op
+    op = inf.operator
     K, p, P = op.n_classes, op.row_params, op.n_params
     Q = np.empty((idx.shape[0], K, K))
-    for begin, end in inf._batches(idx.shape[0], K * solve_bytes(P)):
+    for begin, end in inf.batches(idx.shape[0], K * solve_bytes(P)):
         A = op.rows(idx[begin:end])
         nb = A.shape[0]
         B = np.zeros((nb, K, K, p))
         for k in range(K):
             B[:, k, k, :] = A
-        sol = inf._solve_rows(B.reshape(nb * K, P)).reshape(nb, K, K, p)
+        sol = inf.solve(B.reshape(nb * K, P)).reshape(nb, K, K, p)
         Q[begin:end] = np.einsum("ikbj,ij->ikb", sol, A)
     return Q
 
 
 def leverage(inf, idx):
     """(n_sel,) h_i = trace(W_i Q_i): the trace of the i-th K x K diagonal block of the hat matrix."""
-    W = _curvature_blocks(inf._op.weights(inf._curv, idx))
+    W = _curvature_blocks(inf.operator.weights(inf.curvature, idx))
     return np.einsum("iab,iba->i", W, quad_blocks(inf, idx))
 
 
 def self_influence(inf, idx):
     """(n_sel,) g_i^T H^+ g_i, one solve per training point."""
     out = np.empty(idx.shape[0])
-    for begin, end in inf._batches(idx.shape[0], solve_bytes(inf.n_params)):
-        G = inf._op.example_gradients(inf._curv, idx[begin:end])
-        out[begin:end] = np.einsum("ij,ij->i", G, inf._solve_rows(G))
+    for begin, end in inf.batches(idx.shape[0], solve_bytes(inf.n_params)):
+        G = inf.operator.example_gradients(inf.curvature, idx[begin:end])
+        out[begin:end] = np.einsum("ij,ij->i", G, inf.solve(G))
     return out
 
 
@@ -66,20 +66,20 @@ def newton_influence(inf, X_test, y_test, train_idx):
     s_t^T B_i r^_i. The gauge terms vanish because W_i 1_K = 0 and 1_K . r_i = 0.
     K = 2 gives r_i / (1 - h_i), the binary correction.
     """
-    test = inf._test_operator(X_test, y_test, "X_test")
+    test = inf.test_operator(X_test, y_test, "X_test")
     idx = check_indices(train_idx, inf.n_samples)
-    inf._check_result_size((test.n_samples, idx.shape[0]), "influence")
-    residuals = np.array(inf._curv.residuals)
+    inf.check_result_size((test.n_samples, idx.shape[0]), "influence")
+    residuals = np.array(inf.curvature.residuals)
     residuals[idx] = newton_residuals(inf, idx)
-    return inf._op.influence(Curvature(residuals, inf._curv.weights), inf._s_test(test), idx)
+    return inf.operator.influence(Curvature(residuals, inf.curvature.weights), inf.s_test_rows(test), idx)
 
 
 def newton_residuals(inf, idx):
     """(n_sel, K) r^_i = (I - W_i Q_i)^-1 r_i (see :func:`newton_influence`)."""
-    op = inf._op
-    W = _curvature_blocks(op.weights(inf._curv, idx))
+    op = inf.operator
+    W = _curvature_blocks(op.weights(inf.curvature, idx))
     M = np.eye(op.n_classes) - W @ quad_blocks(inf, idx)
-    return np.linalg.solve(M, op.residuals(inf._curv, idx)[:, :, None])[:, :, 0]
+    return np.linalg.solve(M, op.residuals(inf.curvature, idx)[:, :, None])[:, :, 0]
 
 
 def exact_change(inf, X_test, y_test, train_idx, correction):
@@ -89,16 +89,16 @@ def exact_change(inf, X_test, y_test, train_idx, correction):
     without z_i); the test logits move by dz[t, i, k] = x~_t . dtheta_i[k], and
     the loss is re-evaluated by log-sum-exp (stable).
     """
-    test = inf._test_operator(X_test, y_test, "X_test")
+    test = inf.test_operator(X_test, y_test, "X_test")
     idx = check_indices(train_idx, inf.n_samples)
-    op = inf._op
+    op = inf.operator
     K, p = op.n_classes, op.row_params
-    inf._check_result_size((test.n_samples, idx.shape[0], K), "loo_change")
+    inf.check_result_size((test.n_samples, idx.shape[0], K), "loo_change")
     A = op.rows(idx)
-    R = newton_residuals(inf, idx) if correction == "newton" else op.residuals(inf._curv, idx)
-    dtheta = inf._solve_rows((R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], K * p))
+    R = newton_residuals(inf, idx) if correction == "newton" else op.residuals(inf.curvature, idx)
+    dtheta = inf.solve((R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], K * p))
     Xt = test.rows(np.arange(test.n_samples))
-    Z = test.margins(inf._coef, inf._intercept)  # (m, K)
+    Z = test.margins(*inf.params)  # (m, K)
     Znew = Z[:, None, :] + np.einsum("ikj,tj->tik", dtheta.reshape(-1, K, p), Xt)
     y = test.y
     t = np.arange(Z.shape[0])
@@ -113,16 +113,16 @@ def perturbation(inf, S, idx):
     d g_i / d x_i = (W_i coef) (x) x~_i + r_i (x) [I_d; 0] (P x d), so
     I_pert[t, j] = -(coef^T W_i a_ti + S_t[:, :d]^T r_i) with a_ti[k] = s_t[k] . x~_i.
     """
-    op = inf._op
+    op = inf.operator
     K, p, d = op.n_classes, op.row_params, op.n_features
     A = op.rows(idx)
-    W = _curvature_blocks(op.weights(inf._curv, idx))
-    R = op.residuals(inf._curv, idx)
+    W = _curvature_blocks(op.weights(inf.curvature, idx))
+    R = op.residuals(inf.curvature, idx)
     out = np.empty((S.shape[0], idx.shape[0], d))
     for t in range(S.shape[0]):
         St = S[t].reshape(K, p)
         v = np.einsum("iab,ib->ia", W, A @ St.T)
-        out[t] = -(v @ inf._coef + R @ St[:, :d])
+        out[t] = -(v @ inf.params[0] + R @ St[:, :d])
     return out
 
 
@@ -132,9 +132,9 @@ def group_loss_change(inf, test, delta, loss):
     The test logits move by dz[t, g, k] = x~_t . delta_g[k]; ``loss="exact"`` re-evaluates
     the cross-entropy there (log-sum-exp), ``"linear"`` takes r_t . dz[t, g] (first order).
     """
-    K, p = inf._op.n_classes, inf._op.row_params
+    K, p = inf.operator.n_classes, inf.operator.row_params
     dZ = np.einsum("tj,gkj->tgk", test.rows(np.arange(test.n_samples)), delta.reshape(-1, K, p))
-    Z = test.margins(inf._coef, inf._intercept)  # (m, K)
+    Z = test.margins(*inf.params)  # (m, K)
     t = np.arange(Z.shape[0])
     if loss == "linear":
         return np.einsum("tk,tgk->tg", np.asarray(test.curvature(Z).residuals), dZ)

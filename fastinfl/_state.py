@@ -52,6 +52,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from .exceptions import StateError
+from .operators.dense import verify_pass
 
 FORMAT = "fastinfl.influence"
 FORMAT_VERSION = 2
@@ -86,37 +87,6 @@ def _theta(coef, intercept, fit_intercept):
     return np.ascontiguousarray(np.hstack([coef, np.reshape(np.asarray(intercept, np.float64), (-1, 1))]))
 
 
-def _verify_pass(op, theta, V, with_hash):
-    """One read of X: (Z (n, K) margins, grad (K, p) unpenalised, HV (k, K p) without ridge, checksum hex
-    or None)."""
-    from .kernels import checksum
-    from .operators import policy
-
-    X = op.X
-    n, d = X.shape
-    K, p = theta.shape
-    V = np.ascontiguousarray(V, dtype=np.float64)
-    k = V.shape[0]
-    bits = X.view(np.uint32 if X.dtype == np.float32 else np.uint64)
-    nch = int(checksum.chunk_count(n, d, K * p * (k + 1) + 2))
-    Z = np.empty((n, K))
-    grads = np.zeros((nch, K, p))
-    hvs = np.zeros((nch, k, K * p))
-    lanes = np.zeros((nch, 2), np.uint64)
-    policy.run(checksum._verify_pass, X, bits, op.y, op.family, theta, V, checksum.checksum_keys(d),
-               bool(with_hash), Z, grads, hvs, lanes, work=X.size * K * (k + 1), parallel=nch > 1)
-    grad = np.zeros((K, p))
-    HV = np.zeros((k, K * p))
-    for c in range(nch):  # merged in chunk order: the same bits for any number of threads
-        grad += grads[c]
-        HV += hvs[c]
-    digest = None
-    if with_hash:
-        total = lanes.sum(axis=0, dtype=np.uint64)  # wrapping sums: independent of the order
-        digest = f"{int(total[0]):016x}{int(total[1]):016x}"
-    return Z, grad, HV, digest
-
-
 def fingerprint(op, theta, check="full"):
     """Dict identifying the training data of ``op``: shape, dtype, SHA-256 of the labels, checksum of X.
 
@@ -134,7 +104,7 @@ def fingerprint(op, theta, check="full"):
     }
     if check == "full":
         fp["checksum"] = CHECKSUM
-        fp["x_checksum"] = _verify_pass(op, theta, np.empty((0, theta.size)), True)[3]
+        fp["x_checksum"] = verify_pass(op, theta, np.empty((0, theta.size)), True)[3]
     else:
         idx = _sample_rows(n)
         fp["rows_hashed"] = int(idx.shape[0])
@@ -150,7 +120,8 @@ def save(inf, path, check="full"):
     """Write the state of ``inf`` to ``path`` atomically (see the module docstring); returns ``path``."""
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(map(repr, CHECKS))}; got {check!r}.")
-    op = inf._op
+    op = inf.operator
+    coef, intercept = inf.params
     model = inf.model
     header = {
         "format": FORMAT,
@@ -160,19 +131,21 @@ def save(inf, path, check="full"):
                   "tol": float(model.tol), "max_iter": int(model.max_iter)},
         "settings": {"solver": inf.solver, "damping": inf.damping, "tol": inf.tol, "max_iter": inf.max_iter,
                      "verify": inf.verify, "verify_rtol": inf.verify_rtol, "batch_size": inf.batch_size,
-                     "memory_limit": inf.memory_limit},
-        "fingerprint": fingerprint(op, _theta(inf._coef, inf._intercept, op.fit_intercept), check),
+                     "memory_limit": inf.memory_limit, "preconditioner": inf.preconditioner, "rank": inf.rank,
+                     "seed": inf.seed, "lissa_depth": inf.lissa_depth, "lissa_scale": inf.lissa_scale,
+                     "lissa_repetitions": inf.lissa_repetitions, "lissa_batch_size": inf.lissa_batch_size},
+        "fingerprint": fingerprint(op, _theta(coef, intercept, op.fit_intercept), check),
     }
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
-        "coef": np.asarray(inf._coef, np.float64),
-        "intercept": np.atleast_1d(np.asarray(inf._intercept, np.float64)),
-        "ridge": inf._hess.ridge,
+        "coef": np.asarray(coef, np.float64),
+        "intercept": np.atleast_1d(np.asarray(intercept, np.float64)),
+        "ridge": inf.hessian_operator.ridge,
     }
-    if inf._multi:
+    if getattr(op, "multiclass", False):
         arrays["classes"] = _plain_classes(model.classes_)
-    for solver in inf._solvers.values():
-        chol = getattr(getattr(solver, "inner", solver), "_chol", None)
+    for solver in inf.solvers:
+        chol = getattr(getattr(solver, "inner", solver), "factor_", None)
         if chol is not None:
             arrays["cholesky"] = np.tril(chol[0])  # dpotrs reads the lower triangle only
             break
@@ -331,7 +304,11 @@ _INT32 = 2 ** 31
 
 
 def _check_header(header, path):
-    from .influence import SOLVERS
+    from .solvers import SOLVERS
+    from .solvers_iterative import PRECONDITIONERS
+
+    def optional_int(v):
+        return v is None or (_is_int(v) and 1 <= v < 2 ** 62)
 
     _check_fields(path, None, header, {
         "format": (lambda v: True, ""), "version": (lambda v: True, ""),
@@ -352,7 +329,14 @@ def _check_header(header, path):
         "verify": (lambda v: isinstance(v, bool), "true or false"),
         "verify_rtol": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
         "batch_size": (lambda v: v is None or (_is_int(v) and 1 <= v < 2 ** 62), "null or an integer >= 1"),
-        "memory_limit": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1")})
+        "memory_limit": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1"),
+        "preconditioner": (lambda v: v in PRECONDITIONERS, f"one of {PRECONDITIONERS}"),
+        "rank": (optional_int, "null or an integer >= 1"),
+        "seed": (lambda v: _is_int(v) and abs(v) < 2 ** 62, "an integer"),
+        "lissa_depth": (optional_int, "null or an integer >= 1"),
+        "lissa_scale": (lambda v: v is None or (_is_real(v) and v > 0), "null or a finite number > 0"),
+        "lissa_repetitions": (lambda v: _is_int(v) and 1 <= v < 2 ** 62, "an integer >= 1"),
+        "lissa_batch_size": (optional_int, "null or an integer >= 1")})
     fp = header["fingerprint"]
     common = {
         "n_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -469,7 +453,7 @@ class _Restore:
         else:
             V = np.empty((0, theta.size))
         full = want["check"] == "full"
-        Z, grad, self.HV, digest = _verify_pass(op, theta, V, full)
+        Z, grad, self.HV, digest = verify_pass(op, theta, V, full)
         self.V = V
         if full and digest != want["x_checksum"]:
             raise StateError(f"X_train differs from the data the state in {path} was computed on (checksum "
@@ -541,7 +525,7 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
               _state=restore)
     if "cholesky" in arrays:
         restore.check_factor(ridge)
-        if inf._use_direct:
-            solver = inf._solver
-            getattr(solver, "inner", solver)._chol = (arrays["cholesky"], True)
+        if inf.uses_direct:
+            solver = inf.solver_
+            getattr(solver, "inner", solver).set_factor(arrays["cholesky"])
     return inf

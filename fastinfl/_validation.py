@@ -200,7 +200,7 @@ def check_scalar(value, name, *, min_value=0.0, strict=False, integer=False, all
         what = "an integer" if integer else "a real number"
         raise ValueError(f"{name} must be {what}; got {value!r}.")
     value = operator.index(value) if integer else float(value)
-    if not np.isfinite(value):
+    if not integer and not np.isfinite(value):  # a Python int is finite, and may not fit a float (10**400)
         raise ValueError(f"{name} must be finite; got {value}.")
     if value < min_value or (strict and value == min_value):
         rel = ">" if strict else ">="
@@ -223,6 +223,12 @@ def check_indices(idx, n, name="train_idx"):
         raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
     if arr.dtype == bool:
         raise ValueError(f"{name} must hold integer indices; got a boolean array (use np.flatnonzero).")
+    if arr.dtype == object and arr.size and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr.flat):  # Python ints: any size
+        big = next((int(v) for v in arr.flat if not -n <= v < n), None)
+        if big is not None:
+            raise ValueError(f"{name} holds {big}, out of range for {n} training points (valid: -{n} to {n - 1}).")
+        arr = arr.astype(np.int64)
     if arr.size and arr.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integer indices; got dtype {arr.dtype}.")
     bad = (arr >= n) if arr.dtype.kind == "u" else (arr < -n) | (arr >= n)  # before any cast wraps

@@ -89,7 +89,7 @@ def group_steps(inf, groups, correction, steps):
     and one for the Hessian (direct) or one per CG iteration.
     Newton decrement of a step: lambda^2 = -grad F_-S . step (the predicted decrease of F_-S).
     """
-    op, curv, hess = inf._op, inf._curv, inf._hess
+    op, curv, hess = inf.operator, inf.curvature, inf.hessian_operator
     P = op.n_params
     multi = getattr(op, "multiclass", False)
     G = len(groups)
@@ -98,8 +98,8 @@ def group_steps(inf, groups, correction, steps):
     gS = np.stack([(ri.T @ a).reshape(-1) for a, ri in zip(A, r)])  # (G, P): sum r_i (x) x~_i
     decrements = np.full((G, steps), np.nan)
     if correction == "none":
-        return inf._solve_rows(gS), decrements
-    direct = inf._use_direct
+        return inf.solve(gS), decrements
+    direct = inf.uses_direct
     w = [op.weights(curv, idx) for idx in groups]
     rank = op.n_classes if multi else 1  # columns of one row's downdate (K for softmax, of rank K - 1)
     delta = np.empty((G, P))
@@ -111,7 +111,7 @@ def group_steps(inf, groups, correction, steps):
     elif small:
         # one batched solve for every small group's rows and gradient: H^-1 B_g^T and H^-1 g_S
         B = [np.sqrt(w[g])[:, None] * A[g] for g in small]
-        sol = inf._solve_rows(np.vstack(B + [gS[small]]))
+        sol = inf.solve(np.vstack(B + [gS[small]]))
         HinvG = sol[sum(B_g.shape[0] for B_g in B):]
         at = 0
         for j, g in enumerate(small):
@@ -147,7 +147,7 @@ def _woodbury_multinomial(inf, A, R, Pi):
         for k in range(K):
             B[:, k, k, :] = a
         cols.append(B.reshape(-1, K * p))
-    sol = inf._solve_rows(np.vstack(cols))  # rows H^+ (e_b (x) x~_j)
+    sol = inf.solve(np.vstack(cols))  # rows H^+ (e_b (x) x~_j)
     out, at = [], 0
     for a, r, pi in zip(A, R, Pi):
         s = a.shape[0]
@@ -174,18 +174,19 @@ def _more_steps(inf, idx, A, delta, count, direct):
     from .model import objective_gradient
     from .multinomial import objective_gradient as mn_objective_gradient
 
-    op, l2 = inf._op, inf.model.l2
+    op, l2 = inf.operator, inf.model.l2
+    coef, intercept = inf.params
     d = op.n_features
     multi = getattr(op, "multiclass", False)
     y_S = op.y[idx]
     loss = None if multi else LOSSES[op.loss]
     if multi:
         K, p = op.n_classes, op.row_params
-        theta = np.hstack([inf._coef, inf._intercept[:, None]]).reshape(-1) if op.fit_intercept else \
-            inf._coef.reshape(-1).copy()
+        theta = np.hstack([coef, intercept[:, None]]).reshape(-1) if op.fit_intercept else \
+            coef.reshape(-1).copy()
         onehot = np.eye(K)[y_S]
     else:
-        theta = np.append(inf._coef, inf._intercept) if op.fit_intercept else inf._coef.copy()
+        theta = np.append(coef, intercept) if op.fit_intercept else coef.copy()
 
     def evaluate(t):
         """F_-S(t), its gradient, the margins of all rows and the group's curvature (w_S or pi_S)."""
@@ -208,7 +209,7 @@ def _more_steps(inf, idx, A, delta, count, direct):
     out = np.empty(count)
     F, grad, z, w_S = evaluate(theta + delta)
     for s in range(count):
-        H_g = DowndatedHessian(op.hessian_operator(op.curvature(z), inf._hess.ridge), A, w_S)
+        H_g = DowndatedHessian(op.hessian_operator(op.curvature(z), inf.hessian_operator.ridge), A, w_S)
         solver = Direct(H_g) if direct else CG(H_g, inf.tol, inf.max_iter)
         step = -solver.solve(np.ascontiguousarray(H_g.project(grad[None, :])))[0]
         out[s] = np.sqrt(max(-float(grad @ step), 0.0))

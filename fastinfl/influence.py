@@ -21,10 +21,9 @@ from .losses import LOSSES as MARGIN_LOSSES
 from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
-from .solvers import CG, Direct, Verified, batches, solve_bytes
+from .solvers import CG, SOLVERS, Direct, Verified, batches, solve_bytes
 from .solvers_iterative import PCG, PRECONDITIONERS, Arnoldi, LiSSA
 
-SOLVERS = ("auto", "direct", "cg", "lissa", "arnoldi")
 CORRECTIONS = ("none", "newton")
 LOSSES = ("exact", "linear")
 
@@ -69,7 +68,9 @@ class Influence:
         H (rank adaptive when None); "auto" = the rule measured in the solver
         study (``fastinfl._config.AUTO_PRECONDITIONER``). Refused with other solvers.
     rank : int >= 1 or None
-        Nystrom rank (None: adaptive) and Arnoldi rank (None: 50), capped at p.
+        Nystrom rank (None: adaptive) and Arnoldi rank (None: 50), capped at p
+        (multinomial: at P minus the dimension of the gauge null space, where H
+        has no eigenvalue to invert).
     lissa_depth : int >= 1 or None
         LiSSA steps (passes over X, or row samples) at most; None: 10000.
     lissa_scale : float > 0 or None
@@ -130,15 +131,15 @@ class Influence:
                  *, _state=None):
         self._multi = isinstance(model, MultinomialLogisticRegression)
         if self._multi:
-            model._check_fitted()
-            if device is not None:
-                raise ValueError("device= is not available for MultinomialLogisticRegression yet; use device=None "
-                                 "(CPU).")
+            model.check_fitted()
+            if device not in (None, "cpu"):
+                raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
+                                 "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model
         if self._multi:
-            self._op = model._operator(X_train, y_train, "X_train")
+            self._op = model.operator(X_train, y_train, "X_train")
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -303,6 +304,57 @@ class Influence:
         """The solver object for the current settings (``n_iter_``, ``residual_`` of its last batch)."""
         return self._solver
 
+    # ----------------------------------------------- the interface of extensions (groups, state, service)
+    @property
+    def operator(self):
+        """The training data's :class:`~fastinfl.operators.Operator` (every pass over X_train)."""
+        return self._op
+
+    @property
+    def curvature(self):
+        """The :class:`~fastinfl.operators.Curvature` (residuals, weights) of the training rows at theta."""
+        return self._curv
+
+    @property
+    def hessian_operator(self):
+        """The :class:`~fastinfl.operators.HessianOperator` H (+ damping) at theta that the solvers use."""
+        return self._hess
+
+    @property
+    def params(self):
+        """(coef, intercept): copies of the model's parameters when this Influence was built (theta)."""
+        return self._coef, self._intercept
+
+    @property
+    def uses_direct(self):
+        """Whether solves use the direct (Cholesky) solver under the current settings."""
+        return self._use_direct
+
+    @property
+    def solvers(self):
+        """The solver objects built so far, one per setting (a factor is kept in its solver)."""
+        return list(self._solvers.values())
+
+    def solve(self, B):
+        """H^-1 applied to every row of the float64 (k, P) array B by the configured solver, in batches."""
+        return self._solve_rows(B)
+
+    def batches(self, total, bytes_per_item):
+        """(begin, end) ranges of ``total`` items whose working memory fits ``memory_limit`` (``batch_size``)."""
+        return self._batches(total, bytes_per_item)
+
+    def check_result_size(self, shape, what, advice=None):
+        """ValueError naming ``what`` unless a float64 array of ``shape`` fits ``memory_limit``."""
+        self._check_result_size(shape, what, advice)
+
+    def test_operator(self, X, y, name="X"):
+        """The validated :class:`~fastinfl.operators.Operator` over test points (X, y) for this model."""
+        return self._test_operator(X, y, name)
+
+    def s_test_rows(self, test, idx=None):
+        """(n_sel, P) rows H^-1 g of the test operator's rows ``idx`` (all when None)."""
+        return self._s_test(test, idx)
+
     @property
     def cg_n_iter_(self):
         """(k,) CG iterations of the last CG batch solved."""
@@ -377,7 +429,7 @@ class Influence:
         if y is None:
             raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
         if self._multi:
-            return self.model._operator(X, y, name)
+            return self.model.operator(X, y, name)
         return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):

@@ -49,7 +49,7 @@ def check_fitted_model(model, name="model"):
             f"{type(model).__name__}. Convert a fitted scikit-learn model with "
             "fastinfl.LogisticRegression.from_sklearn()."
         )
-    model._check_fitted()
+    model.check_fitted()
 
 
 class MarginModel:
@@ -159,15 +159,16 @@ class MarginModel:
     @property
     def params_(self):
         """(p,) parameter vector: coef_ then intercept_ (when fit_intercept)."""
-        self._check_fitted()
+        self.check_fitted()
         return np.append(self.coef_, self.intercept_) if self.fit_intercept else self.coef_.copy()
 
     @property
     def n_features_(self):
-        self._check_fitted()
+        self.check_fitted()
         return self.coef_.shape[0]
 
-    def _check_fitted(self):
+    def check_fitted(self):
+        """Raise ValueError unless the model has parameters (fitted, or from from_params / from_sklearn)."""
         if not hasattr(self, "coef_"):
             raise ValueError(f"this {type(self).__name__} is not fitted: call fit() or use from_params().")
 
@@ -188,20 +189,21 @@ class MarginModel:
         return model
 
     # ------------------------------------------------------------- prediction
-    def _operator(self, X, y=None):
-        return as_operator(X, y, self.fit_intercept, n_features=self.n_features_, loss=self.loss)
+    def operator(self, X, y=None, name="X"):
+        """The validated :class:`~fastinfl.operators.Operator` over (X, y) for this model's loss and features."""
+        return as_operator(X, y, self.fit_intercept, name, n_features=self.n_features_, loss=self.loss)
 
     def decision_function(self, X):
         """(n,) margins z_i = x_i . coef_ + intercept_."""
-        return self._operator(X).margins(self.coef_, self.intercept_)
+        return self.operator(X).margins(self.coef_, self.intercept_)
 
     def losses(self, X, y):
         """(n,) per-example losses loss(y_i, z_i), computed stably from the margins."""
-        return self._operator(X, y).losses(self.coef_, self.intercept_)
+        return self.operator(X, y).losses(self.coef_, self.intercept_)
 
     def objective(self, X, y):
         """F(theta) = sum_i loss_i + l2/2 ||coef||^2 on (X, y)."""
-        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
+        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2)[0]
 
     def __repr__(self):
         return (f"{type(self).__name__}(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
@@ -369,7 +371,7 @@ class LogisticRegression(MarginModel):
     # ------------------------------------------------------------- prediction
     def predict_proba(self, X):
         """P(y = 1 | x) for each row of X, shape (n,)."""
-        return self._operator(X).means(self.coef_, self.intercept_)
+        return self.operator(X).means(self.coef_, self.intercept_)
 
     def predict(self, X):
         """Predicted labels, 1 where P(y = 1 | x) > 0.5 (margin > 0), else 0: shape (n,), int64.
@@ -380,6 +382,6 @@ class LogisticRegression(MarginModel):
 
     def score(self, X, y):
         """Accuracy: the fraction of rows whose :meth:`predict` equals ``y`` (as scikit-learn's ``score``)."""
-        op = self._operator(X, y)  # validates X and the 0/1 labels y
+        op = self.operator(X, y)  # validates X and the 0/1 labels y
         pred = op.means(self.coef_, self.intercept_) > 0.5
         return float(np.mean(pred == (op.y > 0.5)))

@@ -3,11 +3,12 @@
 import numpy as np
 import scipy.linalg
 
-from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector, check_X
+from ._config import NEWTON_DIRECT_MAX_P
+from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
 from .model import ridge_diagonal
-from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, project
-from .solvers import cholesky, line_search
+from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
+from .solvers import cholesky, line_search, newton_cg_step
 
 
 def objective_gradient(op, coef, intercept, l2):
@@ -91,10 +92,10 @@ class MultinomialLogisticRegression:
     def fit(self, X, y, init_params=None):
         """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self."""
         self._check_hyper()
-        X = check_X(X, "X")
+        X = prepare_X(X, "X")
         codes, classes = check_class_labels(y, X.shape[0], None, "y")
         K = classes.shape[0]
-        op = as_multinomial_operator(X, codes, K, self.fit_intercept)
+        op = as_multinomial_operator(X, codes, K, self.fit_intercept, checked=True)
         n, d, p, P = op.n_samples, op.n_features, op.row_params, op.n_params
         theta = np.zeros(P) if init_params is None else check_vector(init_params, "init_params", P).copy()
         ridge = ridge_vector(K, d, self.fit_intercept, self.l2)
@@ -106,6 +107,7 @@ class MultinomialLogisticRegression:
             return objective_gradient(op, T[:, :d], T[:, d] if self.fit_intercept else 0.0, self.l2)
 
         F, grad, min_margin, Z = evaluate(theta)
+        gnorm0 = float(np.linalg.norm(grad))
         gtol = self.tol * n
         last_step = np.zeros(P)
         for it in range(self.max_iter + 1):
@@ -127,13 +129,16 @@ class MultinomialLogisticRegression:
                     + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)." if self.l2 == 0.0
                        else ".")
                 )
-            H = op.hessian(op.curvature(Z), ridge)
-            add_gauge(H, mask, K)
-            hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or nearly separable data, "
-                    "leave the Hessian singular") if self.l2 == 0.0 else \
-                "the margins are so large that every softmax curvature underflows; scale the features"
-            step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
-                                           project(grad[None], mask, K)[0], check_finite=False)
+            if P > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
+                step = newton_cg_step(op, op.curvature(Z), ridge, project(grad[None], mask, K)[0], gnorm0)
+            else:
+                H = op.hessian(op.curvature(Z), ridge)
+                add_gauge(H, mask, K)
+                hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or nearly separable data, "
+                        "leave the Hessian singular") if self.l2 == 0.0 else \
+                    "the margins are so large that every softmax curvature underflows; scale the features"
+                step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
+                                               project(grad[None], mask, K)[0], check_finite=False)
             found = line_search(evaluate, theta, step, F, grad, n)
             if found is None:
                 raise ConvergenceError(
@@ -175,21 +180,22 @@ class MultinomialLogisticRegression:
     @property
     def params_(self):
         """(K p,) the rows [coef_[k], intercept_[k]] (coef_[k] alone without an intercept), class by class."""
-        self._check_fitted()
+        self.check_fitted()
         theta = np.hstack([self.coef_, self.intercept_[:, None]]) if self.fit_intercept else self.coef_.copy()
         return theta.reshape(-1)
 
     @property
     def n_features_(self):
-        self._check_fitted()
+        self.check_fitted()
         return self.coef_.shape[1]
 
     @property
     def n_classes_(self):
-        self._check_fitted()
+        self.check_fitted()
         return self.coef_.shape[0]
 
-    def _check_fitted(self):
+    def check_fitted(self):
+        """Raise ValueError unless the model has parameters (fitted, or from from_params / from_sklearn)."""
         if not hasattr(self, "coef_"):
             raise ValueError("this MultinomialLogisticRegression is not fitted: call fit() or use from_params().")
 
@@ -218,7 +224,7 @@ class MultinomialLogisticRegression:
         return model
 
     @classmethod
-    def from_sklearn(cls, estimator):
+    def from_sklearn(cls, estimator, X=None, y=None):
         """Model with the parameters of a fitted multinomial (or binary), L2 or unpenalised sklearn LogisticRegression.
 
         ``l2 = 1/C``. A binary sklearn model (coef_ (1, d)) becomes the equivalent
@@ -226,7 +232,57 @@ class MultinomialLogisticRegression:
         Refuses one-vs-rest models (``multi_class="ovr"``, liblinear, or a
         ``OneVsRestClassifier``), L1 / elastic-net penalties and class weights:
         they minimise a different objective, so their influence would be wrong.
+
+        Parameters
+        ----------
+        estimator : sklearn.linear_model.LogisticRegression or sklearn.pipeline.Pipeline
+            Fitted. A pipeline must end with the classifier; its earlier steps are kept as
+            ``feature_transform_`` (``pipeline[:-1]``): the model, and every influence, is on
+            the transformed features (pass ``model.feature_transform_.transform(X)`` to
+            :class:`fastinfl.Influence`).
+        X, y : array-like (n, d) or scipy.sparse, and (n,) labels, optional
+            The training data (raw: before a pipeline's transform). Given, the model is
+            refitted by fastinfl's Newton method warm-started from the sklearn parameters (the
+            same objective) to ``tol`` = 1e-10: sklearn's default ``tol=1e-4`` stops short of
+            the optimum, where influence describes a quadratic model, not refitting.
+
+        Returns
+        -------
+        MultinomialLogisticRegression
+            With ``n_iter_`` 0 and ``converged_`` None when not refitted.
         """
+        if hasattr(estimator, "steps") and hasattr(estimator, "__getitem__"):  # sklearn Pipeline
+            last = estimator.steps[-1][1] if estimator.steps else None
+            if not hasattr(last, "coef_"):
+                raise ValueError(
+                    f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
+                    "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
+                    "classifier; influence is then on the features its earlier steps produce.")
+            transform = estimator[:-1] if len(estimator.steps) > 1 else None
+            model = cls.from_sklearn(last)
+            if X is not None:
+                model._refit(transform.transform(X) if transform is not None else X, y)
+            model.feature_transform_ = transform
+            return model
+        model = cls._from_estimator(estimator)
+        if X is not None:
+            model._refit(X, y)
+        return model
+
+    def _refit(self, X, y):
+        """Newton fit on (X, y) warm-started from the current parameters; the classes must stay the same."""
+        if y is None:
+            raise ValueError("y is required with X (the training data to refit on).")
+        labels = np.asarray(y)
+        got = np.unique(labels.reshape(-1)) if labels.dtype.kind in "biufUS" else None  # others: fit's checks
+        if got is not None and not np.array_equal(got, self.classes_):
+            raise ValueError(f"y holds the classes {got.tolist()} but the estimator was fitted on "
+                             f"{self.classes_.tolist()}: pass the estimator's training labels.")
+        self.fit(X, y, init_params=self.params_)
+
+    @classmethod
+    def _from_estimator(cls, estimator):
+        """The model from a fitted sklearn LogisticRegression (no refit); see :meth:`from_sklearn`."""
         if not hasattr(estimator, "coef_") or type(estimator).__name__ != "LogisticRegression":
             what = type(estimator).__name__
             if hasattr(estimator, "estimators_"):
@@ -271,21 +327,20 @@ class MultinomialLogisticRegression:
         return cls.from_params(coef, intercept, l2=l2, fit_intercept=fit_intercept, classes=classes)
 
     # ------------------------------------------------------------- prediction
-    def _operator(self, X, y=None, name="X"):
+    def operator(self, X, y=None, name="X"):
         """The validated multinomial operator over (X, y) with y mapped onto ``classes_``."""
-        self._check_fitted()
-        X = check_X(X, name, n_features=self.n_features_)
+        self.check_fitted()
+        X = prepare_X(X, name, n_features=self.n_features_)
         codes = None if y is None else check_class_labels(y, X.shape[0], self.classes_, "y" + name[1:])[0]
-        return as_multinomial_operator(X, codes, self.n_classes_, self.fit_intercept, name,
-                                       n_features=self.n_features_)
+        return as_multinomial_operator(X, codes, self.n_classes_, self.fit_intercept, name, checked=True)
 
     def decision_function(self, X):
         """(n, K) logits W x_i + b."""
-        return self._operator(X).margins(self.coef_, self.intercept_)
+        return self.operator(X).margins(self.coef_, self.intercept_)
 
     def predict_proba(self, X):
         """(n, K) class probabilities, columns in the order of ``classes_``."""
-        return self._operator(X).means(self.coef_, self.intercept_)
+        return self.operator(X).means(self.coef_, self.intercept_)
 
     def predict(self, X):
         """(n,) the most probable label of each row (ties to the first class)."""
@@ -293,7 +348,7 @@ class MultinomialLogisticRegression:
 
     def score(self, X, y):
         """Mean accuracy on (X, y)."""
-        X = check_X(X, "X", n_features=self.n_features_)
+        X = prepare_X(X, "X", n_features=self.n_features_)
         y = np.asarray(y)
         y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
         if y.shape != (X.shape[0],):
@@ -302,11 +357,11 @@ class MultinomialLogisticRegression:
 
     def losses(self, X, y):
         """(n,) per-example cross-entropy -log softmax(z_i)_{y_i}, computed stably (log-sum-exp)."""
-        return self._operator(X, y).losses(self.coef_, self.intercept_)
+        return self.operator(X, y).losses(self.coef_, self.intercept_)
 
     def objective(self, X, y):
         """F(theta) = sum_i cross-entropy_i + l2/2 ||coef||_F^2 on (X, y)."""
-        return objective_gradient(self._operator(X, y), self.coef_, self.intercept_, self.l2)[0]
+        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2)[0]
 
     def __repr__(self):
         return (f"MultinomialLogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
@@ -322,12 +377,12 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
     (m, G) with ``groups``. The classes stay those of ``model`` (a removal that
     empties a class is refused).
     """
-    model._check_fitted()
-    X_train = check_X(X_train, "X_train", n_features=model.n_features_)
+    model.check_fitted()
+    X_train = prepare_X(X_train, "X_train", n_features=model.n_features_)
     check_class_labels(y_train, X_train.shape[0], model.classes_, "y_train")
     y_train = np.asarray(y_train)
     y_train = y_train[:, 0] if y_train.ndim == 2 else y_train
-    test = model._operator(X_test, y_test, "X_test")
+    test = model.operator(X_test, y_test, "X_test")
     if groups is not None:
         if train_idx is not None:
             raise ValueError("pass train_idx or groups, not both.")
@@ -350,7 +405,8 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
     out = np.empty((test.n_samples, len(removals)))
     for j, rows in enumerate(removals):
         try:
-            loo = refit(np.delete(X_train, rows, axis=0), np.delete(y_train, rows), base.params_)
+            keep = np.setdiff1d(np.arange(X_train.shape[0]), rows)  # rows of dense or CSR X alike
+            loo = refit(X_train[keep], y_train[keep], base.params_)
         except (ValueError, ConvergenceError) as exc:
             which = f"group {j} ({rows.shape[0]} points)" if groups is not None else \
                 f"training point {int(rows[0])} (train_idx[{j}])"

@@ -43,16 +43,16 @@ class PoissonRegression(MarginModel):
 
     def predict(self, X):
         """(n,) predicted means e^z_i."""
-        return self._operator(X).means(self.coef_, self.intercept_)
+        return self.operator(X).means(self.coef_, self.intercept_)
 
     def losses(self, X, y):
         """(n,) Poisson negative log-likelihoods e^z_i - y_i z_i + log(y_i!) (log Gamma(y_i + 1) for rates)."""
-        op = self._operator(X, y)
+        op = self.operator(X, y)
         return op.losses(self.coef_, self.intercept_) + scipy.special.gammaln(op.y + 1.0)
 
     def score(self, X, y):
         """D^2: the fraction of Poisson deviance explained, 1 - D(y, mu) / D(y, mean(y)) (scikit-learn's ``score``)."""
-        op = self._operator(X, y)
+        op = self.operator(X, y)
         mu = op.means(self.coef_, self.intercept_)
         return 1.0 - _deviance(op.y, mu) / _deviance(op.y, np.full_like(mu, op.y.mean()))
 

@@ -17,6 +17,10 @@ from .exceptions import ConvergenceError, SingularHessianError, VerificationErro
 from .operators import MAX_ITER, NOT_POSITIVE, policy
 
 
+# The names of Influence(solver=...).
+SOLVERS = ("auto", "direct", "cg", "lissa", "arnoldi")
+
+
 def cholesky(H, what="Hessian", hint="add damping > 0 or use l2 > 0"):
     """Cholesky factor of H for ``scipy.linalg.cho_solve``; SingularHessianError unless H is PD."""
     try:
@@ -78,6 +82,16 @@ class Direct:
                     )
                 self._chol = chol
         return self._chol
+
+    @property
+    def factor_(self):
+        """The Cholesky factor (L, lower) once computed, else None."""
+        return self._chol
+
+    def set_factor(self, L):
+        """Use the lower-triangular factor L of H (verified by the caller: ``fastinfl._state``)."""
+        with self._lock:
+            self._chol = (L, True)
 
     def solve(self, B):
         # LAPACK dpotrs straight away: the same solve as scipy.linalg.cho_solve (bitwise) without its

@@ -72,7 +72,9 @@ def lanczos(hess, n_iter, seed=0, block=None):
     p = hess.n_params
     m_max = int(min(n_iter, p))
     b = int(min(block or _config.LANCZOS_BLOCK, m_max))
-    Qb = np.linalg.qr(np.random.default_rng(seed).standard_normal((p, b)))[0]
+    # The start is projected off H's null space (multinomial gauge; the identity otherwise): with the
+    # Hessian operator's projected HVPs the basis then spans only where H is positive definite.
+    Qb = np.linalg.qr(hess.project(np.random.default_rng(seed).standard_normal((p, b)).T).T)[0]
     Q = np.zeros((p, 0))
     HQ = np.zeros((p, 0))
     Hnorm = 0.0
@@ -86,10 +88,15 @@ def lanczos(hess, n_iter, seed=0, block=None):
         for _ in range(2):
             W = W - Q @ (Q.T @ W)
         keep = np.linalg.norm(W, axis=0) > _config.LANCZOS_BREAKDOWN * Hnorm
-        W = W[:, keep][:, :room]
+        W = W[:, keep]
         if not W.shape[1]:
             break
-        Qb = np.linalg.qr(W)[0]
+        # Columns that are each long enough may still be dependent among themselves (the space left is
+        # smaller than the block: a gauge null space, or an invariant subspace); QR's diagonal says which.
+        Qb, Rw = np.linalg.qr(W)
+        Qb = Qb[:, np.abs(np.diag(Rw)) > _config.LANCZOS_BREAKDOWN * Hnorm][:, :room]
+        if not Qb.shape[1]:
+            break
         Qb -= Q @ (Q.T @ Qb)
         Qb = np.linalg.qr(Qb)[0]
     T = Q.T @ HQ
@@ -173,6 +180,7 @@ class Nystrom:
             prev = lam[-1]
             ell = min(cap, 2 * ell)
         self.rank = self.U.shape[1]
+        self.project = hess.project  # onto H's identifiable space (the multinomial gauge; identity otherwise)
 
     @staticmethod
     def _factor(Omega, Y):
@@ -196,9 +204,10 @@ class Nystrom:
         return U[:, keep], lam[keep]
 
     def apply(self, R):
-        """(k, p) rows M^-1 r_q = r_q + U (lam_ell / lam - 1) U^T r_q."""
+        """(k, p) rows M^-1 r_q = r_q + U (lam_ell / lam - 1) U^T r_q (projected: the shift nu Omega in U
+        would leak rounding into a gauge null space)."""
         C = R @ self.U
-        return R + (C * (self.lam[-1] / self.lam - 1.0)) @ self.U.T
+        return self.project(R + (C * (self.lam[-1] / self.lam - 1.0)) @ self.U.T)
 
 
 def choose_preconditioner(hess, preconditioner, rank=None, seed=0):

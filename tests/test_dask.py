@@ -90,7 +90,7 @@ def test_every_quantity_equals_in_memory(scheduler, problem, request):
         close(model.predict_proba(Xd), model.predict_proba(X))
         close(model.losses(Xd, yd), model.losses(X, y))
         inf = fastinfl.Influence(model, Xd, yd)
-        assert isinstance(inf._op, DaskOperator)
+        assert isinstance(inf.operator, DaskOperator)
         close(inf.grad_norm_, ref.grad_norm_, 1e-6)  # a near-zero gradient: absolute 1e-6 of its size
         close(inf.hessian(), ref.hessian())
         V = np.random.default_rng(0).standard_normal((9, D + 1))

@@ -108,7 +108,7 @@ def test_quantities_match_reference(problem, solver, batch_size):
     b = model.intercept_
     inf = fastinfl.Influence(model, X, y, solver=solver, batch_size=batch_size)
     # direct: rounding (cond(H) ~ 1e2 x 1e-16); cg: relative residual 1e-10 x cond(H).
-    tol = dict(rtol=1e-9, atol=1e-13) if inf._use_direct else dict(rtol=1e-7, atol=1e-11)
+    tol = dict(rtol=1e-9, atol=1e-13) if inf.uses_direct else dict(rtol=1e-7, atol=1e-11)
     Hp = reference.mn_pinv(H)
     G = reference.mn_per_example_gradients(X, y, model.coef_, b)
     Gt = reference.mn_per_example_gradients(X_test, y_test, model.coef_, b)
@@ -374,7 +374,7 @@ def test_each_multinomial_kernel_compiles_once():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
     counts = dict(line.split() for line in out.splitlines())
     assert len(counts) >= 20 and "_hessian_rows" in counts and "_top_k_rows" in counts
-    assert {name: c for name, c in counts.items() if c != "1"} == {}
+    assert {name: c for name, c in counts.items() if c not in ("0", "1")} == {}  # 0: the Dask block entry points
 
 
 # ----------------------------------------------------------------------------- errors

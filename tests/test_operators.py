@@ -179,3 +179,37 @@ def test_blas_is_single_threaded_exactly_while_a_parallel_pass_runs(monkeypatch)
     policy.run(probe, work=0, parallel=False)
     assert seen[0] == {1} and seen[1] == before
     assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before
+
+
+def _private_members():
+    """{module: private names it defines on its own objects} (``self._x = ...`` and ``def _x`` in a class)."""
+    defined = {}
+    for path in PACKAGE.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for item in ast.walk(node):
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith("_"):
+                        names.add(item.name)
+                    if (isinstance(item, ast.Attribute) and isinstance(item.value, ast.Name)
+                            and item.value.id == "self" and isinstance(item.ctx, ast.Store)):
+                        names.add(item.attr)
+        defined[path] = {n for n in names if n.startswith("_") and not n.startswith("__")}
+    return defined
+
+
+def test_no_module_reads_another_modules_private_members():
+    """The private state and methods of a class (Influence's operator, curvature, solvers; a model's helpers)
+    are read only in the module that defines the class: other modules use its public interface."""
+    defined = _private_members()
+    offences = []
+    for path, own in defined.items():
+        foreign = set().union(*(names for other, names in defined.items() if other != path)) - own
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name.split(".")[0] for node in ast.walk(tree)
+                   if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}  # kernels._x is API
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in foreign
+                    and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"} | modules)):
+                offences.append(f"{path.relative_to(PACKAGE.parent)}: {ast.unparse(node)}")
+    assert not offences, "\n".join(sorted(set(offences)))

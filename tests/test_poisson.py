@@ -134,3 +134,18 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(back.influence(X[:3], y[:3]), want, rtol=1e-10)
     with pytest.raises(fastinfl.StateError):
         fastinfl.Influence.load(tmp_path / "p.npz", X, y + 1.0)
+
+
+def test_validation_figures_on_real_counts():
+    """docs/validation_poisson.md's figures (statsmodels' randhie visits): Newton-corrected LOO against refits."""
+    pytest.importorskip("statsmodels")
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "docs"))
+    from make_validation_poisson import figure2, pearson, poisson_case
+
+    f = figure2(*poisson_case())
+    assert pearson(f["newton"], f["actual"]) >= 0.999  # measured 0.9996
+    assert pearson(f["none"], f["actual"]) >= 0.995  # measured 0.9982
+    assert np.abs(f["newton"] - f["actual"]).max() < np.abs(f["none"] - f["actual"]).max()

@@ -29,7 +29,7 @@ def test_quantities_match_reference(problem, solver, batch_size):
     G = reference.per_example_gradients(X, y, model.coef_, model.intercept_)
     idx = np.array([0, 17, 4999, 2500, 17])
     # direct: rounding (1e-10); cg: relative residual 1e-10 times cond(H) (~10 here), so 1e-7 has margin.
-    tol = dict(rtol=1e-10, atol=1e-15) if inf._use_direct else dict(rtol=1e-7, atol=1e-12)
+    tol = dict(rtol=1e-10, atol=1e-15) if inf.uses_direct else dict(rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(inf.params_change(idx), reference.params_change(H, G[idx]), **tol)
     np.testing.assert_allclose(inf.self_influence(idx), reference.self_influence(H, G[idx]), **tol)
     lev = reference.leverage(X[idx], model.coef_, H, model.intercept_)

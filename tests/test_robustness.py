@@ -122,7 +122,7 @@ CASES = [
     ("Influence", "unfitted model", lambda: Influence(LogisticRegression(), X, Y),
      ValueError, r"not fitted"),
     ("Influence", "a scikit-learn estimator as model", lambda: Influence(_sklearn_model(), X, Y),
-     TypeError, r"model must be a fastinfl.LogisticRegression; got LogisticRegression.*from_sklearn"),
+     TypeError, r"model must be a fastinfl.LogisticRegression or fastinfl.PoissonRegression; got LogisticRegression.*from_sklearn"),
     ("Influence", "verify='no'", lambda: Influence(model(), X, Y, verify="no"),
      ValueError, r"verify must be True or False; got 'no'"),
     ("Influence", "X_train with 2 features", lambda: Influence(model(), X[:, :2], Y),

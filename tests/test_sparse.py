@@ -82,7 +82,7 @@ def quantities(inf, Xt, yt, p):
     V = np.random.default_rng(5).standard_normal((20, p))
     top = inf.top_k(Xt, yt, k=4)
     return {
-        "hessian": (lambda: inf.hessian()) if inf._use_direct else (lambda: inf.hvp(np.eye(p)[:3])),
+        "hessian": (lambda: inf.hessian()) if inf.uses_direct else (lambda: inf.hvp(np.eye(p)[:3])),
         "gradients": lambda: inf.gradients(),
         "hvp": lambda: inf.hvp(V[0]),
         "hvp_k20": lambda: inf.hvp(V),
@@ -200,8 +200,8 @@ def test_parallel_chunks_and_column_split_equal_scipy():
     close(model.objective(X, y), F)
     close(inf.grad_norm_, np.linalg.norm(g))
     S = rng.standard_normal((7, d + 1))
-    close(inf._op.influence(inf._curv, S, np.arange(n)), -(Xt @ S.T).T * (q - y))
-    top = inf._op.top_k(inf._curv, S, 5)
+    close(inf.operator.influence(inf.curvature, S, np.arange(n)), -(Xt @ S.T).T * (q - y))
+    top = inf.operator.top_k(inf.curvature, S, 5)
     ref = -(Xt @ S.T).T * (q - y)
     close(top.helpful, np.sort(ref, axis=1)[:, :5])
     close(top.harmful, -np.sort(-ref, axis=1)[:, :5])
@@ -232,7 +232,7 @@ def test_large_p_uses_cg_and_refuses_the_hessian():
     y = np.arange(n) % 2
     model = fastinfl.LogisticRegression.from_params(np.zeros(d), l2=1.0, fit_intercept=False)
     inf = fastinfl.Influence(model, X, y, memory_limit=1 << 40, stationarity_tol=1e300)
-    assert inf.n_params > AUTO_DIRECT_MAX_P and not inf._use_direct
+    assert inf.n_params > AUTO_DIRECT_MAX_P and not inf.uses_direct
     with pytest.raises(ValueError, match="solver='cg'"):
         inf.hessian()
     s = inf.self_influence([0, 1, 2])

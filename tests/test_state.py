@@ -250,3 +250,25 @@ def test_multinomial_float_labels_round_trip(tmp_path):
     loaded = fastinfl.Influence.load(inf.save(tmp_path / "f.npz"), X, y)
     assert loaded.model.classes_.tolist() == [0.5, 1.5, 2.5]
     _assert_same(inf.influence(X[:3], y[:3]), loaded.influence(X[:3], y[:3]))
+
+
+@pytest.mark.parametrize("settings", [
+    dict(solver="direct", damping=1e-3, verify=True, verify_rtol=1e-5, batch_size=7, memory_limit=2**27),
+    dict(solver="cg", tol=1e-11, max_iter=77),
+    dict(solver="cg", preconditioner="jacobi"),
+    dict(solver="cg", preconditioner="nystrom", rank=3, seed=7),
+    dict(solver="lissa", lissa_depth=500, lissa_scale=40.0, lissa_repetitions=2, lissa_batch_size=50, seed=5,
+         tol=0.5),
+    dict(solver="arnoldi", rank=4, seed=3),
+], ids=["direct", "cg", "pcg-jacobi", "pcg-nystrom", "lissa", "arnoldi"])
+@pytest.mark.parametrize("model_class", [fastinfl.LogisticRegression, fastinfl.PoissonRegression])
+def test_save_load_keeps_every_setting_of_every_solver(settings, model_class, tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 4))
+    y = (rng.random(200) < 0.5).astype(float) if model_class is fastinfl.LogisticRegression else \
+        rng.poisson(1.5, 200).astype(float)
+    model = model_class(l2=1.0).fit(X, y)
+    fastinfl.Influence(model, X, y, **settings).save(tmp_path / "s.npz")
+    back = fastinfl.Influence.load(tmp_path / "s.npz", X, y)
+    assert type(back.model) is model_class
+    assert {k: getattr(back, k) for k in settings} == settings

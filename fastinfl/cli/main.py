@@ -20,6 +20,7 @@ fastinfl: influence functions for L2-regularised logistic regression (Numba kern
   fastinfl run     the most helpful and harmful training points of every test point, on your files
   fastinfl serve   an HTTP service over a saved Influence state (extra 'serve')
   fastinfl bench   throughput against NumPy/SciPy and this machine's limits (from a checkout)
+  fastinfl robustness  the fewest training rows whose removal flips a conclusion, verified by refits
   fastinfl compile compile every kernel into the cache now (a service container's image build)
 'fastinfl COMMAND --help' describes each command's options."""
 
@@ -172,6 +173,9 @@ def _parser():
                          help="seconds of repeats per timing: each time is the best of up to 5 runs while "
                               "their total is under this (default 5)")
     p_bench.set_defaults(debug=False, quiet=False)
+    from .robustness import add_parser as add_robustness_parser
+
+    add_robustness_parser(sub, common, _non_negative_float)
     return parser, p_run, p_bench
 
 
@@ -259,6 +263,10 @@ def main(argv=None):
                 demo(n=args.n, d=args.d, m=args.m, quiet=args.quiet)
             elif args.command == "bench":
                 bench(args)
+            elif args.command == "robustness":
+                from .robustness import robustness
+
+                robustness(args)
             else:
                 from .run import run
 

@@ -23,7 +23,7 @@ POISSON = 1
 FAMILIES = {"logistic": LOGISTIC, "poisson": POISSON}
 
 
-@kernel()
+@kernel(inline=True)
 def loss_residual_weight(z, y, family):
     """(loss, residual, weight) of label ``y`` at margin ``z``."""
     if family == POISSON:
@@ -32,7 +32,7 @@ def loss_residual_weight(z, y, family):
     return sigmoid.loss_residual_weight(z, y)
 
 
-@kernel()
+@kernel(inline=True)
 def residual(z, y, family):
     """d loss / d z at margin ``z``."""
     if family == POISSON:

@@ -320,6 +320,14 @@ def _mn_hessian(X, Pi, ridge, H_out, stop):
         for c in range(nch):
             _add(G, accG[c])
             _add(Dg, accD[c])
+    assemble_hessian(G, Dg, ridge, H_out)
+
+
+@kernel()
+def assemble_hessian(G, Dg, ridge, H_out):
+    """H_out (P, P) from the lower triangles of G (P, P) and Dg (K, p, p) of ``_hessian_rows``, plus diag(ridge)."""
+    K, p = Dg.shape[0], Dg.shape[1]
+    P = H_out.shape[0]
     for a in range(K):
         for j in range(p):
             for k in range(j + 1):  # diagonal blocks: Dg's lower triangle
@@ -490,80 +498,62 @@ def _mn_top_k(X, R, S, low_out, low_idx_out, high_out, high_idx_out, stop):
     merge_top_k(neg_v, neg_i, pos_v, pos_i, n, low_out, low_idx_out, high_out, high_idx_out)
 
 
-# ------------------------------------------------------------------- CG
+# ------------------------------------------------------- whole-block entry points (Dask tasks)
+# Serial: the task scheduler runs blocks in parallel. Each takes the trailing ``stop`` of policy.run.
 @kernel()
-def _project_rows(V, mask, K):
-    """V (k, P) -= Pi_0 V in place: each masked coordinate j loses its mean over the K classes."""
-    k, P = V.shape
-    p = P // K
-    for q in range(k):
-        for j in range(p):
-            if mask[j]:
-                s = 0.0
-                for a in range(K):
-                    s += V[q, a * p + j]
-                s /= K
-                for a in range(K):
-                    V[q, a * p + j] -= s
+def loss_grad_block(X, y, Theta, grad_out, Z_out, stop):
+    """grad_out (K, p) = sum_i r_i x~_i^T, Z_out (n, K) the logits; returns (loss sum, min margin)."""
+    grad_out[:] = 0.0
+    return _loss_grad_rows(X, y, Theta, ZERO, X.shape[0], grad_out, Z_out)
 
 
 @kernel()
-def _mn_cg_solve(X, Pi, ridge, mask, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
-    """Batched CG on H restricted to the complement of its null space N_0, as kernels.cg._cg_solve.
+def logits_block(X, Theta, Z_out, stop):
+    """Z_out (n, K) = X~ Theta^T."""
+    _logits_rows(X, Theta, ZERO, X.shape[0], Z_out)
 
-    ``mask`` (p,) uint8 marks the coordinates j whose class-mean direction
-    1_K (x) e_j is null (operators/multinomial.py); B's rows must already be
-    orthogonal to N_0. Every H p is projected back onto N_0's complement, so
-    rounding cannot accumulate along N_0 (the caller projects x at the end).
-    Status codes as kernels/cg.py (0 converged, 1 max_iter, 2 non-positive curvature).
-    """
+
+@kernel()
+def grads_block(X, y, Theta, out, stop):
+    """out (n, K p): per-example gradients r_i (x) x~_i."""
+    _grads_rows(X, y, Theta, ZERO, X.shape[0], out)
+
+
+@kernel()
+def hessian_block(X, Pi, G, Dg, stop):
+    """G (P, P) and Dg (K, p, p) (zeroed here): the block's lower-triangle partials for ``assemble_hessian``."""
+    G[:] = 0.0
+    Dg[:] = 0.0
+    _hessian_rows(X, Pi, ZERO, X.shape[0], G, Dg, stop)
+
+
+@kernel()
+def hvp_block(X, Pi, V, out, stop):
+    """out (k, P) = sum_i (W_i (x) x~_i x~_i^T) v_q over the block's rows (no ridge term)."""
     K = Pi.shape[1]
-    k, P = B.shape
-    R = B.copy()
-    Pd = B.copy()
-    rs = np.empty(k)
-    bnorm = np.empty(k)
-    active = np.empty(k, np.int64)
-    na = 0
-    x_out[:] = 0.0
-    for q in range(k):
-        rs[q] = np.dot(R[q], R[q])
-        bnorm[q] = math.sqrt(rs[q])
-        n_iter_out[q] = 0
-        status_out[q] = 0
-        resid_out[q] = 0.0
-        if bnorm[q] > 0.0:
-            resid_out[q] = 1.0
-            status_out[q] = 1
-            active[na] = q
-            na += 1
-    Pa = np.empty((k, P))
-    HPa = np.empty((k, P))
-    it = 0
-    while na > 0 and it < max_iter and not stop[0]:
-        for a in range(na):
-            Pa[a] = Pd[active[a]]
-        _mn_hvp(X, Pi, ridge, Pa[:na], HPa[:na], stop)
-        _project_rows(HPa[:na], mask, K)
-        it += 1
-        still = 0
-        for a in range(na):
-            q = active[a]
-            n_iter_out[q] = it
-            curv = np.dot(Pa[a], HPa[a])
-            if not curv > 0.0:
-                status_out[q] = 2
-                continue
-            alpha = rs[q] / curv
-            x_out[q] += alpha * Pa[a]
-            R[q] -= alpha * HPa[a]
-            rs_new = np.dot(R[q], R[q])
-            resid_out[q] = math.sqrt(rs_new) / bnorm[q]
-            if resid_out[q] <= tol:
-                status_out[q] = 0
-                continue
-            Pd[q] = R[q] + (rs_new / rs[q]) * Pd[q]
-            rs[q] = rs_new
-            active[still] = q
-            still += 1
-        na = still
+    k, P = V.shape
+    out[:] = 0.0
+    _hvp_rows(X, Pi, V.reshape((k * K, P // K)), ZERO, X.shape[0], out.reshape((k * K, P // K)))
+
+
+@kernel()
+def influence_block(X, R, S, out, stop):
+    """out (m, n) = -s_t . g(z_i) for every row i of the block, BLOCK_ROWS at a time."""
+    m, P = S.shape
+    K = R.shape[1]
+    S2 = S.reshape((m * K, P // K))
+    n = X.shape[0]
+    idx = np.arange(n)
+    for lo in range(0, n, BLOCK_ROWS):
+        if stop[0]:
+            return
+        _influence_rows(X, R, S2, idx, lo, min(n, lo + BLOCK_ROWS), out)
+
+
+@kernel()
+def top_k_block(X, R, S, neg_v, neg_i, pos_v, pos_i, stop):
+    """The block's heaps (m, k) of its k smallest I and k smallest -I (rows local to the block)."""
+    m, P = S.shape
+    K = R.shape[1]
+    S2T = np.ascontiguousarray(S.reshape((m * K, P // K)).T)
+    _top_k_rows(X, R, S2T, ZERO, X.shape[0], neg_v, neg_i, pos_v, pos_i, stop)

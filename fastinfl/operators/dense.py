@@ -187,3 +187,34 @@ class DenseOperator(Operator):
         policy.run(kernels._top_k, self.X, curv.residuals, S, out.helpful, out.helpful_idx, out.harmful,
                    out.harmful_idx, work=self.X.size * m, parallel=True)
         return out
+
+
+def verify_pass(op, theta, V, with_hash):
+    """The state file's verifying pass (``fastinfl._state``), one read of the dense X of ``op`` (binary,
+    Poisson or multinomial): (Z (n, K) margins, grad (K, p) unpenalised, HV (k, K p) without ridge, the
+    checksum of X as hex or None). ``theta`` (K, p), ``V`` (k, K p)."""
+    from ..kernels import checksum
+
+    X = op.X
+    n, d = X.shape
+    K, p = theta.shape
+    V = np.ascontiguousarray(V, dtype=np.float64)
+    k = V.shape[0]
+    bits = X.view(np.uint32 if X.dtype == np.float32 else np.uint64)
+    nch = int(checksum.chunk_count(n, d, K * p * (k + 1) + 2))
+    Z = np.empty((n, K))
+    grads = np.zeros((nch, K, p))
+    hvs = np.zeros((nch, k, K * p))
+    lanes = np.zeros((nch, 2), np.uint64)
+    policy.run(checksum._verify_pass, X, bits, op.y, op.family, theta, V, checksum.checksum_keys(d),
+               bool(with_hash), Z, grads, hvs, lanes, work=X.size * K * (k + 1), parallel=nch > 1)
+    grad = np.zeros((K, p))
+    HV = np.zeros((k, K * p))
+    for c in range(nch):  # merged in chunk order: the same bits for any number of threads
+        grad += grads[c]
+        HV += hvs[c]
+    digest = None
+    if with_hash:
+        total = lanes.sum(axis=0, dtype=np.uint64)  # wrapping sums: independent of the order
+        digest = f"{int(total[0]):016x}{int(total[1]):016x}"
+    return Z, grad, HV, digest

@@ -1,36 +1,8 @@
-"""The operator over dense rows for multinomial (softmax) logistic regression, and its gauge.
+"""The multinomial (softmax) operators over dense rows, and the constructor for every kind of data.
 
-Parameter space: P = K p, the (K, p) rows theta_k = [w_k, b_k] flattened class
-by class (p = d + 1 with an intercept). Per row i: logits z_i = Theta x~_i (K,),
-probabilities pi_i = softmax(z_i), residuals r_i = pi_i - e_{y_i}, per-example
-gradient g_i = r_i (x) x~_i (class by class) and curvature block
-W_i = diag(pi_i) - pi_i pi_i^T, so H = sum_i W_i (x) x~_i x~_i^T + diag(ridge).
-The :class:`~fastinfl.operators.Curvature` holds ``residuals`` R (n, K) and
-``weights`` = the probabilities Pi (n, K) (W_i follows from pi_i).
-
-The gauge (why H is singular, and how solves stay exact)
----------------------------------------------------------
-Shifting every class's parameters by the same vector v in R^p leaves every
-softmax unchanged: W_i 1_K = 0, so the loss Hessian vanishes on
-N = {1_K (x) v}, and every per-example gradient is orthogonal to N
-(1_K . r_i = 0). The ridge diag(rho) (the same (p,) vector rho for every class)
-restores curvature on N except along the coordinates j with rho_j = 0: the
-intercept when ``l2 > 0`` (all coordinates when l2 = 0), unless ``damping > 0``.
-So null(H) = N_0 = {1_K (x) v : v_j = 0 where rho_j > 0}, with orthogonal
-projector Pi_0 = (1/K) 1_K 1_K^T (x) diag(rho == 0).
-
-Solves use H~ = H + c Pi_0 (c = trace(H) / P > 0). H maps N_0^perp into itself
-and vanishes on N_0, so H~ is block diagonal on N_0 (+) N_0^perp, equal to H on
-N_0^perp and to c I on N_0: positive definite whenever H is positive definite on
-N_0^perp, and H~^-1 = H^+ + Pi_0 / c. For a right-hand side b orthogonal to N_0
-(every per-example gradient, hence every s_test, influence, parameter change)
-H~^-1 b = H^+ b, the unique minimum-norm answer, whatever c; for any b,
-H^+ b = H~^-1 (b - Pi_0 b), which is what :meth:`GaugedHessianOperator.project`
-is for. CG runs on H itself with the right-hand sides, every H p and the final x
-projected onto N_0^perp, so rounding cannot make it drift along N_0.
+Parameter space, curvature and the gauge (why H is singular and how solves stay
+exact): ``operators/multinomial_base.py``. Sparse rows: ``operators/multinomial_csr.py``.
 """
-
-import threading
 
 import numpy as np
 
@@ -38,78 +10,14 @@ from .. import _validation
 from .._config import MIN_CHUNK_ROWS
 from ..kernels import multinomial as kernels
 from . import policy
-from .base import CGResult, Curvature, HessianOperator, Operator, TopK
+from .base import TopK
+from .multinomial_base import GaugedHessianOperator, MultinomialOperator, add_gauge, null_mask, project
+from .multinomial_csr import CSRMultinomialOperator
 
+__all__ = ["CSRMultinomialOperator", "DenseMultinomialOperator", "GaugedHessianOperator", "MultinomialOperator",
+           "add_gauge", "as_multinomial_operator", "null_mask", "prepare_X", "project"]
 
-# ------------------------------------------------------------------- gauge
-def null_mask(ridge, n_classes):
-    """(p,) bool: the coordinates j whose ridge is 0 in every class (they span null(H) as 1_K (x) e_j)."""
-    return np.all(np.asarray(ridge).reshape(n_classes, -1) == 0.0, axis=0)
-
-
-def project(B, mask, n_classes):
-    """B - Pi_0 B for the rows of B (k, P): removes each masked coordinate's mean over the classes.
-
-    A new C-contiguous float64 array (B itself when nothing is masked).
-    """
-    if not mask.any():
-        return B
-    k = B.shape[0]
-    B3 = np.array(B, dtype=np.float64).reshape(k, n_classes, -1)
-    B3[:, :, mask] -= B3[:, :, mask].mean(axis=1, keepdims=True)
-    return B3.reshape(k, -1)
-
-
-def add_gauge(H, mask, n_classes):
-    """H + c Pi_0 in place (c = trace(H) / P, or 1 when the trace is 0); returns c."""
-    P = H.shape[0]
-    p = P // n_classes
-    c = float(np.trace(H)) / P
-    if not c > 0.0:
-        c = 1.0
-    for j in np.flatnonzero(mask):
-        ix = np.arange(n_classes) * p + j
-        H[np.ix_(ix, ix)] += c / n_classes
-    return c
-
-
-class GaugedHessianOperator(HessianOperator):
-    """H of the multinomial objective for the solvers: positive definite off its null space (module docstring).
-
-    ``hessian()`` is H~ = H + c Pi_0 (what Direct factors; equal to H on every
-    right-hand side that :meth:`project` returns); ``exact_hessian()`` is H;
-    ``hvp`` is H V; ``cg`` runs CG on H projected onto N_0^perp.
-    """
-
-    def __init__(self, operator, curv, ridge):
-        super().__init__(operator, curv, ridge)
-        self.n_classes = operator.n_classes
-        self.mask = null_mask(self.ridge, self.n_classes)
-        self._Ht = None
-        self._gauge_lock = threading.Lock()
-
-    def exact_hessian(self):
-        """(P, P) H itself (cached: do not modify)."""
-        return super().hessian()
-
-    def hessian(self):
-        """(P, P) H~ = H + c Pi_0 (cached: do not modify); H itself when nothing is singular."""
-        if not self.mask.any():
-            return self.exact_hessian()
-        with self._gauge_lock:
-            if self._Ht is None:
-                Ht = self.exact_hessian().copy()
-                add_gauge(Ht, self.mask, self.n_classes)
-                self._Ht = Ht
-        return self._Ht
-
-    def project(self, B):
-        """B - Pi_0 B (rows): the part of each right-hand side that H^+ sees."""
-        return project(B, self.mask, self.n_classes)
-
-    def cg(self, B, tol, max_iter):
-        """Batched CG on H restricted to N_0^perp, fused in one kernel (stopping rule of :meth:`Operator.cg`)."""
-        return self.operator.cg_projected(self.curv, self.ridge, self.mask, self.project(B), tol, max_iter)
+_DIAGONAL_BLOCK_ROWS = 4096  # rows per gemm of the dense diagonal pass
 
 
 # ---------------------------------------------------------------- operator
@@ -119,55 +27,83 @@ def sum_squares(X):
     return dense_sum_squares(X)
 
 
-def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name="X", n_features=None):
-    """The :class:`DenseMultinomialOperator` over X (validated) with int64 class codes (already checked)."""
-    X = _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name="X", n_features=None,
+                            checked=False):
+    """The multinomial operator over X (validated) with int64 class codes (already checked).
+
+    Dense arrays give a :class:`DenseMultinomialOperator`; scipy.sparse matrices
+    (CSR kept, other formats converted once) a
+    :class:`~fastinfl.operators.multinomial_csr.CSRMultinomialOperator`; dask
+    arrays (dask imported only then) a
+    :class:`~fastinfl.operators.multinomial_dask.DaskMultinomialOperator`.
+    ``checked``: X was already returned by :func:`prepare_X` (its validation is not repeated).
+    """
+    if not checked:
+        X = prepare_X(X, name, n_features)
     if codes is not None and codes.shape[0] != X.shape[0]:
         raise ValueError(f"y{name[1:]} has {codes.shape[0]} labels but {name} has {X.shape[0]} rows.")
+    if _validation.is_sparse(X):
+        return CSRMultinomialOperator(X, codes, n_classes, fit_intercept)
+    if _validation.is_dask_array(X):
+        from .multinomial_dask import DaskMultinomialOperator
+
+        return DaskMultinomialOperator(X, codes, n_classes, fit_intercept)
     return DenseMultinomialOperator(X, codes, n_classes, fit_intercept)
 
 
-class DenseMultinomialOperator(Operator):
+def prepare_X(X, name="X", n_features=None):
+    """X validated for a multinomial operator: a checked CSR matrix for scipy.sparse, a row-chunked dask
+    array (one pass, never gathered) for dask, else a dense array."""
+    if _validation.is_dask_array(X):  # before check_X, which would gather it
+        from .multinomial_dask import check_dask_X
+
+        return check_dask_X(X, name, n_features=n_features)
+    if _validation.is_sparse(X):
+        return _validation.check_csr(X, name, n_features=n_features)
+    return _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
+
+
+class DenseMultinomialOperator(MultinomialOperator):
     """Every pass of multinomial logistic regression over a C-contiguous float32/float64 (n, d) array.
 
-    Same methods as :class:`Operator`, in parameter space P = K p: ``coef``
-    (K, d) and ``intercept`` (K,) in, gradients and vectors of length P out;
-    margins are the (n, K) logits; ``Curvature(residuals (n, K), weights =
-    probabilities (n, K))``. Attributes beyond the base: ``n_classes`` (K),
-    ``row_params`` (p), ``multiclass = True``. Build with
-    :func:`as_multinomial_operator`; ``X`` is kept, not copied.
+    See :class:`MultinomialOperator`. Build with :func:`as_multinomial_operator`;
+    ``X`` is kept, not copied.
     """
 
     kind = "dense-multinomial"
-    multiclass = True
 
     def __init__(self, X, codes, n_classes, fit_intercept):
-        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, codes is not None)
-        self.n_classes = int(n_classes)
-        self.row_params = self.n_params
-        self.n_params = self.n_classes * self.row_params
+        super().__init__(X.shape[0], X.shape[1], fit_intercept, X.dtype, codes, n_classes)
         self.X = X
-        self.y = codes
-
-    # -------------------------------------------------------------- helpers
-    def _theta(self, coef, intercept):
-        K, p, d = self.n_classes, self.row_params, self.n_features
-        theta = np.empty((K, p))
-        theta[:, :d] = coef
-        if self.fit_intercept:
-            theta[:, d] = intercept
-        return theta
 
     def _parallel(self, rows=None):
         return (self.n_samples if rows is None else rows) > MIN_CHUNK_ROWS
 
-    def _labels(self):
-        if self.y is None:
-            raise ValueError("labels are required for this quantity: pass y with X.")
-        return self.y
+    @staticmethod
+    def _run(kernel, *args, work, parallel):
+        """``policy.run`` with BLAS held to one thread also when the kernel runs serially.
 
-    def hessian_operator(self, curv, ridge):
-        return GaugedHessianOperator(self, curv, ridge)
+        The kernels' gemms are per row block (BLOCK_ROWS rows by p by k K, below
+        BLAS_THREADS_MIN_FLOPS in practice: the policy's one-thread rule for BLAS
+        inside a serial kernel); threaded BLAS on them made the serial passes
+        4-20x slower on a loaded machine (digits, 1000 x 64, K = 2, 100 vectors:
+        HVP 40 ms against 2 ms; ``python -m bench.multinomial_cg``).
+        """
+        if parallel:
+            return policy.run(kernel, *args, work=work, parallel=True)  # holds BLAS to one thread itself
+        with policy.single_threaded_blas():
+            return policy.run(kernel, *args, work=work, parallel=False)
+
+    def _diagonal_pass(self, Wd):
+        """(p, K) sum_i x~_ij^2 Wd[i, a], in row blocks (one gemm each)."""
+        d = self.n_features
+        D = np.zeros((self.row_params, self.n_classes))
+        for lo in range(0, self.n_samples, _DIAGONAL_BLOCK_ROWS):
+            A = np.asarray(self.X[lo:lo + _DIAGONAL_BLOCK_ROWS], dtype=np.float64)
+            D[:d] += (A * A).T @ Wd[lo:lo + A.shape[0]]
+        if self.fit_intercept:
+            D[d] = Wd.sum(axis=0)
+        return D
 
     # ------------------------------------------------------ passes at theta
     def loss_grad(self, coef, intercept):
@@ -175,50 +111,25 @@ class DenseMultinomialOperator(Operator):
         theta = self._theta(coef, intercept)
         grad = np.empty_like(theta)
         Z = np.empty((self.n_samples, self.n_classes))
-        loss, mmin = policy.run(kernels._mn_loss_grad, self.X, self._labels(), theta, grad, Z,
+        loss, mmin = self._run(kernels._mn_loss_grad, self.X, self._labels(), theta, grad, Z,
                                 work=self.X.size * self.n_classes, parallel=self._parallel())
         return float(loss), grad.reshape(-1), float(mmin), Z
 
     def margins(self, coef, intercept):
         """(n, K) logits."""
         Z = np.empty((self.n_samples, self.n_classes))
-        policy.run(kernels._mn_logits, self.X, self._theta(coef, intercept), Z, work=self.X.size * self.n_classes,
+        self._run(kernels._mn_logits, self.X, self._theta(coef, intercept), Z, work=self.X.size * self.n_classes,
                    parallel=self._parallel())
         return Z
-
-    def means(self, coef, intercept):
-        """(n, K) softmax probabilities."""
-        Z = self.margins(coef, intercept)
-        kernels._mn_softmax(Z, Z)
-        return Z
-
-    def losses(self, coef, intercept):
-        """(n,) per-example cross-entropy -log pi_{i, y_i}."""
-        Z = self.margins(coef, intercept)
-        out = np.empty(self.n_samples)
-        kernels._mn_losses(Z, self._labels(), out)
-        return out
 
     def gradients(self, coef, intercept, idx=None):
         """(n_sel, P) per-example gradients r_i (x) x~_i of rows ``idx`` (all when None)."""
         X, y = (self.X, self._labels()) if idx is None else (self.X[idx], self._labels()[idx])
         X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
         out = np.empty((X.shape[0], self.n_params))
-        policy.run(kernels._mn_per_example_grads, X, y, self._theta(coef, intercept), out,
+        self._run(kernels._mn_per_example_grads, X, y, self._theta(coef, intercept), out,
                    work=X.size * self.n_classes, parallel=self._parallel(X.shape[0]))
         return out
-
-    def curvature(self, margins):
-        R = np.empty((self.n_samples, self.n_classes))
-        Pi = np.empty((self.n_samples, self.n_classes))
-        kernels._mn_curvature(margins, self._labels(), R, Pi)
-        return Curvature(R, Pi)
-
-    def example_gradients(self, curv, idx):
-        """(n_sel, P) g_i = r_i (x) x~_i of training rows ``idx`` from the stored residuals (no pass)."""
-        A = self.rows(idx)
-        R = np.asarray(curv.residuals)[idx]
-        return (R[:, :, None] * A[:, None, :]).reshape(idx.shape[0], self.n_params)
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
@@ -234,27 +145,9 @@ class DenseMultinomialOperator(Operator):
         """(k, P) rows H v_q, all k in one pass over X."""
         V = np.ascontiguousarray(V, dtype=np.float64)
         out = np.empty_like(V)
-        policy.run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
+        self._run(kernels._mn_hvp, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64), V, out,
                    work=self.X.size * V.shape[0] * self.n_classes, parallel=self._parallel())
         return out
-
-    def cg(self, curv, ridge, B, tol, max_iter):
-        """Batched CG on H with B projected off the null space of H (see the module docstring)."""
-        mask = null_mask(ridge, self.n_classes)
-        return self.cg_projected(curv, ridge, mask, project(B, mask, self.n_classes), tol, max_iter)
-
-    def cg_projected(self, curv, ridge, mask, B, tol, max_iter):
-        """:class:`CGResult` of CG on H restricted to N_0^perp (``mask`` (p,) bool; rows of B orthogonal to N_0)."""
-        B = np.ascontiguousarray(B, dtype=np.float64)
-        k, P = B.shape
-        x = np.empty((k, P))
-        n_iter = np.empty(k, np.int64)
-        resid = np.empty(k)
-        status = np.empty(k, np.int64)
-        policy.run(kernels._mn_cg_solve, self.X, curv.weights, np.ascontiguousarray(ridge, dtype=np.float64),
-                   mask.astype(np.uint8), B, tol, max_iter, x, n_iter, resid, status,
-                   work=self.X.size * k * max_iter * self.n_classes, parallel=self._parallel())
-        return CGResult(project(x, mask, self.n_classes), n_iter, resid, status)
 
     def rows(self, idx):
         A = np.empty((idx.shape[0], self.row_params))
@@ -267,7 +160,7 @@ class DenseMultinomialOperator(Operator):
         """(m, n_sel) -(s_t . g_i), with g_i = r_i (x) x~_i from ``curv.residuals`` (n, K)."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         out = np.empty((S.shape[0], idx.shape[0]))
-        policy.run(kernels._mn_influence, self.X, np.ascontiguousarray(curv.residuals), S, idx, out,
+        self._run(kernels._mn_influence, self.X, np.ascontiguousarray(curv.residuals), S, idx, out,
                    work=idx.shape[0] * self.n_params * S.shape[0], parallel=self._parallel(idx.shape[0]))
         return out
 
@@ -275,7 +168,7 @@ class DenseMultinomialOperator(Operator):
         S = np.ascontiguousarray(S, dtype=np.float64)
         m = S.shape[0]
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64), np.empty((m, k)))
-        policy.run(kernels._mn_top_k, self.X, np.ascontiguousarray(curv.residuals), S, out.helpful,
+        self._run(kernels._mn_top_k, self.X, np.ascontiguousarray(curv.residuals), S, out.helpful,
                    out.helpful_idx, out.harmful, out.harmful_idx, work=self.X.size * m * self.n_classes,
                    parallel=self._parallel())
         return out
