@@ -117,6 +117,8 @@ def _multinomial(state, dtype):
 
 
 def _csr(state, dtype):
+    import numpy as np
+
     import fastinfl
 
     X, y, _ = fastinfl.datasets.make_logistic(ROWS, 20, seed=0, dtype=dtype, density=0.2)
@@ -127,6 +129,11 @@ def _csr(state, dtype):
     inf.self_influence()
     inf.loo_change(X[:4], y[:4])
     fastinfl.Influence(model, X, y, solver="cg").influence(X[:4], y[:4])
+    y3 = np.asarray(X[:, :3].toarray().argmax(axis=1))  # three classes: the multinomial model on CSR
+    model = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y3)
+    inf = fastinfl.Influence(model, X, y3)
+    inf.influence(X[:4], y3[:4])
+    inf.top_k(X[:4], y3[:4], 3)
 
 
 # (kind, step name, function of the state dict); each kind's first step makes its data.
@@ -145,7 +152,7 @@ WORKLOADS = (
     ("dense", "read-only X (fit, Influence, influence, top_k, cg)", _read_only),
     ("dense", "Poisson (fit, Influence, influence, top_k, self, cg)", _poisson),
     ("multinomial", "multinomial (fit, Influence, influence, top_k, self, loo, cg)", None),
-    ("csr", "CSR (fit, Influence, influence, top_k, self, loo, cg)", None),
+    ("csr", "CSR (fit, Influence, influence, top_k, self, loo, cg; multinomial fit, influence, top_k)", None),
 )
 _MAKERS = {"dense": _dense, "multinomial": _multinomial, "csr": _csr}
 
