@@ -2,6 +2,7 @@
 
     python -m bench.compile_time               # cold / warm first-call times
     python -m bench.compile_time --per-kernel  # which kernels and signatures the cold time goes to
+    python -m bench.compile_time --per-call    # signatures compiled and seconds per user-level call
 
 Each child process imports fastinfl, then fits and computes influences on a
 small problem twice: the first call compiles (or loads from the cache), the
@@ -68,6 +69,52 @@ print(json.dumps({{"total": time.perf_counter() - t0, "kernels": spent}}))
 """
 
 
+# Each warm-up step of `fastinfl compile` (fastinfl/cli/compile.py, WORKLOADS) in a process with a cold
+# cache: kernel signatures compiled (cache misses of fastinfl's kernels) and seconds.
+PER_CALL = """
+import json, sys, time
+t0 = time.perf_counter()
+import fastinfl
+from fastinfl.cli.compile import warm_up
+from fastinfl.kernels import _cache
+rows, before = [], {}
+def step(kind, name, dtype, seconds):
+    global before
+    counts = _cache.compile_counts()
+    rows.append([dtype, name, sum(counts.values()) - sum(before.values()), seconds])
+    before = counts
+import_s = time.perf_counter() - t0
+probe = _cache.probe_seconds()
+warm_up(sys.argv[1].split(","), sys.argv[2].split(","), step)
+print(json.dumps({"import": import_s, "rows": rows, "shipped": _cache.shipped() is not None, "probe": probe}))
+"""
+
+
+def per_call(dtypes=("float64", "float32"), kinds=("dense", "multinomial", "csr"), cache=None):
+    """Signatures compiled and seconds of each user-level call, cold (or ``cache``) NUMBA_CACHE_DIR."""
+    with tempfile.TemporaryDirectory(prefix="fastinfl-numba-cache-") as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache or tmp, FASTINFL_CACHE="1", FASTINFL_COMPILE_NOTICE="0")
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", PER_CALL, ",".join(dtypes), ",".join(kinds)], env=env,
+                              capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t
+    out = json.loads(proc.stdout.splitlines()[-1])
+    print("## Compile time per user-level call (cold cache)\n")
+    print(f"`python -m bench.compile_time --per-call`: the warm-up steps of `fastinfl compile` "
+          f"(fastinfl/cli/compile.py) in one fresh process, empty NUMBA_CACHE_DIR, shipped cache "
+          f"{'used' if out['shipped'] else 'absent or not used'}; load `{os.getloadavg()[0]:.1f}` at the end  ")
+    print(f"Machine: {machine.describe()}\n")
+    print("| dtype | step | signatures compiled | s |")
+    print("|---|---|---:|---:|")
+    for dtype, name, count, seconds in out["rows"]:
+        print(f"| {dtype} | {name} | {count} | {seconds:.2f} |")
+    total = sum(r[2] for r in out["rows"]), sum(r[3] for r in out["rows"])
+    print(f"| all | | {total[0]} | {total[1]:.1f} |")
+    print(f"\nimport fastinfl {out['import']:.2f} s; process wall {wall:.1f} s; probe compile "
+          f"(kernels._cache.probe_seconds) {out['probe']:.3f} s. The compile notice's reference "
+          "(_config.COMPILE_SECONDS) is a dtype's dense rows from fit to solver cg, with this probe.")
+
+
 def per_kernel(dtypes=("float64", "float32")):
     """Cold-cache compile seconds of each (kernel, signature), largest first, and the total."""
     with tempfile.TemporaryDirectory(prefix="fastinfl-numba-cache-") as cache:
@@ -106,6 +153,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--per-kernel" in argv:
         per_kernel()
+        return
+    if "--per-call" in argv:
+        per_call()
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="fastinfl-numba-cache-") as cache:

@@ -14,7 +14,7 @@ from .loo import loo_retrain
 from .model import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
 from .poisson import PoissonRegression
-from .operators.policy import get_num_threads, set_num_threads
+from .operators.policy import get_num_threads, set_compile_notice, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -35,5 +35,6 @@ __all__ = [
     "loo_retrain",
     "reference",
     "robustness",
+    "set_compile_notice",
     "set_num_threads",
 ]

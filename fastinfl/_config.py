@@ -1,7 +1,10 @@
 """Configuration: the one kernel decorator and every tuning constant, in one place.
 
 ``FASTINFL_CACHE=0`` turns Numba's on-disk cache off (it is on by default so
-that the first call in a new process loads machine code instead of compiling).
+that the first call in a new process loads machine code instead of compiling):
+both the user's cache and the kernel cache shipped with the package
+(``fastinfl/kernels/_cache.py``). ``FASTINFL_COMPILE_NOTICE=0`` silences the
+one-line notice that a first call is about to compile for several seconds.
 The measurements that chose each constant are in bench/RESULTS.md ("Tuning
 constants"); re-measure there before changing one.
 """
@@ -18,6 +21,16 @@ CACHE = os.environ.get("FASTINFL_CACHE", "1") != "0"
 # Thread budget of the parallel kernels, shared by concurrent calls (operators/policy.py);
 # empty means all of Numba's threads. fastinfl.set_num_threads changes it at run time.
 NUM_THREADS = os.environ.get("FASTINFL_NUM_THREADS", "").strip() or None
+# The compile notice: "auto" (logger always; stderr in an interactive shell or notebook), "0" (neither).
+COMPILE_NOTICE = os.environ.get("FASTINFL_COMPILE_NOTICE", "auto").strip().lower()
+
+# The compile notice's estimate: seconds to compile every kernel a dtype's binary jobs use (fit,
+# Influence, influence, top_k, losses, CG; float32 after float64) on a cold cache, and of
+# kernels._cache.probe_seconds(), in the same process on the reference machine (bench/RESULTS.md,
+# "Compile time per user-level call": python -m bench.compile_time --per-call, load 3.6-4); a
+# machine's estimate is these seconds times its probe over the reference probe.
+COMPILE_SECONDS = {"float64": 23.1, "float32": 17.8}
+COMPILE_PROBE_SECONDS = 0.123
 
 # ------------------------------------------------------------------ kernels
 # Rows per block in the kernels that copy a row block to a float64 buffer and
@@ -132,13 +145,25 @@ DASK_SPLIT_EVERY = 8
 INFLUENCE_BLOCK_BYTES = 1 << 27
 
 
+# Every kernel made by ``kernel`` (Numba dispatchers), in definition order: the compile notice, the
+# shipped cache, `fastinfl compile` and the benchmarks find the kernels here.
+KERNELS = []
+# The kernels' on-disk cache class (Numba's ``Cache`` interface), set by ``kernels._cache.install()``
+# before the first kernel is decorated: the user's cache, then the one shipped with the package.
+CACHE_CLASS = None
+
+
 def kernel(parallel=False, inline=False):
-    """Return the ``njit`` decorator shared by all kernels (``inline``: Numba inlines it into every caller)."""
-    return njit(
-        fastmath=set(FASTMATH),
-        error_model="numpy",
-        cache=CACHE,
-        parallel=parallel,
-        nogil=True,
-        inline="always" if inline else "never",
-    )
+    """Return the ``njit`` decorator shared by all kernels (each registered in ``KERNELS``; ``inline``:
+    Numba inlines it into every caller)."""
+
+    def decorate(func):
+        custom = CACHE and CACHE_CLASS is not None
+        dispatcher = njit(fastmath=set(FASTMATH), error_model="numpy", cache=CACHE and not custom,
+                          parallel=parallel, nogil=True, inline="always" if inline else "never")(func)
+        if custom:  # cache=True, with fastinfl's class in place of Numba's FunctionCache
+            dispatcher._cache = CACHE_CLASS(dispatcher.py_func)
+        KERNELS.append(dispatcher)
+        return dispatcher
+
+    return decorate

@@ -122,6 +122,9 @@ def test_concurrent_parallel_calls_share_the_budget_and_restore_blas(monkeypatch
     before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     monkeypatch.setattr(policy, "_launch_is_safe", lambda: True)
     monkeypatch.setattr(policy, "_budget", 4)
+    # every library held to one thread (a single-threaded caller would stop NumPy's OpenBLAS instead:
+    # tests/test_blas_quiesce.py)
+    monkeypatch.setattr(policy, "QUIESCE_BLAS", False)
     with policy._parallel_call() as first:
         with policy._parallel_call() as second:
             assert (first, second) == (4, 2)

@@ -21,6 +21,7 @@ fastinfl: influence functions for L2-regularised logistic regression (Numba kern
   fastinfl serve   an HTTP service over a saved Influence state (extra 'serve')
   fastinfl bench   throughput against NumPy/SciPy and this machine's limits (from a checkout)
   fastinfl robustness  the fewest training rows whose removal flips a conclusion, verified by refits
+  fastinfl compile compile every kernel into the cache now (a service container's image build)
 'fastinfl COMMAND --help' describes each command's options."""
 
 
@@ -97,6 +98,8 @@ def _parser():
 
     sub.add_parser("serve", help="HTTP service over a saved Influence state (extra 'serve'; "
                                  "fastinfl serve --help)", add_help=False)
+    sub.add_parser("compile", help="compile every kernel into the cache now (fastinfl compile --help)",
+                   add_help=False)
     p_demo = sub.add_parser("demo", parents=[common], help="the seed example end to end, then synthetic data",
                             description="The seed notebook's example by direct solve and CG, then a "
                                         "synthetic data set with planted mislabels: fit, self-influence, "
@@ -245,6 +248,10 @@ def main(argv=None):
         from ..serving import serve_main
 
         return serve_main(argv[1:])
+    if argv and argv[0] == "compile":  # its own parser (cli/compile.py)
+        from .compile import compile_main
+
+        return compile_main(argv[1:])
     parser, p_run, _ = _parser()
     args = parser.parse_args(argv)
     try:

@@ -22,6 +22,24 @@ the limit and the last one restores the previous value). The libraries are
 found once (threadpoolctl's scan costs milliseconds); setting the limit then
 costs microseconds. A kernel that runs as one serial chunk leaves BLAS alone.
 
+Beside NumPy. After a threaded BLAS call OpenBLAS's worker threads spin for
+about 0.1 s (2^28 cycles) before they sleep, and a parallel kernel started in
+that window shares the cores with them (1.8x slower on 2 cores, issue 26). A
+thread count does not stop them; OpenBLAS's ``blas_thread_shutdown_`` does, and
+the library's next threaded call starts them again (so does setting a thread
+count: a stop-and-restore around every kernel halved a loop of HVPs on the
+loaded machine). So the first parallel kernel in flight stops the threads of
+NumPy's OpenBLAS (64-bit integers: no kernel calls it; SciPy's, which the
+kernels call, is held to one thread as before), only when the calling thread is
+the process's only Python thread besides fastinfl's own kernel workers (another
+might be inside a BLAS call), and leaves its thread count alone; when they are
+stopped already the call returns at once (``FASTINFL_QUIESCE_BLAS=0``: never).
+Numba's OpenMP threads spin after a kernel in the same way (3 ms by
+default, slowing NumPy and a second process): unless the user set
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, importing this module sets
+``OMP_WAIT_POLICY=PASSIVE`` before Numba starts OpenMP (bench/RESULTS.md,
+"Beside NumPy and a second process").
+
 Ctrl-C. Numba code cannot see signals, so long kernels poll a ``stop`` flag (a
 (1,) uint8 array) and return early once it is set. :func:`run` starts such a
 call in a worker thread while the calling thread waits; on KeyboardInterrupt it
@@ -40,16 +58,24 @@ import numba
 import numpy as np
 
 from .._config import NUM_THREADS
+from ..kernels import _cache as kernel_cache  # the kernels' disk cache, for the command line (cli/compile.py)
+from ..kernels._cache import set_compile_notice  # noqa: F401  (fastinfl.set_compile_notice)
 
 # Element visits (rows x columns x vectors) from which a call runs in an interruptible worker.
 INTERRUPT_MIN_WORK = 1 << 22
 # Numba threading layers that abort on concurrent parallel launches.
 UNSAFE_LAYERS = frozenset({"workqueue"})
+# Stop NumPy's OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling
+# BLAS, for a library of at most QUIESCE_BLAS_MAX_THREADS threads: its next threaded call restarts them,
+# about 20 us a thread (a stop and restart of both pip-wheel libraries: 32 us at 2 threads, 340 us at 8).
+QUIESCE_BLAS = os.environ.get("FASTINFL_QUIESCE_BLAS", "1") != "0"
+QUIESCE_BLAS_MAX_THREADS = 8
 
 _lock = threading.Lock()  # guards the counters below
 _launch_lock = threading.Lock()  # serialises parallel launches on a layer that is not thread-safe
 _active = 0  # parallel kernel calls in flight, over all Python threads
-_blas = None  # (get, set) thread-count functions of the BLAS libraries, found once
+_blas = None  # (get, set, shutdown or None) functions of the BLAS libraries, found once
+_workers = 0  # fastinfl-kernel threads started (they never exit)
 _blas_saved = None  # their thread counts before the limit
 _layer = None  # the threading layer, once Numba has chosen it
 _budget = None  # threads for parallel kernels (set_num_threads); None until first asked
@@ -144,6 +170,14 @@ def _launch_is_safe():
     return layer not in UNSAFE_LAYERS
 
 
+def _quiet_openmp():
+    """OMP_WAIT_POLICY=PASSIVE unless the user chose a wait policy (before Numba loads OpenMP)."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+_quiet_openmp()
+
 # Numba loads its threading layer on the first parallel kernel, which may be one that this module
 # does not launch (a serial-sized call of a parallel driver). When the user asked for tbb (explicitly
 # or as "threadsafe"), make the pip wheel's libtbb loadable before that.
@@ -153,42 +187,59 @@ if str(numba.config.THREADING_LAYER).lower() in ("tbb", "threadsafe"):
 
 # ------------------------------------------------------------------ BLAS
 def _find_blas():
-    """(get, set) thread-count functions of every BLAS library loaded (found once by threadpoolctl).
+    """(get, set, shutdown) functions of every BLAS library loaded (found once by threadpoolctl).
 
     With pip wheels these are two OpenBLAS builds with a thread pool each: NumPy's
     (libscipy_openblas64_) and SciPy's (libscipy_openblas, which Numba's BLAS calls
     use); tests/test_concurrency.py checks both. A BLAS loaded after this first scan
     is not limited. For OpenBLAS the library's own C functions are called through
     ctypes (under a microsecond); threadpoolctl's wrappers cost several microseconds per call.
+    ``shutdown``: OpenBLAS's ``blas_thread_shutdown_`` for a pthreads OpenBLAS with 64-bit integers
+    (NumPy's), which no kernel calls (SciPy's cython_blas, Numba's BLAS, has 32-bit ones); else None.
     """
     import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
     from threadpoolctl import ThreadpoolController
 
     found = []
     for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-        fast = None
+        fast, shutdown = None, None
         if lib.internal_api == "openblas":
             try:
                 fast = (lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads"))
             except Exception:  # another threadpoolctl version: its public methods below
                 fast = None
-        found.append(fast if fast and all(fast) else (lib.get_num_threads, lib.set_num_threads))
+            if lib.threading_layer == "pthreads" and "64" in str(getattr(lib, "_symbol_suffix", "")):
+                shutdown = getattr(getattr(lib, "dynlib", None), "blas_thread_shutdown_", None)
+        found.append((*(fast if fast and all(fast) else (lib.get_num_threads, lib.set_num_threads)), shutdown))
     return found
 
 
-def _blas_limit():
-    """Hold every BLAS library to one thread (called on the first parallel call in flight)."""
+def _only_thread():
+    """No Python thread but the caller and fastinfl's kernel workers is alive (none can be in BLAS)."""
+    return threading.active_count() <= 1 + _workers
+
+
+def _blas_limit(kernel=False):
+    """Hold every BLAS library to one thread (called on the first call in flight). For a parallel
+    kernel (``kernel``) in a single-threaded program, a library no kernel calls (NumPy's) is left at
+    its count and its threads are stopped instead: setting a count would start them again."""
     global _blas, _blas_saved
     if _blas is None:
         _blas = _find_blas()
-    _blas_saved = [get() for get, _ in _blas]
-    for (_, set_threads), n in zip(_blas, _blas_saved):
-        if n != 1:
+    quiesce = kernel and QUIESCE_BLAS and _only_thread()
+    _blas_saved = []
+    for get, set_threads, shutdown in _blas:
+        n = get()
+        if quiesce and shutdown is not None and n <= QUIESCE_BLAS_MAX_THREADS:
+            shutdown()  # returns at once when they are stopped already
+            n = 1  # nothing to restore
+        elif n != 1:
             set_threads(1)
+        _blas_saved.append(n)
 
 
 def _blas_restore():
-    for (_, set_threads), n in zip(_blas, _blas_saved):
+    for (_, set_threads, _), n in zip(_blas, _blas_saved):
         if n != 1:
             set_threads(n)
 
@@ -221,7 +272,7 @@ def _parallel_call():
         with _lock:
             _active += 1
             if _active == 1:
-                _blas_limit()
+                _blas_limit(kernel=True)
             budget = get_num_threads()
             threads = budget if serial_launch else max(1, budget // _active)
         try:
@@ -286,8 +337,11 @@ class _Worker:
     calling thread) is created once, not on every call: a fresh thread per call cost ~1.3 ms here."""
 
     def __init__(self):
+        global _workers
         self.job = None
         self.ready = threading.Event()
+        with _idle_lock:
+            _workers += 1
         threading.Thread(target=self._loop, name="fastinfl-kernel", daemon=True).start()
 
     def _loop(self):
@@ -303,8 +357,9 @@ _idle_lock = threading.Lock()
 
 
 def _reset_after_fork():
-    global _idle_lock
+    global _idle_lock, _workers
     _idle.clear()  # their threads do not exist in a forked child
+    _workers = 0
     _idle_lock = threading.Lock()
 
 
