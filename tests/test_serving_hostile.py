@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from child_process import default_sigint
 
 import fastinfl
 
@@ -48,7 +49,7 @@ class Service:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fastinfl.serving", str(path / "state.npz"), "--train",
                  str(path / "train.npz"), "--port", "0", *args], stdout=subprocess.PIPE, stderr=err, text=True,
-                env={**os.environ, **(env or {})})
+                env={**os.environ, **(env or {})}, preexec_fn=default_sigint)
         self.first_line = self.proc.stdout.readline()  # blocks until listening (or exit)
         match = re.search(r"listening on http://127\.0\.0\.1:(\d+) ", self.first_line)
         if match is None:

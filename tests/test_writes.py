@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from child_process import default_sigint
 
 import fastinfl
 from fastinfl._atomic import WriteError, atomic_write
@@ -164,7 +165,8 @@ def test_sigint_while_writing_self_influence_keeps_the_previous_file(files, tmp_
     (tmp_path / "self.csv").write_text(previous)
     cmd = _cli(["run", "train.csv", "test.csv", "--k", "1", "--out", "top.csv", "--quiet",
                 "--self-influence", "self.csv", "--self-k", "0"], prefix=_SLOW_CSV)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 240
     temp = None
     while time.monotonic() < deadline and proc.poll() is None:  # wait for the self-influence temporary file
