@@ -322,7 +322,7 @@ class Influence:
 
     @property
     def params(self):
-        """(coef, intercept): copies of the model's parameters when this Influence was built (theta)."""
+        """(coef, intercept): theta, the model's parameters copied when this Influence was built (read-only use)."""
         return self._coef, self._intercept
 
     @property
