@@ -41,6 +41,20 @@ def penalised(loss, grad, coef, l2):
     return loss + 0.5 * l2 * float(np.dot(coef, coef)), grad
 
 
+def split_pipeline(estimator):
+    """(classifier, transform or None) of a fitted scikit-learn Pipeline ending in a classifier; None for any
+    other estimator. ``transform`` is ``pipeline[:-1]`` (None for a one-step pipeline)."""
+    if not (hasattr(estimator, "steps") and hasattr(estimator, "__getitem__")):
+        return None
+    last = estimator.steps[-1][1] if estimator.steps else None
+    if not hasattr(last, "coef_"):
+        raise ValueError(
+            f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
+            "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
+            "classifier; influence is then on the features its earlier steps produce.")
+    return last, (estimator[:-1] if len(estimator.steps) > 1 else None)
+
+
 def check_fitted_model(model, name="model"):
     """Raise unless ``model`` is a fitted fastinfl model of one margin per row (TypeError / ValueError)."""
     if not isinstance(model, MarginModel):
@@ -316,15 +330,9 @@ class LogisticRegression(MarginModel):
         LogisticRegression
             With ``n_iter_`` 0 and ``converged_`` None when not refitted.
         """
-        transform = None
-        if hasattr(estimator, "steps") and hasattr(estimator, "__getitem__"):  # sklearn Pipeline
-            last = estimator.steps[-1][1] if estimator.steps else None
-            if not hasattr(last, "coef_"):
-                raise ValueError(
-                    f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
-                    "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
-                    "classifier; influence is then on the features its earlier steps produce.")
-            transform = estimator[:-1] if len(estimator.steps) > 1 else None
+        pipeline = split_pipeline(estimator)
+        if pipeline is not None:
+            last, transform = pipeline
             model = cls.from_sklearn(last)
             if X is not None:
                 Xt = transform.transform(X) if transform is not None else X

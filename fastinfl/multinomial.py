@@ -6,7 +6,7 @@ import scipy.linalg
 from ._config import NEWTON_DIRECT_MAX_P
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from .model import ridge_diagonal
+from .model import ridge_diagonal, split_pipeline
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step
 
@@ -251,14 +251,9 @@ class MultinomialLogisticRegression:
         MultinomialLogisticRegression
             With ``n_iter_`` 0 and ``converged_`` None when not refitted.
         """
-        if hasattr(estimator, "steps") and hasattr(estimator, "__getitem__"):  # sklearn Pipeline
-            last = estimator.steps[-1][1] if estimator.steps else None
-            if not hasattr(last, "coef_"):
-                raise ValueError(
-                    f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
-                    "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
-                    "classifier; influence is then on the features its earlier steps produce.")
-            transform = estimator[:-1] if len(estimator.steps) > 1 else None
+        pipeline = split_pipeline(estimator)
+        if pipeline is not None:
+            last, transform = pipeline
             model = cls.from_sklearn(last)
             if X is not None:
                 model._refit(transform.transform(X) if transform is not None else X, y)
