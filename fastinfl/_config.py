@@ -89,6 +89,10 @@ MAX_CONDITION = 1e13
 # verify=True re-solves this many right-hand sides of every batch with the explicit inverse.
 VERIFY_SAMPLE = 8
 
+# Influence's check of the fit's stopping error (docs/accuracy.md) reads at most this many training rows,
+# evenly spaced (all of them when n is smaller), to estimate the largest margin change max |x~_i . delta|.
+FIT_ERROR_SAMPLE_ROWS = 4096
+
 # group_change warns when a group's estimated relative error, (last Newton decrement / first)^2, exceeds
 # this. The estimate tracks refits (bench/group_warning.py, RESULTS "group_change warning"): half-size
 # groups of digits, median estimate 0.12 / 0.23 against median error 0.09 / 0.21 (binary / 10 classes).
