@@ -112,8 +112,15 @@ SIM_OPERATOR = """
         x, it, resid, status = gpu.cg(cg_, ridge, B, 1e-12, 50)
         res["cg"] = rel(x[:2], np.linalg.solve(H, B[:2].T).T)
         assert list(status) == [0, 0, 0] and it[2] == 0 and resid[2] == 0.0 and (resid[:2] <= 1e-12).all(), (it, status)
+        x0, it0 = x.copy(), it.copy()
         x, it, resid, status = gpu.cg(cg_, ridge, B[:1], 1e-12, 1)
         assert status[0] == 1 and it[0] == 1  # MAX_ITER after one iteration
+        # issue 23: right-hand sides at 2^900 and 2^-1000 scaled exactly; H ~ 1e170 I converges
+        for e in (900, -1000):
+            x, it, resid, status = gpu.cg(cg_, ridge, np.ldexp(B, e), 1e-12, 50)
+            assert list(status) == [0, 0, 0] and (it == it0).all() and (x == np.ldexp(x0, e)).all(), (e, status)
+        x, it, resid, status = gpu.cg(cg_, np.full(d + 1, 1e170), B, 1e-12, 50)
+        assert list(status) == [0, 0, 0] and np.allclose(x, B / 1e170, rtol=1e-12), status
         k = 6
         tc, tg = cpu.top_k(cc, S, k), gpu.top_k(cg_, S, k)
         assert (tc.helpful_idx == tg.helpful_idx).all() and (tc.harmful_idx == tg.harmful_idx).all()

@@ -31,6 +31,8 @@ these loops about 2x slower than scipy's compiled ones (bench/RESULTS.md,
 "Sparse features"). Indices are validated non-negative by the operator.
 """
 
+import math
+
 import numpy as np
 from numba import prange, uintp
 
@@ -667,20 +669,41 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
 # The CSR operator's batched CG keeps its vectors as (p, k) columns, the HVP's layout, so that no
 # iteration transposes or copies a (k, p) block; these serial passes fuse each iteration's updates.
 @kernel()
-def _cg_dots(P, HP, php, pp, hh):
-    """php[q] = p_q . (H p)_q, pp[q] = p_q . p_q, hh[q] = (H p)_q . (H p)_q for the columns of P, HP (p, k)."""
+def _cg_dots(P, HP, php, pn, hn):
+    """php[q] = p_q . (H p)_q, pn[q] = ||p_q||, hn[q] = ||(H p)_q|| for the columns of P, HP (p, k).
+
+    The norms are of the columns scaled by a power of two (their largest entry), so that no square
+    overflows or underflows (issue 23: the curvature test's sqrt(|p|^2 |Hp|^2) overflowed past 1e154).
+    pn and hn hold the columns' largest |entries| during the first sweep.
+    """
     p, k = P.shape
     for q in range(k):
         php[q] = 0.0
-        pp[q] = 0.0
-        hh[q] = 0.0
+        pn[q] = 0.0
+        hn[q] = 0.0
     for j in range(p):
         for q in range(k):
             a = P[j, q]
             b = HP[j, q]
             php[q] += a * b
-            pp[q] += a * a
-            hh[q] += b * b
+            pn[q] = max(pn[q], abs(a))
+            hn[q] = max(hn[q], abs(b))
+    fp = np.empty(k)
+    fh = np.empty(k)
+    for q in range(k):
+        fp[q] = math.ldexp(1.0, -math.frexp(pn[q])[1]) if 0.0 < pn[q] < math.inf else 1.0
+        fh[q] = math.ldexp(1.0, -math.frexp(hn[q])[1]) if 0.0 < hn[q] < math.inf else 1.0
+        pn[q] = 0.0
+        hn[q] = 0.0
+    for j in range(p):
+        for q in range(k):
+            a = P[j, q] * fp[q]
+            b = HP[j, q] * fh[q]
+            pn[q] += a * a
+            hn[q] += b * b
+    for q in range(k):
+        pn[q] = math.sqrt(pn[q]) / fp[q]
+        hn[q] = math.sqrt(hn[q]) / fh[q]
 
 
 @kernel()

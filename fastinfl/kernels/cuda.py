@@ -668,7 +668,7 @@ def cg_init(B, R, P, X, rs, bnorm, n_iter, resid, status):
 
 @cuda.jit
 def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
-    """One CG iteration for every right-hand side still RUNNING (one block each), as fastinfl._cg.
+    """One CG iteration for every right-hand side still RUNNING (one block each), as ``kernels/cg.py``.
 
     alpha = rs / p.Hp; x += alpha p; r -= alpha Hp; stop at ||r|| <= tol ||b||; else p = r + beta p.
     """
@@ -680,27 +680,51 @@ def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
     sh = cuda.shared.array(TPB, float64)
     spp = cuda.shared.array(TPB, float64)
     shh = cuda.shared.array(TPB, float64)
+    # p.Hp and the largest |p_j|, |Hp_j|; then ||p||, ||Hp|| of the vectors scaled by those (issue 23: the
+    # sum of squares overflowed past 1e154; the bound is a product of norms, never of squares)
     acc = 0.0
+    max_p = 0.0
+    max_h = 0.0
+    for j in range(tid, p, TPB):
+        acc += P[q, j] * HP[q, j]
+        max_p = max(max_p, abs(P[q, j]))
+        max_h = max(max_h, abs(HP[q, j]))
+    sh[tid] = acc
+    spp[tid] = max_p
+    shh[tid] = max_h
+    cuda.syncthreads()
+    step = TPB // 2
+    while step > 0:
+        if tid < step:
+            sh[tid] += sh[tid + step]
+            spp[tid] = max(spp[tid], spp[tid + step])
+            shh[tid] = max(shh[tid], shh[tid + step])
+        cuda.syncthreads()
+        step //= 2
+    curv = sh[0]
+    max_p = spp[0]
+    max_h = shh[0]
+    cuda.syncthreads()
+    fp = 1.0 / max_p if 0.0 < max_p < math.inf else 1.0
+    fh = 1.0 / max_h if 0.0 < max_h < math.inf else 1.0
     acc_pp = 0.0
     acc_hh = 0.0
     for j in range(tid, p, TPB):
-        acc += P[q, j] * HP[q, j]
-        acc_pp += P[q, j] * P[q, j]
-        acc_hh += HP[q, j] * HP[q, j]
-    sh[tid] = acc
+        a = P[q, j] * fp
+        b = HP[q, j] * fh
+        acc_pp += a * a
+        acc_hh += b * b
     spp[tid] = acc_pp
     shh[tid] = acc_hh
     cuda.syncthreads()
     step = TPB // 2
     while step > 0:
         if tid < step:
-            sh[tid] += sh[tid + step]
             spp[tid] += spp[tid + step]
             shh[tid] += shh[tid + step]
         cuda.syncthreads()
         step //= 2
-    curv = sh[0]
-    bound = MIN_CURVATURE * math.sqrt(spp[0] * shh[0])
+    bound = MIN_CURVATURE * ((math.sqrt(spp[0]) / fp) * (math.sqrt(shh[0]) / fh))
     cuda.syncthreads()
     if not curv > bound:  # the rule of operators.base.cg_on_hvp
         if tid == 0:

@@ -11,7 +11,8 @@ from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
+from .base import (CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK,
+                   rhs_scales)
 
 
 class CSROperator(Operator):
@@ -162,7 +163,8 @@ class CSROperator(Operator):
         Without a positive diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
-        B = np.asarray(B, dtype=np.float64)
+        scale = rhs_scales(B)  # exact: see operators.base.rhs_scales
+        B = np.asarray(B, dtype=np.float64) * scale[:, None]
         k, p = B.shape
         cached = self._jacobi
         if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
@@ -192,7 +194,7 @@ class CSROperator(Operator):
             it += 1
             n_iter[cols] = it
             kernels._cg_dots(P, HP, pHp[:na], pp[:na], hh[:na])
-            bad = ~(pHp[:na] > MIN_CURVATURE * np.sqrt(pp[:na] * hh[:na]))
+            bad = ~(pHp[:na] > MIN_CURVATURE * (pp[:na] * hh[:na]))  # pp, hh: the norms (no squares)
             status[cols[bad]] = NOT_POSITIVE
             alpha = np.where(bad, 0.0, rz / np.where(bad, 1.0, pHp[:na]))
             kernels._cg_update(alpha, inv_diag, X, R, P, HP, rr[:na], rz_new[:na])
@@ -213,7 +215,7 @@ class CSROperator(Operator):
             done_x = np.empty((cols.size, p))
             kernels._transpose(X, done_x)
             x[cols] = done_x
-        return CGResult(x, n_iter, resid, status)
+        return CGResult(x / scale[:, None], n_iter, resid, status)
 
     def rows(self, idx):
         """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""

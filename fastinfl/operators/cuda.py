@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .base import CGResult, Curvature, Operator, TopK
+from .base import CGResult, Curvature, Operator, TopK, rhs_scales
 
 EXTRA_HINT = "pip install fastinfl[cuda]"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
@@ -408,7 +408,8 @@ class CudaOperator(Operator):
         back to the host (to stop once every column is done).
         """
         kern = self.k
-        Bd = self._dev(B)
+        scale = rhs_scales(B) if isinstance(B, np.ndarray) else None  # exact: see operators.base.rhs_scales
+        Bd = self._dev(B if scale is None else np.asarray(B, dtype=np.float64) * scale[:, None])
         k, p = Bd.shape
         X = self._empty((k, p))
         R = self._empty((k, p))
@@ -429,7 +430,8 @@ class CudaOperator(Operator):
             kern.cg_step[k, kern.TPB](P, HP, X, R, rs, bnorm, float(tol), n_iter, resid, status)
             st = status.copy_to_host()
         st = np.where(st == kern.RUNNING, kern.MAX_ITER, st)
-        return CGResult(X.copy_to_host(), n_iter.copy_to_host(), resid.copy_to_host(), st)
+        x = X.copy_to_host()
+        return CGResult(x if scale is None else x / scale[:, None], n_iter.copy_to_host(), resid.copy_to_host(), st)
 
     # ------------------------------------------------------------ influence
     def gradients(self, coef, intercept, idx=None, as_device=False):
