@@ -298,9 +298,8 @@ def _hvp_rows_4(indptr, indices, data, w, Vt, d, lo, hi, acc):
     """``_hvp_rows`` for an even k: groups of 4 vectors (and a last pair) with their dot products in scalars.
 
     Each row's nonzeros are read from memory once and from L1 once more per
-    group. Measured against the general loop (100000 x 2^18, 4.4 M nonzeros,
-    serial): k = 4 0.049 s vs 0.074 s, k = 8 0.095 s vs 0.139 s; from k = 32 on
-    the general loop (vectorised over q) is faster (0.43 s vs 0.49 s).
+    group: faster than the general loop for a few vectors; from k = 32 on the
+    general loop (vectorised over q) is faster.
     """
     p, k = Vt.shape
     ng = k // 4
@@ -366,7 +365,7 @@ def _hvp_rows(indptr, indices, data, w, Vt, d, lo, hi, acc):
 
     Column indices are read as unsigned (``uintp``): Numba then skips the
     negative-index wraparound on every gather and scatter, which made the
-    signed loops about 2x slower than scipy's (measured, 43.8 M nonzeros).
+    signed loops about 2x slower than scipy's.
     """
     p, k = Vt.shape
     if k == 1:
@@ -738,8 +737,8 @@ def _cg_direction(beta, inv_diag, R, P):
 def _transpose(A, out):
     """out[j, i] = A[i, j] for A (r, c) into the first r columns of out (c, >= r), in 32 x 32 tiles.
 
-    numpy's copy of a transposed (k, p) block walks one side with a stride of p
-    (measured: 2.3 s for k = 100, p = 2^18 around a 0.5 s HVP); tiles keep both sides in cache.
+    numpy's copy of a transposed (k, p) block walks one side with a stride of p (at p = 2^18 it took
+    longer than the HVP around it); tiles keep both sides in cache.
     """
     r, c = A.shape
     for i0 in range(0, r, 32):

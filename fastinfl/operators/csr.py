@@ -228,9 +228,8 @@ class CSROperator(Operator):
 
     @staticmethod
     def _columns(S):
-        """(p, m) float64 copy of S (m, p) by the tiled transpose, as the HVP's copies (numpy's strided copy
-        of S.T: 0.09-0.75 s at p = 2^18, m = 100, the tiled one 0.12-0.39 s; both dominated by the first
-        touch of the fresh 210 MB buffer, bench/RESULTS.md "Sparse features")."""
+        """(p, m) float64 copy of S (m, p) by the tiled transpose, as the HVP's copies (no slower than numpy's
+        strided copy of S.T; both are dominated by the first touch of the fresh buffer)."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         St = np.empty((S.shape[1], S.shape[0]))
         kernels._transpose(S, St)

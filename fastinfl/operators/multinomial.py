@@ -86,8 +86,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         The kernels' gemms are per row block (BLOCK_ROWS rows by p by k K, below
         BLAS_THREADS_MIN_FLOPS in practice: the policy's one-thread rule for BLAS
         inside a serial kernel); threaded BLAS on them made the serial passes
-        4-20x slower on a loaded machine (digits, 1000 x 64, K = 2, 100 vectors:
-        HVP 40 ms against 2 ms; ``python -m bench.multinomial_cg``).
+        several times slower on a loaded machine (``python -m bench.multinomial_cg``).
         """
         if parallel:
             return policy.run(kernel, *args, work=work, parallel=True)  # holds BLAS to one thread itself
