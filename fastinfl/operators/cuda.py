@@ -400,7 +400,7 @@ class CudaOperator(Operator):
         return self._host(out, as_device)
 
     def cg(self, curv, ridge, B, tol, max_iter):
-        """Batched CG on the device: (X (k, p), n_iter (k,), resid (k,), status (k,)) as fastinfl._cg.
+        """Batched CG on the device: (X (k, p), n_iter (k,), resid (k,), status (k,)) as ``kernels/cg.py``.
 
         Each right-hand side has its own step sizes and stops on its own (status
         CONVERGED, MAX_ITER, NOT_POSITIVE). Per iteration one HVP pass over X for
