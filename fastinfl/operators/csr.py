@@ -15,6 +15,17 @@ from .base import (CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, C
                    rhs_scales)
 
 
+
+def canonical_arrays(X):
+    """(indptr, indices, data) of the CSR matrix X without repeated columns in a row: X's own arrays when
+    canonical, else those of a summed copy (the diagonal passes square each entry; the binary and softmax
+    operators keep the result)."""
+    if X.has_canonical_format:
+        return X.indptr, X.indices, X.data
+    C = X.copy()
+    C.sum_duplicates()
+    return C.indptr, C.indices, C.data
+
 class CSROperator(Operator):
     """Passes over a CSR matrix (float32 or float64 values, int32 or int64 indices; sums in float64).
 
@@ -138,14 +149,9 @@ class CSROperator(Operator):
         return out
 
     def _canonical(self):
-        """CSR arrays without repeated columns in a row: X's own when canonical, else a summed copy (kept)."""
+        """CSR arrays without repeated columns in a row (kept): see :func:`canonical_arrays`."""
         if self._canon is None:
-            if self.X.has_canonical_format:
-                self._canon = (self.indptr, self.indices, self.data)
-            else:
-                C = self.X.copy()
-                C.sum_duplicates()
-                self._canon = (C.indptr, C.indices, C.data)
+            self._canon = canonical_arrays(self.X)
         return self._canon
 
     def cg(self, curv, ridge, B, tol, max_iter):
