@@ -14,9 +14,21 @@ NOT_POSITIVE = 2  # p^T H p <= PCG_MIN_CURVATURE ||p|| ||H p||: H not (numerical
 _MIN_CURVATURE = PCG_MIN_CURVATURE
 
 
+# Sums of squares in this range are exact enough to take the root of; outside it (a square overflowed, or
+# fell among the subnormals) the norm is taken again on the vector scaled by a power of two.
+NORM_SQ_MIN = 1e-280
+NORM_SQ_MAX = 1e300
+
+
 @kernel(inline=True)
 def norm(v):
-    """||v||_2 with v scaled by a power of two first: no square overflows (|v_j| past 1e154) or underflows."""
+    """||v||_2 without overflow or underflow: the plain sum of squares when it lies in [NORM_SQ_MIN,
+    NORM_SQ_MAX] (one pass, as before), else again with v scaled by a power of two (its largest entry)."""
+    s = 0.0
+    for j in range(v.shape[0]):
+        s += v[j] * v[j]
+    if NORM_SQ_MIN <= s <= NORM_SQ_MAX or s == 0.0:
+        return math.sqrt(s)
     m = 0.0
     for j in range(v.shape[0]):
         a = abs(v[j])

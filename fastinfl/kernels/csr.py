@@ -37,6 +37,7 @@ import numpy as np
 from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
+from .cg import NORM_SQ_MAX, NORM_SQ_MIN
 from .dense import ZERO, _add, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
 from . import margin_loss
 
@@ -671,9 +672,9 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
 def _cg_dots(P, HP, php, pn, hn):
     """php[q] = p_q . (H p)_q, pn[q] = ||p_q||, hn[q] = ||(H p)_q|| for the columns of P, HP (p, k).
 
-    The norms are of the columns scaled by a power of two (their largest entry), so that no square
-    overflows or underflows (issue 23: the curvature test's sqrt(|p|^2 |Hp|^2) overflowed past 1e154).
-    pn and hn hold the columns' largest |entries| during the first sweep.
+    One sweep as before; a column whose sum of squares overflowed or fell among the subnormals (outside
+    ``cg.NORM_SQ_MIN`` .. ``NORM_SQ_MAX``) gets its norm again from the column scaled by a power of two
+    (issue 23: the curvature test's sqrt(|p|^2 |Hp|^2) overflowed past 1e154).
     """
     p, k = P.shape
     for q in range(k):
@@ -685,24 +686,30 @@ def _cg_dots(P, HP, php, pn, hn):
             a = P[j, q]
             b = HP[j, q]
             php[q] += a * b
-            pn[q] = max(pn[q], abs(a))
-            hn[q] = max(hn[q], abs(b))
-    fp = np.empty(k)
-    fh = np.empty(k)
-    for q in range(k):
-        fp[q] = math.ldexp(1.0, -math.frexp(pn[q])[1]) if 0.0 < pn[q] < math.inf else 1.0
-        fh[q] = math.ldexp(1.0, -math.frexp(hn[q])[1]) if 0.0 < hn[q] < math.inf else 1.0
-        pn[q] = 0.0
-        hn[q] = 0.0
-    for j in range(p):
-        for q in range(k):
-            a = P[j, q] * fp[q]
-            b = HP[j, q] * fh[q]
             pn[q] += a * a
             hn[q] += b * b
     for q in range(k):
-        pn[q] = math.sqrt(pn[q]) / fp[q]
-        hn[q] = math.sqrt(hn[q]) / fh[q]
+        pn[q] = _column_norm(P, q, pn[q])
+        hn[q] = _column_norm(HP, q, hn[q])
+
+
+@kernel()
+def _column_norm(A, q, sq):
+    """||A[:, q]|| from its sum of squares ``sq`` when that is in range, else from the scaled column."""
+    if NORM_SQ_MIN <= sq <= NORM_SQ_MAX or sq == 0.0:
+        return math.sqrt(sq)
+    m = 0.0
+    for j in range(A.shape[0]):
+        m = max(m, abs(A[j, q]))
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    e = math.frexp(m)[1]
+    f = math.ldexp(1.0, -e)
+    s = 0.0
+    for j in range(A.shape[0]):
+        t = A[j, q] * f
+        s += t * t
+    return math.sqrt(s) * math.ldexp(1.0, e)
 
 
 @kernel()

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._config import PCG_MIN_CURVATURE as MIN_CURVATURE
-from ..kernels.cg import CONVERGED, MAX_ITER, NOT_POSITIVE
+from ..kernels.cg import CONVERGED, MAX_ITER, NORM_SQ_MAX, NORM_SQ_MIN, NOT_POSITIVE
 from ..kernels.margin_loss import FAMILIES
 
 
@@ -134,12 +134,17 @@ def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
 
 
 def _row_norms(A):
-    """(k,) Euclidean norms of the rows of A (k, p), each row scaled by a power of two first: no square
-    overflows (entries past 1e154) or underflows (below 1e-154)."""
+    """(k,) Euclidean norms of the rows of A (k, p) without overflow or underflow: rows whose sum of squares
+    leaves [NORM_SQ_MIN, NORM_SQ_MAX] are taken again scaled by a power of two (``kernels.cg.norm``)."""
     A = np.asarray(A, dtype=np.float64)
-    scale = rhs_scales(A)
-    S = A * scale[:, None]
-    return np.sqrt(np.einsum("ij,ij->i", S, S)) / scale
+    sq = np.einsum("ij,ij->i", A, A)
+    out = np.sqrt(sq)
+    redo = ~(((sq >= NORM_SQ_MIN) & (sq <= NORM_SQ_MAX)) | (sq == 0.0))
+    if redo.any():
+        scale = rhs_scales(A[redo])
+        S = A[redo] * scale[:, None]
+        out[redo] = np.sqrt(np.einsum("ij,ij->i", S, S)) / scale
+    return out
 
 
 def rhs_scales(B):
