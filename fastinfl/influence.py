@@ -1,6 +1,7 @@
 """Influence functions of a fitted logistic regression on its training set: a façade over operator + solver."""
 
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -342,6 +343,9 @@ class Influence:
             advice = (f"refit with tol <= {fit_tol * self.verify_rtol / self.fit_error_ / 10:.0e} "
                       f"(fastinfl.{type(model).__name__}(tol=...), now {fit_tol:g})" if fit_tol else "refit tighter")
             gnorm, dnorm = float(np.linalg.norm(grad)), float(np.linalg.norm(delta))
+            frame, level, package = sys._getframe(0), 1, os.path.dirname(os.path.abspath(__file__))
+            while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+                frame, level = frame.f_back, level + 1  # the warning points at the caller's line
             warnings.warn(
                 f"influence values may be off by up to {self.fit_error_:.2g} (relative; > verify_rtol = "
                 f"{self.verify_rtol:g}) because the fit stopped short of the optimum: its gradient "
@@ -349,7 +353,7 @@ class Influence:
                 f"it and moves training margins by up to {mu:.3g}, as the objective is nearly flat there "
                 f"(||H^-1 grad F|| / ||grad F|| = {dnorm / gnorm:.3g}: nearly separable data, tiny l2). "
                 f"{advice[0].upper()}{advice[1:]}, or use a larger l2 (docs/accuracy.md).",
-                AccuracyWarning, stacklevel=4,
+                AccuracyWarning, stacklevel=level,
             )
 
     @property

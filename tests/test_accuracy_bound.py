@@ -187,6 +187,7 @@ def test_refitting_with_the_advised_tol_silences_it():
     with pytest.warns(fastinfl.AccuracyWarning) as caught:
         fastinfl.Influence(model, X, y).self_influence()
     tol = float(str(caught[0].message).split("Refit with tol <= ")[1].split(" ")[0])
+    assert caught[0].filename == __file__  # points at the caller's line, not into fastinfl
     refit = fastinfl.LogisticRegression(l2=1e-8, tol=tol).fit(X, y)
     inf = fastinfl.Influence(refit, X, y)
     inf.self_influence()
