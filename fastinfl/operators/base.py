@@ -206,6 +206,18 @@ class Operator(ABC):
             diag += np.einsum("i,ij,ij->j", self.weights(curv, idx), A, A)
         return diag
 
+    def rmatvec(self, c):
+        """(p,) sum_i c_i x~_i for c (n,): X~^T c (a weighted gradient from weighted residuals).
+
+        This fallback reads the rows through :meth:`rows` in blocks (any dtype of X,
+        float64 sums); sparse data override it.
+        """
+        out = np.zeros(self.n_params)
+        for lo in range(0, self.n_samples, _FALLBACK_BLOCK_ROWS):
+            idx = np.arange(lo, min(self.n_samples, lo + _FALLBACK_BLOCK_ROWS))
+            out += self.rows(idx).T @ c[idx]
+        return out
+
     def hvp_rows(self, curv, ridge, idx, V, scale=1.0):
         """(k, p) rows scale * sum_{i in idx} w_i x~_i x~_i^T v_q + ridge * v_q: a Hessian of the rows ``idx``.
 
