@@ -51,7 +51,8 @@ class Estimator:
         from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
 
         classifier = self._estimator_type == "classifier"
-        return Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True),
+        counts = getattr(self, "loss", None) == "poisson"
+        return Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True, positive_only=counts),
                     classifier_tags=ClassifierTags() if classifier else None,
                     regressor_tags=None if classifier else RegressorTags(),
                     input_tags=InputTags(sparse=True))
@@ -145,5 +146,46 @@ def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name} must hold finite weights >= 0; got {s[row]} at row {row}.")
     if not (s > 0).any():
-        raise ValueError(f"{name} is 0 everywhere: there is nothing to fit.")
+        raise ValueError(f"{name} is 0 everywhere (every weight is zero): there is nothing to fit.")
     return np.ascontiguousarray(s)
+
+
+def require_y(y, estimator):
+    """ValueError (scikit-learn's wording) when ``y`` is None: every fastinfl model is fitted on labels."""
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
+
+
+# scikit-learn's common checks (``check_estimator``) that fastinfl's models do not pass, with the reason.
+EXPECTED_FAILED_CHECKS = {
+    "LogisticRegression": {
+        check: "sample_weight is supported for two classes only: the check fits three (the multinomial passes "
+               "take no row weights yet)"
+        for check in ("check_sample_weights_list", "check_sample_weight_equivalence_on_dense_data",
+                      "check_sample_weight_equivalence_on_sparse_data")
+    },
+    "PoissonRegression": {},
+}
+
+
+def expected_failed_checks(estimator):
+    """{check name: reason} of the scikit-learn common checks ``estimator`` is known to fail (for
+    ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``)."""
+    return dict(EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {}))
+
+
+def column_y(y):
+    """``y`` of shape (n, 1) as (n,), with scikit-learn's DataConversionWarning; anything else unchanged."""
+    shape = getattr(y, "shape", None)
+    if shape is None and y is not None:
+        y = np.asarray(y)
+        shape = y.shape
+    if shape is not None and len(shape) == 2 and shape[1] == 1:
+        try:
+            from sklearn.exceptions import DataConversionWarning as category
+        except ImportError:
+            category = UserWarning
+        warnings.warn("A column-vector y was passed when a 1d array was expected: it is read as y.ravel().",
+                      category, stacklevel=3)
+        return y[:, 0]
+    return y

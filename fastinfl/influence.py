@@ -533,15 +533,16 @@ class Influence:
         m = test.n_samples
         per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
         batches = self._batches(m, per_item)
+        test_index = _frame_index(X_test)
         if len(batches) == 1:  # the usual case (a request's few points): the operator's arrays as they are
-            return self._op.top_k(self._curv, self._s_test(test, None), k)
+            return self._op.top_k(self._curv, self._s_test(test, None), k).with_index(self._train_index, test_index)
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
                    np.empty((m, k)))
         for begin, end in batches:
             S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part
-        return out
+        return out.with_index(self._train_index, test_index)
 
     def params_change(self, train_idx=None):
         """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""

@@ -14,7 +14,7 @@ import scipy.linalg
 import scipy.special
 
 from ._config import NEWTON_DIRECT_MAX_P
-from ._estimator import Estimator, check_sample_weight
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from ._validation import check_class_labels, check_scalar, check_vector, check_X, is_dask_array, is_sparse
 from .exceptions import ConvergenceError
 from .losses import LOSSES
@@ -145,6 +145,8 @@ class MarginModel(Estimator):
         ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU.
         """
         self._set_features(X)
+        require_y(y, self)
+        y = column_y(y)
         return self._fit(X, y, sample_weight, init_params, device)
 
     def _fit(self, X, y, sample_weight=None, init_params=None, device=None):
@@ -280,8 +282,8 @@ class MarginModel(Estimator):
         self._check_features(X)
         return self.operator(X)
 
-    def decision_function(self, X):
-        """(n,) margins z_i = x_i . coef_ + intercept_."""
+    def linear_predictor(self, X):
+        """(n,) margins z_i = x_i . coef_ + intercept_ (the linear predictor; its mean is ``loss``'s mu(z))."""
         return self._checked(X).margins(self.coef_, self.intercept_)
 
     def losses(self, X, y):
@@ -415,17 +417,28 @@ class LogisticRegression(MarginModel):
         self._set_features(X)
         if not (is_sparse(X) or is_dask_array(X) or hasattr(X, "__cuda_array_interface__")):
             X = check_X(X, "X")  # X's errors first, as for every model
-        n = _n_rows(X)
-        if y is None:
-            raise ValueError("y is required: LogisticRegression is a classifier, fitted on labels.")
+        require_y(y, self)
+        n = _n_rows(y) if is_dask_array(X) else _n_rows(X)  # dask X: the operator checks the rows agree
+        y = column_y(y)
         if _is_continuous(y):
             raise ValueError("Unknown label type: continuous. y must hold class labels (integers, strings, "
                              "booleans), not real values: for counts use fastinfl.PoissonRegression.")
-        codes, classes = check_class_labels(y, n, None, "y")
-        if classes.shape[0] == 2:
-            self.classes_ = classes
-            self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
-            return self
+        if is_dask_array(y):  # the classes by a reduction; the labels stay where they are
+            classes = _dask_classes(y)
+            if classes is None or (classes.shape[0] <= 2 and np.isin(classes, (0, 1)).all()):
+                self.classes_ = np.array([0, 1]) if classes is None else _two_classes(classes)
+                self._fit(X, y, sample_weight, init_params, device)  # validated by the dask operator
+                return self
+            if classes.shape[0] == 2:
+                self.classes_ = classes
+                self._fit(X, (y == classes[1]).astype(np.float64), sample_weight, init_params, device)
+                return self
+        else:
+            codes, classes = check_class_labels(y, n, None, "y")
+            if classes.shape[0] == 2:
+                self.classes_ = classes
+                self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
+                return self
         from .multinomial import MultinomialLogisticRegression
 
         if sample_weight is not None:
@@ -436,7 +449,7 @@ class LogisticRegression(MarginModel):
                              "(the multinomial passes run on the CPU).")
         l2, tol, max_iter = self._hyper()
         softmax = MultinomialLogisticRegression(l2=l2, fit_intercept=self.fit_intercept, tol=tol,
-                                                max_iter=max_iter).fit(X, codes, init_params=init_params)
+                                                max_iter=max_iter).fit(X, y, init_params=init_params)
         self.classes_ = classes
         self.l2_ = l2
         self.coef_, self.intercept_ = softmax.coef_, softmax.intercept_
@@ -620,9 +633,12 @@ class LogisticRegression(MarginModel):
             return None
         self.check_fitted()
         classes = self.classes_
-        if classes.dtype.kind in "iuf" and classes.shape == (2,) and classes[0] == 0 and classes[1] == 1:
-            return y  # 0/1 already: validated by the operator (dask labels stay lazy)
+        zero_one = classes.dtype.kind in "iufb" and classes.shape == (2,) and classes[0] == 0 and classes[1] == 1
+        if zero_one and is_dask_array(y):
+            return y  # validated by the dask operator, lazily
         arr = np.asarray(y)
+        if zero_one and arr.dtype.kind in "biuf":
+            return y  # 0/1 already: validated by the operator
         n = arr.shape[0] if arr.ndim else 0
         codes = check_class_labels(arr, n, classes, name)[0]
         return codes.astype(np.float64) if classes.shape[0] == 2 else codes
@@ -688,6 +704,19 @@ def _n_rows(X):
         return len(X)
     except TypeError:
         raise ValueError(f"X must be a 2-D array (n_samples, n_features); got {type(X).__name__}.") from None
+
+
+def _dask_classes(y):
+    """The sorted distinct labels of a dask y (one reduction), or None when some are not finite numbers
+    (the dask operator's validation then names the first bad row)."""
+    import dask.array as da
+
+    classes = np.asarray(da.unique(y).compute())
+    if classes.dtype.kind == "f" and not np.isfinite(classes).all():
+        return None
+    if classes.shape[0] < 2:
+        raise ValueError(f"y holds only one class ({classes.tolist()}): a classifier needs at least two.")
+    return classes
 
 
 def _two_classes(classes):

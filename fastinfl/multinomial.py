@@ -6,7 +6,7 @@ import scipy.linalg
 from ._config import NEWTON_DIRECT_MAX_P
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from ._estimator import Estimator, check_sample_weight
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from .model import _not_fitted, ridge_diagonal, split_pipeline
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step
@@ -99,6 +99,8 @@ class MultinomialLogisticRegression(Estimator):
         """
         l2, tol, max_iter = self._hyper()
         self._set_features(X)
+        require_y(y, self)
+        y = column_y(y)
         X = prepare_X(X, "X")
         s = check_sample_weight(sample_weight, X.shape[0])
         if s is not None and np.any(s != 1.0):
