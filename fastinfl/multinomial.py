@@ -4,9 +4,9 @@ import numpy as np
 import scipy.linalg
 
 from ._config import NEWTON_DIRECT_MAX_P
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from .model import _not_fitted, ridge_diagonal, split_pipeline
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step

@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse
+from problems import make_problem
 
 import fastinfl
 from fastinfl._estimator import expected_failed_checks
-from problems import make_problem
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
@@ -21,7 +21,6 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
-
 
 with warnings.catch_warnings():  # "does not inherit from BaseEstimator": by design, import fastinfl needs no sklearn
     warnings.simplefilter("ignore", UserWarning)
@@ -231,3 +230,16 @@ def test_y_test_none_means_the_predicted_label():
     pois = fastinfl.Influence(fastinfl.PoissonRegression().fit(X, counts), X, counts)
     with pytest.raises(ValueError, match="y_test is required with X_test for a PoissonRegression"):
         pois.influence(X[:2], None)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_state_files_keep_the_labels(tmp_path, n_classes):
+    rng = np.random.default_rng(n_classes)
+    X = rng.standard_normal((90, 3))
+    y = np.array(["apple", "kiwi", "pear"])[:n_classes][rng.integers(0, n_classes, 90)]
+    inf = fastinfl.Influence(fastinfl.LogisticRegression(C=3.0).fit(X, y), X, y)
+    before = inf.influence(X[:3], None)  # forms the factor, saved with the state
+    back = fastinfl.Influence.load(inf.save(tmp_path / "state.npz"), X, y)
+    assert type(back.model) is fastinfl.LogisticRegression and back.model.classes_.tolist() == sorted(set(y))
+    np.testing.assert_allclose(back.influence(X[:3], None), before, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(back.model.predict(X), inf.model.predict(X))
