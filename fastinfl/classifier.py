@@ -79,7 +79,7 @@ class LogisticRegression(MarginModel):
     -----
     ``sample_weight`` multiplies each row's loss (as scikit-learn's); influence
     quantities then concern removing a whole weighted row (its term s_i loss_i);
-    weights are supported for two classes on in-memory data (NumPy, scipy.sparse).
+    weights are supported on in-memory data (NumPy, scipy.sparse).
 
     Examples
     --------
@@ -117,7 +117,7 @@ class LogisticRegression(MarginModel):
         X : array-like (n, d), scipy.sparse, dask array or DataFrame
         y : array-like (n,), labels of any type (at least two distinct)
         sample_weight : array-like (n,) of weights >= 0, optional
-            Each row's loss is multiplied by its weight (two classes, in-memory data).
+            Each row's loss is multiplied by its weight (in-memory data: NumPy, scipy.sparse).
         init_params : array-like (p,) or (K p,), optional
             Warm start (as ``params_``).
         device : {None, "cpu", "cuda"}
@@ -149,15 +149,12 @@ class LogisticRegression(MarginModel):
                 self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
                 return self
 
-        if sample_weight is not None:
-            raise ValueError(f"sample_weight is supported for two classes; y holds {classes.shape[0]} "
-                             "(the multinomial model's passes take no row weights yet).")
         if device not in (None, "cpu"):
             raise ValueError(f"device={device!r} is available for two classes; y holds {classes.shape[0]} "
                              "(the multinomial passes run on the CPU).")
         l2, tol, max_iter = self._hyper()
         softmax = MultinomialLogisticRegression(l2=l2, fit_intercept=self.fit_intercept, tol=tol,
-                                                max_iter=max_iter).fit(X, y, init_params=init_params)
+                                                max_iter=max_iter).fit(X, y, sample_weight, init_params)
         self.classes_ = classes
         self.l2_ = l2
         self.coef_, self.intercept_ = softmax.coef_, softmax.intercept_
@@ -394,9 +391,7 @@ class LogisticRegression(MarginModel):
     def objective(self, X, y, sample_weight=None):
         """F(theta) = sum_i s_i loss_i + l2/2 ||coef||^2 on (X, y)."""
         if self.multinomial:
-            if sample_weight is not None:
-                raise ValueError("sample_weight is supported for two classes.")
-            return self.softmax().objective(X, y)
+            return self.softmax().objective(X, y, sample_weight)
         return super().objective(X, y, sample_weight)
 
 

@@ -80,7 +80,7 @@ class Influence:
         DataFrame's row labels are kept for :meth:`TopK.to_frame`
     y_train : array-like (n,), the model's labels (a classifier's ``classes_``: any type) or counts
     sample_weight : array-like (n,) of weights >= 0, optional
-        The weights the model was fitted with (two classes and Poisson, in-memory data): H and
+        The weights the model was fitted with (NumPy or scipy.sparse training data): H and
         every gradient are of sum_i s_i loss_i, and each quantity concerns removing a whole
         weighted row (its term s_i loss_i; an integer weight counts as that many copies, removed
         together). The derivative with respect to the weight s_i is influence / s_i, with the
@@ -170,16 +170,14 @@ class Influence:
             if device not in (None, "cpu"):
                 raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
                                  "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
-            if sample_weight is not None:
-                raise ValueError("sample_weight is supported for two classes (the multinomial passes take no "
-                                 "row weights yet).")
         else:
             check_fitted_model(model)
         self.model = model
         self._train_index = _frame_index(X_train)
         if self._multi:
             self._op = model.operator(X_train, y_train, "X_train")
-            self.sample_weight = None
+            self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
+            check_weighted_data(self._op, self.sample_weight)
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -213,9 +211,14 @@ class Influence:
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
         if self._multi:
             if _state is None:
-                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+                s = self.sample_weight
+                if s is None:
+                    _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+                else:
+                    _, grad, _, z = _multiclass.weighted_objective_gradient(self._op, self._coef, self._intercept,
+                                                                            model.l2_, s)
                 self.grad_norm_ = float(np.linalg.norm(grad))
-                self._curv = self._op.curvature(z)
+                self._curv = weighted(self._op.curvature(z), s)
             else:
                 self.grad_norm_, self._curv = _state.restore_curvature(self._op)
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(

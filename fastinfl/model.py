@@ -52,15 +52,23 @@ def weighted_objective_gradient(op, coef, intercept, l2, sample_weight):
 
 
 def weighted(curv, sample_weight):
-    """The :class:`Curvature` of the weighted objective: residuals and weights times s_i (None: ``curv``)."""
+    """The :class:`Curvature` of the weighted objective sum_i s_i loss_i (None: ``curv`` itself).
+
+    One margin: residuals and weights times s_i. Softmax: residuals times s_i, probabilities times
+    sqrt(s_i): every curvature block is formed as diag(pi (sum pi)) - pi pi^T (kernels/multinomial.py),
+    which is then s_i W_i.
+    """
     if sample_weight is None:
         return curv
-    return Curvature(np.asarray(curv.residuals) * sample_weight, np.asarray(curv.weights) * sample_weight)
+    r, w = np.asarray(curv.residuals), np.asarray(curv.weights)
+    if r.ndim == 2:
+        return Curvature(r * sample_weight[:, None], w * np.sqrt(sample_weight)[:, None])
+    return Curvature(r * sample_weight, w * sample_weight)
 
 
 def check_weighted_data(op, sample_weight):
     """Raise ValueError when ``sample_weight`` is given for data whose passes cannot take it (Dask, CUDA)."""
-    if sample_weight is not None and getattr(op, "kind", "dense") not in ("dense", "csr"):
+    if sample_weight is not None and getattr(op, "kind", "dense").split("-")[0] not in ("dense", "csr"):
         raise ValueError(f"sample_weight is supported for in-memory data (NumPy arrays, scipy.sparse); "
                          f"X is {op.kind} data. Fit without weights, or on the data in memory.")
 
