@@ -106,8 +106,8 @@ class Influence:
         memory; batches are sized so that their working arrays stay below it.
     device : {None, "cpu", "cuda"}
         "cuda": the training rows live on the GPU and every pass over them runs
-        as Numba CUDA kernels (optional extra ``cuda``: ``pip install
-        fastinfl[cuda]``); NumPy X_train is moved once, CuPy / Numba device
+        as Numba CUDA kernels (optional extra ``cuda``: from a checkout,
+        ``pip install '.[cuda]'``); NumPy X_train is moved once, CuPy / Numba device
         arrays are used in place (None picks "cuda" for them). Results are NumPy.
 
     Attributes

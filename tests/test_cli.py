@@ -269,7 +269,7 @@ def test_plot_without_matplotlib(data):
                 cmd=CLI_NO_MPL)
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("fastinfl: error: --plot needs matplotlib: pip install matplotlib "
-                                   "(or 'fastinfl[plot]').")
+                                   "(or, from a fastinfl checkout, pip install '.[plot]').")
     assert not (folder / "never.csv").exists()  # stopped before any work
 
 

@@ -219,7 +219,7 @@ def check_run_args(parser, args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install matplotlib "
-                               "(or 'fastinfl[plot]').") from None
+                               "(or, from a fastinfl checkout, pip install '.[plot]').") from None
 
 
 def _importable(name):

@@ -137,7 +137,7 @@ def robustness(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install matplotlib "
-                               "(or 'fastinfl[plot]').") from None
+                               "(or, from a fastinfl checkout, pip install '.[plot]').") from None
     if args.label_col and not args.train.lower().endswith(".csv"):
         raise CommandError("--label goes with .csv files.")
     train = load_dataset(args.train, args.label_col)
