@@ -5,7 +5,9 @@ Layout (a zip of ``.npy`` members, as ``numpy.savez`` writes; read without pickl
 - ``header``: UTF-8 JSON as a uint8 array: ``format`` ("fastinfl.influence"),
   ``version`` (FORMAT_VERSION), the fastinfl version that wrote it, the model's
   hyper-parameters, the solver settings and the training-data ``fingerprint``;
-- ``coef`` (d,), ``intercept`` (1,): the parameters theta (binary model);
+- ``coef`` (d,), ``intercept`` (1,): the parameters theta (binary model); ``classes`` (2,),
+  optional: a binary model's ``classes_`` when it has them (its labels, strings included; absent:
+  0 and 1, and a model without the attribute);
 - ``ridge`` (p,): the diagonal added to sum_i w_i x~_i x~_i^T;
 - ``cholesky`` (p, p), lower triangular, when the direct solver has factored H.
 
@@ -142,7 +144,7 @@ def save(inf, path, check="full"):
         "intercept": np.atleast_1d(np.asarray(intercept, np.float64)),
         "ridge": inf.hessian_operator.ridge,
     }
-    if getattr(op, "multiclass", False):
+    if getattr(op, "multiclass", False) or getattr(model, "classes_", None) is not None:
         arrays["classes"] = _plain_classes(model.classes_)
     for solver in inf.solvers:
         chol = getattr(getattr(solver, "inner", solver), "factor_", None)
@@ -388,7 +390,8 @@ def read(path, n_features, n_classes_max=2):
         p = d + int(m["fit_intercept"])
         multi = m["class"] == "MultinomialLogisticRegression"
         arrays = {}
-        allowed = {"header", "coef", "intercept", "ridge", "cholesky"} | ({"classes"} if multi else set())
+        binary = m["class"] == "LogisticRegression"  # may hold its classes_ (2,), optionally
+        allowed = {"header", "coef", "intercept", "ridge", "cholesky"} | ({"classes"} if multi or binary else set())
         names = {name[:-4] if name.endswith(".npy") else name for name in zf.namelist()}
         unknown = names - allowed
         if unknown:
@@ -408,6 +411,10 @@ def read(path, n_features, n_classes_max=2):
             arrays["coef"] = _read_member(zf, path, "coef", (K, d), "f")
         else:
             K = 1
+            if "classes" in names:
+                arrays["classes"] = _read_member(zf, path, "classes", (2,), "biufUS", MAX_LABEL_BYTES)
+                if arrays["classes"][0] == arrays["classes"][1]:
+                    _fail(path, "member 'classes' holds the same label twice.")
             arrays["coef"] = _read_member(zf, path, "coef", (d,), "f")
         arrays["intercept"] = _read_member(zf, path, "intercept", (K,), "f")
         arrays["ridge"] = _read_member(zf, path, "ridge", (K * p,), "f")
@@ -510,6 +517,8 @@ def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
             one_margin = {"LogisticRegression": LogisticRegression, "PoissonRegression": PoissonRegression}
             model = one_margin[m["class"]].from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
                                                        fit_intercept=m["fit_intercept"])
+            if "classes" in arrays:  # a binary model's labels (classes_), when it had them
+                model.classes_ = arrays["classes"]
     except StateError:
         raise
     except ValueError as exc:
