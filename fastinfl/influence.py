@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from ._config import AUTO_DIRECT_MAX_P, DEFAULT_MEMORY_LIMIT, GROUP_CHANGE_ERROR, TOP_K_BLOCK_BYTES, TOP_K_HEAP_BYTES
+from ._memory import direct_shortfall, hessian_passes
 from ._validation import (
     check_bool,
     check_choice,
@@ -54,11 +55,15 @@ class Influence:
     y_train : array-like (n,), labels 0/1 (bool accepted)
     solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
-        sides. "cg": batched conjugate gradient on Hessian-vector products,
+        sides; a ValueError with the GiB it needs and has when the dense H does
+        not fit ``memory_limit`` or its factorisation (3 copies) the machine's
+        available memory. "cg": batched conjugate gradient on Hessian-vector products,
         every right-hand side of a batch advanced together and converging on
         its own (with ``preconditioner``: preconditioned CG). "auto": direct
-        while p <= AUTO_DIRECT_MAX_P (H is formed once and reused by every later
-        call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
+        while forming H costs at most AUTO_DIRECT_MAX_P passes over X (dense X:
+        p <= AUTO_DIRECT_MAX_P; sparse X: mean nonzeros per row, weighted by
+        row) and it fits in memory as for "direct" (H is formed once and reused
+        by every later call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
         recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
         "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
         (Schioppa et al. 2022), an approximation (README, "Solvers").
@@ -167,6 +172,12 @@ class Influence:
         self.lissa_batch_size = check_scalar(lissa_batch_size, "lissa_batch_size", integer=True, min_value=1,
                                              allow_none=True)
         self.seed = check_scalar(seed, "seed", integer=True)
+        self._hessian_passes = hessian_passes(X_train, self.n_params)
+        if self.solver == "direct":
+            short = direct_shortfall(self.n_params, self.memory_limit)
+            if short is not None:
+                raise ValueError(f"solver='direct': {short}. Use solver='cg' (or 'auto'), which needs only "
+                                 "Hessian-vector products, or raise memory_limit where the machine has the memory.")
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
@@ -257,10 +268,12 @@ class Influence:
 
     @property
     def _use_direct(self):
-        """Direct when asked; under "auto" while p <= AUTO_DIRECT_MAX_P and H fits memory_limit."""
+        """Direct when asked; under "auto" while forming H costs at most AUTO_DIRECT_MAX_P passes over X
+        (dense: p <= AUTO_DIRECT_MAX_P) and H fits in memory (_memory.direct_shortfall)."""
         if self.solver != "auto":
             return self.solver == "direct"
-        return self.n_params <= AUTO_DIRECT_MAX_P and 8 * self.n_params**2 <= self.memory_limit
+        return (self._hessian_passes <= AUTO_DIRECT_MAX_P
+                and direct_shortfall(self.n_params, self.memory_limit) is None)
 
     @property
     def n_samples(self):
