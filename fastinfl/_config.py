@@ -80,9 +80,9 @@ CSR_HVP_MERGE_RATIO = 8
 # mean nonzeros per row weighted by row, times K classes) and it fits in memory (_memory.py: H within
 # memory_limit, its factorisation within the machine's available memory). CG on HVPs otherwise.
 AUTO_DIRECT_MAX_P = 2000
-# Dense (P, P) arrays alive at the peak of the direct solver's factorisation: H, its Cholesky factor,
-# and |H| for the condition estimate (solvers.Direct.factor).
-DIRECT_PEAK_COPIES = 3
+# Dense (P, P) arrays alive at the peak of the direct solver's factorisation: H and its Cholesky factor
+# (solvers.Direct.factor; the condition estimate's |H| is summed a block of rows at a time).
+DIRECT_PEAK_COPIES = 2
 # LogisticRegression.fit: Newton steps by Cholesky up to this many parameters, above by truncated CG
 # on HVPs (Newton-CG) with at most NEWTON_CG_MAX_ITER inner iterations per step. A cost threshold,
 # not a memory one: every Newton step forms and factors H anew (p^3 / 3 flops a step), where

@@ -1,8 +1,7 @@
 """Memory this process can still use, and whether the direct solver's dense Hessian fits in it.
 
 The direct solver forms H as a dense (P, P) float64 matrix and factors it: it needs 8 P^2 bytes
-to keep, and DIRECT_PEAK_COPIES times that while factoring (H, the Cholesky factor, and the
-absolute values summed for the condition estimate). Whether that fits is decided from the user's
+to keep, and DIRECT_PEAK_COPIES times that while factoring (H and its Cholesky factor). Whether that fits is decided from the user's
 ``memory_limit`` (H itself, as for every other result) and from the memory the machine has
 available now (the peak), never from a fixed parameter count.
 """

@@ -56,7 +56,7 @@ class Influence:
     solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
         sides; a ValueError with the GiB it needs and has when the dense H does
-        not fit ``memory_limit`` or its factorisation (3 copies) the machine's
+        not fit ``memory_limit`` or its factorisation (2 copies) the machine's
         available memory. "cg": batched conjugate gradient on Hessian-vector products,
         every right-hand side of a batch advanced together and converging on
         its own (with ``preconditioner``: preconditioned CG). "auto": direct

@@ -40,9 +40,9 @@ def test_auto_takes_cg_when_h_does_not_fit(text_like, monkeypatch):
     model, X, y = text_like
     p = model.n_features_ + 1
     assert not fastinfl.Influence(model, X, y, memory_limit=8 * p * p - 1).uses_direct
-    monkeypatch.setattr(memory, "available_memory", lambda: 3 * 8 * p * p - 1)  # the factorisation's peak
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 8 * p * p - 1)  # the factorisation's peak
     assert not fastinfl.Influence(model, X, y).uses_direct
-    monkeypatch.setattr(memory, "available_memory", lambda: 3 * 8 * p * p)
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 8 * p * p)
     assert fastinfl.Influence(model, X, y).uses_direct
 
 
@@ -73,10 +73,10 @@ def test_direct_beyond_memory_limit_is_a_clear_error(text_like):
 
 def test_direct_beyond_the_machine_is_a_clear_error(text_like, monkeypatch):
     model, X, y = text_like
-    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 27)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 26)
     with pytest.raises(ValueError, match=r"solver='direct': forming and factoring the dense Hessian of 3,001 "
-                                         r"parameters needs 0\.201 GiB \(3 x 0\.0671 GiB\), and this machine has "
-                                         r"0\.125 GiB available"):
+                                         r"parameters needs 0\.134 GiB \(2 x 0\.0671 GiB\), and this machine has "
+                                         r"0\.0625 GiB available"):
         fastinfl.Influence(model, X, y, solver="direct")
 
 
