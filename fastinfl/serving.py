@@ -556,7 +556,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
             raise bad()
         return arr
 
-    classes = model_classes(inf.model)
+    classes = model_classes(getattr(inf, "model", None))
     codes = {_label_key(c): j for j, c in enumerate(classes.tolist())}
     shown = ", ".join(json.dumps(c) for c in classes[:10].tolist()) + (", ..." if len(classes) > 10 else "")
 
@@ -582,7 +582,8 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
             raise _Error(422, f"y holds {_short(bad)}, which is not one of the model's classes ({shown})") from None
         label_values = classes[idx]
         # the library takes 0/1 for a binary model without classes_, else labels mapped through classes_
-        return (idx.astype(np.float64) if getattr(inf.model, "classes_", None) is None else label_values), label_values
+        binary01 = getattr(getattr(inf, "model", None), "classes_", None) is None
+        return (idx.astype(np.float64) if binary01 else label_values), label_values
 
     def check_result(count, what):
         if count > max_result:
@@ -618,7 +619,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
         if 1 <= k <= inf.n_samples:  # else the library's message says what k may be
             check_result(4 * X.shape[0] * k, "top-k lists")
         y, shown_y = labels(body, X)
-        return submit("top_k", X, y, k), lambda top: {"y": shown_y, **top._asdict()}
+        return submit("top_k", X, y, k), lambda top: {**top._asdict(), "y": shown_y}
 
     def start_influence(raw):
         body = parse(raw)
@@ -626,7 +627,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
         idx = train_idx(body)
         check_result(X.shape[0] * (inf.n_samples if idx is None else idx.shape[0]), "influence matrix")
         y, shown_y = labels(body, X)
-        return submit("influence", X, y, idx), lambda out: {"y": shown_y, "influence": out}
+        return submit("influence", X, y, idx), lambda out: {"influence": out, "y": shown_y}
 
     def start_self_influence(raw):
         idx = train_idx(parse(raw))
