@@ -249,3 +249,8 @@ def test_bench_without_scikit_learn_works_or_names_the_extra(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "hvp" in proc.stdout
+
+
+def test_chunks_of_cg_solves_hold_at_least_32_rows():
+    parts = chunks(377, minimum=32)
+    assert len(parts) == 12 and all(hi - lo <= 32 for lo, hi in parts) and parts[-1][1] == 377

@@ -32,7 +32,9 @@ def _self_influence(args, inf, train, y_shown):
     n = y_train.shape[0]
     values = np.empty(n)
     with progress("self-influence", total=n, enabled=not args.quiet) as bar:
-        for lo, hi in chunks(n):  # about 50 steps: a few hundred rows solved by CG move the bar too
+        # about 50 steps, so that a few hundred rows move the bar too; CG solves a chunk's rows in one batch
+        # (one pass over X per iteration for all of them): chunks of at least 32 rows keep those passes few
+        for lo, hi in chunks(n, minimum=1 if inf.uses_direct else 32):
             values[lo:hi] = inf.self_influence(np.arange(lo, hi))
             bar.update(hi - lo)
     count = n if args.self_k == 0 else min(args.self_k, n)
