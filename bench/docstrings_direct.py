@@ -120,8 +120,8 @@ def main(argv=None):
         results[solver] = top
         extra = f" (CG iterations max {int(np.max(inf.cg_n_iter_))})" if inf.solver_.name == "cg" else ""
         rows.append((label + extra, best))
-    same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results["cg"].harmful_idx,
-                                                                  results["direct"].harmful_idx)])
+    same = np.mean([len(set(a) & set(b)) / args.k
+                    for a, b in zip(results["cg"].harmful_idx, results["direct"].harmful_idx, strict=True)])
     gap = float(np.max(np.abs(results["cg"].harmful - results["direct"].harmful))
                 / np.max(np.abs(results["direct"].harmful)))
 

@@ -1,9 +1,9 @@
 """Memory this process can still use, and whether the direct solver's dense Hessian fits in it.
 
 The direct solver forms H as a dense (P, P) float64 matrix and factors it: it needs 8 P^2 bytes
-to keep, and DIRECT_PEAK_COPIES times that while factoring (H and its Cholesky factor). Whether that fits is decided from the user's
-``memory_limit`` (H itself, as for every other result) and from the memory the machine has
-available now (the peak), never from a fixed parameter count.
+to keep, and DIRECT_PEAK_COPIES times that while factoring (H and its Cholesky factor). Whether
+that fits is decided from the user's ``memory_limit`` (H itself, as for every other result) and
+from the memory the machine has available now (the peak), never from a fixed parameter count.
 """
 
 import os
@@ -67,9 +67,9 @@ def direct_shortfall(n_params, memory_limit, available=None):
                 f"memory_limit={memory_limit / GIB:.3g} GiB")
     available = available_memory() if available is None else available
     if available is not None and peak > available:
-        return (f"forming and factoring the dense Hessian of {n_params:,} parameters needs {peak / GIB:.3g} GiB "
-                f"({DIRECT_PEAK_COPIES} x {held / GIB:.3g} GiB), and this machine has {available / GIB:.3g} GiB "
-                "available")
+        return (f"forming and factoring the dense Hessian of {n_params:,} parameters needs "
+                f"{peak / GIB:.3g} GiB ({DIRECT_PEAK_COPIES} x {held / GIB:.3g} GiB), and this machine has "
+                f"{available / GIB:.3g} GiB available")
     return None
 
 

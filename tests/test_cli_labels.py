@@ -46,7 +46,7 @@ def affairs(tmp_path_factory):
     children = rng.integers(0, 2, n)
     occ = rng.choice(OCCUPATIONS, n)
     header = ["age", "years_married", "had_affair", "rating", "children", "occupation"]
-    rows = [[f"{a:.6f}", f"{b:.6f}", h, f"{c:.6f}", ch, o] for (a, b, c), h, ch, o in zip(X, had, children, occ)]
+    rows = [[f"{a:.6f}", f"{b:.6f}", h, f"{c:.6f}", ch, o] for (a, b, c), h, ch, o in zip(X, had, children, occ, strict=True)]
     _write(d / "train.csv", header, rows[:100])
     _write(d / "test.csv", header, rows[100:])
     return d, X, had, children, occ
@@ -126,8 +126,8 @@ def test_text_labels_for_a_binary_model(tmp_path, capsys):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((50, 2))
     y = np.where(X[:, 0] + rng.standard_normal(50) > 0, "yes", "no")
-    _write(tmp_path / "train.csv", ["a", "b", "answer"], [[*r, v] for r, v in zip(X[:40], y[:40])])
-    _write(tmp_path / "test.csv", ["a", "b", "answer"], [[*r, v] for r, v in zip(X[40:], y[40:])])
+    _write(tmp_path / "train.csv", ["a", "b", "answer"], [[*r, v] for r, v in zip(X[:40], y[:40], strict=True)])
+    _write(tmp_path / "test.csv", ["a", "b", "answer"], [[*r, v] for r, v in zip(X[40:], y[40:], strict=True)])
     status, out, err = _main(["run", tmp_path / "train.csv", tmp_path / "test.csv", "--k", "1", "--quiet"], capsys)
     assert status == 0, err
     assert {r["test_label"] for r in csv.DictReader(io.StringIO(out))} <= {"yes", "no"}
@@ -138,7 +138,7 @@ def test_a_test_file_without_labels_explains_the_predicted_label(affairs, kind, 
     d, X, had, children, occ = affairs
     Xtr, Xte = X[:100], X[100:]
     if kind == "csv":
-        _write(tmp_path / "train.csv", ["a", "b", "c", "y"], [[*r, v] for r, v in zip(Xtr, had[:100])])
+        _write(tmp_path / "train.csv", ["a", "b", "c", "y"], [[*r, v] for r, v in zip(Xtr, had[:100], strict=True)])
         _write(tmp_path / "test.csv", ["a", "b", "c"], Xte.tolist())
     elif kind == "npz":
         np.savez(tmp_path / "train.npz", X=Xtr, y=had[:100])
@@ -171,7 +171,7 @@ def test_quiet_prints_nothing_but_errors(tmp_path, capsys):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((40, 2))
     y = np.where(X[:, 0] > 0, "b", "a")
-    rows = [[i, *r, v] for i, (r, v) in enumerate(zip(X, y))]
+    rows = [[i, *r, v] for i, (r, v) in enumerate(zip(X, y, strict=True))]
     for name, part in (("train.csv", rows[:30]), ("test.csv", rows[30:])):
         with open(tmp_path / name, "w") as f:
             f.write(";x1;x2;y\n" + "".join(";".join(map(str, r)) + "\n" for r in part))
@@ -198,7 +198,7 @@ def test_chunks_move_a_bar_in_about_fifty_steps():
     for n in (1, 7, 377, 4096, 6366, 10**6):
         parts = chunks(n)
         assert parts[0][0] == 0 and parts[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
         assert len(parts) == min(n, 50) or 40 <= len(parts) <= 50, (n, len(parts))
 
 

@@ -373,7 +373,7 @@ def test_labels_are_the_models_own_values_and_omitted_means_predicted(tmp_path):
         got = r.json()
         assert got["y"] == ["a", "c", "b"]
         _assert_top_k_equal([np.array(got[f], dtype=np.asarray(v).dtype) for f, v in
-                             zip(fastinfl.TopK._fields, inf.top_k(Xt, np.array(["a", "c", "b"]), 3))],
+                             zip(fastinfl.TopK._fields, inf.top_k(Xt, np.array(["a", "c", "b"]), 3), strict=True)],
                             inf.top_k(Xt, np.array(["a", "c", "b"]), 3))
         pred = model.predict(Xt)
         for body in ({"X": Xt.tolist(), "k": 3}, {"X": Xt.tolist(), "y": None, "k": 3}):
