@@ -272,8 +272,11 @@ class Influence:
         (dense: p <= AUTO_DIRECT_MAX_P) and H fits in memory (_memory.direct_shortfall)."""
         if self.solver != "auto":
             return self.solver == "direct"
-        return (self._hessian_passes <= AUTO_DIRECT_MAX_P
-                and direct_shortfall(self.n_params, self.memory_limit) is None)
+        # decided once per memory_limit (it reads the machine's available memory): every solve asks
+        if getattr(self, "_auto_direct", (None,))[0] != self.memory_limit:
+            self._auto_direct = (self.memory_limit, self._hessian_passes <= AUTO_DIRECT_MAX_P
+                                 and direct_shortfall(self.n_params, self.memory_limit) is None)
+        return self._auto_direct[1]
 
     @property
     def n_samples(self):
