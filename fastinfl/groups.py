@@ -157,7 +157,7 @@ def _woodbury_multinomial(inf, A, R, Pi):
         W = np.zeros((s, K, s, K))
         i = np.arange(s)
         W[i, :, i, :] = -pi[:, :, None] * pi[:, None, :]
-        W[i, np.arange(K)[:, None], i, np.arange(K)[:, None]] += pi.T
+        W[i, np.arange(K)[:, None], i, np.arange(K)[:, None]] += (pi * pi.sum(axis=1, keepdims=True)).T
         W = W.reshape(s * K, s * K)
         r_hat = np.linalg.solve(np.eye(s * K) - W @ Q, r.reshape(-1))
         out.append(S_g.T @ r_hat)
@@ -174,7 +174,7 @@ def _more_steps(inf, idx, A, delta, count, direct):
     from .model import objective_gradient
     from .multinomial import objective_gradient as mn_objective_gradient
 
-    op, l2 = inf.operator, inf.model.l2
+    op, l2 = inf.operator, inf.model.l2_
     coef, intercept = inf.params
     d = op.n_features
     multi = getattr(op, "multiclass", False)

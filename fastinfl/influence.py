@@ -7,8 +7,17 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ._config import (AUTO_DIRECT_MAX_P, DEFAULT_MEMORY_LIMIT, FIT_ERROR_SAMPLE_ROWS, GROUP_CHANGE_ERROR,
-                      TOP_K_BLOCK_BYTES, TOP_K_HEAP_BYTES)
+from . import _multiclass
+from ._config import (
+    AUTO_DIRECT_MAX_P,
+    DEFAULT_MEMORY_LIMIT,
+    FIT_ERROR_SAMPLE_ROWS,
+    GROUP_CHANGE_ERROR,
+    TOP_K_BLOCK_BYTES,
+    TOP_K_HEAP_BYTES,
+)
+from ._estimator import check_sample_weight
+from ._memory import direct_shortfall, hessian_passes
 from ._validation import (
     check_bool,
     check_choice,
@@ -17,11 +26,19 @@ from ._validation import (
     check_scalar,
     check_vectors,
 )
-from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import group_steps
 from .losses import LOSSES as MARGIN_LOSSES
-from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
+from .model import (
+    check_fitted_model,
+    check_weighted_data,
+    is_multinomial,
+    objective_gradient,
+    penalised,
+    ridge_diagonal,
+    weighted,
+    weighted_objective_gradient,
+)
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, SOLVERS, Direct, Verified, batches, solve_bytes
@@ -33,8 +50,18 @@ LOSSES = ("exact", "linear")
 __all__ = ["Influence", "TopK", "SOLVERS", "CORRECTIONS", "AUTO_DIRECT_MAX_P", "DEFAULT_MEMORY_LIMIT"]
 
 
+def _frame_index(X):
+    """The row labels of a pandas DataFrame (its ``index``), else None."""
+    return X.index if hasattr(X, "iloc") and hasattr(X, "index") else None
+
+
 class Influence:
     """Influence of the training points of ``model`` on test losses and parameters.
+
+    Test labels: every quantity takes ``y_test``, the test points' labels in the model's
+    own values; ``y_test=None`` means the label the model predicts (the most probable
+    class) for each test point: "which training points made the model say this?"
+    before any label exists (classifiers; a Poisson model needs observed counts).
 
     Conventions (design contract): H = hess F(theta) + damping * I with F the
     sum of log-losses plus l2/2 ||coef||^2; g(z) the per-example log-loss
@@ -53,15 +80,26 @@ class Influence:
         is orthogonal to it, and solves return the pseudo-inverse H^+ V
         (``fastinfl.operators.multinomial`` says how and why it is exact);
         ``leverage`` and the Newton correction use the K x K blocks (see them).
-    X_train : array-like (n, d), float32 kept as float32, other reals as float64
-    y_train : array-like (n,), labels 0/1 (bool accepted)
+    X_train : array-like (n, d), float32 kept as float32, other reals as float64; a pandas
+        DataFrame's row labels are kept for :meth:`TopK.to_frame`
+    y_train : array-like (n,), the model's labels (a classifier's ``classes_``: any type) or counts
+    sample_weight : array-like (n,) of weights >= 0, optional
+        The weights the model was fitted with (NumPy or scipy.sparse training data): H and
+        every gradient are of sum_i s_i loss_i, and each quantity concerns removing a whole
+        weighted row (its term s_i loss_i; an integer weight counts as that many copies, removed
+        together). The derivative with respect to the weight s_i is influence / s_i, with the
+        opposite sign for up-weighting.
     solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
-        sides. "cg": batched conjugate gradient on Hessian-vector products,
+        sides; a ValueError with the GiB it needs and has when the dense H does
+        not fit ``memory_limit`` or its factorisation (2 copies) the machine's
+        available memory. "cg": batched conjugate gradient on Hessian-vector products,
         every right-hand side of a batch advanced together and converging on
         its own (with ``preconditioner``: preconditioned CG). "auto": direct
-        while p <= AUTO_DIRECT_MAX_P (H is formed once and reused by every later
-        call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
+        while forming H costs at most AUTO_DIRECT_MAX_P passes over X (dense X:
+        p <= AUTO_DIRECT_MAX_P; sparse X: mean nonzeros per row, weighted by
+        row) and it fits in memory as for "direct" (H is formed once and reused
+        by every later call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
         recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
         "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
         (Schioppa et al. 2022), an approximation (README, "Solvers").
@@ -110,8 +148,8 @@ class Influence:
         memory; batches are sized so that their working arrays stay below it.
     device : {None, "cpu", "cuda"}
         "cuda": the training rows live on the GPU and every pass over them runs
-        as Numba CUDA kernels (optional extra ``cuda``: ``pip install
-        fastinfl[cuda]``); NumPy X_train is moved once, CuPy / Numba device
+        as Numba CUDA kernels (optional extra ``cuda``: from a checkout,
+        ``pip install '.[cuda]'``); NumPy X_train is moved once, CuPy / Numba device
         arrays are used in place (None picks "cuda" for them). Results are NumPy.
 
     Attributes
@@ -133,22 +171,27 @@ class Influence:
         parameters are not a stationary point of F.
     """
 
-    def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
+    def __init__(self, model, X_train, y_train, sample_weight=None, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
                  batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, preconditioner=None,
                  rank=None, lissa_depth=None, lissa_scale=None, lissa_repetitions=1, lissa_batch_size=None, seed=0,
                  *, _state=None):
-        self._multi = isinstance(model, MultinomialLogisticRegression)
+        if isinstance(model, MultinomialLogisticRegression):
+            model.check_fitted()
+        self._multi = is_multinomial(model)
         if self._multi:
             model.check_fitted()
             if device not in (None, "cpu"):
-                raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
+                raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
                                  "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model
+        self._train_index = _frame_index(X_train)
         if self._multi:
             self._op = model.operator(X_train, y_train, "X_train")
+            self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
+            check_weighted_data(self._op, self.sample_weight)
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -176,6 +219,12 @@ class Influence:
         self.lissa_batch_size = check_scalar(lissa_batch_size, "lissa_batch_size", integer=True, min_value=1,
                                              allow_none=True)
         self.seed = check_scalar(seed, "seed", integer=True)
+        self._hessian_passes = hessian_passes(X_train, self.n_params)
+        if self.solver == "direct":
+            short = direct_shortfall(self.n_params, self.memory_limit)
+            if short is not None:
+                raise ValueError(f"solver='direct': {short}. Use solver='cg' (or 'auto'), which needs only "
+                                 "Hessian-vector products, or raise memory_limit where the machine has the memory.")
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
@@ -183,15 +232,20 @@ class Influence:
         self._fit_grad = None  # grad F(theta) (p,), kept for the check of the fit's stopping error
         if self._multi:
             if _state is None:
-                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2)
+                s = self.sample_weight
+                if s is None:
+                    _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+                else:
+                    _, grad, _, z = _multiclass.weighted_objective_gradient(self._op, self._coef, self._intercept,
+                                                                            model.l2_, s)
                 self.grad_norm_ = float(np.linalg.norm(grad))
-                self._curv = self._op.curvature(z)
+                self._curv = weighted(self._op.curvature(z), s)
             else:
                 self.grad_norm_, self._curv = _state.restore_curvature(self._op)
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(
-                self._op.n_classes, d, model.fit_intercept, model.l2, self.damping))
+                self._op.n_classes, d, model.fit_intercept, model.l2_, self.damping))
         else:
-            self._init_binary(X_train, y_train, device, _state)
+            self._init_binary(X_train, y_train, sample_weight, device, _state)
         self._solvers = {}
         n = self._op.n_samples
         # The fit's stopping error is checked once, where H is first factored (_check_fit_error); not at
@@ -210,16 +264,18 @@ class Influence:
                 StationarityWarning, stacklevel=2,
             )
 
-    def _init_binary(self, X_train, y_train, device, state):
+    def _init_binary(self, X_train, y_train, sample_weight, device, state):
         """The binary model's operator, curvature and Hessian operator (one read of X where possible)."""
         model = self.model
         d = model.n_features_
         # With the direct solver the setup pass below reads X once for everything, its finiteness
         # check included (the same error as as_operator's own check, before anything is returned).
-        setup_pass = self._use_direct and state is None
-        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d, device=device,
-                               defer_finite=setup_pass, loss=model.loss)
-        ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
+        setup_pass = self._use_direct and state is None and sample_weight is None
+        self._op = as_operator(X_train, model.encode_labels(y_train, "y_train"), model.fit_intercept, "X_train",
+                               n_features=d, device=device, defer_finite=setup_pass, loss=model.loss)
+        s = self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
+        check_weighted_data(self._op, s)
+        ridge = ridge_diagonal(d, model.fit_intercept, model.l2_, self.damping)
         H = None
         if state is not None:  # Influence.load: one pass checks the file against X and recomputes them
             self.grad_norm_, self._curv = state.restore_curvature(self._op)
@@ -227,17 +283,20 @@ class Influence:
             # One read of X for everything the direct solver needs: the objective's gradient
             # (stationarity check), residuals r_i (g(z_i) = r_i x~_i), curvature weights w_i and H.
             setup = self._op.setup(self._coef, self._intercept, ridge)
-            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2)
+            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2_)
             self.grad_norm_ = float(np.linalg.norm(grad))
             self._fit_grad = grad
             self._curv, H = setup.curv, setup.hessian
         else:
             # One pass over X: the objective's gradient and the margins z_i, from which residuals
             # and curvature weights follow; H is formed only if a solver asks for it.
-            _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+            if s is None:
+                _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+            else:
+                _, grad, _, z = weighted_objective_gradient(self._op, self._coef, self._intercept, model.l2_, s)
             self.grad_norm_ = float(np.linalg.norm(grad))
             self._fit_grad = grad
-            self._curv = self._op.curvature(z)
+            self._curv = weighted(self._op.curvature(z), s)
         self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
     # ------------------------------------------------------------ persisted state
@@ -252,6 +311,9 @@ class Influence:
         """
         from . import _state
 
+        if self.sample_weight is not None:
+            raise ValueError("save does not hold sample weights yet: an Influence built with sample_weight cannot be "
+                             "saved; rebuild it from the model, the data and the weights instead.")
         if getattr(self._op, "kind", "dense") not in ("dense", "dense-multinomial"):
             raise ValueError(f"save is available for in-memory (dense NumPy) training data only; this Influence "
                              f"runs on {self._op.kind} data, whose per-row state stays where the data are.")
@@ -273,10 +335,15 @@ class Influence:
 
     @property
     def _use_direct(self):
-        """Direct when asked; under "auto" while p <= AUTO_DIRECT_MAX_P and H fits memory_limit."""
+        """Direct when asked; under "auto" while forming H costs at most AUTO_DIRECT_MAX_P passes over X
+        (dense: p <= AUTO_DIRECT_MAX_P) and H fits in memory (_memory.direct_shortfall)."""
         if self.solver != "auto":
             return self.solver == "direct"
-        return self.n_params <= AUTO_DIRECT_MAX_P and 8 * self.n_params**2 <= self.memory_limit
+        # decided once per memory_limit (it reads the machine's available memory): every solve asks
+        if getattr(self, "_auto_direct", (None,))[0] != self.memory_limit:
+            self._auto_direct = (self.memory_limit, self._hessian_passes <= AUTO_DIRECT_MAX_P
+                                 and direct_shortfall(self.n_params, self.memory_limit) is None)
+        return self._auto_direct[1]
 
     @property
     def n_samples(self):
@@ -480,14 +547,28 @@ class Influence:
             )
 
     def _test_operator(self, X, y, name="X"):
-        """The operator over (X, y) (validated); the training operator when X is None."""
+        """The operator over (X, y) (validated); the training operator when X is None.
+
+        ``y`` None: the labels the model predicts for X (classifiers only).
+        """
         if X is None:
             return self._op
         if y is None:
-            raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
+            return self._predicted_operator(X, name)
+        return self.model.operator(X, y, name)
+
+    def _predicted_operator(self, X, name):
+        """The operator over X labelled with the model's predictions at theta (the argmax class)."""
+        if self._op.loss != "logistic":
+            raise ValueError(f"y{name[1:]} is required with {name} for a {type(self.model).__name__}: its "
+                             "prediction is the mean, where the test loss's gradient is 0, so every first-order "
+                             "influence would be 0. Pass the observed values.")
+        op = self.model.operator(X, None, name)
+        z = op.margins(self._coef, self._intercept)
         if self._multi:
-            return self.model.operator(X, y, name)
-        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
+            return self.model.operator(X, self.model.classes_[np.argmax(z, axis=1)], name)
+        return as_operator(X, (z > 0.0).astype(np.float64), self._op.fit_intercept, name,
+                           n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):
         """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
@@ -554,15 +635,16 @@ class Influence:
         m = test.n_samples
         per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
         batches = self._batches(m, per_item)
+        test_index = _frame_index(X_test)
         if len(batches) == 1:  # the usual case (a request's few points): the operator's arrays as they are
-            return self._op.top_k(self._curv, self._s_test(test, None), k)
+            return self._op.top_k(self._curv, self._s_test(test, None), k).with_index(self._train_index, test_index)
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
                    np.empty((m, k)))
         for begin, end in batches:
             S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part
-        return out
+        return out.with_index(self._train_index, test_index)
 
     def params_change(self, train_idx=None):
         """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""

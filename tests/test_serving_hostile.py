@@ -354,7 +354,8 @@ HOSTILE = [
     ("a feature of 10^400",
      "/v1/top_k", {"X": [[10**400, 1, 1, 1, 1]], "y": [1]}, AUTH, 422, "X: int too large to convert to float"),
     ("a label of 10^400",
-     "/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422, "y: int too large to convert to float"),
+     "/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422,
+     "y holds 10000000000000000000...(401 characters), which is not one of the model's classes (0, 1)"),
     ("k = 3.5",
      "/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 3.5}, AUTH, 422, "k must be an integer; got 3.5"),
     ("20 test points at k = 20,000 (a 34 MB answer)",
@@ -380,7 +381,7 @@ def test_healthz_needs_no_token_and_4xx_keep_the_connection_alive(service):
     conn.request("GET", "/healthz")
     r = conn.getresponse()
     assert (r.status, json.loads(r.read())) == (200, {"status": "ok", "n_train": N_TRAIN, "n_features": N_FEATURES,
-                                                      "n_params": N_FEATURES + 1})
+                                                      "n_params": N_FEATURES + 1, "classes": [0, 1]})
     conn.request("POST", "/v1/top_k", "[]", AUTH)
     r = conn.getresponse()
     assert (r.status, r.getheader("connection"), json.loads(r.read())) == (
