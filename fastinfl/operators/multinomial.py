@@ -90,7 +90,7 @@ def prepare_X(X, name="X", n_features=None, device=None):
             raise ValueError(f"{name} is a scipy.sparse matrix: device='cuda' takes dense arrays only.")
         return _validation.check_csr(X, name, n_features=n_features)
     if _on_cuda(X, name, device) and hasattr(X, "__cuda_array_interface__"):
-        if X.ndim != 2:  # the rest (dtype, layout, finiteness) is checked on the device
+        if len(X.shape) != 2:  # the rest (dtype, layout, finiteness) is checked on the device
             raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}.")
         if n_features is not None and X.shape[1] != n_features:
             raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
