@@ -88,20 +88,20 @@ def curvature_mix(Pit, lo, K, T):
     The middle of an HVP: T (k K, rows) holds the K projections x~_i . v_q[a] of
     rows [lo, lo + rows) for each vector q (as ``rowdot`` writes them); S_i is
     the sum of pi_i (1, or sqrt(s_i) for a weighted row). In place. Grid
-    (ceil(rows / TPB), k), TPB threads.
+    (ceil(rows / TPB), min(k, 65535)), TPB threads (vectors grid-strided on y).
     """
     c = cuda.blockIdx.x * TPB + cuda.threadIdx.x
-    q = cuda.blockIdx.y
     if c < T.shape[1]:
         i = lo + c
         tot = 0.0
-        dot = 0.0
         for a in range(K):
-            pa = Pit[a, i]
-            tot += pa
-            dot += pa * T[q * K + a, c]
-        for a in range(K):
-            T[q * K + a, c] = Pit[a, i] * (tot * T[q * K + a, c] - dot)
+            tot += Pit[a, i]
+        for q in range(cuda.blockIdx.y, T.shape[0] // K, cuda.gridDim.y):  # k may pass the grid's 65535
+            dot = 0.0
+            for a in range(K):
+                dot += Pit[a, i] * T[q * K + a, c]
+            for a in range(K):
+                T[q * K + a, c] = Pit[a, i] * (tot * T[q * K + a, c] - dot)
 
 
 @cuda.jit
@@ -154,15 +154,16 @@ def diagonal_parts(X, Pit, p, rows_per_chunk, part):
 @cuda.jit
 def combine_residuals(T, Rt, idx, K, sign, out):
     """out[t, c] = sign * sum_a T[t K + a, c] Rt[a, idx[c]]: per-row class dot products (s_t[a] . x~_i, from
-    ``rowdot``) weighted by the residuals: the influence -(s_t . g_i) with sign = -1. Grid (ceil(n_sel / TPB), m)."""
+    ``rowdot``) weighted by the residuals: the influence -(s_t . g_i) with sign = -1. Grid (ceil(n_sel / TPB),
+    min(m, 65535)), test points grid-strided on y."""
     c = cuda.blockIdx.x * TPB + cuda.threadIdx.x
-    t = cuda.blockIdx.y
     if c < T.shape[1]:
         i = idx[c]
-        acc = 0.0
-        for a in range(K):
-            acc += T[t * K + a, c] * Rt[a, i]
-        out[t, c] = sign * acc
+        for t in range(cuda.blockIdx.y, out.shape[0], cuda.gridDim.y):  # m may pass the grid's 65535
+            acc = 0.0
+            for a in range(K):
+                acc += T[t * K + a, c] * Rt[a, i]
+            out[t, c] = sign * acc
 
 
 @cuda.jit

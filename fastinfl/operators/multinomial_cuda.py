@@ -34,6 +34,8 @@ from .base import Curvature
 from .cuda import BLOCK_BYTES, CudaMargins, CudaRows, _blocks, is_device_array
 from .multinomial_base import MultinomialOperator
 
+MAX_GRID_Y = 65535  # CUDA's limit on a grid's y dimension (the per-row kernels stride over vectors beyond it)
+
 
 class CudaLogits(CudaMargins):
     """Logits (device, (K, n)) of one ``loss_grad`` call, with the Curvature computed in the same pass;
@@ -193,7 +195,8 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
             hi = min(self.n, lo + rows)
             Tb = T[:, : hi - lo] if hi - lo < rows else T
             self._rowdot(idx[lo:hi], V2, ones, 1.0, Tb)
-            self.mk.curvature_mix[(_blocks(hi - lo, self.k.TPB), kv), self.k.TPB](curv.weights, lo, K, Tb)
+            self.mk.curvature_mix[(_blocks(hi - lo, self.k.TPB), min(kv, MAX_GRID_Y)), self.k.TPB](
+                curv.weights, lo, K, Tb)
             self._xtw(lo, hi, Tb, out2, lo > 0)
         grid = (_blocks(self.n_params, self.k.TX), _blocks(kv, self.k.TY))
         self.k.add_ridge[grid, (self.k.TX, self.k.TY)](self._dev(ridge), Vd, out)
@@ -231,7 +234,8 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
             Tb = T[:, : hi - lo] if hi - lo < cols else T
             Ob = self._empty((m, hi - lo))
             self._rowdot(idx_dev, S2, ones, 1.0, Tb)
-            self.mk.combine_residuals[(_blocks(hi - lo, self.k.TPB), m), self.k.TPB](Tb, Rt, idx_dev, K, -1.0, Ob)
+            self.mk.combine_residuals[(_blocks(hi - lo, self.k.TPB), min(m, MAX_GRID_Y)), self.k.TPB](
+                Tb, Rt, idx_dev, K, -1.0, Ob)
             out[:, lo:hi] = Ob.copy_to_host()
         return out
 
