@@ -106,7 +106,10 @@ def curvature_mix(Pit, lo, K, T):
 
 @cuda.jit
 def pair_weights(Pit, a, b, out):
-    """out[i] = W_i[a, b]: pi_ia times the sum of the other classes for a == b, else -pi_ia pi_ib. 1-D grid."""
+    """out[i] = W_i[a, b]: pi_ia times the sum of the other classes for a == b, else -pi_ia pi_ib.
+
+    1-D grid.
+    """
     i = cuda.grid(1)
     if i < out.shape[0]:
         pa = Pit[a, i]
@@ -168,8 +171,11 @@ def combine_residuals(T, Rt, idx, K, sign, out):
 
 @cuda.jit
 def gather_gradients(X, idx, p, Rt, out):
-    """out[c, a p + j] = Rt[a, c] x~_idx[c], j: per-example gradients r_i (x) x~_i (Rt (K, n_sel) of the selected
-    rows). Grid (ceil(n_sel / TY), ceil(K p / TX)), block (TX, TY)."""
+    """out[c, a p + j] = Rt[a, c] x~_idx[c], j: per-example gradients r_i (x) x~_i.
+
+    Rt (K, n_sel) holds the residuals of the selected rows. Grid (ceil(n_sel / TY), ceil(K p / TX)),
+    block (TX, TY).
+    """
     c = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
     col = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     K = Rt.shape[0]

@@ -97,7 +97,7 @@ class CudaRows:
     """
 
     def _init_device(self, X, name):
-        """Import numba.cuda (ImportError naming the extra without it or a GPU); X on the device, validated."""
+        """Import numba.cuda (ImportError naming the extra without it or a GPU); X on the device, checked."""
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
         self.X = self._matrix_to_device(X, name)
@@ -234,7 +234,8 @@ class CudaRows:
     def _top_k(self, R, S, k):
         """:class:`TopK` (m, k) of I[t, i] = -sum_a (S[t K + a] . x~_i) R[a, i]: device residuals R (K, n) and
         s_test class parts S (m K, p) (one margin: K = 1). Streamed by ``top_k_rows`` into per-chunk heaps,
-        merged on the device; slots without a point of the right sign hold -1 / NaN, ties to the smaller index."""
+        merged on the device; slots without a point of the right sign hold -1 / NaN; ties go to the smaller
+        index."""
         cuda, kern = self.cuda, self.k
         m = S.shape[0] // R.shape[0]
         ttiles = _blocks(m, kern.TOPK_TT)

@@ -69,7 +69,9 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
         super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, codes, n_classes)
         self.n, self.d, self.p = self.n_samples, self.n_features, self.row_params
         self.mk = _mn_kernels()
-        self.y_dev = None if codes is None else self.cuda.to_device(np.ascontiguousarray(codes, dtype=np.int64))
+        self.y_dev = None
+        if codes is not None:
+            self.y_dev = self.cuda.to_device(np.ascontiguousarray(codes, dtype=np.int64))
 
     # -------------------------------------------------------------- helpers
     def _theta_dev(self, coef, intercept):
@@ -87,7 +89,7 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
         return Zt
 
     def _row_stats(self, Zt, y_dev):
-        """(loss sum, min margin as device parts, Rt, Pit) of device logits Zt (K, n_sel) with labels y_dev."""
+        """(loss parts, min-margin parts, Rt, Pit) of device logits Zt (K, n_sel) with labels y_dev."""
         k = self.k
         K, n = Zt.shape
         Rt = self._empty((K, n))
@@ -111,7 +113,9 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
 
     # ------------------------------------------------------ passes at theta
     def loss_grad(self, coef, intercept):
-        """(loss, grad (P,), min margin, logits handle); min margin = min_i z_{i,y_i} - max_{k != y_i} z_ik."""
+        """(loss, grad (P,), min margin, logits handle); min margin = min_i z_{i,y_i} - max_{k != y_i} z_ik.
+
+        Two passes over X (logits; X~^T R^T), one copy to the host."""
         y_dev = self._labels_dev()
         k = self.k
         Zt = self._logits_dev(coef, intercept)
@@ -240,7 +244,7 @@ class CudaMultinomialOperator(CudaRows, MultinomialOperator):
         return out
 
     def top_k(self, curv, S, k):
-        """:class:`~fastinfl.operators.TopK` (m, k), streamed on the device (``top_k_rows`` with K margins)."""
+        """:class:`~fastinfl.operators.TopK` (m, k), streamed on the device (``top_k_rows``, K margins)."""
         S = np.ascontiguousarray(np.atleast_2d(S), dtype=np.float64)
         return self._top_k(self._class_major(curv.residuals),
                            self.cuda.to_device(S.reshape(S.shape[0] * self.n_classes, self.p)), k)
