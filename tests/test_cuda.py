@@ -221,10 +221,10 @@ def test_poisson_on_cuda_matches_cpu_in_simulator():
 
 # The multinomial (softmax) model on CUDA: every operator pass against the dense CPU operator (float64 and
 # float32 X, K = 3), then every Influence quantity with the direct and CG solvers against the CPU Influence
-# and fastinfl.reference (explicit design matrix, pinv). Tolerances: operator passes 1e-12 relative (float64
-# sums in another order); direct solves 1e-10; CG (tol=1e-10, well-conditioned H) 1e-7; against the
-# reference 1e-7 (its pinv); the quantities that solve per training point run on a few points (each CG
-# iteration is several simulated kernel launches).
+# and fastinfl.reference (explicit design matrix, pinv), and the influence with PCG, Arnoldi and LiSSA.
+# Tolerances: operator passes 1e-12 relative (float64 sums in another order); direct solves 1e-10; CG
+# (tol=1e-10, well-conditioned H) 1e-7; against the reference 1e-7 (its pinv); the quantities that solve
+# per training point run on a few points (each CG iteration is several simulated kernel launches).
 SIM_MULTINOMIAL_OPERATOR = """
     import numpy as np
     from numba import cuda
@@ -366,6 +366,14 @@ SIM_MULTINOMIAL_API = """
         warnings.simplefilter("ignore")
         close(gpu.group_change(Xt, yt, groups, steps=2), cpu.group_change(Xt, yt, groups, steps=2), 1e-10,
               "steps=2")
+    # the other solvers (influence only): PCG (Jacobi: the device diagonal pass; Nystrom), Arnoldi, and
+    # LiSSA on row samples (the same samples on both paths: seeded)
+    for kw, tol in ((dict(solver="cg", preconditioner="jacobi"), 1e-7),
+                    (dict(solver="cg", preconditioner="nystrom", rank=4), 1e-7),
+                    (dict(solver="arnoldi", rank=8), 1e-7),
+                    (dict(solver="lissa", lissa_batch_size=8, lissa_depth=30, lissa_scale=30.0, tol=0.99), 1e-10)):
+        close(fastinfl.Influence(m, X, y, device="cuda", **kw).influence(Xt, yt),
+              fastinfl.Influence(m, X, y, **kw).influence(Xt, yt), tol, str(kw))
     # refusals with the binary model's wording
     import scipy.sparse
     refusals = [
