@@ -181,15 +181,12 @@ class Influence:
         self._multi = is_multinomial(model)
         if self._multi:
             model.check_fitted()
-            if device not in (None, "cpu"):
-                raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
-                                 "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model
         self._train_index = _frame_index(X_train)
         if self._multi:
-            self._op = model.operator(X_train, y_train, "X_train")
+            self._op = model.operator(X_train, y_train, "X_train", device=device)
             self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
             check_weighted_data(self._op, self.sample_weight)
             d = self._op.n_features

@@ -529,18 +529,22 @@ TOPK_TT = TY * TOPK_QT  # test points per block
 
 
 @cuda.jit
-def top_k_rows(X, r, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
+def top_k_rows(X, R, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
     """Stream the rows of chunk c into per-(chunk, test) heaps: lo_* keep the k smallest I, hi_* the k smallest -I.
 
-    I[t, i] = -(S[t] . x~_i) r_i. Grid (n_chunks, ceil(m / TOPK_TT)), block (TX, TY).
-    Heaps (n_chunks, m, k) are filled with (inf, n) beforehand. Per row tile
-    the block computes the TX x TOPK_TT values like ``rowdot``, stages them in
-    shared memory, and 2 * TOPK_TT threads (one per heap) offer them: a candidate
-    costs one comparison unless it beats the worst kept (O(log k) then).
+    I[t, i] = -sum_a (S[t K + a] . x~_i) R[a, i] for residuals R (K, n) of a loss
+    of K margins (one-margin losses: K = 1, R = r (1, n), S (m, p)); S (m K, p)
+    holds the class parts of each s_test row. Grid (n_chunks, ceil(m / TOPK_TT)),
+    block (TX, TY). Heaps (n_chunks, m, k) are filled with (inf, n) beforehand.
+    Per row tile the block computes the TX x TOPK_TT values like ``rowdot``
+    (class by class), stages them in shared memory, and 2 * TOPK_TT threads
+    (one per heap) offer them: a candidate costs one comparison unless it beats
+    the worst kept (O(log k) then).
     """
     n = X.shape[0]
     d = X.shape[1]
-    m = S.shape[0]
+    K = R.shape[0]
+    m = S.shape[0] // K
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TX + tx
@@ -552,35 +556,41 @@ def top_k_rows(X, r, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
     sa = cuda.shared.array((TOPK_TT, TKP), float64)
     sv = cuda.shared.array((TOPK_TT, TXP), float64)
     acc = cuda.local.array(TOPK_QT, float64)
+    tot = cuda.local.array(TOPK_QT, float64)
     for r0 in range(r_lo, r_hi, TX):
         for q in range(TOPK_QT):
-            acc[q] = 0.0
-        for k0 in range(0, p, TK):
-            j = k0 + tx
-            for rr in range(ty, TX, TY):
-                i = r0 + rr
-                v = 0.0
-                if i < r_hi:
-                    v = _xt(X, i, j, d, p)
-                sx[rr, tx] = v
-            for tt in range(ty, TOPK_TT, TY):
-                t = t0 + tt
-                a = 0.0
-                if t < m and j < p:
-                    a = S[t, j]
-                sa[tt, tx] = a
-            cuda.syncthreads()
-            for kk in range(TK):
-                xv = sx[tx, kk]
-                for q in range(TOPK_QT):
-                    acc[q] += sa[ty * TOPK_QT + q, kk] * xv
-            cuda.syncthreads()
-        i = r0 + tx
-        ri = 0.0
-        if i < r_hi:
-            ri = r[i]
+            tot[q] = 0.0
+        for cls in range(K):
+            for q in range(TOPK_QT):
+                acc[q] = 0.0
+            for k0 in range(0, p, TK):
+                j = k0 + tx
+                for rr in range(ty, TX, TY):
+                    i = r0 + rr
+                    v = 0.0
+                    if i < r_hi:
+                        v = _xt(X, i, j, d, p)
+                    sx[rr, tx] = v
+                for tt in range(ty, TOPK_TT, TY):
+                    t = t0 + tt
+                    a = 0.0
+                    if t < m and j < p:
+                        a = S[t * K + cls, j]
+                    sa[tt, tx] = a
+                cuda.syncthreads()
+                for kk in range(TK):
+                    xv = sx[tx, kk]
+                    for q in range(TOPK_QT):
+                        acc[q] += sa[ty * TOPK_QT + q, kk] * xv
+                cuda.syncthreads()
+            i = r0 + tx
+            ri = 0.0
+            if i < r_hi:
+                ri = R[cls, i]
+            for q in range(TOPK_QT):
+                tot[q] += acc[q] * ri
         for q in range(TOPK_QT):
-            sv[ty * TOPK_QT + q, tx] = -acc[q] * ri
+            sv[ty * TOPK_QT + q, tx] = -tot[q]
         cuda.syncthreads()
         if tid < 2 * TOPK_TT:
             tt = tid % TOPK_TT
