@@ -332,11 +332,11 @@ class LogisticRegression(MarginModel):
         self.check_fitted()
         classes = self.classes_
         zero_one = classes.dtype.kind in "iufb" and classes.shape == (2,) and classes[0] == 0 and classes[1] == 1
-        if zero_one and is_dask_array(y):
-            return y  # validated by the dask operator, lazily
+        if zero_one and (is_dask_array(y) or hasattr(y, "__cuda_array_interface__")):
+            return y  # validated by the dask or CUDA operator, where the labels are
         arr = np.asarray(y)
-        if zero_one and arr.dtype.kind in "biuf":
-            return y  # 0/1 already: validated by the operator
+        if zero_one and arr.dtype.kind in "biufc":
+            return y  # 0/1 already: validated by the operator (which refuses complex labels)
         n = arr.shape[0] if arr.ndim else 0
         codes = check_class_labels(arr, n, classes, name)[0]
         return codes.astype(np.float64) if classes.shape[0] == 2 else codes

@@ -115,7 +115,7 @@ class MultinomialLogisticRegression(Estimator):
         """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self.
 
         ``sample_weight`` (n,) >= 0: the weighted objective sum_i s_i CE_i (in-memory data).
-        ``device="cuda"``: the passes over X run on the GPU (X kept there; ``pip install fastinfl[cuda]``).
+        ``device="cuda"``: the passes over X run on the GPU (X kept there; from a checkout: ``pip install '.[cuda]'``).
         """
         l2, tol, max_iter = self._hyper()
         self._set_features(X)

@@ -54,7 +54,7 @@ def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name
         try:
             from .multinomial_cuda import CudaMultinomialOperator
         except ImportError as exc:
-            raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: pip install fastinfl[cuda] "
+            raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: from a checkout, pip install '.[cuda]' "
                               f"({exc})") from None
         return CudaMultinomialOperator(X, codes, n_classes, fit_intercept, name)
     return DenseMultinomialOperator(X, codes, n_classes, fit_intercept)
