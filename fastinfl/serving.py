@@ -251,8 +251,8 @@ DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds for a request's headers and body to ar
 DEFAULT_MAX_CONNECTIONS = 1000
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")  # Host names accepted for a loopback bind address
 _JSON_BYTES_PER_NUMBER = 21  # a float64 as JSON with its separator ("-0.0012345678901234, "), for 413 messages
-_INLINE_BYTES = 16 << 10  # bodies up to this size are parsed on the event loop (well under 1 ms), larger in a worker
-_CHUNK_NUMBERS = 1024  # numbers per encoding step (~1 ms): the GIL is free for the event loop between steps
+_INLINE_BYTES = 16 << 10  # bodies up to this size are parsed on the event loop, larger in a worker
+_CHUNK_NUMBERS = 1024  # numbers per encoding step: the GIL is free for the event loop between steps
 _INLINE_NUMBERS = _CHUNK_NUMBERS  # answers of one step are encoded on the event loop, larger ones in a worker
 _PIECE_BYTES = 1 << 18  # bytes per message of a response body
 _ENCODING = threading.Lock()  # one encoding step at a time: encoding is GIL-bound, and fewer threads
@@ -831,10 +831,8 @@ def service_thread_defaults():
     """OMP_WAIT_POLICY=PASSIVE for a service, unless the environment already sets it (call before any kernel).
 
     With OpenMP's default spin-waiting, idle team threads keep their cores busy, so
-    concurrent callers and a second service process starve each other: measured
-    (bench.concurrency, omp layer, 2 cores, idle machine) 8 threads 0.68x one thread
-    and 2 processes 0.51x one process when active, 1.13x and 0.92x when passive, for
-    20 % less throughput of a lone caller (bench/RESULTS.md, "Serving").
+    concurrent callers and a second service process starve each other (measured:
+    bench/measurement_notes.md, fastinfl/serving.py).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -986,7 +984,7 @@ def serve_main(argv=None):
               f"(model: {_describe(inf)})", flush=True)
         if threading.current_thread() is threading.main_thread():  # uvicorn re-raises SIGTERM once stopped
             signal.signal(signal.SIGTERM, _stopped_by_sigterm)
-        sys.setswitchinterval(0.001)  # the event loop waits for the GIL ~1 ms, not 5, while workers encode
+        sys.setswitchinterval(0.001)  # the event loop waits for the GIL less while workers encode
         uvicorn.Server(config).run(sockets=[sock])
     except _Terminated:
         return 0

@@ -80,8 +80,8 @@ of the fastinfl checkout in the current directory (the bench/ folder is not inst
 default 10^6 x 100 it takes about 3 minutes on 2 cores and needs about 2 GiB of memory; time grows
 with n x d."""
 
-# seconds of `fastinfl bench` at the default size (bench/RESULTS.md: about a minute per table plus
-# two for top_k and cg_k100, on 2 cores); scaled by n x d, plus the machine-limit measurements
+# seconds of `fastinfl bench` at the default size (bench/measurement_notes.md); scaled by n x d, plus the
+# machine-limit measurements
 BENCH_SECONDS_DEFAULT = 180
 BENCH_OPS = ("hessian", "hessian_kernel", "hvp", "hvp_k16", "hvp_k100", "cg_k20", "cg_k100", "top_k", "fit")
 
