@@ -5,11 +5,13 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout's fastinfl, also when it is not installed editable
-
 os.environ.setdefault("FASTINFL_COMPILE_NOTICE", "0")  # no compile notice in the gallery's outputs
 
-import fastinfl  # noqa: E402
+try:  # the installed package (`pip install '.[docs]'`), whose shipped kernels the gallery then loads
+    import fastinfl
+except ImportError:  # else the checkout's sources (kernels compile on first use)
+    sys.path.insert(0, str(ROOT))
+    import fastinfl
 
 project = "fastinfl"
 author = "the fastinfl authors"

@@ -7,13 +7,13 @@ turn, refit the model, and compare the actual change of the test loss with the c
 predicted. We do it for the three models fastinfl fits:
 
 * binary logistic regression on scikit-learn's breast cancer data (455 training rows, 30 features);
-* multinomial (softmax) logistic regression on the digits (all 10 classes; 720 training rows of a
-  900-row sample, to keep the site's build short: the validation pages use all 1797 digits);
+* multinomial (softmax) logistic regression on the digits (all 10 classes; 480 training rows of a
+  600-row sample, to keep the site's build short: the validation pages use all 1797 digits);
 * Poisson regression on statsmodels' RAND Health Insurance Experiment visit counts (1200 training
   rows of a 1500-row sample, 9 covariates).
 
 Each panel pools the 3 test points of highest loss and, for each, the 40 training points of
-largest absolute influence (120 refits per model; for the multinomial model 2 test points and 20
+largest absolute influence (120 refits per model; for the multinomial model 2 test points and 15
 training points each, again for the build's time). Two predictions per refit: first order,
 ``loo_change(..., correction="none", loss="linear")`` (= -I, Koh & Liang's), and the default
 ``loo_change(...)``, one exact Newton step on the objective without the point with the test loss
@@ -60,9 +60,9 @@ X, y = load_breast_cancer(return_X_y=True)
 data = split(X, y)
 cases["binary: breast cancer"] = (fastinfl.LogisticRegression(l2=1.0, tol=1e-12).fit(*data[:2]), data, 3, 40)
 X, y = load_digits(return_X_y=True)
-data = split(X, y, n_rows=900)
+data = split(X, y, n_rows=600)
 cases["multinomial: digits, 10 classes"] = (
-    fastinfl.MultinomialLogisticRegression(l2=1.0, tol=1e-12).fit(*data[:2]), data, 2, 20)
+    fastinfl.MultinomialLogisticRegression(l2=1.0, tol=1e-12).fit(*data[:2]), data, 2, 15)
 randhie = sm.datasets.randhie.load_pandas().data
 X, y = randhie.drop(columns="mdvis").to_numpy(float), randhie["mdvis"].to_numpy(float)
 data = split(X, y, n_rows=1500)
