@@ -38,7 +38,7 @@ inf = fastinfl.Influence(model, X, y, solver="direct")
 Xt, yt, _ = fastinfl.datasets.make_logistic(64, d, seed=1, dtype=np.float64)
 H = inf.hessian()
 Xa = np.hstack([X, np.ones((n, 1))])
-r = model.predict_proba(X) - y
+r = model.predict_proba(X)[:, 1] - y
 
 def fastinfl_query(i):
     inf.top_k(Xt[i:i + 1], yt[i:i + 1], k=10)

@@ -127,7 +127,7 @@ def save(inf, path, check="full"):
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "fastinfl_version": _version(),
-        "model": {"class": type(model).__name__, "l2": float(model.l2), "fit_intercept": bool(op.fit_intercept),
+        "model": {"class": type(model).__name__, "l2": float(model.l2_), "fit_intercept": bool(op.fit_intercept),
                   "tol": float(model.tol), "max_iter": int(model.max_iter)},
         "settings": {"solver": inf.solver, "damping": inf.damping, "tol": inf.tol, "max_iter": inf.max_iter,
                      "verify": inf.verify, "verify_rtol": inf.verify_rtol, "batch_size": inf.batch_size,

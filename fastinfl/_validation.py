@@ -46,6 +46,13 @@ def _as_array(a, name):
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind == "O":  # numbers held as objects (a pandas frame of mixed types): converted once
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name} must hold real numbers; got dtype object holding another type: {exc}") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype} (Complex data not supported).")
     if arr.dtype.kind not in "biuf":
         raise ValueError(
             f"{name} must hold real numbers; got dtype {arr.dtype}. Convert it with .astype(float)."
@@ -103,11 +110,13 @@ def check_X(X, name="X", n_features=None, sum_squares=None):
     """
     arr = _as_array(X, name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}.")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}. Reshape your data: "
+                         f"{name}.reshape(-1, 1) for one feature, {name}.reshape(1, -1) for one sample.")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 rows.")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has no features: shape {arr.shape}.")
+        raise ValueError(f"{name} has no features: 0 feature(s) (shape={arr.shape}) while a minimum of 1 is "
+                         "required.")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features but the model has {n_features}."

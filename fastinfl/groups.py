@@ -174,7 +174,7 @@ def _more_steps(inf, idx, A, delta, count, direct):
     from .model import objective_gradient
     from .multinomial import objective_gradient as mn_objective_gradient
 
-    op, l2 = inf.operator, inf.model.l2
+    op, l2 = inf.operator, inf.model.l2_
     coef, intercept = inf.params
     d = op.n_features
     multi = getattr(op, "multiclass", False)

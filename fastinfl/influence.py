@@ -18,7 +18,9 @@ from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import group_steps
 from .losses import LOSSES as MARGIN_LOSSES
-from .model import check_fitted_model, objective_gradient, penalised, ridge_diagonal
+from ._estimator import check_sample_weight
+from .model import (check_fitted_model, check_weighted_data, is_multinomial, objective_gradient, penalised,
+                    ridge_diagonal, weighted, weighted_objective_gradient)
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, SOLVERS, Direct, Verified, batches, solve_bytes
@@ -28,6 +30,11 @@ CORRECTIONS = ("none", "newton")
 LOSSES = ("exact", "linear")
 
 __all__ = ["Influence", "TopK", "SOLVERS", "CORRECTIONS", "AUTO_DIRECT_MAX_P", "DEFAULT_MEMORY_LIMIT"]
+
+
+def _frame_index(X):
+    """The row labels of a pandas DataFrame (its ``index``), else None."""
+    return X.index if hasattr(X, "iloc") and hasattr(X, "index") else None
 
 
 class Influence:
@@ -124,22 +131,29 @@ class Influence:
         parameters are not a stationary point of F.
     """
 
-    def __init__(self, model, X_train, y_train, solver="auto", damping=0.0, tol=1e-10,
+    def __init__(self, model, X_train, y_train, sample_weight=None, solver="auto", damping=0.0, tol=1e-10,
                  max_iter=None, verify=False, verify_rtol=1e-6, stationarity_tol=1e-6,
                  batch_size=None, memory_limit=DEFAULT_MEMORY_LIMIT, device=None, preconditioner=None,
                  rank=None, lissa_depth=None, lissa_scale=None, lissa_repetitions=1, lissa_batch_size=None, seed=0,
                  *, _state=None):
-        self._multi = isinstance(model, MultinomialLogisticRegression)
+        if isinstance(model, MultinomialLogisticRegression):
+            model.check_fitted()
+        self._multi = is_multinomial(model)
         if self._multi:
             model.check_fitted()
             if device not in (None, "cpu"):
-                raise ValueError(f"device={device!r} is not available for MultinomialLogisticRegression: its passes "
+                raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
                                  "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
+            if sample_weight is not None:
+                raise ValueError("sample_weight is supported for two classes (the multinomial passes take no "
+                                 "row weights yet).")
         else:
             check_fitted_model(model)
         self.model = model
+        self._train_index = _frame_index(X_train)
         if self._multi:
             self._op = model.operator(X_train, y_train, "X_train")
+            self.sample_weight = None
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -173,15 +187,15 @@ class Influence:
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
         if self._multi:
             if _state is None:
-                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2)
+                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
                 self.grad_norm_ = float(np.linalg.norm(grad))
                 self._curv = self._op.curvature(z)
             else:
                 self.grad_norm_, self._curv = _state.restore_curvature(self._op)
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(
-                self._op.n_classes, d, model.fit_intercept, model.l2, self.damping))
+                self._op.n_classes, d, model.fit_intercept, model.l2_, self.damping))
         else:
-            self._init_binary(X_train, y_train, device, _state)
+            self._init_binary(X_train, y_train, sample_weight, device, _state)
         self._solvers = {}
         n = self._op.n_samples
         if self.grad_norm_ > stationarity_tol * n:
@@ -196,16 +210,18 @@ class Influence:
                 StationarityWarning, stacklevel=2,
             )
 
-    def _init_binary(self, X_train, y_train, device, state):
+    def _init_binary(self, X_train, y_train, sample_weight, device, state):
         """The binary model's operator, curvature and Hessian operator (one read of X where possible)."""
         model = self.model
         d = model.n_features_
         # With the direct solver the setup pass below reads X once for everything, its finiteness
         # check included (the same error as as_operator's own check, before anything is returned).
-        setup_pass = self._use_direct and state is None
-        self._op = as_operator(X_train, y_train, model.fit_intercept, "X_train", n_features=d, device=device,
-                               defer_finite=setup_pass, loss=model.loss)
-        ridge = ridge_diagonal(d, model.fit_intercept, model.l2, self.damping)
+        setup_pass = self._use_direct and state is None and sample_weight is None
+        self._op = as_operator(X_train, model.encode_labels(y_train, "y_train"), model.fit_intercept, "X_train",
+                               n_features=d, device=device, defer_finite=setup_pass, loss=model.loss)
+        s = self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
+        check_weighted_data(self._op, s)
+        ridge = ridge_diagonal(d, model.fit_intercept, model.l2_, self.damping)
         H = None
         if state is not None:  # Influence.load: one pass checks the file against X and recomputes them
             self.grad_norm_, self._curv = state.restore_curvature(self._op)
@@ -213,15 +229,18 @@ class Influence:
             # One read of X for everything the direct solver needs: the objective's gradient
             # (stationarity check), residuals r_i (g(z_i) = r_i x~_i), curvature weights w_i and H.
             setup = self._op.setup(self._coef, self._intercept, ridge)
-            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2)
+            _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2_)
             self.grad_norm_ = float(np.linalg.norm(grad))
             self._curv, H = setup.curv, setup.hessian
         else:
             # One pass over X: the objective's gradient and the margins z_i, from which residuals
             # and curvature weights follow; H is formed only if a solver asks for it.
-            _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2)
+            if s is None:
+                _, grad, _, z = objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+            else:
+                _, grad, _, z = weighted_objective_gradient(self._op, self._coef, self._intercept, model.l2_, s)
             self.grad_norm_ = float(np.linalg.norm(grad))
-            self._curv = self._op.curvature(z)
+            self._curv = weighted(self._op.curvature(z), s)
         self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
     # ------------------------------------------------------------ persisted state
@@ -236,6 +255,9 @@ class Influence:
         """
         from . import _state
 
+        if self.sample_weight is not None:
+            raise ValueError("save does not hold sample weights yet: an Influence built with sample_weight cannot be "
+                             "saved; rebuild it from the model, the data and the weights instead.")
         if getattr(self._op, "kind", "dense") not in ("dense", "dense-multinomial"):
             raise ValueError(f"save is available for in-memory (dense NumPy) training data only; this Influence "
                              f"runs on {self._op.kind} data, whose per-row state stays where the data are.")
@@ -423,14 +445,28 @@ class Influence:
             )
 
     def _test_operator(self, X, y, name="X"):
-        """The operator over (X, y) (validated); the training operator when X is None."""
+        """The operator over (X, y) (validated); the training operator when X is None.
+
+        ``y`` None: the labels the model predicts for X (classifiers only).
+        """
         if X is None:
             return self._op
         if y is None:
-            raise ValueError(f"y{name[1:]} is required with {name}: the gradients depend on the labels.")
+            return self._predicted_operator(X, name)
+        return self.model.operator(X, y, name)
+
+    def _predicted_operator(self, X, name):
+        """The operator over X labelled with the model's predictions at theta (the argmax class)."""
+        if self._op.loss != "logistic":
+            raise ValueError(f"y{name[1:]} is required with {name} for a {type(self.model).__name__}: its "
+                             "prediction is the mean, where the test loss's gradient is 0, so every first-order "
+                             "influence would be 0. Pass the observed values.")
+        op = self.model.operator(X, None, name)
+        z = op.margins(self._coef, self._intercept)
         if self._multi:
-            return self.model.operator(X, y, name)
-        return as_operator(X, y, self._op.fit_intercept, name, n_features=self._op.n_features, loss=self._op.loss)
+            return self.model.operator(X, self.model.classes_[np.argmax(z, axis=1)], name)
+        return as_operator(X, (z > 0.0).astype(np.float64), self._op.fit_intercept, name,
+                           n_features=self._op.n_features, loss=self._op.loss)
 
     def _quad_forms(self, idx):
         """q_i = x~_i^T H^-1 x~_i for the training rows idx (n_sel,), solved in batches."""
@@ -497,15 +533,16 @@ class Influence:
         m = test.n_samples
         per_item = max(solve_bytes(self.n_params), TOP_K_HEAP_BYTES * k + TOP_K_BLOCK_BYTES)
         batches = self._batches(m, per_item)
+        test_index = _frame_index(X_test)
         if len(batches) == 1:  # the usual case (a request's few points): the operator's arrays as they are
-            return self._op.top_k(self._curv, self._s_test(test, None), k)
+            return self._op.top_k(self._curv, self._s_test(test, None), k).with_index(self._train_index, test_index)
         out = TopK(np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k), np.int64),
                    np.empty((m, k)))
         for begin, end in batches:
             S = self._s_test(test, None if end - begin == m else np.arange(begin, end))
             for field, part in zip(out, self._op.top_k(self._curv, S, k)):
                 field[begin:end] = part
-        return out
+        return out.with_index(self._train_index, test_index)
 
     def params_change(self, train_idx=None):
         """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""

@@ -4,7 +4,7 @@ import numpy as np
 
 from ._validation import check_csr, check_groups, check_indices, check_labels, check_scalar, check_X, is_sparse
 from .exceptions import ConvergenceError
-from .model import check_fitted_model
+from .model import check_fitted_model, is_multinomial
 from .multinomial import MultinomialLogisticRegression, loo_retrain_multinomial
 
 
@@ -36,14 +36,15 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         loss(z_test_t; theta_{-i}) - loss(z_test_t; theta) for i = train_idx[j].
         Compare with ``Influence.loo_change``.
     """
-    if isinstance(model, MultinomialLogisticRegression):
-        return loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol, max_iter,
+    if is_multinomial(model):
+        softmax = model if isinstance(model, MultinomialLogisticRegression) else model.softmax()
+        return loo_retrain_multinomial(softmax, X_train, y_train, train_idx, X_test, y_test, tol, max_iter,
                                        groups)
     check_fitted_model(model)
     X_train = _check_data(X_train, "X_train", n_features=model.n_features_)
-    y_train = check_labels(y_train, X_train.shape[0], "y_train", model.loss)
+    y_train = check_labels(model.encode_labels(y_train, "y_train"), X_train.shape[0], "y_train", model.loss)
     X_test = _check_data(X_test, "X_test", n_features=model.n_features_)
-    y_test = check_labels(y_test, X_test.shape[0], "y_test", model.loss)
+    y_test = check_labels(model.encode_labels(y_test, "y_test"), X_test.shape[0], "y_test", model.loss)
     if groups is not None:
         if train_idx is not None:
             raise ValueError("pass train_idx or groups, not both.")
@@ -57,7 +58,7 @@ def loo_retrain(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, m
         raise ValueError("X_train needs at least 2 rows to leave one out.")
 
     def refit(X, y, init):
-        return type(model)(l2=model.l2, fit_intercept=model.fit_intercept, tol=tol,
+        return type(model)(l2=model.l2_, fit_intercept=model.fit_intercept, tol=tol,
                            max_iter=max_iter).fit(X, y, init_params=init)
 
     base = refit(X_train, y_train, model.params_)

@@ -7,13 +7,18 @@ construction, losses and the objective. :class:`LogisticRegression` (here) and
 and predictions.
 """
 
+import numbers
+
 import numpy as np
 import scipy.linalg
+import scipy.special
 
 from ._config import NEWTON_DIRECT_MAX_P
-from ._validation import check_scalar, check_two_classes, check_vector
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
+from ._validation import check_class_labels, check_scalar, check_vector, check_X, is_dask_array, is_sparse
 from .exceptions import ConvergenceError
-from .operators import as_operator
+from .losses import LOSSES
+from .operators import Curvature, as_operator
 from .solvers import cholesky, line_search, newton_cg_step
 
 
@@ -33,6 +38,33 @@ def objective_gradient(op, coef, intercept, l2):
     """
     loss, grad, min_margin, z = op.loss_grad(coef, intercept)
     return (*penalised(loss, grad, coef, l2), min_margin, z)
+
+
+def weighted_objective_gradient(op, coef, intercept, l2, sample_weight):
+    """As :func:`objective_gradient` for F = sum_i s_i loss_i + l2/2 ||coef||^2 (``sample_weight`` s (n,)).
+
+    Two passes (margins; X~^T (s r)) on in-memory data; the min signed margin is over rows with s_i > 0.
+    """
+    z = op.margins(coef, intercept)
+    curv = weighted(op.curvature(z), sample_weight)
+    y = op.y
+    loss = float(np.dot(sample_weight, LOSSES[op.loss].value(z, y)))
+    signed = np.where(y > 0.5, z, -z)[sample_weight > 0]
+    return (*penalised(loss, op.rmatvec(curv.residuals), coef, l2), float(signed.min()), z)
+
+
+def weighted(curv, sample_weight):
+    """The :class:`Curvature` of the weighted objective: residuals and weights times s_i (None: ``curv``)."""
+    if sample_weight is None:
+        return curv
+    return Curvature(np.asarray(curv.residuals) * sample_weight, np.asarray(curv.weights) * sample_weight)
+
+
+def check_weighted_data(op, sample_weight):
+    """Raise ValueError when ``sample_weight`` is given for data whose passes cannot take it (Dask, CUDA)."""
+    if sample_weight is not None and getattr(op, "kind", "dense") not in ("dense", "csr"):
+        raise ValueError(f"sample_weight is supported for in-memory data (NumPy arrays, scipy.sparse); "
+                         f"X is {op.kind} data. Fit without weights, or on the data in memory.")
 
 
 def penalised(loss, grad, coef, l2):
@@ -66,14 +98,17 @@ def check_fitted_model(model, name="model"):
     model.check_fitted()
 
 
-class MarginModel:
+class MarginModel(Estimator):
     """A loss of the margin z_i = x~_i . theta (``loss``: a name of ``fastinfl.losses.LOSSES``) plus L2.
 
-    F(theta) = sum_i loss(y_i, z_i) + l2/2 ||coef||^2, the intercept not
-    penalised. :meth:`fit` runs Newton's method (Hessian and gradient from one
-    pass over X each, Cholesky solve, the line search of ``solvers.line_search``;
-    Newton-CG on HVPs above NEWTON_DIRECT_MAX_P parameters) until max|grad F| <=
-    ``tol`` * n_samples, i.e. the gradient of the mean loss is below ``tol``.
+    F(theta) = sum_i s_i loss(y_i, z_i) + l2/2 ||coef||^2 (s_i the sample
+    weights, 1 by default), the intercept not penalised. :meth:`fit` runs
+    Newton's method (Hessian and gradient from one pass over X each, Cholesky
+    solve, the line search of ``solvers.line_search``; Newton-CG on HVPs above
+    NEWTON_DIRECT_MAX_P parameters) until max|grad F| <= ``tol`` * n_samples,
+    i.e. the gradient of the mean loss is below ``tol``. The constructor's
+    arguments are kept as given (scikit-learn's protocol: ``get_params``,
+    ``clone``); :meth:`fit` validates them and sets ``l2_``, the penalty used.
     Subclasses set ``loss`` and add their labels' checks and predictions.
     """
 
@@ -85,59 +120,79 @@ class MarginModel:
         self.tol = tol
         self.max_iter = max_iter
 
-    def _check_hyper(self):
-        self.l2 = check_scalar(self.l2, "l2")
-        self.tol = check_scalar(self.tol, "tol", strict=True)
-        self.max_iter = check_scalar(self.max_iter, "max_iter", integer=True, min_value=1)
+    def _penalty(self):
+        """The validated L2 penalty (sum convention)."""
+        return check_scalar(self.l2, "l2")
+
+    def _hyper(self):
+        """(l2, tol, max_iter) validated; the attributes themselves are left as given."""
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
+        return (self._penalty(), check_scalar(self.tol, "tol", strict=True),
+                check_scalar(self.max_iter, "max_iter", integer=True, min_value=1))
 
     def _check_labels(self, y):
         """Raise ValueError when the validated labels ``y`` leave the objective without a minimum."""
 
-    def _check_separation(self, op, min_margin, last_step, it):
+    def _check_separation(self, op, min_margin, last_step, it, l2):
         """Raise ConvergenceError when an l2 = 0 objective provably has no minimum (``it``: Newton iteration)."""
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, init_params=None, device=None):
-        """Fit by Newton's method; ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU. Returns self."""
-        self._check_hyper()
+    def fit(self, X, y, sample_weight=None, init_params=None, device=None):
+        """Fit by Newton's method; returns self.
+
+        ``sample_weight`` (n,) >= 0: the weighted objective (in-memory data);
+        ``init_params`` (p,) warm-starts it; ``device="cuda"``: passes on the GPU.
+        """
+        self._set_features(X)
+        require_y(y, self)
+        y = column_y(y)
+        return self._fit(X, y, sample_weight, init_params, device)
+
+    def _fit(self, X, y, sample_weight=None, init_params=None, device=None):
+        """:meth:`fit` on labels already in the loss's form (0/1 for the logistic loss)."""
+        l2, tol, max_iter = self._hyper()
         op = as_operator(X, y, self.fit_intercept, device=device, loss=self.loss)
         self._check_labels(op.y)
         n, d, p = op.n_samples, op.n_features, op.n_params
+        s = check_sample_weight(sample_weight, n)
+        check_weighted_data(op, s)
         theta = np.zeros(p) if init_params is None else check_vector(init_params, "init_params", p).copy()
-        ridge = ridge_diagonal(d, self.fit_intercept, self.l2)
+        ridge = ridge_diagonal(d, self.fit_intercept, l2)
 
         def evaluate(t):
-            return objective_gradient(op, t[:d], self._b(t), self.l2)
+            if s is None:
+                return objective_gradient(op, t[:d], self._b(t), l2)
+            return weighted_objective_gradient(op, t[:d], self._b(t), l2, s)
 
         F, grad, min_margin, z = evaluate(theta)
-        gtol = self.tol * n
+        gtol = tol * n
         gnorm0 = float(np.linalg.norm(grad))
         last_step = np.zeros(p)
-        for it in range(self.max_iter + 1):
-            self._check_separation(op, min_margin, None, it)
+        for it in range(max_iter + 1):
+            self._check_separation(op, min_margin, None, it, l2)
             gmax = float(np.max(np.abs(grad)))
             if gmax <= gtol:
                 if it > 0:
-                    self._check_separation(op, min_margin, last_step, it)
+                    self._check_separation(op, min_margin, last_step, it, l2)
                 break
-            if it == self.max_iter:
+            if it == max_iter:
                 stalled = it > 0 and np.max(np.abs(last_step)) <= 1e-12 * max(1.0, np.max(np.abs(theta)))
                 raise ConvergenceError(
-                    f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
+                    f"Newton's method did not converge in max_iter={max_iter} iterations: "
                     f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. "
                     + ("The steps are at rounding level: the gradient cannot get smaller in float64 "
                        "at this scale of X; standardise the features or loosen tol." if stalled else
                        "Raise max_iter" + (", or use l2 > 0 (with l2 = 0 the data may be nearly "
-                                           "separable)." if self.l2 == 0.0 else "."))
+                                           "separable)." if l2 == 0.0 else "."))
                 )
+            curv = weighted(op.curvature(z), s)  # z: margins of the last evaluate(theta)
             if p > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
-                step = newton_cg_step(op, op.curvature(z), ridge, grad, gnorm0)
+                step = newton_cg_step(op, curv, ridge, grad, gnorm0)
             else:
-                H = op.hessian(op.curvature(z), ridge)  # z: margins of the last evaluate(theta)
+                H = op.hessian(curv, ridge)
                 hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or a nearly "
-                        "separable data set, leaves the Hessian singular") if self.l2 == 0.0 else \
+                        "separable data set, leaves the Hessian singular") if l2 == 0.0 else \
                     ("with l2 > 0 only the intercept can lack curvature: the margins are so large that "
                      "every curvature weight underflows; scale the features")
                 if init_params is not None:
@@ -157,6 +212,7 @@ class MarginModel:
             last_step = t * step
             theta = theta + last_step
             F, grad, min_margin, z = F_new, grad_new, margin_new, z_new
+        self.l2_ = l2
         self._set_params(theta, d, it, True)
         return self
 
@@ -179,18 +235,21 @@ class MarginModel:
     @property
     def n_features_(self):
         self.check_fitted()
-        return self.coef_.shape[0]
+        return self.coef_.shape[-1]
 
     def check_fitted(self):
         """Raise ValueError unless the model has parameters (fitted, or from from_params / from_sklearn)."""
         if not hasattr(self, "coef_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted: call fit() or use from_params().")
+            raise _not_fitted(f"this {type(self).__name__} is not fitted: call fit() or use from_params().")
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "coef_")
 
     @classmethod
     def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True):
         """Model with given parameters (no fit): ``coef`` (d,), scalar ``intercept``."""
         model = cls(l2=l2, fit_intercept=fit_intercept)
-        model._check_hyper()
+        l2 = model._hyper()[0]
         coef = np.atleast_1d(coef)
         if coef.ndim != 1:
             raise ValueError(f"coef must be 1-D (n_features,); got shape {coef.shape}.")
@@ -199,44 +258,87 @@ class MarginModel:
         if not fit_intercept and intercept != 0.0:
             raise ValueError(f"intercept must be 0 when fit_intercept=False; got {intercept}.")
         theta = np.append(coef, intercept) if fit_intercept else coef
+        model.l2_ = l2
+        model.n_features_in_ = coef.shape[0]
         model._set_params(theta, coef.shape[0], 0, None)
         return model
 
     # ------------------------------------------------------------- prediction
-    def operator(self, X, y=None, name="X"):
-        """The validated :class:`~fastinfl.operators.Operator` over (X, y) for this model's loss and features."""
-        return as_operator(X, y, self.fit_intercept, name, n_features=self.n_features_, loss=self.loss)
+    def encode_labels(self, y, name="y"):
+        """``y`` in the loss's form (what the operator reads); None stays None. Here: unchanged."""
+        return y
 
-    def decision_function(self, X):
-        """(n,) margins z_i = x_i . coef_ + intercept_."""
-        return self.operator(X).margins(self.coef_, self.intercept_)
+    def operator(self, X, y=None, name="X"):
+        """The validated :class:`~fastinfl.operators.Operator` over (X, y) for this model's loss and features.
+
+        ``y`` holds the model's own labels (mapped through ``classes_`` for a classifier).
+        """
+        return as_operator(X, self.encode_labels(y, "y" + name[1:]), self.fit_intercept, name,
+                           n_features=self.n_features_, loss=self.loss)
+
+    def _checked(self, X):
+        """The operator over X after scikit-learn's checks of its features against the fit."""
+        self.check_fitted()
+        self._check_features(X)
+        return self.operator(X)
+
+    def linear_predictor(self, X):
+        """(n,) margins z_i = x_i . coef_ + intercept_ (the linear predictor; its mean is ``loss``'s mu(z))."""
+        return self._checked(X).margins(self.coef_, self.intercept_)
 
     def losses(self, X, y):
         """(n,) per-example losses loss(y_i, z_i), computed stably from the margins."""
         return self.operator(X, y).losses(self.coef_, self.intercept_)
 
-    def objective(self, X, y):
-        """F(theta) = sum_i loss_i + l2/2 ||coef||^2 on (X, y)."""
-        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2)[0]
+    def objective(self, X, y, sample_weight=None):
+        """F(theta) = sum_i s_i loss_i + l2/2 ||coef||^2 on (X, y)."""
+        op = self.operator(X, y)
+        s = check_sample_weight(sample_weight, op.n_samples)
+        losses = op.losses(self.coef_, self.intercept_)
+        total = float(np.sum(losses) if s is None else np.dot(s, losses))
+        return penalised(total, np.zeros(op.n_params), self.coef_, self.l2_)[0]
 
-    def __repr__(self):
-        return (f"{type(self).__name__}(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
-                f"tol={self.tol!r}, max_iter={self.max_iter!r})")
+
+def _not_fitted(message):
+    """scikit-learn's NotFittedError (a ValueError and AttributeError) when it is installed, else ValueError."""
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return ValueError(message)
+    return NotFittedError(message)
+
+
+def _is_continuous(labels):
+    """True for float labels that are not all integral (scikit-learn's 'continuous' target)."""
+    arr = np.asarray(labels)
+    return arr.dtype.kind == "f" and np.isfinite(arr).all() and np.any(arr != np.round(arr))
 
 
 class LogisticRegression(MarginModel):
-    """Binary logistic regression minimising F(theta) = sum_i loss_i + l2/2 ||coef||^2.
+    """Logistic regression for two or more classes, as scikit-learn's: binary or multinomial by the labels.
 
-    The intercept is not penalised; ``l2 = 1/C`` matches scikit-learn's
-    ``LogisticRegression(C=C)``. :meth:`fit` runs Newton's method (Hessian and
-    gradient from one pass over X each, Cholesky solve, Armijo backtracking)
-    until max|grad F| <= ``tol`` * n_samples, i.e. the gradient of the mean loss
-    is below ``tol``.
+    Minimises F(theta) = sum_i s_i loss_i + l2/2 ||coef||^2 (sum convention; the
+    intercept is not penalised; s_i the sample weights, 1 by default): the
+    log-loss with two classes, the softmax cross-entropy with more
+    (multinomial, as scikit-learn's). ``l2 = 1/C`` gives scikit-learn's
+    ``LogisticRegression(C=C)`` exactly. Labels may be of any type (integers,
+    -1/+1, booleans, strings, pandas categoricals): ``classes_`` holds them
+    sorted, ``predict`` returns them, the second class is the positive one of a
+    binary model. :meth:`fit` runs Newton's method (Hessian and gradient from
+    one pass over X each, Cholesky solve, line search) until max|grad F| <=
+    ``tol`` * n_samples, i.e. the gradient of the mean loss is below ``tol``.
+
+    A scikit-learn estimator: ``get_params`` / ``set_params``, ``clone``,
+    ``GridSearchCV``, ``Pipeline``; ``n_features_in_`` and ``feature_names_in_``
+    as scikit-learn sets them.
 
     Parameters
     ----------
-    l2 : float, default 1.0
-        L2 penalty on ``coef`` (>= 0).
+    l2 : float, optional
+        L2 penalty on ``coef`` (>= 0), sum convention. Give at most one of
+        ``l2`` and ``C``; neither means ``l2 = 1`` (``C = 1``).
+    C : float, optional
+        scikit-learn's inverse regularisation strength (> 0; ``inf``: no penalty): ``l2 = 1/C``.
     fit_intercept : bool, default True
     tol : float, default 1e-10
         Tolerance on the largest entry of the gradient of the mean objective.
@@ -245,11 +347,15 @@ class LogisticRegression(MarginModel):
 
     Attributes
     ----------
-    coef_ : ndarray (d,)
-    intercept_ : float (0.0 without an intercept)
-    params_ : ndarray (p,), coef_ then intercept_ (p = d + 1 with an intercept)
+    classes_ : ndarray (K,), the sorted labels
+    coef_ : ndarray (d,) for two classes (the weights of the second class's log-odds), (K, d) for more
+    intercept_ : float for two classes (0.0 without an intercept), ndarray (K,) for more
+    params_ : ndarray (p,): coef_ then intercept_ (p = d + 1 with an intercept); K > 2 classes:
+        (K p,), the rows [coef_[k], intercept_[k]] flattened class by class
+    l2_ : float, the L2 penalty used (``l2``, or 1/C)
     n_iter_ : int, Newton iterations taken (0 for from_params / from_sklearn)
     converged_ : bool or None, None when the parameters were given, not fitted
+    n_features_in_ : int; feature_names_in_ : ndarray of str (only when X was a DataFrame with string column names)
 
     Raises
     ------
@@ -260,21 +366,105 @@ class LogisticRegression(MarginModel):
         From :meth:`fit` when the Hessian is singular (l2 = 0 with collinear
         or constant features).
 
+    Notes
+    -----
+    ``sample_weight`` multiplies each row's loss (as scikit-learn's); influence
+    quantities then concern removing a whole weighted row (its term s_i loss_i);
+    weights are supported for two classes on in-memory data (NumPy, scipy.sparse).
+
     Examples
     --------
     >>> import numpy as np, fastinfl
-    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 1, 0, 1])
-    >>> m = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
-    >>> bool(m.converged_), m.params_.shape
-    (True, (2,))
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array(["no", "yes", "no", "yes"])
+    >>> m = fastinfl.LogisticRegression(C=1.0).fit(X, y)
+    >>> m.classes_.tolist(), m.predict_proba(X).shape, m.params_.shape
+    (['no', 'yes'], (4, 2), (2,))
     """
 
-    def _check_labels(self, y):
-        if self.fit_intercept:
-            check_two_classes(y)
+    _estimator_type = "classifier"
 
-    def _check_separation(self, op, min_margin, last_step, it):
-        if self.l2 != 0.0:
+    def __init__(self, l2=None, C=None, fit_intercept=True, tol=1e-10, max_iter=100):
+        self.l2 = l2
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _penalty(self):
+        if self.l2 is not None and self.C is not None:
+            raise ValueError(f"give at most one of l2 and C (l2 = 1/C); got l2={self.l2!r} and C={self.C!r}.")
+        if self.C is None:
+            return 1.0 if self.l2 is None else check_scalar(self.l2, "l2")
+        if isinstance(self.C, (numbers.Real, np.floating)) and not isinstance(self.C, bool) and self.C == np.inf:
+            return 0.0
+        return 1.0 / check_scalar(self.C, "C", strict=True)
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, X, y, sample_weight=None, init_params=None, device=None):
+        """Fit by Newton's method (multinomial when ``y`` holds more than two classes); returns self.
+
+        Parameters
+        ----------
+        X : array-like (n, d), scipy.sparse, dask array or DataFrame
+        y : array-like (n,), labels of any type (at least two distinct)
+        sample_weight : array-like (n,) of weights >= 0, optional
+            Each row's loss is multiplied by its weight (two classes, in-memory data).
+        init_params : array-like (p,) or (K p,), optional
+            Warm start (as ``params_``).
+        device : {None, "cpu", "cuda"}
+            "cuda": the passes over X run on the GPU (two classes).
+        """
+        self._set_features(X)
+        if not (is_sparse(X) or is_dask_array(X) or hasattr(X, "__cuda_array_interface__")):
+            X = check_X(X, "X")  # X's errors first, as for every model
+        require_y(y, self)
+        n = _n_rows(y) if is_dask_array(X) else _n_rows(X)  # dask X: the operator checks the rows agree
+        y = column_y(y)
+        if _is_continuous(y):
+            raise ValueError("Unknown label type: continuous. y must hold class labels (integers, strings, "
+                             "booleans), not real values: for counts use fastinfl.PoissonRegression.")
+        if is_dask_array(y):  # the classes by a reduction; the labels stay where they are
+            classes = _dask_classes(y)
+            if classes is None or (classes.shape[0] <= 2 and np.isin(classes, (0, 1)).all()):
+                self.classes_ = np.array([0, 1]) if classes is None else _two_classes(classes)
+                self._fit(X, y, sample_weight, init_params, device)  # validated by the dask operator
+                return self
+            if classes.shape[0] == 2:
+                self.classes_ = classes
+                self._fit(X, (y == classes[1]).astype(np.float64), sample_weight, init_params, device)
+                return self
+        else:
+            codes, classes = check_class_labels(y, n, None, "y")
+            if classes.shape[0] == 2:
+                self.classes_ = classes
+                self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
+                return self
+        from .multinomial import MultinomialLogisticRegression
+
+        if sample_weight is not None:
+            raise ValueError(f"sample_weight is supported for two classes; y holds {classes.shape[0]} "
+                             "(the multinomial model's passes take no row weights yet).")
+        if device not in (None, "cpu"):
+            raise ValueError(f"device={device!r} is available for two classes; y holds {classes.shape[0]} "
+                             "(the multinomial passes run on the CPU).")
+        l2, tol, max_iter = self._hyper()
+        softmax = MultinomialLogisticRegression(l2=l2, fit_intercept=self.fit_intercept, tol=tol,
+                                                max_iter=max_iter).fit(X, y, init_params=init_params)
+        self.classes_ = classes
+        self.l2_ = l2
+        self.coef_, self.intercept_ = softmax.coef_, softmax.intercept_
+        self.n_iter_, self.converged_ = softmax.n_iter_, softmax.converged_
+        return self
+
+    def _check_labels(self, y):
+        if self.fit_intercept and (y == y[0]).all():
+            raise ValueError(
+                f"y holds only one class: with an unpenalised intercept the loss has no minimum "
+                "(the intercept runs off to infinity). Fit data with both classes, or fit_intercept=False."
+            )
+
+    def _check_separation(self, op, min_margin, last_step, it, l2):
+        if l2 != 0.0:
             return
         if last_step is None and min_margin > 0.0:
             raise ConvergenceError(
@@ -302,13 +492,70 @@ class LogisticRegression(MarginModel):
                 "without bound as tol shrinks. Fit with l2 > 0 (for example l2=1.0)."
             )
 
-    @classmethod
-    def from_sklearn(cls, estimator, X=None, y=None):
-        """Model with the parameters of a fitted binary, L2 (or unpenalised) sklearn LogisticRegression.
+    # ---------------------------------------------------------- construction
+    @property
+    def multinomial(self):
+        """Whether the fitted model has K > 2 classes (softmax) rather than two (one margin)."""
+        self.check_fitted()
+        return self.coef_.ndim == 2
 
-        ``l2 = 1/C``. Refuses multiclass models, L1/elastic-net penalties,
-        class weights and liblinear (which penalises the intercept): those
-        minimise a different objective, so their influence would be wrong.
+    @property
+    def n_classes_(self):
+        self.check_fitted()
+        return self.classes_.shape[0]
+
+    def softmax(self):
+        """The fitted K > 2 class model as a :class:`fastinfl.MultinomialLogisticRegression` (the same parameters)."""
+        from .multinomial import MultinomialLogisticRegression
+
+        if not self.multinomial:
+            raise ValueError("this LogisticRegression has two classes: it is a one-margin model, not a softmax.")
+        model = MultinomialLogisticRegression.from_params(self.coef_, self.intercept_, l2=self.l2_,
+                                                          fit_intercept=self.fit_intercept, classes=self.classes_)
+        model.tol, model.max_iter = self.tol, self.max_iter
+        return model
+
+    @property
+    def params_(self):
+        """(p,) coef_ then intercept_ (when fit_intercept); K > 2 classes: (K p,) class by class."""
+        return self.softmax().params_ if self.multinomial else super().params_
+
+    @classmethod
+    def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True, classes=None):
+        """Model with given parameters (no fit).
+
+        Two classes: ``coef`` (d,) (or scikit-learn's (1, d)), scalar ``intercept``; ``classes`` (2,),
+        default [0, 1]. K > 2 classes: ``coef`` (K, d), ``intercept`` (K,) or a scalar; ``classes`` (K,),
+        default 0..K-1. ``classes`` must be sorted and distinct.
+        """
+        coef = np.asarray(coef)
+        if coef.ndim == 2 and coef.shape[0] == 1:
+            coef, intercept = coef[0], np.ravel(intercept)[0] if np.ndim(intercept) else intercept
+        if coef.ndim == 2:
+            if coef.shape[0] == 2:
+                raise ValueError("coef of shape (2, d) is a two-class softmax: give the binary model's (d,) "
+                                 "weights (class 1's log-odds), or use fastinfl.MultinomialLogisticRegression.")
+            from .multinomial import MultinomialLogisticRegression
+
+            softmax = MultinomialLogisticRegression.from_params(coef, intercept, l2, fit_intercept, classes)
+            model = cls(l2=l2, fit_intercept=fit_intercept)
+            model.classes_, model.l2_ = softmax.classes_, float(l2)
+            model.coef_, model.intercept_ = softmax.coef_, softmax.intercept_
+            model.n_iter_, model.converged_ = 0, None
+            model.n_features_in_ = softmax.coef_.shape[1]
+            return model
+        model = super().from_params(coef, intercept, l2, fit_intercept)
+        model.classes_ = _two_classes(classes)
+        return model
+
+    @classmethod
+    def from_sklearn(cls, estimator, X=None, y=None, sample_weight=None):
+        """Model with the parameters of a fitted L2 (or unpenalised) scikit-learn LogisticRegression.
+
+        Binary or multinomial, as the estimator; ``l2 = 1/C``; ``classes_`` as the
+        estimator's. Refuses one-vs-rest multi-class models, L1/elastic-net
+        penalties, class weights and liblinear (which penalises the intercept):
+        those minimise a different objective, so their influence would be wrong.
 
         Parameters
         ----------
@@ -324,6 +571,8 @@ class LogisticRegression(MarginModel):
             short of the optimum, so influence at its parameters describes a quadratic model,
             not refitting, and :class:`fastinfl.Influence` warns (``StationarityWarning``):
             pass X and y here, or fit sklearn with a tight ``tol`` (such as 1e-10).
+        sample_weight : array-like (n,), optional
+            The weights the estimator was fitted with (for the refit).
 
         Returns
         -------
@@ -335,61 +584,174 @@ class LogisticRegression(MarginModel):
             last, transform = pipeline
             model = cls.from_sklearn(last)
             if X is not None:
-                Xt = transform.transform(X) if transform is not None else X
-                model.fit(Xt, y, init_params=model.params_)
+                model._refit(transform.transform(X) if transform is not None else X, y, sample_weight)
             model.feature_transform_ = transform
             return model
-        params = estimator.get_params() if hasattr(estimator, "get_params") else {}
+        from .multinomial import MultinomialLogisticRegression
+
         if not hasattr(estimator, "coef_"):
+            if hasattr(estimator, "estimators_"):
+                MultinomialLogisticRegression._from_estimator(estimator)  # raises: one-vs-rest
             raise ValueError("estimator is not a fitted scikit-learn LogisticRegression (no coef_).")
-        coef = np.asarray(estimator.coef_, dtype=np.float64)
-        if coef.ndim != 2 or coef.shape[0] != 1 or len(getattr(estimator, "classes_", [0, 1])) != 2:
-            raise ValueError(
-                f"estimator must be a binary model; got coef_ of shape {coef.shape} "
-                f"for {len(getattr(estimator, 'classes_', []))} classes."
-            )
-        penalty = params.get("penalty", "l2")
-        l1_ratio = params.get("l1_ratio") or 0.0
-        C = float(params.get("C", 1.0))
-        if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
-            l2 = 0.0
-        elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
-            l2 = 1.0 / C
+
+        classes = np.asarray(getattr(estimator, "classes_", [0, 1]))
+        if classes.shape[0] > 2:
+            softmax = MultinomialLogisticRegression._from_estimator(estimator)
+            model = cls.from_params(softmax.coef_, softmax.intercept_, softmax.l2_, softmax.fit_intercept,
+                                    softmax.classes_)
         else:
-            raise ValueError(
-                f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
-                f"l1_ratio={l1_ratio!r}."
-            )
-        if params.get("class_weight") is not None:
-            raise ValueError("estimator uses class_weight; weighted losses are not supported.")
-        if params.get("solver") == "liblinear" and params.get("fit_intercept", True):
-            raise ValueError(
-                "estimator was fitted by liblinear, which penalises the intercept; "
-                "refit with solver='lbfgs' or 'newton-cholesky'."
-            )
-        fit_intercept = bool(params.get("fit_intercept", True))
-        intercept = float(np.ravel(estimator.intercept_)[0]) if fit_intercept else 0.0
-        model = cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept)
+            l2, fit_intercept = _sklearn_penalty(estimator)
+            coef = np.asarray(estimator.coef_, dtype=np.float64)
+            if coef.ndim != 2 or coef.shape[0] != 1:
+                raise ValueError(f"estimator has coef_ of shape {coef.shape} for {classes.shape[0]} classes.")
+            intercept = float(np.ravel(estimator.intercept_)[0]) if fit_intercept else 0.0
+            model = cls.from_params(coef[0], intercept, l2=l2, fit_intercept=fit_intercept, classes=classes)
+        names = getattr(estimator, "feature_names_in_", None)
+        if names is not None:
+            model.feature_names_in_ = np.asarray(names, dtype=object)
         if X is not None:
-            if y is None:
-                raise ValueError("y is required with X (the training data to refit on).")
-            model.fit(X, y, init_params=model.params_)
+            model._refit(X, y, sample_weight)
         return model
 
+    def _refit(self, X, y, sample_weight):
+        """Newton fit on (X, y) warm-started from the current parameters; the classes must stay the same."""
+        if y is None:
+            raise ValueError("y is required with X (the training data to refit on).")
+        labels = np.asarray(y)
+        got = np.unique(labels.reshape(-1)) if labels.dtype.kind in "biufUS" else None  # others: fit's checks
+        if got is not None and not (got.shape == self.classes_.shape and np.all(got == self.classes_)):
+            raise ValueError(f"y holds the classes {got.tolist()} but the estimator was fitted on "
+                             f"{self.classes_.tolist()}: pass the estimator's training labels.")
+        init = self.params_
+        self.l2 = self.l2_
+        self.fit(X, y, sample_weight=sample_weight, init_params=init)
+
     # ------------------------------------------------------------- prediction
+    def encode_labels(self, y, name="y"):
+        """Labels of ``classes_`` as the loss reads them: 0/1 floats (two classes) or codes 0..K-1; None stays None."""
+        if y is None:
+            return None
+        self.check_fitted()
+        classes = self.classes_
+        zero_one = classes.dtype.kind in "iufb" and classes.shape == (2,) and classes[0] == 0 and classes[1] == 1
+        if zero_one and is_dask_array(y):
+            return y  # validated by the dask operator, lazily
+        arr = np.asarray(y)
+        if zero_one and arr.dtype.kind in "biuf":
+            return y  # 0/1 already: validated by the operator
+        n = arr.shape[0] if arr.ndim else 0
+        codes = check_class_labels(arr, n, classes, name)[0]
+        return codes.astype(np.float64) if classes.shape[0] == 2 else codes
+
+    def operator(self, X, y=None, name="X"):
+        """The validated operator over (X, y), y in the model's own labels (``classes_``).
+
+        Two classes: the one-margin :class:`~fastinfl.operators.Operator`; K > 2: the multinomial one.
+        """
+        if self.multinomial:
+            return self.softmax().operator(X, y, name)
+        return super().operator(X, y, name)
+
+    def decision_function(self, X):
+        """Margins: (n,) the second class's log-odds for two classes, (n, K) logits for more."""
+        return self._checked(X).margins(self.coef_, self.intercept_)
+
     def predict_proba(self, X):
-        """P(y = 1 | x) for each row of X, shape (n,)."""
-        return self.operator(X).means(self.coef_, self.intercept_)
+        """(n, K) class probabilities, columns in the order of ``classes_`` (K = 2 for a binary model)."""
+        op = self._checked(X)
+        mean = op.means(self.coef_, self.intercept_)
+        return mean if self.multinomial else np.column_stack([1.0 - mean, mean])
+
+    def predict_log_proba(self, X):
+        """(n, K) log class probabilities (stable: from the margins)."""
+        z = self.decision_function(X)
+        if self.multinomial:
+            return z - scipy.special.logsumexp(z, axis=1, keepdims=True)
+        return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
 
     def predict(self, X):
-        """Predicted labels, 1 where P(y = 1 | x) > 0.5 (margin > 0), else 0: shape (n,), int64.
+        """(n,) the most probable label of each row (from ``classes_``; ties to the first class)."""
+        z = self.decision_function(X)
+        return self.classes_[np.argmax(z, axis=1) if self.multinomial else (z > 0.0).astype(np.int64)]
 
-        Like scikit-learn's ``predict`` (whose ``classes_`` are 0 and 1 here).
-        """
-        return (self.predict_proba(X) > 0.5).astype(np.int64)
+    def score(self, X, y, sample_weight=None):
+        """Accuracy: the (weighted) fraction of rows whose :meth:`predict` equals ``y`` (scikit-learn's ``score``)."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.shape != pred.shape:
+            raise ValueError(f"y must have shape {pred.shape}; got {y.shape}.")
+        return float(np.average(pred == y, weights=check_sample_weight(sample_weight, y.shape[0])))
 
-    def score(self, X, y):
-        """Accuracy: the fraction of rows whose :meth:`predict` equals ``y`` (as scikit-learn's ``score``)."""
-        op = self.operator(X, y)  # validates X and the 0/1 labels y
-        pred = op.means(self.coef_, self.intercept_) > 0.5
-        return float(np.mean(pred == (op.y > 0.5)))
+    def losses(self, X, y):
+        """(n,) per-example log-losses (cross-entropy with K > 2 classes), computed stably from the margins."""
+        return self.operator(X, y).losses(self.coef_, self.intercept_)
+
+    def objective(self, X, y, sample_weight=None):
+        """F(theta) = sum_i s_i loss_i + l2/2 ||coef||^2 on (X, y)."""
+        if self.multinomial:
+            if sample_weight is not None:
+                raise ValueError("sample_weight is supported for two classes.")
+            return self.softmax().objective(X, y)
+        return super().objective(X, y, sample_weight)
+
+
+def _n_rows(X):
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape):
+        return shape[0]
+    try:
+        return len(X)
+    except TypeError:
+        raise ValueError(f"X must be a 2-D array (n_samples, n_features); got {type(X).__name__}.") from None
+
+
+def _dask_classes(y):
+    """The sorted distinct labels of a dask y (one reduction), or None when some are not finite numbers
+    (the dask operator's validation then names the first bad row)."""
+    import dask.array as da
+
+    classes = np.asarray(da.unique(y).compute())
+    if classes.dtype.kind == "f" and not np.isfinite(classes).all():
+        return None
+    if classes.shape[0] < 2:
+        raise ValueError(f"y holds only one class ({classes.tolist()}): a classifier needs at least two.")
+    return classes
+
+
+def _two_classes(classes):
+    """``classes`` (2,) sorted and distinct; None: [0, 1]."""
+    if classes is None:
+        return np.array([0, 1])
+    classes = np.asarray(classes)
+    if classes.shape != (2,) or not classes[0] < classes[1]:
+        raise ValueError(f"classes must be 2 sorted distinct labels for coef of shape (d,); got {classes!r}.")
+    return classes
+
+
+def _sklearn_penalty(estimator):
+    """(l2, fit_intercept) of a fitted scikit-learn LogisticRegression, or ValueError for another objective."""
+    params = estimator.get_params() if hasattr(estimator, "get_params") else {}
+    penalty = params.get("penalty", "l2")
+    l1_ratio = params.get("l1_ratio") or 0.0
+    C = float(params.get("C", 1.0))
+    if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
+        l2 = 0.0
+    elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
+        l2 = 1.0 / C
+    else:
+        raise ValueError(f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
+                         f"l1_ratio={l1_ratio!r}.")
+    if params.get("class_weight") is not None:
+        raise ValueError("estimator uses class_weight; weighted classes are not supported (pass per-row "
+                         "weights as sample_weight instead).")
+    if params.get("solver") == "liblinear" and params.get("fit_intercept", True):
+        raise ValueError("estimator was fitted by liblinear, which penalises the intercept; "
+                         "refit with solver='lbfgs' or 'newton-cholesky'.")
+    return l2, bool(params.get("fit_intercept", True))
+
+
+def is_multinomial(model):
+    """True for a fitted softmax model (coef_ of shape (K, d)): MultinomialLogisticRegression, or
+    LogisticRegression fitted on K > 2 classes."""
+    return np.ndim(getattr(model, "coef_", None)) == 2

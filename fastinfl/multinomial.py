@@ -6,7 +6,8 @@ import scipy.linalg
 from ._config import NEWTON_DIRECT_MAX_P
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from .model import ridge_diagonal, split_pipeline
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
+from .model import _not_fitted, ridge_diagonal, split_pipeline
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step
 
@@ -27,7 +28,7 @@ def ridge_vector(n_classes, n_features, fit_intercept, l2, damping=0.0):
     return np.tile(ridge_diagonal(n_features, fit_intercept, l2, damping), n_classes)
 
 
-class MultinomialLogisticRegression:
+class MultinomialLogisticRegression(Estimator):
     """Multinomial logistic regression minimising F(theta) = sum_i -log softmax(W x_i + b)_{y_i} + l2/2 ||W||_F^2.
 
     The intercepts are not penalised; ``l2 = 1/C`` matches scikit-learn's
@@ -75,43 +76,55 @@ class MultinomialLogisticRegression:
     (['a', 'b', 'c'], (3, 1), (6, 3))
     """
 
+    _estimator_type = "classifier"
+
     def __init__(self, l2=1.0, fit_intercept=True, tol=1e-10, max_iter=100):
         self.l2 = l2
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
 
-    def _check_hyper(self):
-        self.l2 = check_scalar(self.l2, "l2")
-        self.tol = check_scalar(self.tol, "tol", strict=True)
-        self.max_iter = check_scalar(self.max_iter, "max_iter", integer=True, min_value=1)
+    def _hyper(self):
+        """(l2, tol, max_iter) validated; the attributes themselves are left as given."""
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept must be True or False; got {self.fit_intercept!r}.")
+        return (check_scalar(self.l2, "l2"), check_scalar(self.tol, "tol", strict=True),
+                check_scalar(self.max_iter, "max_iter", integer=True, min_value=1))
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, init_params=None):
-        """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self."""
-        self._check_hyper()
+    def fit(self, X, y, sample_weight=None, init_params=None):
+        """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self.
+
+        ``sample_weight`` is refused (the multinomial passes take no row weights yet) unless all 1.
+        """
+        l2, tol, max_iter = self._hyper()
+        self._set_features(X)
+        require_y(y, self)
+        y = column_y(y)
         X = prepare_X(X, "X")
+        s = check_sample_weight(sample_weight, X.shape[0])
+        if s is not None and np.any(s != 1.0):
+            raise ValueError("sample_weight is not supported by the multinomial model (its passes take no row "
+                             "weights yet); fit without it, or with two classes.")
         codes, classes = check_class_labels(y, X.shape[0], None, "y")
         K = classes.shape[0]
         op = as_multinomial_operator(X, codes, K, self.fit_intercept, checked=True)
         n, d, p, P = op.n_samples, op.n_features, op.row_params, op.n_params
         theta = np.zeros(P) if init_params is None else check_vector(init_params, "init_params", P).copy()
-        ridge = ridge_vector(K, d, self.fit_intercept, self.l2)
+        ridge = ridge_vector(K, d, self.fit_intercept, l2)
         mask = null_mask(ridge, K)
         theta = project(theta[None], mask, K)[0]  # the minimum-norm representative of the gauge
 
         def evaluate(t):
             T = t.reshape(K, p)
-            return objective_gradient(op, T[:, :d], T[:, d] if self.fit_intercept else 0.0, self.l2)
+            return objective_gradient(op, T[:, :d], T[:, d] if self.fit_intercept else 0.0, l2)
 
         F, grad, min_margin, Z = evaluate(theta)
         gnorm0 = float(np.linalg.norm(grad))
-        gtol = self.tol * n
+        gtol = tol * n
         last_step = np.zeros(P)
-        for it in range(self.max_iter + 1):
-            if self.l2 == 0.0 and min_margin > 0.0:
+        for it in range(max_iter + 1):
+            if l2 == 0.0 and min_margin > 0.0:
                 raise ConvergenceError(
                     f"the training data are linearly separable (Newton iterate {it} classifies every point "
                     "correctly with a positive margin), so with l2 = 0 the loss has no minimum: it keeps "
@@ -119,14 +132,14 @@ class MultinomialLogisticRegression:
                 )
             gmax = float(np.max(np.abs(grad)))
             if gmax <= gtol:
-                if self.l2 == 0.0 and it > 0:
+                if l2 == 0.0 and it > 0:
                     self._check_recession(op, last_step.reshape(K, p))
                 break
-            if it == self.max_iter:
+            if it == max_iter:
                 raise ConvergenceError(
-                    f"Newton's method did not converge in max_iter={self.max_iter} iterations: "
+                    f"Newton's method did not converge in max_iter={max_iter} iterations: "
                     f"max|grad F| = {gmax:.3g} > tol * n_samples = {gtol:.3g}. Raise max_iter"
-                    + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)." if self.l2 == 0.0
+                    + (", or use l2 > 0 (with l2 = 0 the data may be nearly separable)." if l2 == 0.0
                        else ".")
                 )
             if P > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
@@ -135,7 +148,7 @@ class MultinomialLogisticRegression:
                 H = op.hessian(op.curvature(Z), ridge)
                 add_gauge(H, mask, K)
                 hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or nearly separable data, "
-                        "leave the Hessian singular") if self.l2 == 0.0 else \
+                        "leave the Hessian singular") if l2 == 0.0 else \
                     "the margins are so large that every softmax curvature underflows; scale the features"
                 step = -scipy.linalg.cho_solve(cholesky(H, "Hessian of the training objective", hint),
                                                project(grad[None], mask, K)[0], check_finite=False)
@@ -152,6 +165,7 @@ class MultinomialLogisticRegression:
             theta = theta + last_step
             F, grad, min_margin, Z = F_new, grad_new, margin_new, Z_new
         self.classes_ = classes
+        self.l2_ = l2
         self._set_params(theta.reshape(K, p), d, it, True)
         return self
 
@@ -197,7 +211,10 @@ class MultinomialLogisticRegression:
     def check_fitted(self):
         """Raise ValueError unless the model has parameters (fitted, or from from_params / from_sklearn)."""
         if not hasattr(self, "coef_"):
-            raise ValueError("this MultinomialLogisticRegression is not fitted: call fit() or use from_params().")
+            raise _not_fitted("this MultinomialLogisticRegression is not fitted: call fit() or use from_params().")
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "coef_")
 
     @classmethod
     def from_params(cls, coef, intercept=0.0, l2=0.0, fit_intercept=True, classes=None):
@@ -206,7 +223,7 @@ class MultinomialLogisticRegression:
         ``classes`` defaults to 0..K-1 and must be sorted and distinct.
         """
         model = cls(l2=l2, fit_intercept=fit_intercept)
-        model._check_hyper()
+        l2 = model._hyper()[0]
         coef = np.asarray(coef)
         if coef.ndim != 2 or coef.shape[0] < 2:
             raise ValueError(f"coef must be 2-D (n_classes >= 2, n_features); got shape {coef.shape}.")
@@ -219,6 +236,8 @@ class MultinomialLogisticRegression:
         if classes.shape != (K,) or np.any(np.unique(classes) != classes):
             raise ValueError(f"classes must be {K} sorted distinct labels (one per row of coef); got {classes!r}.")
         model.classes_ = classes
+        model.l2_ = l2
+        model.n_features_in_ = d
         theta = np.hstack([coef, intercept[:, None]]) if fit_intercept else coef
         model._set_params(theta, d, 0, None)
         return model
@@ -356,11 +375,7 @@ class MultinomialLogisticRegression:
 
     def objective(self, X, y):
         """F(theta) = sum_i cross-entropy_i + l2/2 ||coef||_F^2 on (X, y)."""
-        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2)[0]
-
-    def __repr__(self):
-        return (f"MultinomialLogisticRegression(l2={self.l2!r}, fit_intercept={self.fit_intercept!r}, "
-                f"tol={self.tol!r}, max_iter={self.max_iter!r})")
+        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2_)[0]
 
 
 def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100,
@@ -389,7 +404,7 @@ def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, 
         raise ValueError("X_train needs at least 2 rows to leave one out.")
 
     def refit(X, y, init):
-        m = MultinomialLogisticRegression(l2=model.l2, fit_intercept=model.fit_intercept, tol=tol,
+        m = MultinomialLogisticRegression(l2=model.l2_, fit_intercept=model.fit_intercept, tol=tol,
                                           max_iter=max_iter).fit(X, y, init_params=init)
         if not np.array_equal(m.classes_, model.classes_):
             raise ValueError("this removal leaves a class without training points.")

@@ -9,6 +9,7 @@ quantity and solver.
 import numpy as np
 import scipy.special
 
+from ._estimator import check_sample_weight
 from .model import MarginModel
 
 
@@ -35,6 +36,7 @@ class PoissonRegression(MarginModel):
     """
 
     loss = "poisson"
+    _estimator_type = "regressor"
 
     def _check_labels(self, y):
         if self.fit_intercept and not (y > 0.0).any():
@@ -43,20 +45,25 @@ class PoissonRegression(MarginModel):
 
     def predict(self, X):
         """(n,) predicted means e^z_i."""
-        return self.operator(X).means(self.coef_, self.intercept_)
+        return self._checked(X).means(self.coef_, self.intercept_)
 
     def losses(self, X, y):
         """(n,) Poisson negative log-likelihoods e^z_i - y_i z_i + log(y_i!) (log Gamma(y_i + 1) for rates)."""
         op = self.operator(X, y)
         return op.losses(self.coef_, self.intercept_) + scipy.special.gammaln(op.y + 1.0)
 
-    def score(self, X, y):
-        """D^2: the fraction of Poisson deviance explained, 1 - D(y, mu) / D(y, mean(y)) (scikit-learn's ``score``)."""
+    def score(self, X, y, sample_weight=None):
+        """D^2: the fraction of Poisson deviance explained, 1 - D(y, mu) / D(y, mean(y)) (scikit-learn's ``score``).
+
+        With ``sample_weight`` the deviances and the mean are weighted, as scikit-learn's.
+        """
+        mu = self.predict(X)
         op = self.operator(X, y)
-        mu = op.means(self.coef_, self.intercept_)
-        return 1.0 - _deviance(op.y, mu) / _deviance(op.y, np.full_like(mu, op.y.mean()))
+        s = check_sample_weight(sample_weight, op.n_samples)
+        s = np.ones(op.n_samples) if s is None else s
+        return 1.0 - _deviance(op.y, mu, s) / _deviance(op.y, np.full_like(mu, np.average(op.y, weights=s)), s)
 
 
-def _deviance(y, mu):
-    """Poisson deviance 2 sum_i (y_i log(y_i / mu_i) - y_i + mu_i), with 0 log 0 = 0."""
-    return 2.0 * float(np.sum(scipy.special.xlogy(y, y) - scipy.special.xlogy(y, mu) - y + mu))
+def _deviance(y, mu, s):
+    """Weighted Poisson deviance 2 sum_i s_i (y_i log(y_i / mu_i) - y_i + mu_i), with 0 log 0 = 0."""
+    return 2.0 * float(np.dot(s, scipy.special.xlogy(y, y) - scipy.special.xlogy(y, mu) - y + mu))

@@ -407,7 +407,7 @@ class _Target:
 def _check_inf(inf):
     if not isinstance(inf, Influence):
         raise ValueError(f"inf must be a fastinfl.Influence; got {type(inf).__name__}.")
-    if not isinstance(inf.model, LogisticRegression):
+    if not isinstance(inf.model, LogisticRegression) or inf.model.multinomial:
         raise ValueError("inf must be built on a binary fastinfl.LogisticRegression; "
                          f"got {type(inf.model).__name__} (multinomial and Poisson models are not "
                          "supported).")
@@ -434,7 +434,7 @@ def _refit(inf, rows, y, target, drop=None, relabel=None):
         y[relabel] = 1.0 - y[relabel]
     X = inf.X_train[keep] if drop is not None else inf.X_train
     y = y[keep]
-    fit = LogisticRegression(l2=model.l2, fit_intercept=model.fit_intercept, tol=model.tol,
+    fit = LogisticRegression(l2=model.l2_, fit_intercept=model.fit_intercept, tol=model.tol,
                              max_iter=max(model.max_iter, 100))
     what = f"without training rows {list(map(int, drop))}" if drop is not None else \
         f"with the labels of training rows {list(map(int, relabel))} flipped"
@@ -448,7 +448,7 @@ def _refit(inf, rows, y, target, drop=None, relabel=None):
     theta = fit.params_
     if target.kind != "significance":
         return target.L(theta, None)
-    ridge = np.full(rows.p, model.l2)
+    ridge = np.full(rows.p, model.l2_)
     if model.fit_intercept:
         ridge[-1] = 0.0
     z = _Rows(X, model.fit_intercept).margins(theta[:, None])[:, 0]
@@ -483,7 +483,7 @@ def target_changes(inf, target):
     rows, y = _check_inf(inf)
     tgt = _Target(target, rows.d, inf.model.fit_intercept)
     model = inf.model
-    path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100),
+    path = _Path(rows, y, model.l2_, model.params_, model.tol, max(model.max_iter, 100),
                  exact_hessian=False, c=tgt.c)
     return tgt.drop_changes(path)
 
@@ -532,7 +532,7 @@ def drop_to_flip(inf, target, max_fraction=0.01, method="greedy", refit=True):
     tgt = _Target(target, rows.d, inf.model.fit_intercept)
     max_count = _max_count(max_fraction, rows.n)
     model = inf.model
-    path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100),
+    path = _Path(rows, y, model.l2_, model.params_, model.tol, max(model.max_iter, 100),
                  exact_hessian=tgt.kind == "significance" and method == "greedy", c=tgt.c)
     L0 = tgt.L(path.theta, path.solve)
     tgt.start(L0)
@@ -644,7 +644,7 @@ def relabel_to_flip(inf, x, max_count=None, refit=True):
     if max_count > rows.n:
         raise ValueError(f"max_count must be <= the number of training rows ({rows.n}); got {max_count}.")
     model = inf.model
-    path = _Path(rows, y, model.l2, model.params_, model.tol, max(model.max_iter, 100), exact_hessian=False,
+    path = _Path(rows, y, model.l2_, model.params_, model.tol, max(model.max_iter, 100), exact_hessian=False,
                  c=tgt.c)
     tgt.start(tgt.L(path.theta, path.solve))
 

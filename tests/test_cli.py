@@ -197,7 +197,7 @@ def test_run_json_self_influence_cg_damping(data):
     records = json.loads((folder / "top.json").read_text())
     assert [r["test_index"] for r in records] == list(range(len(yte)))
     assert [r["label"] for r in records] == yte.tolist()
-    p = model.predict_proba(Xte)
+    p = model.predict_proba(Xte)[:, 1]
     np.testing.assert_allclose([r["loss"] for r in records], -np.log(np.where(yte == 1, p, 1 - p)), rtol=1e-9)
     parsed = {kind: tuple(np.array([[e[key] for e in r[kind]] for r in records])
                           for key in ("train_index", "influence", "loo_change"))

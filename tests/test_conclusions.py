@@ -173,7 +173,7 @@ def check_answer(res, X, y, l2, target, relabel=False):
 
 def targets_for(X, model):
     d = X.shape[1]
-    margins = np.abs(model.predict_proba(X) - 0.5)
+    margins = np.abs(model.predict_proba(X)[:, 1] - 0.5)
     n = len(margins)
     rows = np.argsort(margins)[[n // 8, n // 4, n // 2]]  # three rows of rising confidence
     return ([("coef", j) for j in range(d)] + [("significance", j, LEVEL) for j in range(d)]
@@ -283,7 +283,7 @@ def test_relabel_to_flip_against_refits_and_exhaustive_search():
     X, y = spector()
     model = fastinfl.LogisticRegression(l2=L2).fit(X, y)
     inf = fastinfl.Influence(model, X, y)
-    proba = model.predict_proba(X)
+    proba = model.predict_proba(X)[:, 1]
     for i in np.argsort(np.abs(proba - 0.5))[[8, 16, 24]]:
         target = ("prediction", X[i])
         res = relabel_to_flip(inf, X[i], max_count=8)
@@ -305,7 +305,7 @@ def test_no_set_within_the_limit_is_an_answer():
     X, y = spector()
     model = fastinfl.LogisticRegression(l2=L2).fit(X, y)
     inf = fastinfl.Influence(model, X, y)
-    i = int(np.argmin(model.predict_proba(X)))
+    i = int(np.argmin(model.predict_proba(X)[:, 1]))
     for method in METHODS:
         res = drop_to_flip(inf, ("prediction", X[i]), max_fraction=1 / 32, method=method)
         assert not res.found and not res.flipped and len(res.indices) == 1

@@ -172,7 +172,7 @@ def test_import_fastinfl_imports_no_dask():
 def test_validation_names_the_global_row_and_refuses_to_gather(problem):
     X, y, Xt, yt, model = problem
     bad_y = y.astype(float).copy()
-    bad_y[2101] = 2.0
+    bad_y[2101] = np.nan  # (labels 0, 1, 2 would be three classes: a multinomial model)
     with on("synchronous"):
         with pytest.raises(BadValueError, match="row 2101") as exc:
             fastinfl.LogisticRegression().fit(*dask_xy(X, bad_y))

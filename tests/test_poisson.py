@@ -64,7 +64,7 @@ def test_losses_are_the_negative_log_likelihood():
     m = fastinfl.PoissonRegression(l2=1.0).fit(X, y)
     np.testing.assert_allclose(m.losses(X, y), -scipy.stats.poisson.logpmf(y, m.predict(X)), rtol=1e-12)
     # the objective leaves out the constant log(y!)
-    z = m.decision_function(X)
+    z = m.linear_predictor(X)
     assert m.objective(X, y) == pytest.approx(np.sum(np.exp(z) - y * z) + 0.5 * np.dot(m.coef_, m.coef_), rel=1e-13)
 
 

@@ -21,7 +21,7 @@ def test_pipeline_ending_in_the_classifier():
     assert model.l2 == 0.5
     Xt = model.feature_transform_.transform(X)  # influence is on the transformed features
     np.testing.assert_allclose(Xt, StandardScaler().fit(X).transform(X), rtol=1e-12)
-    np.testing.assert_allclose(model.predict_proba(Xt), pipe.predict_proba(X)[:, 1], rtol=1e-10)
+    np.testing.assert_allclose(model.predict_proba(Xt)[:, 1], pipe.predict_proba(X)[:, 1], rtol=1e-10)
     direct = fastinfl.LogisticRegression.from_sklearn(pipe[-1])
     np.testing.assert_array_equal(model.params_, direct.params_)
 

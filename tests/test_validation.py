@@ -70,7 +70,7 @@ class Figure2:
 def figure2(X_train, y_train, X_test, y_test, n_test=N_TEST_POINTS, k=N_TRAIN_POINTS):
     model = fastinfl.LogisticRegression(l2=L2).fit(X_train, y_train)
     inf = fastinfl.Influence(model, X_train, y_train)
-    p = model.predict_proba(X_test)
+    p = model.predict_proba(X_test)[:, 1]
     loss = -np.log(np.where(y_test == 1, p, 1.0 - p))
     worst = np.argsort(-loss, kind="stable")[:n_test]
     infl = inf.influence(X_test[worst], y_test[worst])

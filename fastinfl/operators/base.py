@@ -35,20 +35,51 @@ class Curvature(NamedTuple):
     weights: object
 
 
-class TopK(NamedTuple):
+class _TopKFields(NamedTuple):
+    helpful_idx: np.ndarray
+    helpful: np.ndarray
+    harmful_idx: np.ndarray
+    harmful: np.ndarray
+
+
+class TopK(_TopKFields):
     """Most helpful (most negative influence) and most harmful (most positive) training points.
 
     Each field is (m, k): row t belongs to test point t; ``helpful`` ascending,
     ``harmful`` descending; ``*_idx`` are training-row positions (0-based, not
     DataFrame labels). A helpful point has influence < 0 and a harmful one > 0:
     when fewer than k training points have that sign, the remaining slots hold
-    index -1 and value NaN.
+    index -1 and value NaN. :meth:`to_frame` gives one row per (test point, kind,
+    rank) with the row labels of DataFrame inputs (``train_index``, ``test_index``:
+    set by :meth:`fastinfl.Influence.top_k`, None for arrays).
     """
 
-    helpful_idx: np.ndarray
-    helpful: np.ndarray
-    harmful_idx: np.ndarray
-    harmful: np.ndarray
+    train_index = None
+    test_index = None
+
+    def with_index(self, train_index, test_index):
+        """This result with the training and test row labels that :meth:`to_frame` reports (None: positions)."""
+        out = TopK(*self)
+        out.train_index, out.test_index = train_index, test_index
+        return out
+
+    def to_frame(self):
+        """A pandas DataFrame: columns test, kind ("helpful" / "harmful"), rank (1 = most), train, influence,
+        train_position; ``test`` and ``train`` are row labels of DataFrame inputs, else positions. Empty slots
+        (index -1) are left out."""
+        import pandas as pd
+
+        parts = []
+        for kind, idx, val in (("helpful", self.helpful_idx, self.helpful), ("harmful", self.harmful_idx, self.harmful)):
+            t, r = np.nonzero(idx >= 0)  # row-major: by test point, then rank
+            pos = idx[t, r]
+            parts.append((t, pd.DataFrame({
+                "test": np.asarray(self.test_index)[t] if self.test_index is not None else t,
+                "kind": kind, "rank": r + 1,
+                "train": np.asarray(self.train_index)[pos] if self.train_index is not None else pos,
+                "influence": val[t, r], "train_position": pos})))
+        order = np.argsort(np.concatenate([t for t, _ in parts]), kind="stable")  # test point, then kind, rank
+        return pd.concat([f for _, f in parts], ignore_index=True).iloc[order].reset_index(drop=True)
 
 
 class Setup(NamedTuple):
@@ -205,6 +236,18 @@ class Operator(ABC):
             A = self.rows(idx)
             diag += np.einsum("i,ij,ij->j", self.weights(curv, idx), A, A)
         return diag
+
+    def rmatvec(self, c):
+        """(p,) sum_i c_i x~_i for c (n,): X~^T c (a weighted gradient from weighted residuals).
+
+        This fallback reads the rows through :meth:`rows` in blocks (any dtype of X,
+        float64 sums); sparse data override it.
+        """
+        out = np.zeros(self.n_params)
+        for lo in range(0, self.n_samples, _FALLBACK_BLOCK_ROWS):
+            idx = np.arange(lo, min(self.n_samples, lo + _FALLBACK_BLOCK_ROWS))
+            out += self.rows(idx).T @ c[idx]
+        return out
 
     def hvp_rows(self, curv, ridge, idx, V, scale=1.0):
         """(k, p) rows scale * sum_{i in idx} w_i x~_i x~_i^T v_q + ridge * v_q: a Hessian of the rows ``idx``.

@@ -215,6 +215,14 @@ class CSROperator(Operator):
             x[cols] = done_x
         return CGResult(x, n_iter, resid, status)
 
+    def rmatvec(self, c):
+        """(p,) X~^T c by scipy's sparse product (float64)."""
+        out = np.empty(self.n_params)
+        out[: self.n_features] = self.X.T @ np.asarray(c, dtype=np.float64)
+        if self.fit_intercept:
+            out[self.n_features] = float(np.sum(c))
+        return out
+
     def rows(self, idx):
         """(n_sel, p) dense float64 rows x~_i of ``idx`` only."""
         idx = self._select(idx)
