@@ -68,7 +68,7 @@ inf = fastinfl.Influence(model, X_train, y_train)  # solver="auto": CG at this m
 # pull the other way).
 t = 0
 x_t, y_t = X_test[t], y_test[t : t + 1]
-p = model.predict_proba(x_t)[0]
+p = model.predict_proba(x_t)[0, 1]  # (n, n_classes): the probability of class 1, SciPy
 print(f"test document {names[test[t]]}: P(SciPy) = {p:.3f}, truly {'SciPy' if y_t[0] else 'NumPy'}")
 top = inf.top_k(x_t, y_t, k=8)
 for title, idx, vals in (("supporting", top.helpful_idx[0], top.helpful[0]),

@@ -628,12 +628,12 @@ class Influence:
         gradients; with ``loss="linear"`` this is minus the sum of their
         influences); "newton" by ``steps`` exact Newton steps on the objective
         without the group, the first (H - H_S)^-1 g_S by Woodbury on H's factor
-        (a |S| x |S| system) when |S| < p, else by refactoring H - H_S (direct)
+        (a ``|S| x |S|`` system) when ``|S| < p``, else by refactoring H - H_S (direct)
         or CG on its HVPs; each further step costs a pass over X for the gradient
         and one for the Hessian. ``loss``: as in :meth:`loo_change`.
 
         Multinomial: g_S = sum_{i in S} r_i (x) x~_i, H_S the group's K x K blocks
-        (Woodbury on a |S| K x |S| K system when |S| < p); the same meaning.
+        (Woodbury on a ``|S| K x |S| K`` system when ``|S| < p``); the same meaning.
 
         After the call ``group_decrements_`` (G, steps) holds each Newton step's
         decrement sqrt(-grad . step) on the objective without the group, and, with
