@@ -68,7 +68,7 @@ class Influence:
         call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
         recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
         "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
-        (Schioppa et al. 2022), an approximation (README, "Solvers").
+        (Schioppa et al. 2022), an approximation (user guide, "Solvers").
     preconditioner : {None, "jacobi", "nystrom", "auto"}
         For CG (solver "cg", or "auto" when it picks CG): "jacobi" = diag(H)^-1
         (one pass); "nystrom" = randomized rank-``rank`` Nystrom approximation of
@@ -595,7 +595,7 @@ class Influence:
         the parameter change (never by dividing by the test residual), and the loss
         change is taken stably in margin space. ``loss="linear"`` carries the change
         to first order: -I (none) or -I / (1 - h_i) (newton). Measured against
-        actual refits in docs/validation.md (README, "Accuracy").
+        actual refits in docs/validation.md (user guide, "Accuracy").
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
