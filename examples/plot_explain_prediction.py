@@ -60,7 +60,7 @@ print(f"removing training image {harmful[0]}: predicted loss change {change:+.4f
 # Top row: the test digit and its six most harmful training images (they look like the digit but
 # carry another label, or carry its label but look like the predicted class). Bottom row: the six
 # most helpful (typical examples of the true class).
-fig, axes = plt.subplots(2, 7, figsize=(10, 3.4))
+fig, axes = plt.subplots(2, 7, figsize=(10, 4.2))
 axes[0, 0].imshow(images[1500 + t], cmap="gray_r")
 axes[0, 0].set_title(f"test: label {y_test[t]}\npredicted {pred[t]}", fontsize=9, color="C3")
 axes[1, 0].axis("off")
