@@ -401,13 +401,36 @@ class Influence:
         return self._hess.exact_hessian().copy()
 
     def gradients(self, X=None, y=None):
-        """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
+        """(n, p) per-example log-loss gradients of (X, y); the training set when X is None.
+
+        Parameters
+        ----------
+        X : array-like (n, d), optional
+            Features; None: the training set.
+        y : array-like (n,), optional
+            Labels of X (required with X).
+
+        Returns
+        -------
+        ndarray (n, p)
+            One row per example: its loss's gradient with respect to the parameters.
+        """
         op = self._test_operator(X, y)
         self._check_result_size((op.n_samples, self.n_params), "gradients")
         return op.gradients(self._coef, self._intercept)
 
     def hvp(self, V):
-        """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train."""
+        """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train.
+
+        Parameters
+        ----------
+        V : array-like (p,) or (k, p)
+
+        Returns
+        -------
+        ndarray (p,) or (k, p)
+            H v for each row v of V.
+        """
         V2, was_1d = check_vectors(V, "V", self.n_params)
         out = self._hess.hvp(V2)
         return out[0] if was_1d else out
@@ -417,6 +440,15 @@ class Influence:
 
         Raises SingularHessianError when H is not positive definite and
         ConvergenceError when CG does not reach ``tol`` within ``max_iter``.
+
+        Parameters
+        ----------
+        V : array-like (p,) or (k, p)
+
+        Returns
+        -------
+        ndarray (p,) or (k, p)
+            H^-1 v for each row v of V (multinomial: the pseudo-inverse H^+ v).
         """
         V2, was_1d = check_vectors(V, "V", self.n_params)
         out = self._solve_rows(V2)
@@ -479,7 +511,20 @@ class Influence:
 
     # ------------------------------------------------------------ influence
     def s_test(self, X_test, y_test):
-        """(m, p) rows H^-1 g(z_test) for each test point, solved in batches."""
+        """(m, p) rows H^-1 g(z_test) for each test point, solved in batches.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+
+        Returns
+        -------
+        ndarray (m, p)
+            Row t is H^-1 g(z_test_t).
+        """
         return self._s_test(self._test_operator(X_test, y_test, "X_test"))
 
     def _s_test(self, test, idx=None):
@@ -490,6 +535,20 @@ class Influence:
         """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None).
 
         Refused with a ValueError when the result would exceed ``memory_limit``.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (m, n_sel)
+            I[t, j]: positive when training row train_idx[j] hurt test point t.
         """
         test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
@@ -525,6 +584,20 @@ class Influence:
         (m, k) arrays. A helpful point has influence < 0 and a harmful one > 0:
         where fewer than k training points have that sign, the remaining slots
         hold index -1 and value NaN.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        k : int, default 10
+            Training points of each sign per test point (1 <= k <= n).
+
+        Returns
+        -------
+        TopK
+            ``helpful_idx``, ``helpful``, ``harmful_idx``, ``harmful``: (m, k) arrays, most influential first.
         """
         test = self._test_operator(X_test, y_test, "X_test")
         k = check_scalar(k, "k", integer=True, min_value=1)
@@ -545,7 +618,18 @@ class Influence:
         return out.with_index(self._train_index, test_index)
 
     def params_change(self, train_idx=None):
-        """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""
+        """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i.
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel, p)
+            Row j: the predicted parameter change on removing training row train_idx[j].
+        """
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((idx.shape[0], self.n_params), "params_change")
         if self._multi:
@@ -563,6 +647,15 @@ class Influence:
         Cost: one solve per selected point. With CG (large p, e.g. sparse hashed
         features) that is len(train_idx) CG solves, batched; for all n points
         (train_idx=None) it is n solves, n times the cost of one ``s_test``: pass a subset.
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel,)
         """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:
@@ -578,6 +671,16 @@ class Influence:
         the binary h_i).
 
         One solve per selected point, like :meth:`self_influence` (n solves for all points).
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel,)
+            In [0, 1).
         """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:
@@ -596,6 +699,22 @@ class Influence:
         change is taken stably in margin space. ``loss="linear"`` carries the change
         to first order: -I (none) or -I / (1 - h_i) (newton). Measured against
         actual refits in docs/validation.md (user guide, "Accuracy").
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+        correction : {"newton", "none"}
+        loss : {"exact", "linear"}
+
+        Returns
+        -------
+        ndarray (m, n_sel)
+            Predicted test loss after the refit minus the test loss now.
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
@@ -643,6 +762,24 @@ class Influence:
         measured against refits in bench/RESULTS.md ("group_change warning"). An
         AccuracyWarning names the groups whose estimate exceeds GROUP_CHANGE_ERROR
         (0.1): raise steps for them, or refit. With steps=1 there is no estimate (NaN).
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        groups : list of int array-like, or int array-like (n,)
+            G groups of training rows.
+        correction : {"newton", "none"}
+        loss : {"exact", "linear"}
+        steps : int >= 1
+            Newton steps (with ``correction="newton"``).
+
+        Returns
+        -------
+        ndarray (m, G)
+            Predicted test loss after removing group g and refitting minus the test loss now.
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
@@ -686,6 +823,19 @@ class Influence:
         Closed form from s_test: -s_t^T grad_x grad_theta loss(z_i) with
         grad_x grad_theta loss(z_i) = w_i x~_i coef^T + r_i [I_d; 0], so
         I_pert[t, j] = -(w_i (s_t . x~_i) coef + r_i s_t[:d]) for i = train_idx[j].
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (m, n_sel, d)
         """
         test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
