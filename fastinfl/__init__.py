@@ -11,7 +11,7 @@ from .exceptions import (
 )
 from .influence import Influence, TopK
 from .loo import loo_retrain
-from .model import LogisticRegression
+from .classifier import LogisticRegression
 from .multinomial import MultinomialLogisticRegression
 from .poisson import PoissonRegression
 from .operators.policy import get_num_threads, set_compile_notice, set_num_threads

@@ -9,19 +9,20 @@ the :class:`~fastinfl.Influence` whose operator, curvature and solver it uses.
 import numpy as np
 
 from ._validation import check_indices
-from .multinomial import objective_gradient, ridge_vector
+from .multinomial import objective_gradient, ridge_vector, weighted_objective_gradient
 from .operators import Curvature
 from .solvers import solve_bytes
 
-__all__ = ["exact_change", "group_loss_change", "leverage", "newton_influence", "newton_residuals", "objective_gradient", "perturbation", "quad_blocks", "ridge_vector",
+__all__ = ["exact_change", "group_loss_change", "leverage", "newton_influence", "newton_residuals", "objective_gradient", "perturbation", "quad_blocks", "ridge_vector", "weighted_objective_gradient",
            "self_influence"]
 
 
 def _curvature_blocks(Pi):
-    """(n_sel, K, K) W_i = diag(pi_i) - pi_i pi_i^T from probabilities Pi (n_sel, K)."""
+    """(n_sel, K, K) W_i = diag(pi_i sum(pi_i)) - pi_i pi_i^T from Pi (n_sel, K): diag(pi_i) - pi_i pi_i^T for
+    probabilities, s_i times it for a weighted row sqrt(s_i) pi_i (kernels/multinomial.py)."""
     W = -Pi[:, :, None] * Pi[:, None, :]
     k = np.arange(Pi.shape[1])
-    W[:, k, k] += Pi
+    W[:, k, k] += Pi * Pi.sum(axis=1, keepdims=True)
     return W
 
 

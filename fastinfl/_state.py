@@ -142,7 +142,7 @@ def save(inf, path, check="full"):
         "intercept": np.atleast_1d(np.asarray(intercept, np.float64)),
         "ridge": inf.hessian_operator.ridge,
     }
-    if getattr(op, "multiclass", False):
+    if getattr(model, "classes_", None) is not None:  # classifiers: their labels, of any type
         arrays["classes"] = _plain_classes(model.classes_)
     for solver in inf.solvers:
         chol = getattr(getattr(solver, "inner", solver), "factor_", None)
@@ -376,6 +376,14 @@ def read_header(path):
         return _read_header(zf, path)
 
 
+CLASSIFIERS = ("LogisticRegression", "MultinomialLogisticRegression")
+
+
+def is_softmax(class_name, n_classes):
+    """Whether a state of model class ``class_name`` with ``n_classes`` holds the softmax (K, d) parameters."""
+    return class_name == "MultinomialLogisticRegression" or (class_name == "LogisticRegression" and n_classes > 2)
+
+
 def read(path, n_features, n_classes_max=2):
     """(header, arrays) of a state file, every member checked against the shapes the training data imply.
 
@@ -386,25 +394,26 @@ def read(path, n_features, n_classes_max=2):
         m = header["model"]
         d = n_features
         p = d + int(m["fit_intercept"])
-        multi = m["class"] == "MultinomialLogisticRegression"
+        classifier = m["class"] in CLASSIFIERS
         arrays = {}
-        allowed = {"header", "coef", "intercept", "ridge", "cholesky"} | ({"classes"} if multi else set())
+        allowed = {"header", "coef", "intercept", "ridge", "cholesky"} | ({"classes"} if classifier else set())
         names = {name[:-4] if name.endswith(".npy") else name for name in zf.namelist()}
         unknown = names - allowed
         if unknown:
             _fail(path, f"unexpected members {sorted(unknown)} (format version {FORMAT_VERSION} holds "
                         f"{sorted(allowed)}).")
-        if multi:
-            info = zf.getinfo("classes.npy") if "classes" in names else None
-            if info is None:
-                _fail(path, "member 'classes' is missing.")
-            with zf.open(info) as f:
+        K = 1
+        if "classes" in names:
+            with zf.open(zf.getinfo("classes.npy")) as f:
                 shape, _, _ = _npy_header(f, path, "classes")
             if len(shape) != 1 or not 2 <= shape[0] <= n_classes_max:
                 _fail(path, f"member 'classes' has shape {tuple(shape)}; y_train has {n_classes_max} "
                             f"distinct labels, so a model fitted on it has 2 to {n_classes_max} classes.")
             K = int(shape[0])
             arrays["classes"] = _read_member(zf, path, "classes", (K,), "biufUS", MAX_LABEL_BYTES)
+        elif m["class"] == "MultinomialLogisticRegression":
+            _fail(path, "member 'classes' is missing.")
+        if is_softmax(m["class"], K):
             arrays["coef"] = _read_member(zf, path, "coef", (K, d), "f")
         else:
             K = 1
@@ -489,27 +498,35 @@ class _Restore:
 def load(cls, path, X_train, y_train, stationarity_tol=1e-6):
     """``cls`` (Influence) from a state file and its training data, verified (module docstring)."""
     from ._validation import check_X
-    from .model import LogisticRegression, ridge_diagonal
+    from .classifier import LogisticRegression
+    from .model import ridge_diagonal
     from .multinomial import MultinomialLogisticRegression, ridge_vector
     from .poisson import PoissonRegression
 
     # shape and dtype of X_train bound what the file may hold; its finiteness is checked by Influence below
     X_train = check_X(X_train, "X_train", sum_squares=lambda X: 0.0)
     n, d = X_train.shape
-    multi = read_header(path)["model"]["class"] == "MultinomialLogisticRegression"
-    header, arrays = read(path, d, _n_classes_bound(y_train, n) if multi else 2)
+    classifier = read_header(path)["model"]["class"] in CLASSIFIERS
+    header, arrays = read(path, d, _n_classes_bound(y_train, n) if classifier else 2)
     m = header["model"]
+    multi = arrays["coef"].ndim == 2
     try:
-        if multi:
+        if m["class"] == "MultinomialLogisticRegression":
             model = MultinomialLogisticRegression.from_params(arrays["coef"], arrays["intercept"], l2=m["l2"],
                                                               fit_intercept=m["fit_intercept"],
                                                               classes=arrays["classes"])
+        elif multi:
+            model = LogisticRegression.from_params(arrays["coef"], arrays["intercept"], l2=m["l2"],
+                                                   fit_intercept=m["fit_intercept"], classes=arrays["classes"])
         else:
             if not m["fit_intercept"] and arrays["intercept"][0] != 0.0:
                 _fail(path, "its intercept is not 0 but the model has fit_intercept=false.")
-            one_margin = {"LogisticRegression": LogisticRegression, "PoissonRegression": PoissonRegression}
-            model = one_margin[m["class"]].from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
-                                                       fit_intercept=m["fit_intercept"])
+            if m["class"] == "LogisticRegression":
+                model = LogisticRegression.from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
+                                                       fit_intercept=m["fit_intercept"], classes=arrays.get("classes"))
+            else:
+                model = PoissonRegression.from_params(arrays["coef"], float(arrays["intercept"][0]), l2=m["l2"],
+                                                      fit_intercept=m["fit_intercept"])
     except StateError:
         raise
     except ValueError as exc:

@@ -157,7 +157,7 @@ def _woodbury_multinomial(inf, A, R, Pi):
         W = np.zeros((s, K, s, K))
         i = np.arange(s)
         W[i, :, i, :] = -pi[:, :, None] * pi[:, None, :]
-        W[i, np.arange(K)[:, None], i, np.arange(K)[:, None]] += pi.T
+        W[i, np.arange(K)[:, None], i, np.arange(K)[:, None]] += (pi * pi.sum(axis=1, keepdims=True)).T
         W = W.reshape(s * K, s * K)
         r_hat = np.linalg.solve(np.eye(s * K) - W @ Q, r.reshape(-1))
         out.append(S_g.T @ r_hat)

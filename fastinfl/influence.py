@@ -5,7 +5,15 @@ import warnings
 
 import numpy as np
 
-from ._config import AUTO_DIRECT_MAX_P, DEFAULT_MEMORY_LIMIT, GROUP_CHANGE_ERROR, TOP_K_BLOCK_BYTES, TOP_K_HEAP_BYTES
+from . import _multiclass
+from ._config import (
+    AUTO_DIRECT_MAX_P,
+    DEFAULT_MEMORY_LIMIT,
+    GROUP_CHANGE_ERROR,
+    TOP_K_BLOCK_BYTES,
+    TOP_K_HEAP_BYTES,
+)
+from ._estimator import check_sample_weight
 from ._validation import (
     check_bool,
     check_choice,
@@ -14,13 +22,19 @@ from ._validation import (
     check_scalar,
     check_vectors,
 )
-from . import _multiclass
 from .exceptions import AccuracyWarning, StationarityWarning
 from .groups import group_steps
 from .losses import LOSSES as MARGIN_LOSSES
-from ._estimator import check_sample_weight
-from .model import (check_fitted_model, check_weighted_data, is_multinomial, objective_gradient, penalised,
-                    ridge_diagonal, weighted, weighted_objective_gradient)
+from .model import (
+    check_fitted_model,
+    check_weighted_data,
+    is_multinomial,
+    objective_gradient,
+    penalised,
+    ridge_diagonal,
+    weighted,
+    weighted_objective_gradient,
+)
 from .multinomial import MultinomialLogisticRegression
 from .operators import HessianOperator, TopK, as_operator
 from .solvers import CG, SOLVERS, Direct, Verified, batches, solve_bytes
@@ -40,6 +54,11 @@ def _frame_index(X):
 class Influence:
     """Influence of the training points of ``model`` on test losses and parameters.
 
+    Test labels: every quantity takes ``y_test``, the test points' labels in the model's
+    own values; ``y_test=None`` means the label the model predicts (the most probable
+    class) for each test point: "which training points made the model say this?"
+    before any label exists (classifiers; a Poisson model needs observed counts).
+
     Conventions (design contract): H = hess F(theta) + damping * I with F the
     sum of log-losses plus l2/2 ||coef||^2; g(z) the per-example log-loss
     gradient; I(z_test, z_i) = -g(z_test)^T H^-1 g(z_i), so a positive value
@@ -57,8 +76,15 @@ class Influence:
         is orthogonal to it, and solves return the pseudo-inverse H^+ V
         (``fastinfl.operators.multinomial`` says how and why it is exact);
         ``leverage`` and the Newton correction use the K x K blocks (see them).
-    X_train : array-like (n, d), float32 kept as float32, other reals as float64
-    y_train : array-like (n,), labels 0/1 (bool accepted)
+    X_train : array-like (n, d), float32 kept as float32, other reals as float64; a pandas
+        DataFrame's row labels are kept for :meth:`TopK.to_frame`
+    y_train : array-like (n,), the model's labels (a classifier's ``classes_``: any type) or counts
+    sample_weight : array-like (n,) of weights >= 0, optional
+        The weights the model was fitted with (NumPy or scipy.sparse training data): H and
+        every gradient are of sum_i s_i loss_i, and each quantity concerns removing a whole
+        weighted row (its term s_i loss_i; an integer weight counts as that many copies, removed
+        together). The derivative with respect to the weight s_i is influence / s_i, with the
+        opposite sign for up-weighting.
     solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
         sides. "cg": batched conjugate gradient on Hessian-vector products,
@@ -144,16 +170,14 @@ class Influence:
             if device not in (None, "cpu"):
                 raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
                                  "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
-            if sample_weight is not None:
-                raise ValueError("sample_weight is supported for two classes (the multinomial passes take no "
-                                 "row weights yet).")
         else:
             check_fitted_model(model)
         self.model = model
         self._train_index = _frame_index(X_train)
         if self._multi:
             self._op = model.operator(X_train, y_train, "X_train")
-            self.sample_weight = None
+            self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
+            check_weighted_data(self._op, self.sample_weight)
             d = self._op.n_features
         else:  # the operator is built below, once the solver is known (see defer_finite)
             d = model.n_features_
@@ -187,9 +211,14 @@ class Influence:
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
         if self._multi:
             if _state is None:
-                _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+                s = self.sample_weight
+                if s is None:
+                    _, grad, _, z = _multiclass.objective_gradient(self._op, self._coef, self._intercept, model.l2_)
+                else:
+                    _, grad, _, z = _multiclass.weighted_objective_gradient(self._op, self._coef, self._intercept,
+                                                                            model.l2_, s)
                 self.grad_norm_ = float(np.linalg.norm(grad))
-                self._curv = self._op.curvature(z)
+                self._curv = weighted(self._op.curvature(z), s)
             else:
                 self.grad_norm_, self._curv = _state.restore_curvature(self._op)
             self._hess = self._op.hessian_operator(self._curv, _multiclass.ridge_vector(

@@ -2,12 +2,13 @@
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 
 from ._config import NEWTON_DIRECT_MAX_P
+from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from ._estimator import Estimator, check_sample_weight, column_y, require_y
-from .model import _not_fitted, ridge_diagonal, split_pipeline
+from .model import _not_fitted, check_weighted_data, ridge_diagonal, split_pipeline, weighted
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step
 
@@ -21,6 +22,24 @@ def objective_gradient(op, coef, intercept, l2):
     loss, grad, min_margin, Z = op.loss_grad(coef, intercept)
     grad.reshape(op.n_classes, -1)[:, : op.n_features] += l2 * coef
     return loss + 0.5 * l2 * float(np.sum(coef * coef)), grad, min_margin, Z
+
+
+def weighted_objective_gradient(op, coef, intercept, l2, sample_weight):
+    """As :func:`objective_gradient` for F = sum_i s_i CE_i + l2/2 ||coef||_F^2 (``sample_weight`` s (n,)).
+
+    Two passes on in-memory data (logits; X~^T (s R)); the min margin is over rows with s_i > 0.
+    """
+    Z = op.margins(coef, intercept)
+    R = op.curvature(Z).residuals
+    y = op.y
+    rows = np.arange(Z.shape[0])
+    loss = float(np.dot(sample_weight, scipy.special.logsumexp(Z, axis=1) - Z[rows, y]))
+    grad = np.ascontiguousarray(op.rmatvec(R * sample_weight[:, None]).T).reshape(-1)  # (K p,) class by class
+    grad.reshape(op.n_classes, -1)[:, : op.n_features] += l2 * coef
+    other = Z.copy()
+    other[rows, y] = -np.inf
+    margins = (Z[rows, y] - other.max(axis=1))[sample_weight > 0]
+    return loss + 0.5 * l2 * float(np.sum(coef * coef)), grad, float(margins.min()), Z
 
 
 def ridge_vector(n_classes, n_features, fit_intercept, l2, damping=0.0):
@@ -101,20 +120,18 @@ class MultinomialLogisticRegression(Estimator):
     def fit(self, X, y, sample_weight=None, init_params=None):
         """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self.
 
-        ``sample_weight`` is refused (the multinomial passes take no row weights yet) unless all 1.
+        ``sample_weight`` (n,) >= 0: the weighted objective sum_i s_i CE_i (in-memory data).
         """
         l2, tol, max_iter = self._hyper()
         self._set_features(X)
         require_y(y, self)
         y = column_y(y)
         X = prepare_X(X, "X")
-        s = check_sample_weight(sample_weight, X.shape[0])
-        if s is not None and np.any(s != 1.0):
-            raise ValueError("sample_weight is not supported by the multinomial model (its passes take no row "
-                             "weights yet); fit without it, or with two classes.")
         codes, classes = check_class_labels(y, X.shape[0], None, "y")
         K = classes.shape[0]
         op = as_multinomial_operator(X, codes, K, self.fit_intercept, checked=True)
+        s = check_sample_weight(sample_weight, X.shape[0])
+        check_weighted_data(op, s)
         n, d, p, P = op.n_samples, op.n_features, op.row_params, op.n_params
         theta = np.zeros(P) if init_params is None else check_vector(init_params, "init_params", P).copy()
         ridge = ridge_vector(K, d, self.fit_intercept, l2)
@@ -123,7 +140,10 @@ class MultinomialLogisticRegression(Estimator):
 
         def evaluate(t):
             T = t.reshape(K, p)
-            return objective_gradient(op, T[:, :d], T[:, d] if self.fit_intercept else 0.0, l2)
+            b = T[:, d] if self.fit_intercept else 0.0
+            if s is None:
+                return objective_gradient(op, T[:, :d], b, l2)
+            return weighted_objective_gradient(op, T[:, :d], b, l2, s)
 
         F, grad, min_margin, Z = evaluate(theta)
         gnorm0 = float(np.linalg.norm(grad))
@@ -149,9 +169,10 @@ class MultinomialLogisticRegression(Estimator):
                        else ".")
                 )
             if P > NEWTON_DIRECT_MAX_P:  # many parameters (sparse, hashed features): never form H
-                step = newton_cg_step(op, op.curvature(Z), ridge, project(grad[None], mask, K)[0], gnorm0)
+                step = newton_cg_step(op, weighted(op.curvature(Z), s), ridge, project(grad[None], mask, K)[0],
+                                      gnorm0)
             else:
-                H = op.hessian(op.curvature(Z), ridge)
+                H = op.hessian(weighted(op.curvature(Z), s), ridge)
                 add_gauge(H, mask, K)
                 hint = ("use l2 > 0: with l2 = 0 a constant or collinear feature, or nearly separable data, "
                         "leave the Hessian singular") if l2 == 0.0 else \
@@ -379,9 +400,13 @@ class MultinomialLogisticRegression(Estimator):
         """(n,) per-example cross-entropy -log softmax(z_i)_{y_i}, computed stably (log-sum-exp)."""
         return self.operator(X, y).losses(self.coef_, self.intercept_)
 
-    def objective(self, X, y):
-        """F(theta) = sum_i cross-entropy_i + l2/2 ||coef||_F^2 on (X, y)."""
-        return objective_gradient(self.operator(X, y), self.coef_, self.intercept_, self.l2_)[0]
+    def objective(self, X, y, sample_weight=None):
+        """F(theta) = sum_i s_i cross-entropy_i + l2/2 ||coef||_F^2 on (X, y)."""
+        op = self.operator(X, y)
+        s = check_sample_weight(sample_weight, op.n_samples)
+        if s is None:
+            return objective_gradient(op, self.coef_, self.intercept_, self.l2_)[0]
+        return weighted_objective_gradient(op, self.coef_, self.intercept_, self.l2_, s)[0]
 
 
 def loo_retrain_multinomial(model, X_train, y_train, train_idx, X_test, y_test, tol=1e-12, max_iter=100,

@@ -29,7 +29,7 @@ import scipy.special
 from ._validation import check_scalar, check_vector, is_sparse
 from .exceptions import ConvergenceError, SingularHessianError
 from .influence import Influence
-from .model import LogisticRegression
+from .classifier import LogisticRegression
 
 __all__ = ["FlipResult", "drop_to_flip", "relabel_to_flip", "target_changes", "METHODS"]
 

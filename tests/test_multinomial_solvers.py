@@ -144,7 +144,7 @@ def test_from_sklearn_refits_on_training_data():
 def test_device_cpu_accepted_cuda_refused_by_name(issue):
     m, X, y, Xt, yt, _, infl = issue
     assert rel(fastinfl.Influence(m, X, y, device="cpu").influence(Xt, yt), infl) < 1e-9
-    with pytest.raises(ValueError, match="device='cuda' is not available for MultinomialLogisticRegression"):
+    with pytest.raises(ValueError, match="device='cuda' is not available for the multinomial model"):
         fastinfl.Influence(m, X, y, device="cuda")
 
 

@@ -78,7 +78,7 @@ def test_state_file_is_versioned_npz_without_pickle(tmp_path, data):
     path = fastinfl.Influence(model, X, y).save(tmp_path / "s.npz")
     with np.load(path, allow_pickle=False) as npz:  # every entry loads without pickle
         header = json.loads(npz["header"].tobytes().decode())
-        assert set(npz.files) == {"header", "coef", "intercept", "ridge"}  # residuals, weights: recomputed
+        assert set(npz.files) == {"header", "coef", "intercept", "ridge", "classes"}  # residuals, weights: recomputed
     assert header["format"] == "fastinfl.influence" and header["version"] == _state.FORMAT_VERSION == 2
     fp = header["fingerprint"]
     assert (fp["n_samples"], fp["n_features"], fp["dtype"], fp["check"]) == (3000, 6, "float64", "full")

@@ -9,7 +9,7 @@ from .. import datasets
 from ..exceptions import ConvergenceError, StationarityWarning
 from ..influence import Influence
 from ..loo import loo_retrain
-from ..model import LogisticRegression
+from ..classifier import LogisticRegression
 from . import compile as _compile
 from .progress import progress
 from .run import fit

@@ -9,7 +9,7 @@ from .._atomic import same_file
 from .._io import Dataset, check_same_features, load_dataset
 from ..exceptions import ConvergenceError, SingularHessianError
 from ..influence import Influence
-from ..model import LogisticRegression
+from ..classifier import LogisticRegression
 from ..multinomial import MultinomialLogisticRegression
 from . import compile as _compile
 from .output import CommandError, label_value, output_format, top_header, top_records, top_rows, write

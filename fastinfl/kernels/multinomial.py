@@ -12,7 +12,10 @@ Contract shared by every kernel (the operator validates, kernels never do):
 - per-row derivatives at the logits z_i = Theta x~_i (K,): ``R`` (n, K)
   residuals r_i = pi_i - e_{y_i} (so g(z_i) = r_i (x) x~_i) and ``Pi`` (n, K)
   probabilities pi_i = softmax(z_i), from which the curvature block
-  W_i = diag(pi_i) - pi_i pi_i^T follows (H = sum_i W_i (x) x~_i x~_i^T + diag(ridge));
+  W_i = diag(pi_i) - pi_i pi_i^T follows (H = sum_i W_i (x) x~_i x~_i^T + diag(ridge)),
+  always formed as diag(pi_i (sum_k pi_ik)) - pi_i pi_i^T (diagonal: pi_ia times the sum of the
+  other entries): the same for probabilities, and s_i W_i for a row of sample weight s_i whose
+  ``Pi`` row is sqrt(s_i) pi_i (``R`` row s_i r_i), so weighted data need no other kernels;
 - ``S`` (m, P) holds s_test rows; the kernels read it as (m K, p) (row t K + a
   is the class-a part of s_t).
 
@@ -358,12 +361,15 @@ def _hvp_rows(X, Pi, V2, lo, hi, acc):
         _load_block(X, b0, b0 + m, A)
         np.dot(A[:m], V2T, T[:m])
         for i in range(m):
+            tot = 0.0  # sum of pi_i: 1, or sqrt(s_i) for rows of weight s_i (module docstring)
+            for a in range(K):
+                tot += Pi[b0 + i, a]
             for q in range(k):
                 s = 0.0
                 for a in range(K):
                     s += Pi[b0 + i, a] * T[i, q * K + a]
                 for a in range(K):
-                    T[i, q * K + a] = Pi[b0 + i, a] * (T[i, q * K + a] - s)
+                    T[i, q * K + a] = Pi[b0 + i, a] * (tot * T[i, q * K + a] - s)
         np.dot(T[:m].T, A[:m], U)
         acc += U
 

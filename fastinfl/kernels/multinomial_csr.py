@@ -254,12 +254,15 @@ def _hvp_rows(indptr, indices, data, Pi, Vt, d, lo, hi, acc):
     t = np.empty(kK)
     for i in range(lo, hi):
         _row_times(indptr, indices, data, Vt, d, i, t)
+        tot = 0.0  # sum of pi_i: 1, or sqrt(s_i) for a weighted row (kernels/multinomial.py)
+        for a in range(K):
+            tot += Pi[i, a]
         for q in range(k):
             s = 0.0
             for a in range(K):
                 s += Pi[i, a] * t[q * K + a]
             for a in range(K):
-                t[q * K + a] = Pi[i, a] * (t[q * K + a] - s)
+                t[q * K + a] = Pi[i, a] * (tot * t[q * K + a] - s)
         _row_scatter(indptr, indices, data, i, t, d, acc)
 
 

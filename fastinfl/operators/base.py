@@ -238,15 +238,15 @@ class Operator(ABC):
         return diag
 
     def rmatvec(self, c):
-        """(p,) sum_i c_i x~_i for c (n,): X~^T c (a weighted gradient from weighted residuals).
+        """sum_i x~_i c_i: X~^T c, (p,) for c (n,) or (p, K) for c (n, K) (a gradient from weighted residuals).
 
         This fallback reads the rows through :meth:`rows` in blocks (any dtype of X,
         float64 sums); sparse data override it.
         """
-        out = np.zeros(self.n_params)
+        out = 0.0
         for lo in range(0, self.n_samples, _FALLBACK_BLOCK_ROWS):
             idx = np.arange(lo, min(self.n_samples, lo + _FALLBACK_BLOCK_ROWS))
-            out += self.rows(idx).T @ c[idx]
+            out = out + self.rows(idx).T @ c[idx]
         return out
 
     def hvp_rows(self, curv, ridge, idx, V, scale=1.0):

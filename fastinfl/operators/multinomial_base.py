@@ -222,7 +222,7 @@ class MultinomialOperator(Operator):
         A = self.rows(idx)  # (n_sel, p)
         T = (A @ V.reshape(k * K, p).T).reshape(-1, k, K)  # t_iq[a] = x~_i . v_q[a]
         Pi = self.weights(curv, idx)
-        T = Pi[:, None, :] * (T - np.einsum("ia,iqa->iq", Pi, T)[:, :, None])  # W_i t_iq
+        T = Pi[:, None, :] * (Pi.sum(axis=1)[:, None, None] * T - np.einsum("ia,iqa->iq", Pi, T)[:, :, None])
         U = T.reshape(-1, k * K).T @ A  # (k K, p)
         return scale * U.reshape(k, self.n_params) + V * ridge
 
