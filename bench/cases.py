@@ -18,7 +18,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import scipy.sparse.linalg
-import sklearn.linear_model
 from scipy.special import expit
 
 import fastinfl
@@ -281,6 +280,8 @@ def _seconds(fn):
 
 def fit(pb):
     """Newton fit to tol 1e-10 against scikit-learn's newton-cholesky (on float64: float32 stalls)."""
+    import sklearn.linear_model  # only here: the other cases run without scikit-learn (a plain pip install .)
+
     X = pb.float64(pb.X)
     sk = sklearn.linear_model.LogisticRegression(C=1 / L2, solver="newton-cholesky", tol=TOL)
 

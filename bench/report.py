@@ -20,7 +20,6 @@ import sys
 import time
 
 import numpy as np
-import sklearn
 
 from bench import machine
 from bench.cases import CASES, Problem
@@ -98,7 +97,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     print(f"## Throughput, {args.n} x {args.d} {args.dtype}\n")
     print(f"`{shlex.join(['python', '-m', 'bench.report', *argv])}`  ")
-    print(f"Machine: {machine.describe()}, scikit-learn {sklearn.__version__}  ")
+    try:
+        import sklearn
+
+        versions = f", scikit-learn {sklearn.__version__}"
+    except ImportError:  # needed by the fit case only
+        versions = ""
+    print(f"Machine: {machine.describe()}{versions}  ")
     print(f"Limits measured in this run (before / after): float64 GEMM "
           f"{limits[0][0]:.0f} / {limits[1][0]:.0f} GFLOP/s (NumPy, 2000 x 2000), memory read "
           f"{limits[0][1]:.1f} / {limits[1][1]:.1f} GB/s (400 MB, BLAS gemv); fractions use the higher.\n")

@@ -107,3 +107,14 @@ def test_topk_bound_prints_fractions(capsys):
     out = capsys.readouterr().out
     row = [line for line in out.splitlines() if line.startswith("| 4 |")]
     assert row and all(0.0 < float(x) <= 1.0 for x in row[0].strip("|").split("|")[1:])
+
+
+@pytest.mark.slow  # imports every scipy subpackage for its docstrings: ~15 s on 2 cores
+def test_docstrings_direct_prints_table(capsys):
+    pytest.importorskip("sklearn")
+    from bench import docstrings_direct
+
+    docstrings_direct.main(["--features", "300", "--m", "20", "--k", "3"])
+    out = capsys.readouterr().out
+    assert "TF-IDF 300 features" in out and "20 test" in out
+    assert "| direct, forced |" in out and "CG and direct agree: 100.0%" in out

@@ -73,15 +73,20 @@ CSR_COLUMN_CHUNKS = 8
 # serial 0.21 s at n = 1e6 (43.8 M nonzeros), 21 chunks 0.12-0.13 s with the merge in parallel; n = 1e5:
 # serial 0.016-0.026 s, 2 chunks 0.011-0.013 s, 21 chunks 0.027-0.035 s (zeroing dominates).
 CSR_HVP_MERGE_RATIO = 8
-# The CSR operator forms H (pairs of nonzeros per row) up to this many parameters: H would be
-# 512 MiB at 8192; beyond it only HVPs (CG) are offered.
-CSR_HESSIAN_MAX_P = 8192
 
 # ------------------------------------------------------------------ solvers
-# solver="auto" forms and factors H up to this many parameters, CG on HVPs above.
+# solver="auto" forms and factors H while forming it costs at most this many passes over X (dense X:
+# p passes, so up to p = 2000 parameters, the measured crossover; sparse X: sum_i nnz_i^2 / nnz, the
+# mean nonzeros per row weighted by row, times K classes) and it fits in memory (_memory.py: H within
+# memory_limit, its factorisation within the machine's available memory). CG on HVPs otherwise.
 AUTO_DIRECT_MAX_P = 2000
+# Dense (P, P) arrays alive at the peak of the direct solver's factorisation: H and its Cholesky factor
+# (solvers.Direct.factor; the condition estimate's |H| is summed a block of rows at a time).
+DIRECT_PEAK_COPIES = 2
 # LogisticRegression.fit: Newton steps by Cholesky up to this many parameters, above by truncated CG
-# on HVPs (Newton-CG) with at most NEWTON_CG_MAX_ITER inner iterations per step.
+# on HVPs (Newton-CG) with at most NEWTON_CG_MAX_ITER inner iterations per step. A cost threshold,
+# not a memory one: every Newton step forms and factors H anew (p^3 / 3 flops a step), where
+# Influence's direct solver factors it once and reuses it for every solve.
 NEWTON_DIRECT_MAX_P = AUTO_DIRECT_MAX_P
 NEWTON_CG_MAX_ITER = 500
 # The direct solver refuses H beyond this condition number (relative error ~ cond x 1e-16).

@@ -45,7 +45,8 @@ _NEEDS_LABELS = ("the test file needs its labels too (influence is measured on e
                  "which needs its label)")
 
 
-def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n_features=None):
+def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n_features=None,
+                 multiclass=False, labels_optional=False):
     """Read features and labels from ``path`` (.npz, .npy or .csv) and check them.
 
     Parameters
@@ -54,7 +55,11 @@ def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n
         ``.npz`` with arrays ``X`` and ``y``; ``.npy`` with the labels in the last column,
         or all columns features when ``labels`` is given; ``.csv`` with a header line.
     label_col : str, optional
-        CSV only: the name of the label column (default: the last column).
+        CSV only: the label column, by name or by 0-based position in the header (negative
+        counts from the end: -1 is the last). Default: the last column (after ID and dropped
+        columns), for a training file (``n_features`` None) only when it holds exactly two
+        distinct values or ``multiclass`` is set; otherwise an InputError lists the columns
+        that could be the label. The same rule holds for the last column of a ``.npy`` file.
     labels : str, optional
         ``.npy`` only: a ``.npy`` file of labels, one per row of ``path``.
     id_col : str, optional
@@ -64,7 +69,12 @@ def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n
         CSV only: columns to ignore.
     n_features : int, optional
         The training file's feature count, when ``path`` is the test file: a test file with
-        exactly that many columns and no labels gets a message saying it needs its labels.
+        exactly that many columns and no labels gets a message saying it needs its labels,
+        or, with ``labels_optional``, is read with ``y`` None (no labels).
+    multiclass : bool
+        A training file's last column is the label whatever its number of distinct values.
+    labels_optional : bool
+        A test file (``n_features`` given) may have no labels: ``y`` is then None.
 
     Raises
     ------
@@ -73,11 +83,12 @@ def load_dataset(path, label_col=None, labels=None, id_col=None, drop_cols=(), n
     """
     path = str(path)
     ext = _extension(path)
+    optional = labels_optional and n_features is not None
     if ext == ".npz":
-        return _load_npz(path, n_features is not None)
+        return _load_npz(path, n_features is not None, optional)
     if ext == ".npy":
-        return _load_npy(path, labels, n_features)
-    return _load_csv(path, label_col, id_col, tuple(drop_cols), n_features)
+        return _load_npy(path, labels, n_features, multiclass, optional)
+    return _load_csv(path, label_col, id_col, tuple(drop_cols), n_features, multiclass, optional)
 
 
 def check_same_features(train, train_path, test, test_path):
@@ -110,13 +121,20 @@ def _np_load(path):
         raise InputError(f"{path}: not a valid {_extension(path)} file ({exc}).") from None
 
 
-def _load_npz(path, is_test=False):
+def _load_npz(path, is_test=False, optional=False):
     data = _np_load(path)
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: not a .npz archive (it holds a single array: save X and y with "
                          "numpy.savez).")
     with data:
         missing = [key for key in ("X", "y") if key not in data.files]
+        if optional and missing == ["y"]:  # a test file without labels: the model's predicted labels
+            try:
+                X = data["X"]
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise InputError(f"{path}: cannot read its arrays ({exc}).") from None
+            _check_features(X, lambda r, c: f"{path}: array X, row {r}, column {c}", f"{path}: array X")
+            return Dataset(X, None, None)
         if missing:
             found = ", ".join(data.files) or "none"
             hint = f"; {_NEEDS_LABELS}" if is_test and missing == ["y"] else ""
@@ -130,7 +148,7 @@ def _load_npz(path, is_test=False):
     return Dataset(X, _squeeze(y), None)
 
 
-def _load_npy(path, labels, n_features=None):
+def _load_npy(path, labels, n_features=None, multiclass=False, optional=False):
     arr = _np_load(path)
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{path}: a .npz archive, not a .npy array: rename it to .npz.")
@@ -148,6 +166,9 @@ def _load_npy(path, labels, n_features=None):
         _check_labels(y, arr.shape[0], lambda r: f"{labels}: row {r}", labels)
         return Dataset(arr, _squeeze(y), None)
     if n_features is not None and arr.ndim == 2 and arr.shape[1] == n_features:
+        if optional:  # a test file without labels: the model's predicted labels
+            _check_features(arr, where, path)
+            return Dataset(arr, None, None)
         raise InputError(f"{path}: {arr.shape[1]} columns, as many as the training file has features: "
                          f"{_NEEDS_LABELS}. Put them in the last column, or pass --labels.")
     if arr.ndim != 2 or arr.shape[1] < 2:
@@ -157,7 +178,48 @@ def _load_npy(path, labels, n_features=None):
     X = np.ascontiguousarray(arr[:, :d])
     _check_features(X, where, path)
     _check_labels(arr[:, d], arr.shape[0], lambda r: f"{path}: row {r}, column {d} (labels, the last)", path)
+    if n_features is None and not multiclass:
+        count = np.unique(arr[:, d]).shape[0]
+        if count != 2:
+            raise InputError(f"{path}: its last column (column {d}), read as the labels, has {_values(count)}: "
+                             "a binary label has two. If it is a label of several classes, pass --multiclass; "
+                             "if the labels are elsewhere, save the features alone and pass --labels "
+                             "TRAIN_LABELS TEST_LABELS.")
     return Dataset(X, arr[:, d], None)
+
+
+def _values(count):
+    return "one distinct value" if count == 1 else f"{count} distinct values"
+
+
+CANDIDATE_MAX_VALUES = 10  # columns with 2..10 distinct values are listed as possible labels
+
+
+def _label_candidates(path, delim, header, skip):
+    """'name' (k values) of the columns (not in ``skip``) with 2 to 10 distinct values, two-valued first."""
+    seen = [set() for _ in header]
+    for _, fields in _csv_rows(path, delim):
+        for j, text in enumerate(fields[:len(header)]):
+            if j not in skip and len(seen[j]) <= CANDIDATE_MAX_VALUES:
+                seen[j].add(text.strip())
+    counts = [(len(values), j) for j, values in enumerate(seen)
+              if j not in skip and 2 <= len(values) <= CANDIDATE_MAX_VALUES]
+    return [f"{header[j]!r} ({k} values)" for k, j in sorted(counts)]
+
+
+def resolve_column(path, header, label_col, listing):
+    """The index of the label column ``label_col``: a column name, else a 0-based position (negative
+    from the end); InputError naming the columns when it is neither."""
+    if label_col in header:
+        return header.index(label_col)
+    try:
+        pos = int(label_col)
+    except (TypeError, ValueError):
+        return None
+    if not -len(header) <= pos < len(header):
+        raise InputError(f"{path}: --label {label_col}: no column at that position; the file has {len(header)} "
+                         f"columns, positions 0 to {len(header) - 1} (or -1 for the last): {listing}.")
+    return pos % len(header)
 
 
 _DELIMITERS = (",", ";", "\t", "|")
@@ -171,7 +233,7 @@ def _is_number(text):
     return True
 
 
-def _load_csv(path, label_col, id_col, drop_cols, n_features):
+def _load_csv(path, label_col, id_col, drop_cols, n_features, multiclass=False, optional=False):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             first = f.readline()
@@ -192,16 +254,18 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
     if any(header) and all(_is_number(name) for name in header if name):
         raise InputError(f"{path}: line 1 ({first.strip()[:60]!r}) holds numbers, not column names: the "
                          "file has no header line. Add one naming the columns (the labels in the last "
-                         "column, or in the one named by --label-col).")
+                         "column, or in the one named by --label).")
     notes = [] if delim == "," else [f"{path}: fields separated by {shown}."]
     listing = ", ".join(name or "(unnamed)" for name in header)
 
     def column(name, option):
-        if name not in header:
-            hint = f"; {_NEEDS_LABELS}" if option == "--label-col" and n_features is not None else ""
-            what = "for the labels" if option == "--label-col" else f"for {option}"
+        j = resolve_column(path, header, name, listing) if option == "--label" else (
+            header.index(name) if name in header else None)
+        if j is None:
+            hint = f"; {_NEEDS_LABELS}" if option == "--label" and n_features is not None else ""
+            what = "for the labels" if option == "--label" else f"for {option}"
             raise InputError(f"{path}: no column named {name!r} {what} (columns: {listing}){hint}.")
-        return header.index(name)
+        return j
 
     id_j = None
     if id_col is not None:
@@ -212,16 +276,19 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
                      "not as a feature; the output gives each row's index from it (train_id, test_id).")
     dropped = {column(name, "--drop-cols") for name in drop_cols}
     other = [j for j in range(len(header)) if j != id_j and j not in dropped]
-    if label_col is not None:
-        label_j = column(label_col, "--label-col")
+    unlabelled = optional and len(other) == n_features  # a test file of features only: no labels
+    if label_col is not None and not (unlabelled and label_col not in header):
+        label_j = column(label_col, "--label")
         if label_j == id_j or label_j in dropped:
-            raise InputError(f"{path}: column {label_col!r} is both the labels and an ID or dropped column.")
+            raise InputError(f"{path}: column {header[label_j]!r} is both the labels and an ID or dropped column.")
+    elif unlabelled:
+        label_j = None
     elif other:
         label_j = other[-1]
         if n_features is not None and len(other) == n_features:
             raise InputError(f"{path}: {len(other)} columns ({', '.join(header[j] for j in other)}), as many "
                              f"as the training file has features: {_NEEDS_LABELS}. Add the label column "
-                             "(the last, or the one named by --label-col).")
+                             "(the last, or the one named by --label).")
     features = [j for j in other if j != label_j]
     if label_col is None and not other or not features:
         raise InputError(f"{path}: expected a header line naming at least one feature column and a "
@@ -239,6 +306,8 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
             raise _ragged(path, line, r, fields, header)
         if id_j is not None:
             ids.append(fields[id_j].strip())
+        if label_j is None:
+            continue
         text = fields[label_j].strip()
         if not text:
             raise InputError(f"{_csv_where(path, r, delim)}, column {header[label_j]!r}: an empty label.")
@@ -263,9 +332,23 @@ def _load_csv(path, label_col, id_col, drop_cols, n_features):
     pos = {j: i for i, j in enumerate(numeric)}
     columns = [header[j] for j in features]
     X = np.ascontiguousarray(data[:, [pos[j] for j in features]])
-    y = _label_array(label_text)
     _check_features(X, lambda r, c: f"{_csv_where(path, r, delim)}, column {columns[c]!r}", path)
+    if label_j is None:
+        return Dataset(X, None, columns, None, ids, tuple(notes))
+    y = _label_array(label_text)
     _check_labels(y, X.shape[0], lambda r: f"{_csv_where(path, r, delim)}, column {header[label_j]!r}", path)
+    if label_col is None and n_features is None and not multiclass:
+        count = len(set(label_text))
+        if count != 2:  # the last column is the label only when it is binary, or when told
+            name = header[label_j]
+            found = _label_candidates(path, delim, header, {id_j, label_j} | dropped)
+            shown = ("columns with 2 to 10 distinct values: " + ", ".join(found[:8])
+                     + (f" and {len(found) - 8} more" if len(found) > 8 else "")) if found else \
+                "no other column has 2 to 10 distinct values"
+            raise InputError(f"{path}: the last column, {name!r}, has {_values(count)}, so it is not taken as "
+                             f"the label unasked: name the label column with --label COLUMN (a name, or a "
+                             f"0-based position such as -1) or pass --multiclass to make {name!r} the label of "
+                             f"a multi-class model ({shown}).")
     return Dataset(X, y, columns, header[label_j], ids, tuple(notes))
 
 

@@ -5,7 +5,9 @@ Layout (a zip of ``.npy`` members, as ``numpy.savez`` writes; read without pickl
 - ``header``: UTF-8 JSON as a uint8 array: ``format`` ("fastinfl.influence"),
   ``version`` (FORMAT_VERSION), the fastinfl version that wrote it, the model's
   hyper-parameters, the solver settings and the training-data ``fingerprint``;
-- ``coef`` (d,), ``intercept`` (1,): the parameters theta (binary model);
+- ``coef`` (d,), ``intercept`` (1,): the parameters theta (binary model); ``classes`` (2,),
+  optional: a binary model's ``classes_`` when it has them (its labels, strings included; absent:
+  0 and 1, and a model without the attribute);
 - ``ridge`` (p,): the diagonal added to sum_i w_i x~_i x~_i^T;
 - ``cholesky`` (p, p), lower triangular, when the direct solver has factored H.
 
@@ -416,6 +418,9 @@ def read(path, n_features, n_classes_max=2):
         if is_softmax(m["class"], K):
             arrays["coef"] = _read_member(zf, path, "coef", (K, d), "f")
         else:
+            if "classes" in arrays and (K != 2 or arrays["classes"][0] == arrays["classes"][1]):
+                _fail(path, f"member 'classes' must hold the two distinct labels of a binary model; got "
+                            f"{arrays['classes'].tolist()[:5]}.")
             K = 1
             arrays["coef"] = _read_member(zf, path, "coef", (d,), "f")
         arrays["intercept"] = _read_member(zf, path, "intercept", (K,), "f")

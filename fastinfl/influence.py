@@ -14,6 +14,7 @@ from ._config import (
     TOP_K_HEAP_BYTES,
 )
 from ._estimator import check_sample_weight
+from ._memory import direct_shortfall, hessian_passes
 from ._validation import (
     check_bool,
     check_choice,
@@ -87,11 +88,15 @@ class Influence:
         opposite sign for up-weighting.
     solver : {"auto", "direct", "cg", "lissa", "arnoldi"}
         "direct": Cholesky of H once, then triangular solves for all right-hand
-        sides. "cg": batched conjugate gradient on Hessian-vector products,
+        sides; a ValueError with the GiB it needs and has when the dense H does
+        not fit ``memory_limit`` or its factorisation (2 copies) the machine's
+        available memory. "cg": batched conjugate gradient on Hessian-vector products,
         every right-hand side of a batch advanced together and converging on
         its own (with ``preconditioner``: preconditioned CG). "auto": direct
-        while p <= AUTO_DIRECT_MAX_P (H is formed once and reused by every later
-        call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
+        while forming H costs at most AUTO_DIRECT_MAX_P passes over X (dense X:
+        p <= AUTO_DIRECT_MAX_P; sparse X: mean nonzeros per row, weighted by
+        row) and it fits in memory as for "direct" (H is formed once and reused
+        by every later call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
         recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
         "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
         (Schioppa et al. 2022), an approximation (user guide, "Solvers").
@@ -139,8 +144,8 @@ class Influence:
         memory; batches are sized so that their working arrays stay below it.
     device : {None, "cpu", "cuda"}
         "cuda": the training rows live on the GPU and every pass over them runs
-        as Numba CUDA kernels (optional extra ``cuda``: ``pip install
-        fastinfl[cuda]``); NumPy X_train is moved once, CuPy / Numba device
+        as Numba CUDA kernels (optional extra ``cuda``: from a checkout,
+        ``pip install '.[cuda]'``); NumPy X_train is moved once, CuPy / Numba device
         arrays are used in place (None picks "cuda" for them). Results are NumPy.
 
     Attributes
@@ -205,6 +210,12 @@ class Influence:
         self.lissa_batch_size = check_scalar(lissa_batch_size, "lissa_batch_size", integer=True, min_value=1,
                                              allow_none=True)
         self.seed = check_scalar(seed, "seed", integer=True)
+        self._hessian_passes = hessian_passes(X_train, self.n_params)
+        if self.solver == "direct":
+            short = direct_shortfall(self.n_params, self.memory_limit)
+            if short is not None:
+                raise ValueError(f"solver='direct': {short}. Use solver='cg' (or 'auto'), which needs only "
+                                 "Hessian-vector products, or raise memory_limit where the machine has the memory.")
         # Copies: later changes to the model must not mix with the state computed here. X_train
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
@@ -308,10 +319,15 @@ class Influence:
 
     @property
     def _use_direct(self):
-        """Direct when asked; under "auto" while p <= AUTO_DIRECT_MAX_P and H fits memory_limit."""
+        """Direct when asked; under "auto" while forming H costs at most AUTO_DIRECT_MAX_P passes over X
+        (dense: p <= AUTO_DIRECT_MAX_P) and H fits in memory (_memory.direct_shortfall)."""
         if self.solver != "auto":
             return self.solver == "direct"
-        return self.n_params <= AUTO_DIRECT_MAX_P and 8 * self.n_params**2 <= self.memory_limit
+        # decided once per memory_limit (it reads the machine's available memory): every solve asks
+        if getattr(self, "_auto_direct", (None,))[0] != self.memory_limit:
+            self._auto_direct = (self.memory_limit, self._hessian_passes <= AUTO_DIRECT_MAX_P
+                                 and direct_shortfall(self.n_params, self.memory_limit) is None)
+        return self._auto_direct[1]
 
     @property
     def n_samples(self):

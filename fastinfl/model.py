@@ -88,8 +88,8 @@ def split_pipeline(estimator):
     if not hasattr(last, "coef_"):
         raise ValueError(
             f"the pipeline's last step ({type(last).__name__}) is not a fitted scikit-learn "
-            "LogisticRegression (no coef_): from_sklearn takes a pipeline that ends with the "
-            "classifier; influence is then on the features its earlier steps produce.")
+            "linear model (no coef_): from_sklearn takes a pipeline that ends with the "
+            "model; influence is then on the features its earlier steps produce.")
     return last, (estimator[:-1] if len(estimator.steps) > 1 else None)
 
 

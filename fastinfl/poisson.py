@@ -10,7 +10,8 @@ import numpy as np
 import scipy.special
 
 from ._estimator import check_sample_weight
-from .model import MarginModel
+from ._validation import check_scalar
+from .model import MarginModel, split_pipeline
 
 
 class PoissonRegression(MarginModel):
@@ -43,6 +44,36 @@ class PoissonRegression(MarginModel):
             raise ValueError("y is 0 everywhere: with an unpenalised intercept the Poisson loss has no minimum "
                              "(the intercept runs off to minus infinity). Fit data with some positive counts.")
 
+    @classmethod
+    def from_sklearn(cls, estimator, X, y, sample_weight=None):
+        """The model of a fitted scikit-learn ``PoissonRegressor`` (or a Pipeline ending in one), refitted to the optimum.
+
+        scikit-learn minimises the mean half-deviance plus alpha/2 ||coef||^2, so ``l2 = alpha * sum(s_i)``
+        (alpha n_samples without weights): X and y (raw, before a pipeline's transform) are required,
+        and the model is refitted by fastinfl's Newton method from the estimator's parameters (the same
+        objective; scikit-learn's default tol=1e-4 stops short of the optimum). A pipeline's earlier steps
+        are kept as ``feature_transform_``.
+        """
+        pipeline = split_pipeline(estimator)
+        if pipeline is not None:
+            last, transform = pipeline
+            model = cls.from_sklearn(last, transform.transform(X) if transform is not None else X, y, sample_weight)
+            model.feature_transform_ = transform
+            return model
+        if not hasattr(estimator, "coef_") or type(estimator).__name__ != "PoissonRegressor":
+            raise ValueError(f"estimator must be a fitted scikit-learn PoissonRegressor; got {type(estimator).__name__}.")
+        params = estimator.get_params()
+        n = _n_rows(X)
+        s = check_sample_weight(sample_weight, n)
+        alpha = check_scalar(params.get("alpha", 1.0), "estimator's alpha")
+        fit_intercept = bool(params.get("fit_intercept", True))
+        l2 = alpha * (n if s is None else float(np.sum(s)))
+        coef = np.asarray(estimator.coef_, dtype=np.float64)
+        intercept = float(estimator.intercept_) if fit_intercept else 0.0
+        model = cls(l2=l2, fit_intercept=fit_intercept)
+        init = np.append(coef, intercept) if fit_intercept else coef
+        return model.fit(X, y, sample_weight=s, init_params=init)
+
     def predict(self, X):
         """(n,) predicted means e^z_i."""
         return self._checked(X).means(self.coef_, self.intercept_)
@@ -67,3 +98,8 @@ class PoissonRegression(MarginModel):
 def _deviance(y, mu, s):
     """Weighted Poisson deviance 2 sum_i s_i (y_i log(y_i / mu_i) - y_i + mu_i), with 0 log 0 = 0."""
     return 2.0 * float(np.dot(s, scipy.special.xlogy(y, y) - scipy.special.xlogy(y, mu) - y + mu))
+
+
+def _n_rows(X):
+    shape = getattr(X, "shape", None)
+    return shape[0] if shape is not None else len(X)

@@ -122,7 +122,8 @@ class Batcher:
         k = check_scalar(k, "k", integer=True, min_value=1)
         if k > self.inf.n_samples:
             raise ValueError(f"k must be <= the number of training points ({self.inf.n_samples}); got {k}.")
-        return self._submit(_Request("top_k", test.X, test.y, _k_class(k), k))
+        # the labels as given (the operator's y are class codes, which inf.top_k would read as labels)
+        return self._submit(_Request("top_k", test.X, np.asarray(y_test), _k_class(k), k))
 
     def submit_influence(self, X_test, y_test, train_idx=None):
         """A Future of the (m, n_sel) influence matrix (as ``inf.influence``)."""
@@ -130,7 +131,7 @@ class Batcher:
         idx = check_indices(train_idx, self.inf.n_samples)
         self.inf.check_result_size((test.n_samples, idx.shape[0]), "influence")
         key = None if train_idx is None else idx.tobytes()
-        return self._submit(_Request("influence", test.X, test.y, key, idx))
+        return self._submit(_Request("influence", test.X, np.asarray(y_test), key, idx))
 
     def top_k(self, X_test, y_test, k=10):
         """Blocking :meth:`submit_top_k`."""
@@ -470,7 +471,10 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
 
     Endpoints (design contract, "Callers"): ``POST /v1/top_k`` ``{"X", "y", "k"}``,
     ``POST /v1/influence`` ``{"X", "y", "train_idx"}``, ``POST /v1/self_influence``
-    ``{"train_idx"}``, ``GET /healthz``. Errors are JSON ``{"error": ...}``: 400
+    ``{"train_idx"}``, ``GET /healthz``. Labels ``y`` are the model's own values (its
+    ``classes_``, JSON strings, numbers or booleans; 0 and 1 for a binary model without
+    ``classes_``); omitted or null, the labels the model predicts for ``X``. Answers of
+    top_k and influence give the labels used as ``"y"``. Errors are JSON ``{"error": ...}``: 400
     (body not a JSON object, nested too deeply, Host not in ``hosts``), 401 (no or
     wrong bearer ``token``, when one is set), 415 (Content-Type not application/json),
     422 (invalid values: the library's ValueError message), 413 (body over
@@ -552,6 +556,35 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
             raise bad()
         return arr
 
+    classes = model_classes(getattr(inf, "model", None))
+    codes = {_label_key(c): j for j, c in enumerate(classes.tolist())}
+    shown = ", ".join(json.dumps(c) for c in classes[:10].tolist()) + (", ..." if len(classes) > 10 else "")
+
+    def labels(body, X):
+        """(y for the library, the labels as the model's own values) from the field "y": a list of the
+        model's labels (JSON strings, numbers or booleans, as in classes_); omitted or null: the labels
+        the model predicts for X."""
+        value = field(body, "y", required=False)
+        if value is None:
+            given = np.asarray(inf.model.predict(X)).tolist()
+        elif not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise _Error(422, f"y must be a list of labels, each one of the model's classes ({shown}); or omit y "
+                              "(or send null) for the labels the model predicts")
+        else:
+            given = value
+        try:
+            idx = np.array([codes[_label_key(v)] for v in given], dtype=np.int64)
+        except KeyError:
+            bad = next(v for v in given if _label_key(v) not in codes)
+            raise _Error(422, f"y holds {_short(bad)}, which is not one of the model's classes ({shown})") from None
+        except (TypeError, ValueError, OverflowError):  # nan, inf, integers beyond float64
+            bad = next(v for v in given if not _valid_key(v))
+            raise _Error(422, f"y holds {_short(bad)}, which is not one of the model's classes ({shown})") from None
+        label_values = classes[idx]
+        # the library takes 0/1 for a binary model without classes_, else labels mapped through classes_
+        binary01 = getattr(getattr(inf, "model", None), "classes_", None) is None
+        return (idx.astype(np.float64) if binary01 else label_values), label_values
+
     def check_result(count, what):
         if count > max_result:
             raise _Error(413, f"the {what} would hold {count} numbers (about {count * _JSON_BYTES_PER_NUMBER / 1e6:.1f}"
@@ -580,21 +613,21 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
     def start_top_k(raw):
         body = parse(raw)
         X = as_array(field(body, "X"), "X", 2)
-        y = as_array(field(body, "y"), "y", 1)
         k = field(body, "k", required=False, default=10)
         if not isinstance(k, int) or isinstance(k, bool):
             raise _Error(422, f"k must be an integer; got {_short(k)}")
         if 1 <= k <= inf.n_samples:  # else the library's message says what k may be
             check_result(4 * X.shape[0] * k, "top-k lists")
-        return submit("top_k", X, y, k), lambda top: top._asdict()
+        y, shown_y = labels(body, X)
+        return submit("top_k", X, y, k), lambda top: {**top._asdict(), "y": shown_y}
 
     def start_influence(raw):
         body = parse(raw)
         X = as_array(field(body, "X"), "X", 2)
-        y = as_array(field(body, "y"), "y", 1)
         idx = train_idx(body)
         check_result(X.shape[0] * (inf.n_samples if idx is None else idx.shape[0]), "influence matrix")
-        return submit("influence", X, y, idx), lambda out: {"influence": out}
+        y, shown_y = labels(body, X)
+        return submit("influence", X, y, idx), lambda out: {"influence": out, "y": shown_y}
 
     def start_self_influence(raw):
         idx = train_idx(parse(raw))
@@ -640,7 +673,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
 
     async def healthz(request):
         return JSONResponse({"status": "ok", "n_train": inf.n_samples, "n_features": inf.operator.n_features,
-                             "n_params": inf.n_params})
+                             "n_params": inf.n_params, "classes": classes.tolist()})
 
     async def on_error(request, exc):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -747,7 +780,9 @@ def _parser():
     ap.add_argument("state", metavar="STATE", help="state file written by Influence.save")
     ap.add_argument("--train", required=True, help="training data the state was computed on (.npz with X and y, "
                     ".npy with labels in the last column, or .csv with a header line); required")
-    ap.add_argument("--label-col", default=None, metavar="NAME", help="CSV label column (default: the last)")
+    ap.add_argument("--label", "--label-col", dest="label_col", default=None, metavar="COLUMN",
+                    help="CSV label column, by name or 0-based position (-1: the last) (default: the last column; "
+                    "the state's checksum of the labels tells a wrong column)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                     "only; 0.0.0.0 for every interface)")
     ap.add_argument("--port", type=_number(int, 0, 65535), default=8000, help="TCP port (default: 8000; 0 picks a free one, "
@@ -830,10 +865,35 @@ def _listen(host, port):
     return sock
 
 
+def model_classes(model):
+    """The model's labels as an array: ``classes_``, or 0 and 1 for a binary model without it."""
+    classes = getattr(model, "classes_", None)
+    return np.array([0, 1]) if classes is None else np.asarray(classes)
+
+
+def _label_key(value):
+    """A dictionary key under which a label and a class compare as in NumPy: 1 == 1.0, True apart, text apart."""
+    if isinstance(value, (str, np.str_)):
+        return ("s", str(value))
+    if isinstance(value, (bool, np.bool_)):
+        return ("b", bool(value))
+    number = float(value)  # OverflowError for integers beyond float64
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("not a label")
+    return ("n", number)
+
+
+def _valid_key(value):
+    try:
+        _label_key(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def _describe(inf):
     """'2000 rows, 5 features, classes 0, 1' for the listening line."""
-    classes = getattr(inf.model, "classes_", None)
-    names = [0, 1] if classes is None else np.asarray(classes).tolist()
+    names = model_classes(inf.model).tolist()
     shown = ", ".join(map(str, names[:10])) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
     return f"{inf.n_samples} rows, {inf.operator.n_features} features, classes {shown}"
 
@@ -874,7 +934,8 @@ def serve_main(argv=None):
     batcher = None
     try:
         try:
-            train = load_dataset(args.train, label_col=args.label_col)
+            # the state knows the model: its checksum of the labels catches a wrong column, whatever its values
+            train = load_dataset(args.train, label_col=args.label_col, multiclass=True)
             inf = Influence.load(args.state, train.X, train.y)
         except (ValueError, OSError) as exc:  # InputError and StateError are ValueErrors naming the file
             return fail(str(exc))

@@ -49,6 +49,12 @@ def solve_bytes(p):
     return CG_VECTORS * 8 * p
 
 
+def _norm1(H, rows=512):
+    """The 1-norm of the symmetric H (its largest absolute row sum), a block of rows at a time: no
+    temporary as large as H beside H and its factor (_memory.DIRECT_PEAK_COPIES)."""
+    return max(float(np.abs(H[i:i + rows]).sum(axis=1).max()) for i in range(0, H.shape[0], rows))
+
+
 class Direct:
     """Cholesky of H (formed once), then triangular solves for every batch of right-hand sides.
 
@@ -72,7 +78,7 @@ class Direct:
                 H = self.hess.hessian()
                 with policy.blas_threads(H.shape[0] ** 3 / 3):
                     chol = cholesky(H, hint="add damping > 0 or fit with l2 > 0")
-                    rcond, _ = scipy.linalg.lapack.dpocon(chol[0], np.abs(H).sum(axis=0).max(), uplo="L")
+                    rcond, _ = scipy.linalg.lapack.dpocon(chol[0], _norm1(H), uplo="L")
                 if rcond * MAX_CONDITION < 1.0:
                     raise SingularHessianError(
                         f"the Hessian is numerically singular: condition number about "

@@ -269,7 +269,7 @@ def test_plot_without_matplotlib(data):
                 cmd=CLI_NO_MPL)
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("fastinfl: error: --plot needs matplotlib: pip install matplotlib "
-                                   "(or 'fastinfl[plot]').")
+                                   "(or, from a fastinfl checkout, pip install '.[plot]').")
     assert not (folder / "never.csv").exists()  # stopped before any work
 
 
@@ -344,12 +344,6 @@ ERRORS = {
     "noheader.csv test.csv": "noheader.csv: line 1 ('1,2,0') holds numbers, not column names: the file has "
                              "no header line.",
     "train.csv noheader.csv": "noheader.csv: line 1 ('1,2,0') holds numbers, not column names",
-    "train.csv test_nolabel.csv": "test_nolabel.csv: no column named 'y' for the labels (columns: f0, f1, f2, "
-                                  "f3); the test file needs its labels too",
-    "train.npy X_test.npy": "X_test.npy: 4 columns, as many as the training file has features: the test "
-                            "file needs its labels too",
-    "train.npz no_y.npz": "no_y.npz: no array named 'y' (it has X; expected X and y); the test file needs "
-                          "its labels too",
     "decimal_comma.csv test.csv": "decimal_comma.csv: line 2 (row 0), column 'x1': '1,5', not a number "
                                   "(decimal commas? fields are separated by ';'; write 1.5, not 1,5).",
     "train.csv test.csv --id-col name": "train.csv: no column named 'name' for --id-col (columns: f0, f1, "
@@ -395,7 +389,11 @@ def test_run_error_one_line_exit_1(bad, args, capsys, monkeypatch):
 
 USAGE = {
     "train.csv test.csv --labels y_train.npy y_test.npy": "--labels goes with .npy feature files",
-    "train.npz test.npz --label-col y": "--label-col goes with .csv files",
+    "train.npz test.npz --label-col y": "--label goes with .csv files",
+    "train.npz test.npz --label y": "--label goes with .csv files",
+    "train.npz test.npz --out top.parquet": "--out top.parquet: output files are .csv or .json ('.parquet' is "
+                                            "not one of them)",
+    "train.npz test.npz --self-influence si": "--self-influence si: output files are .csv or .json (it has none)",
     "train.npz test.npz --id-col id": "--id-col goes with .csv files",
     "train.npz test.npz --drop-cols a": "--drop-cols goes with .csv files",
     "train.csv test.csv --format csv --out top.json": "--format csv contradicts the file name top.json",

@@ -41,7 +41,7 @@ def three(tmp_path_factory):
 @pytest.mark.slow  # tens of seconds on 2 cores (subprocesses or cold compiles): the slow tier, which CI runs too
 def test_text_classes_fit_the_multinomial_model_and_match_the_api(three, capsys):
     d, X, y, Xt, yt = three
-    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--out", d / "top.csv"]) == 0
+    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--multiclass", "--out", d / "top.csv"]) == 0
     assert "3 classes: multinomial" in capsys.readouterr().err
     model = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y)
     inf = fastinfl.Influence(model, X, y)
@@ -77,7 +77,7 @@ def test_two_classes_named_otherwise_are_the_binary_model(tmp_path, capsys):
 def test_text_test_labels_against_numeric_training_labels(three, tmp_path, capsys):
     d, X, y, Xt, yt = three
     _write(tmp_path / "num.csv", X, np.searchsorted(["bird", "cat", "dog"], y))
-    assert _main(["run", tmp_path / "num.csv", d / "test.csv"]) == 1
+    assert _main(["run", tmp_path / "num.csv", d / "test.csv", "--multiclass"]) == 1
     assert "its labels are text but the training labels" in capsys.readouterr().err
 
 
@@ -86,7 +86,8 @@ def test_groups_with_several_classes_match_the_api(three, tmp_path):
     d, X, y, Xt, yt = three
     labels = np.arange(80) % 5 - 1  # groups 0..3, and -1 (no group)
     np.save(tmp_path / "groups.npy", labels)
-    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--quiet", "--out", tmp_path / "top.csv",
+    assert _main(["run", d / "train.csv", d / "test.csv", "--k", "2", "--quiet", "--multiclass",
+                  "--out", tmp_path / "top.csv",
                   "--groups", tmp_path / "groups.npy", "--groups-out", tmp_path / "groups.csv"]) == 0
     inf = fastinfl.Influence(fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y), X, y)
     change = inf.group_change(Xt, yt, labels)  # (10, 4): Newton step, exact loss, as the command's defaults

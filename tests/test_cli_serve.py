@@ -70,15 +70,27 @@ def test_the_readme_serve_example_runs_as_written(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
+    assert block.count("8000") == 4  # the port and the healthz and two top_k URLs: all replaced below
     script = block.replace("8000", port) + "kill $(jobs -p)\nwait\n"
+    # python: the interpreter running the tests (and its fastinfl); the README's waits are bounded
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180)
-    answer = json.loads(proc.stdout.splitlines()[-1])
-    assert len(answer["helpful_idx"][0]) == 3 and len(answer["harmful"][0]) == 3, proc.stdout
+                          timeout=300)
+    given, predicted = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    assert given["y"] == [1] and len(given["helpful_idx"][0]) == 3 and len(given["harmful"][0]) == 3, proc.stdout
+    import numpy as np
+
+    import fastinfl
+
+    data = np.loadtxt(tmp_path / "train.csv", delimiter=",", skiprows=1)
+    model = fastinfl.LogisticRegression(l2=1.0).fit(data[:, :-1], data[:, -1])
+    x = np.array([[0.5, -1.0, 2.0]])
+    assert predicted["y"] == np.asarray(model.predict(x)).astype(int).tolist()
+    inf = fastinfl.Influence(model, data[:, :-1], data[:, -1])
+    assert predicted["harmful_idx"] == inf.top_k(x, np.asarray(model.predict(x), float), 3).harmful_idx.tolist()
     assert (f"fastinfl serve: listening on http://127.0.0.1:{port} (model: 1000 rows, 3 features, classes 0, 1)"
             in proc.stdout), proc.stdout
-    assert '"POST /v1/top_k" 200' in proc.stderr, proc.stderr
+    assert proc.stderr.count('"POST /v1/top_k" 200') == 2, proc.stderr  # one access-log line per request
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -274,3 +274,20 @@ def test_multinomial_integer_weights_are_duplicated_rows(sparse):
                                    rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(inf.hessian(), ref.hessian(), rtol=1e-12, atol=1e-12)
     assert np.all(inf.influence(Xt, yt, [0]) == 0.0)
+
+
+def test_poisson_from_sklearn_pipeline():
+    from sklearn.linear_model import PoissonRegressor
+
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((300, 4)) * [1.0, 3.0, 0.5, 2.0] + 5.0
+    counts = rng.poisson(np.exp(0.2 + 0.3 * (X[:, 0] - 5.0)))
+    s = rng.integers(1, 3, size=300).astype(float)
+    pipe = make_pipeline(StandardScaler(), PoissonRegressor(alpha=0.01)).fit(X, counts, poissonregressor__sample_weight=s)
+    model = fastinfl.PoissonRegression.from_sklearn(pipe, X, counts, sample_weight=s)
+    Xs = model.feature_transform_.transform(X)
+    direct = fastinfl.PoissonRegression(l2=0.01 * s.sum()).fit(Xs, counts, sample_weight=s)
+    np.testing.assert_allclose(model.params_, direct.params_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.predict(Xs), pipe.predict(X), rtol=1e-4)  # sklearn's tol=1e-4 stops short
+    with pytest.raises(ValueError, match="must be a fitted scikit-learn PoissonRegressor"):
+        fastinfl.PoissonRegression.from_sklearn(SkLogisticRegression().fit(X, counts > 1), X, counts)

@@ -257,7 +257,7 @@ def test_endpoints_answer_like_the_library(server, problem):
 
     inf, _, _, Xt, yt = problem
     health = httpx.get(server.url + "/healthz", timeout=30).json()
-    assert health == {"status": "ok", "n_train": 2000, "n_features": 5, "n_params": 6}
+    assert health == {"status": "ok", "n_train": 2000, "n_features": 5, "n_params": 6, "classes": [0, 1]}
     r = server.post("/v1/top_k", {"X": Xt[:3].tolist(), "y": yt[:3].tolist(), "k": 4})
     assert r.status_code == 200
     got = r.json()
@@ -276,7 +276,10 @@ def test_endpoints_answer_like_the_library(server, problem):
     ("/v1/top_k", "[1, 2]", 400, "must be a JSON object"),
     ("/v1/top_k", {"y": [1]}, 422, "missing field 'X'"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4]], "y": [1]}, 422, "X_test has 4 features but the model has 5"),
-    ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [2]}, 422, "labels 0 and 1 only"),
+    ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [2]}, 422, "y holds 2, which is not one of the model's classes (0, 1)"),
+    ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": ["1"]}, 422, "y holds '1', which is not one of the model's classes"),
+    ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [[1]]}, 422, "y must be a list of labels"),
+    ("/v1/top_k", {"X": [[1, 2, 3, 4]]}, 422, "X has 4 features but the model has 5"),
     ("/v1/top_k", {"X": [[1, 2, float("nan"), 4, 5]], "y": [1]}, 422, "NaN or inf"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [1], "k": 0}, 422, "k must be >= 1"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [1], "k": 2001}, 422, "k must be <= the number of training"),
@@ -349,3 +352,53 @@ def test_service_sets_a_passive_openmp_wait_policy_unless_one_is_set(monkeypatch
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
     service_thread_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_labels_are_the_models_own_values_and_omitted_means_predicted(tmp_path):
+    """issue 24: a model trained on "a"/"b"/"c" is queried with "y": ["a"], answers with its labels, and
+    explains its predictions when y is omitted or null."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    rng = np.random.default_rng(24)
+    X = rng.standard_normal((300, 3))
+    names = np.array(["a", "b", "c"])
+    y = names[np.argmax(X @ rng.standard_normal((3, 3)) + rng.standard_normal((300, 3)), axis=1)]
+    model = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y)
+    inf = fastinfl.Influence(model, X, y)
+    Xt = rng.standard_normal((3, 3))
+    srv = Server(tmp_path, inf, X, y)
+    try:
+        assert srv.post("/v1/top_k", {"X": Xt[:1].tolist(), "y": ["a"], "k": 3}).status_code == 200
+        r = srv.post("/v1/top_k", {"X": Xt.tolist(), "y": ["a", "c", "b"], "k": 3})
+        got = r.json()
+        assert got["y"] == ["a", "c", "b"]
+        _assert_top_k_equal([np.array(got[f], dtype=np.asarray(v).dtype) for f, v in
+                             zip(fastinfl.TopK._fields, inf.top_k(Xt, np.array(["a", "c", "b"]), 3), strict=True)],
+                            inf.top_k(Xt, np.array(["a", "c", "b"]), 3))
+        pred = model.predict(Xt)
+        for body in ({"X": Xt.tolist(), "k": 3}, {"X": Xt.tolist(), "y": None, "k": 3}):
+            got = srv.post("/v1/top_k", body).json()
+            assert got["y"] == pred.tolist()
+            np.testing.assert_array_equal(got["harmful_idx"], inf.top_k(Xt, pred, 3).harmful_idx)
+        got = srv.post("/v1/influence", {"X": Xt[:2].tolist(), "train_idx": [0, 5]}).json()
+        assert got["y"] == pred[:2].tolist()
+        np.testing.assert_allclose(got["influence"], inf.influence(Xt[:2], pred[:2], [0, 5]), rtol=1e-12)
+        r = srv.post("/v1/top_k", {"X": Xt[:1].tolist(), "y": [0]})
+        assert r.status_code == 422
+        assert r.json()["error"] == "y holds 0, which is not one of the model's classes (\"a\", \"b\", \"c\")"
+        import httpx
+
+        assert httpx.get(srv.url + "/healthz", timeout=30).json()["classes"] == ["a", "b", "c"]
+    finally:
+        srv.stop()
+    assert "classes a, b, c" in srv.log_path.read_text()
+
+
+def test_binary_labels_omitted_are_the_predicted_ones(server, problem):
+    inf, X, y, Xt, yt = problem
+    got = server.post("/v1/top_k", {"X": Xt[:4].tolist(), "k": 2}).json()
+    pred = inf.model.predict(Xt[:4])
+    assert got["y"] == np.asarray(pred).astype(int).tolist()
+    np.testing.assert_array_equal(got["helpful_idx"], inf.top_k(Xt[:4], np.asarray(pred, float), 2).helpful_idx)
+    got = server.post("/v1/top_k", {"X": Xt[:2].tolist(), "y": [1.0, 0], "k": 2}).json()
+    assert got["y"] == [1, 0]

@@ -338,7 +338,8 @@ DEEP = "[" * 100_000 + "]" * 100_000
     ("/v1/self_influence", {"train_idx": [-(2**63) - 1]}, AUTH, 422,
      "train_idx holds -9223372036854775809, out of range for 20000 training points (valid: -20000 to 19999)"),
     ("/v1/top_k", {"X": [[10**400, 1, 1, 1, 1]], "y": [1]}, AUTH, 422, "X: int too large to convert to float"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422, "y: int too large to convert to float"),
+    ("/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422,
+     "y holds 10000000000000000000...(401 characters), which is not one of the model's classes (0, 1)"),
     ("/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 3.5}, AUTH, 422, "k must be an integer; got 3.5"),
     ("/v1/top_k", {"X": [[1] * 5] * 20, "y": [1] * 20, "k": 20000}, AUTH, 413,
      "the top-k lists would hold 1600000 numbers (about 33.6 MB of JSON), more than the limit of 1048576 numbers "
@@ -358,7 +359,7 @@ def test_healthz_needs_no_token_and_4xx_keep_the_connection_alive(service):
     conn.request("GET", "/healthz")
     r = conn.getresponse()
     assert (r.status, json.loads(r.read())) == (200, {"status": "ok", "n_train": N_TRAIN, "n_features": N_FEATURES,
-                                                      "n_params": N_FEATURES + 1})
+                                                      "n_params": N_FEATURES + 1, "classes": [0, 1]})
     conn.request("POST", "/v1/top_k", "[]", AUTH)
     r = conn.getresponse()
     assert (r.status, r.getheader("connection"), json.loads(r.read())) == (

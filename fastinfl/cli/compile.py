@@ -223,8 +223,8 @@ def notice(dtypes, quiet=False, file=None):
 
 
 # ------------------------------------------------------------------ fastinfl compile, the shipped cache
-def compile_main(argv):
-    """``fastinfl compile``: run the warm-up workloads so that later processes compile nothing."""
+def _parser():
+    """The parser of ``fastinfl compile`` (also read by the README synopsis test)."""
     parser = argparse.ArgumentParser(
         prog="fastinfl compile",
         description="Compile every kernel into Numba's cache (NUMBA_CACHE_DIR, else __pycache__ beside "
@@ -238,6 +238,12 @@ def compile_main(argv):
                         help=f"comma-separated kinds of data/model (default {','.join(KINDS)})")
     parser.add_argument("--quiet", action="store_true", help="no line per step")
     parser.add_argument("--manifest", metavar="FOLDER", help=argparse.SUPPRESS)  # the package build
+    return parser
+
+
+def compile_main(argv):
+    """``fastinfl compile``: run the warm-up workloads so that later processes compile nothing."""
+    parser = _parser()
     args = parser.parse_args(argv)
     dtypes, kinds = args.dtypes.split(","), args.kinds.split(",")
     for value, allowed, name in ((dtypes, DTYPES, "--dtypes"), (kinds, KINDS, "--kinds")):

@@ -11,7 +11,7 @@ from ..influence import Influence
 from ..loo import loo_retrain
 from ..classifier import LogisticRegression
 from . import compile as _compile
-from .progress import progress
+from .progress import chunks, progress
 from .run import fit
 from .topk import top_k_loo
 
@@ -120,10 +120,8 @@ def demo(n=1_000_000, d=50, m=1000, seed=0, quiet=False, refits=True):
     # 1. Self-influence g_i^T H^-1 g_i: how much a training point pulls the fit towards itself.
     t1 = time.perf_counter()
     self_infl = np.empty(n)
-    step = max(4096, -(-n // 50))
     with progress("self-influence", total=n, enabled=not quiet) as bar:
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
+        for lo, hi in chunks(n):
             self_infl[lo:hi] = inf.self_influence(np.arange(lo, hi))
             bar.update(hi - lo)
     ranked = np.argsort(-self_infl, kind="stable")

@@ -128,8 +128,16 @@ def _parser():
                        help="added to the Hessian's diagonal (default 0)")
     p_run.add_argument("--out", metavar="FILE", help="output file, .csv or .json (default: stdout)")
     p_run.add_argument("--format", choices=("csv", "json"),
-                       help="output format for stdout or a file with another extension (default csv)")
-    p_run.add_argument("--label-col", metavar="NAME", help="CSV label column (default: the last)")
+                       help="output format for stdout (default csv), or for an output file named without "
+                            ".csv or .json")
+    p_run.add_argument("--label", "--label-col", dest="label_col", metavar="COLUMN",
+                       help="CSV label column, by name or 0-based position (-1: the last). Default: the last "
+                            "column, only when it has exactly two distinct values or with --multiclass; "
+                            "otherwise an error lists the candidate columns (--label-col: the same option)")
+    p_run.add_argument("--multiclass", action="store_true",
+                       help="take the last column as the label whatever its number of distinct values "
+                            "(several: multinomial logistic regression); default: only a two-valued last "
+                            "column is taken unasked")
     p_run.add_argument("--id-col", metavar="NAME",
                        help="CSV column of row IDs (any text): carried into the output as train_id and "
                             "test_id, never a feature")
@@ -187,7 +195,7 @@ def check_run_args(parser, args):
     sparse = all(is_sparse_file(p) for p in (args.train, args.test))
     if args.labels is not None and ext != {".npy"} and not sparse:
         parser.error("--labels goes with .npy feature files (TRAIN and TEST both .npy) or scipy.sparse .npz files")
-    for option, value in (("--label-col", args.label_col), ("--id-col", args.id_col),
+    for option, value in (("--label", args.label_col), ("--id-col", args.id_col),
                           ("--drop-cols", args.drop_cols)):
         if value and ".csv" not in ext:
             parser.error(f"{option} goes with .csv files")
@@ -195,8 +203,9 @@ def check_run_args(parser, args):
         parser.error("--self-k goes with --self-influence FILE")
     if (args.groups is None) != (args.groups_out is None):
         parser.error("--groups FILE and --groups-out FILE go together")
-    for path in (args.out, args.self_influence, args.groups_out):
-        conflict = format_conflict(path, args.format)
+    for option, path in (("--out", args.out), ("--self-influence", args.self_influence),
+                         ("--groups-out", args.groups_out)):
+        conflict = format_conflict(path, args.format, option)
         if conflict:
             parser.error(conflict)
     if args.self_k is None:
@@ -210,7 +219,15 @@ def check_run_args(parser, args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install matplotlib "
-                               "(or 'fastinfl[plot]').") from None
+                               "(or, from a fastinfl checkout, pip install '.[plot]').") from None
+
+
+def _importable(name):
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
 
 
 def bench(args):
@@ -221,6 +238,14 @@ def bench(args):
             "fastinfl bench runs the benchmark suite in the bench/ folder of a fastinfl checkout, "
             "which is not part of the installed package: run it from the repository's root."
         )
+    ops = args.ops.split(",") if args.ops else list(BENCH_OPS[:-1])
+    unknown = [op for op in ops if op not in BENCH_OPS]
+    if unknown:
+        raise CommandError(f"--ops: unknown operation {unknown[0]!r}; the operations are {', '.join(BENCH_OPS)}.")
+    if "fit" in ops and not _importable("sklearn"):
+        raise CommandError("fastinfl bench --ops fit times scikit-learn's fit too, and scikit-learn is not "
+                           "installed: from the checkout, pip install '.[test]' (or pip install scikit-learn), "
+                           "or leave fit out of --ops.")
     argv = ["--n", str(args.n), "--d", str(args.d), "--dtype", args.dtype]
     if args.ops:
         argv += ["--ops", args.ops]

@@ -27,11 +27,18 @@ def output_format(path, fmt):
     return ext if ext in FORMATS else (fmt or "csv")
 
 
-def format_conflict(path, fmt):
-    """A message when ``--format fmt`` contradicts the extension of ``path``, else None."""
-    ext = os.path.splitext(path)[1].lower().lstrip(".") if path else ""
+def format_conflict(path, fmt, option="--out"):
+    """A message when ``--format fmt`` contradicts the extension of ``path``, or when ``path`` has an
+    extension other than .csv and .json (or none) and no ``--format`` says what to write; else None."""
+    if not path:
+        return None
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
     if fmt and ext in FORMATS and ext != fmt:
         return f"--format {fmt} contradicts the file name {path} (drop --format, or name it .{fmt})"
+    if ext not in FORMATS and not fmt:
+        found = f"'.{ext}' is not one of them" if ext else "it has none"
+        return (f"{option} {path}: output files are .csv or .json ({found}); name the file .csv or .json, or "
+                "say the format with --format csv|json")
     return None
 
 

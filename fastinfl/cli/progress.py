@@ -52,3 +52,11 @@ def progress(desc, total=None, enabled=True, file=None, delay=1.0, interval=0.2)
         if monitor is not None:
             monitor.join()
         bar.close()
+
+
+def chunks(total, steps=50, minimum=1):
+    """(lo, hi) ranges splitting ``total`` items into about ``steps`` chunks of at least ``minimum``: a
+    bar updated once per chunk moves in about ``steps`` steps whatever ``total`` and the cost per item
+    (a chunk size fixed in rows would be one chunk, 0 % then 100 %, for a few hundred slow rows)."""
+    step = max(minimum, -(-total // steps))
+    return [(lo, min(total, lo + step)) for lo in range(0, total, step)]

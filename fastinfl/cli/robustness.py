@@ -50,7 +50,9 @@ def add_parser(sub, common, non_negative_float):
                    help="with prediction:ROW: flip training labels instead of dropping rows (greedy)")
     p.add_argument("--l2", type=non_negative_float, default=1.0,
                    help="L2 penalty on the coefficients, 1/C of scikit-learn (default 1.0)")
-    p.add_argument("--label-col", metavar="NAME", help="CSV label column (default: the last)")
+    p.add_argument("--label", "--label-col", dest="label_col", metavar="COLUMN",
+                   help="CSV label column, by name or 0-based position (-1: the last). Default: the last "
+                        "column, when it has exactly two distinct values (else an error lists the candidates)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="plot the target against the number of rows dropped (needs matplotlib)")
     return p
@@ -113,7 +115,7 @@ def _load_test(path, train, args):
             raise CommandError(f"{path}: expected shape (m, {d}) (or (m, {d + 1}) with labels last); "
                                f"got {X.shape}.")
         return np.asarray(X[:, :d], dtype=np.float64)
-    test = load_dataset(path, args.label_col or train.label, n_features=d)
+    test = load_dataset(path, train.label or args.label_col, n_features=d, labels_optional=True)
     check_same_features(train, args.train, test, path)
     return test.X
 
@@ -135,9 +137,9 @@ def robustness(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install matplotlib "
-                               "(or 'fastinfl[plot]').") from None
+                               "(or, from a fastinfl checkout, pip install '.[plot]').") from None
     if args.label_col and not args.train.lower().endswith(".csv"):
-        raise CommandError("--label-col goes with .csv files.")
+        raise CommandError("--label goes with .csv files.")
     train = load_dataset(args.train, args.label_col)
     y, classes = _binary_labels(train.y, args.train)
     target, what = _parse_target(args.target, train, args.test, args)

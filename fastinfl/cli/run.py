@@ -13,7 +13,7 @@ from ..classifier import LogisticRegression
 from ..multinomial import MultinomialLogisticRegression
 from . import compile as _compile
 from .output import CommandError, label_value, output_format, top_header, top_records, top_rows, write
-from .progress import progress
+from .progress import chunks, progress
 from .topk import top_k_loo
 
 
@@ -31,10 +31,10 @@ def _self_influence(args, inf, train, y_shown):
     y_train = y_shown
     n = y_train.shape[0]
     values = np.empty(n)
-    step = max(4096, -(-n // 50))
     with progress("self-influence", total=n, enabled=not args.quiet) as bar:
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
+        # about 50 steps, so that a few hundred rows move the bar too; CG solves a chunk's rows in one batch
+        # (one pass over X per iteration for all of them): chunks of at least 32 rows keep those passes few
+        for lo, hi in chunks(n, minimum=1 if inf.uses_direct else 32):
             values[lo:hi] = inf.self_influence(np.arange(lo, hi))
             bar.update(hi - lo)
     count = n if args.self_k == 0 else min(args.self_k, n)
@@ -104,14 +104,15 @@ def _groups(args, inf, train, test, losses, y_shown):
 
 
 def _classes(args, y_train, y_test):
-    """(y_train, y_test, multinomial) for the model from the labels as read.
+    """(y_train, y_test, multinomial, classes) for the model from the labels as read.
 
     0/1 labels: the binary model. Two other classes (-1/1, "no"/"yes"): the binary model with the
     larger (sorted) class as 1, as scikit-learn does, said in a note. More classes: the multinomial
-    model on the labels as they are. Test labels must be classes of the training data.
+    model on the labels as they are. Test labels must be classes of the training data; ``y_test``
+    None (a test file without labels) stays None. ``classes``: the sorted labels as read.
     """
     train_src, test_src = args.labels if args.labels else (args.train, args.test)  # where labels came from
-    if (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
+    if y_test is not None and (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
         raise CommandError(f"{test_src}: its labels are {'text' if y_test.dtype.kind == 'U' else 'numbers'} "
                            f"but the training labels in {train_src} are "
                            f"{'text' if y_train.dtype.kind == 'U' else 'numbers'}.")
@@ -120,19 +121,32 @@ def _classes(args, y_train, y_test):
         # the unpenalised intercept would diverge: the objective has no minimum
         raise CommandError(f"{train_src}: every label is {label_value(classes[0])}; the training data need at "
                            "least two classes.")
-    unknown = np.setdiff1d(np.unique(y_test), classes)
+    unknown = np.setdiff1d(np.unique(y_test), classes) if y_test is not None else classes[:0]
     if unknown.size:
         raise CommandError(f"{test_src}: label {label_value(unknown[0])} is not a class of the training data "
                            f"({', '.join(str(label_value(c)) for c in classes[:10])}).")
     if classes.size > 2:
         if not args.quiet:
             _note(f"{train_src}: {classes.size} classes: multinomial (softmax) logistic regression.")
-        return y_train, y_test, True
+        return y_train, y_test, True, classes
     if y_train.dtype.kind != "U" and set(classes.tolist()) <= {0.0, 1.0}:
-        return y_train, y_test, False
+        return y_train, y_test, False, classes
     if not args.quiet:
         _note(f"{train_src}: labels {label_value(classes[0])} and {label_value(classes[1])} read as 0 and 1.")
-    return (y_train == classes[1]).astype(np.float64), (y_test == classes[1]).astype(np.float64), False
+    return ((y_train == classes[1]).astype(np.float64),
+            None if y_test is None else (y_test == classes[1]).astype(np.float64), False, classes)
+
+
+def _predicted_labels(args, model, X_test, multinomial, classes):
+    """(y_test for the model, labels shown) of a test file without labels: the labels the model predicts."""
+    pred = np.asarray(model.predict(X_test))
+    if not args.quiet:
+        _note(f"{args.test} has no labels: each test point's influences are on its loss at the label the "
+              "model predicts for it (test_label is that predicted label).")
+    if multinomial:
+        return pred, pred
+    codes = pred.astype(np.int64)  # the binary model is fitted on 0/1 (classes[1] as 1)
+    return codes.astype(np.float64), np.asarray(classes)[codes]
 
 
 def _check_distributed(args, train):
@@ -170,6 +184,7 @@ def is_sparse_file(path):
 
 
 def _load(path, args, label_col, labels, n_features=None, in_memory=False, like=None):
+    # a test file (n_features given) may come without labels: the model's predicted labels stand in
     """A data file through ``_io.load_dataset``, a sparse file (``io_sparse``: CSR, never densified),
     or a Zarr store (arrays X and y) as dask arrays. ``like``: the training file's svmlight layout, with
     which an svmlight test file is read (same column base and width)."""
@@ -177,7 +192,7 @@ def _load(path, args, label_col, labels, n_features=None, in_memory=False, like=
 
     if is_sparse_file(path):
         if label_col or args.id_col or args.drop_cols:
-            raise CommandError(f"{path}: --label-col, --id-col and --drop-cols go with .csv files.")
+            raise CommandError(f"{path}: --label, --id-col and --drop-cols go with .csv files.")
         try:
             if os.path.splitext(path)[1].lower() in io_sparse.SPARSE_FORMATS:
                 X, y, layout = io_sparse.load_svmlight(path, n_features, like)
@@ -188,7 +203,8 @@ def _load(path, args, label_col, labels, n_features=None, in_memory=False, like=
         return Dataset(X, y, None)
 
     if not io_dask.is_zarr(path):
-        return load_dataset(path, label_col, labels, args.id_col, args.drop_cols, n_features=n_features)
+        return load_dataset(path, label_col, labels, args.id_col, args.drop_cols, n_features=n_features,
+                            multiclass=args.multiclass, labels_optional=True)
     if args.id_col or args.drop_cols:
         raise CommandError(f"{path}: --id-col and --drop-cols go with .csv files, not a Zarr store.")
     return io_dask.load_any(path, label_col, labels, in_memory=in_memory)
@@ -227,22 +243,26 @@ def _run(args):
     labels = args.labels or (None, None)
     train = _load(args.train, args, args.label_col, labels[0])
     # a CSV test file's labels are in the training file's label column, by name
-    test_label = args.label_col or (train.label if os.path.splitext(args.test)[1].lower() == ".csv" else None)
+    test_label = train.label or args.label_col if os.path.splitext(args.test)[1].lower() == ".csv" else None
     test = _load(args.test, args, test_label, labels[1], n_features=train.X.shape[1], in_memory=True,
                  like=train.layout)
-    for note in (*train.notes, *test.notes):
-        _note(note)
+    if not args.quiet:
+        for note in (*train.notes, *test.notes):
+            _note(note)
     check_same_features(train, args.train, test, args.test)
     if not isinstance(train.y, np.ndarray):  # a Zarr store (dask arrays): 0/1 labels, never gathered
         _check_distributed(args, train)
-        shown_train, shown_test, multinomial = train.y, test.y, False
+        shown_train, shown_test, multinomial, classes = train.y, test.y, False, np.array([0, 1])
     else:
         shown_train, shown_test = train.y, test.y  # labels as the files give them, for the output
-        y_train, y_test, multinomial = _classes(args, train.y, test.y)
+        y_train, y_test, multinomial, classes = _classes(args, train.y, test.y)
         train, test = train._replace(y=y_train), test._replace(y=y_test)
     dtype = "float32" if train.X.dtype == np.float32 else "float64"
     _compile.notice([dtype], quiet=args.quiet)
     model = fit(train.X, train.y, args.l2, args.quiet, args.train, multinomial)
+    if test.y is None:  # no labels in the test file: explain the model's predictions
+        y_test, shown_test = _predicted_labels(args, model, test.X, multinomial, classes)
+        test = test._replace(y=y_test)
     inf = Influence(model, train.X, train.y, solver=args.solver, damping=args.damping)
     k = min(args.k, train.y.shape[0])
     top, loo = top_k_loo(inf, test.X, test.y, k, args.quiet, loss=args.loss)

@@ -79,7 +79,7 @@ def _cuda_operator(X, y, fit_intercept, name, n_features, loss):
     try:
         from .cuda import CudaOperator
     except ImportError as exc:
-        raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: pip install fastinfl[cuda] ({exc})") from None
+        raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: from a checkout, pip install '.[cuda]' ({exc})") from None
     if not hasattr(X, "__cuda_array_interface__"):
         from .dense import sum_squares
 

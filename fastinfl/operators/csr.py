@@ -1,13 +1,14 @@
 """The operator over ``scipy.sparse`` rows (CSR; other formats converted once), never densified.
 
 Memory O(nnz + p) for every pass: margins, gradients and HVPs touch the stored
-nonzeros only. The Hessian (pairs of nonzeros per row) is formed only up to
-``CSR_HESSIAN_MAX_P`` parameters; beyond, solvers use HVPs (CG).
+nonzeros only. The Hessian (pairs of nonzeros per row) is formed when the direct solver
+is chosen (Influence: while it fits in memory, fastinfl/_memory.py); otherwise solvers use HVPs (CG).
 """
 
 import numpy as np
 
-from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
+from .._config import CSR_MIN_CHUNK_NNZ
+from .._memory import GIB, available_memory
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
@@ -96,13 +97,14 @@ class CSROperator(Operator):
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
-        """(p, p) H from pairs of nonzeros per row (O(sum_i nnz_i^2)); refused beyond CSR_HESSIAN_MAX_P."""
+        """(p, p) H from pairs of nonzeros per row (O(sum_i nnz_i^2)); refused beyond the memory available."""
         p = self.n_params
-        if p > CSR_HESSIAN_MAX_P:
+        available = available_memory()
+        if available is not None and 8 * p * p > available:
             raise ValueError(
-                f"the Hessian of {p} parameters (a {8 * p * p / 2**30:.3g} GiB dense matrix) is not formed "
-                f"for sparse X beyond {CSR_HESSIAN_MAX_P} parameters: use solver='cg' (or 'auto'), "
-                "which needs only Hessian-vector products."
+                f"the Hessian of {p:,} parameters is a {8 * p * p / GIB:.3g} GiB dense matrix and this "
+                f"machine has {available / GIB:.3g} GiB available: use solver='cg' (or 'auto'), which needs "
+                "only Hessian-vector products."
             )
         H = np.empty((p, p))
         sq = int(np.diff(self.indptr).astype(np.float64) @ np.diff(self.indptr).astype(np.float64))

@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import CGResult, Curvature, Operator, TopK
 
-EXTRA_HINT = "pip install fastinfl[cuda]"
+EXTRA_HINT = "from a fastinfl checkout, pip install '.[cuda]'"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
 BLOCK_BYTES = 1 << 28
 # Target number of thread blocks of the row-reduction and grid-stride kernels (a few per SM on an H200's

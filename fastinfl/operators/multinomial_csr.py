@@ -4,13 +4,14 @@ Memory O(nnz + P) for every pass (P = K p): logits, gradients, HVPs, influence
 and top-k touch the stored nonzeros only, with (p, K)-shaped parameters and
 (p, k K)-shaped vectors so that the K class values of a column are contiguous
 (kernels/multinomial_csr.py). The Hessian (pairs of nonzeros per row, K x K
-blocks) is formed only up to ``CSR_HESSIAN_MAX_P`` parameters; beyond, solvers
-use HVPs. Conventions, gauge and curvature as in ``operators/multinomial_base.py``.
+blocks) is formed when the direct solver is chosen (while it fits in memory,
+fastinfl/_memory.py); otherwise solvers use HVPs. Conventions, gauge and curvature as in ``operators/multinomial_base.py``.
 """
 
 import numpy as np
 
-from .._config import CSR_HESSIAN_MAX_P, CSR_MIN_CHUNK_NNZ
+from .._config import CSR_MIN_CHUNK_NNZ
+from .._memory import GIB, available_memory
 from ..kernels import csr as csr_kernels
 from ..kernels import multinomial_csr as kernels
 from . import policy
@@ -91,13 +92,14 @@ class CSRMultinomialOperator(MultinomialOperator):
 
     # ----------------------------------------------------- curvature passes
     def hessian(self, curv, ridge):
-        """(P, P) H from pairs of nonzeros per row (O(sum_i nnz_i^2 K^2)); refused beyond CSR_HESSIAN_MAX_P."""
+        """(P, P) H from pairs of nonzeros per row (O(sum_i nnz_i^2 K^2)); refused beyond the memory available."""
         P = self.n_params
-        if P > CSR_HESSIAN_MAX_P:
+        available = available_memory()
+        if available is not None and 8 * P * P > available:
             raise ValueError(
-                f"the Hessian of {P} parameters (a {8 * P * P / 2**30:.3g} GiB dense matrix) is not formed "
-                f"for sparse X beyond {CSR_HESSIAN_MAX_P} parameters: use solver='cg' (or 'auto'), "
-                "which needs only Hessian-vector products."
+                f"the Hessian of {P:,} parameters is a {8 * P * P / GIB:.3g} GiB dense matrix and this "
+                f"machine has {available / GIB:.3g} GiB available: use solver='cg' (or 'auto'), which needs "
+                "only Hessian-vector products."
             )
         H = np.empty((P, P))
         nnz_row = np.diff(self.indptr).astype(np.float64)
