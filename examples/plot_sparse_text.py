@@ -6,7 +6,7 @@ A text classifier on TF-IDF features, built offline from documents that ship wit
 packages: the docstrings of NumPy's and SciPy's public functions. The model learns to tell which
 library a docstring comes from; influence then says which *training* docstrings support its
 answer for a test docstring. The features stay a ``scipy.sparse`` CSR matrix throughout: fastinfl
-never densifies them, fits with Newton-CG above 2000 parameters and solves with conjugate
+never densifies them, fits with Newton-CG above 2000 parameters and here solves with conjugate
 gradient.
 """
 
@@ -58,7 +58,9 @@ print(f"X_train: {X_train.shape[0]} x {X_train.shape[1]} CSR, {X_train.nnz} nonz
 
 model = fastinfl.LogisticRegression(l2=1.0, tol=1e-8).fit(X_train, y_train)
 print(f"test accuracy {model.score(X_test, y_test):.3f}")
-inf = fastinfl.Influence(model, X_train, y_train)  # solver="auto": CG at this many parameters
+# solver="cg": conjugate gradient on Hessian-vector products, one pass over the CSR rows each, never
+# forming the dense 6000 x 6000 Hessian (solver="auto" would form and factor it, as it fits in memory).
+inf = fastinfl.Influence(model, X_train, y_train, solver="cg")
 
 # %%
 # One prediction explained
