@@ -557,6 +557,8 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
         return arr
 
     classes = model_classes(getattr(inf, "model", None))
+    regressor = classes is None  # a count model: y holds observed counts, never predicted
+    classes = np.array([0, 1]) if regressor else classes
     codes = {_label_key(c): j for j, c in enumerate(classes.tolist())}
     shown = ", ".join(json.dumps(c) for c in classes[:10].tolist()) + (", ..." if len(classes) > 10 else "")
 
@@ -565,6 +567,12 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
         model's labels (JSON strings, numbers or booleans, as in classes_); omitted or null: the labels
         the model predicts for X."""
         value = field(body, "y", required=False)
+        if regressor:
+            if value is None:
+                raise _Error(422, "y is required for a count model: the observed counts of the test points "
+                                  "(its prediction, the mean, would make every first-order influence 0)")
+            counts = as_array(value, "y", 1)
+            return counts, counts
         if value is None:
             given = np.asarray(inf.model.predict(X)).tolist()
         elif not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
@@ -673,7 +681,7 @@ def make_app(inf, batcher=None, max_body=DEFAULT_MAX_BODY, max_result=DEFAULT_MA
 
     async def healthz(request):
         return JSONResponse({"status": "ok", "n_train": inf.n_samples, "n_features": inf.operator.n_features,
-                             "n_params": inf.n_params, "classes": classes.tolist()})
+                             "n_params": inf.n_params, "classes": None if regressor else classes.tolist()})
 
     async def on_error(request, exc):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -866,7 +874,10 @@ def _listen(host, port):
 
 
 def model_classes(model):
-    """The model's labels as an array: ``classes_``, or 0 and 1 for a binary model without it."""
+    """The model's labels as an array: ``classes_``, 0 and 1 for a binary model without it; None for a count
+    model (a regressor: its y are counts, not classes)."""
+    if getattr(model, "_estimator_type", None) == "regressor":
+        return None
     classes = getattr(model, "classes_", None)
     return np.array([0, 1]) if classes is None else np.asarray(classes)
 
@@ -893,9 +904,20 @@ def _valid_key(value):
 
 def _describe(inf):
     """'2000 rows, 5 features, classes 0, 1' for the listening line."""
-    names = model_classes(inf.model).tolist()
-    shown = ", ".join(map(str, names[:10])) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    classes = model_classes(inf.model)
+    if classes is None:
+        return f"{inf.n_samples} rows, {inf.operator.n_features} features, counts ({type(inf.model).__name__})"
+    names = [_label_text(c) for c in classes.tolist()]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
     return f"{inf.n_samples} rows, {inf.operator.n_features} features, classes {shown}"
+
+
+def _label_text(label):
+    """A label as the listening line shows it: 0 and 1 for the float labels 0.0 and 1.0 (the JSON number is
+    the same), anything else as str()."""
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
 
 
 class _Terminated(Exception):

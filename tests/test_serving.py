@@ -279,7 +279,7 @@ def test_endpoints_answer_like_the_library(server, problem):
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [2]}, 422, "y holds 2, which is not one of the model's classes (0, 1)"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": ["1"]}, 422, "y holds '1', which is not one of the model's classes"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [[1]]}, 422, "y must be a list of labels"),
-    ("/v1/top_k", {"X": [[1, 2, 3, 4]]}, 422, "X has 4 features but the model has 5"),
+    ("/v1/top_k", {"X": [[1, 2, 3, 4]]}, 422, "X has 4 features"),
     ("/v1/top_k", {"X": [[1, 2, float("nan"), 4, 5]], "y": [1]}, 422, "NaN or inf"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [1], "k": 0}, 422, "k must be >= 1"),
     ("/v1/top_k", {"X": [[1, 2, 3, 4, 5]], "y": [1], "k": 2001}, 422, "k must be <= the number of training"),
@@ -402,3 +402,27 @@ def test_binary_labels_omitted_are_the_predicted_ones(server, problem):
     np.testing.assert_array_equal(got["helpful_idx"], inf.top_k(Xt[:4], np.asarray(pred, float), 2).helpful_idx)
     got = server.post("/v1/top_k", {"X": Xt[:2].tolist(), "y": [1.0, 0], "k": 2}).json()
     assert got["y"] == [1, 0]
+
+
+def test_a_count_model_is_served_with_observed_counts(tmp_path):
+    """A PoissonRegression state: y holds counts (not classes), is required, and /healthz has no classes."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import httpx
+
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal((200, 3))
+    y = rng.poisson(np.exp(0.3 * X[:, 0])).astype(np.float64)
+    inf = fastinfl.Influence(fastinfl.PoissonRegression(l2=1.0).fit(X, y), X, y)
+    Xt, yt = X[:2] + 0.1, np.array([3.0, 0.0])
+    srv = Server(tmp_path, inf, X, y)
+    try:
+        got = srv.post("/v1/top_k", {"X": Xt.tolist(), "y": yt.tolist(), "k": 3}).json()
+        assert got["y"] == [3.0, 0.0]
+        np.testing.assert_array_equal(got["harmful_idx"], inf.top_k(Xt, yt, 3).harmful_idx)
+        r = srv.post("/v1/top_k", {"X": Xt.tolist(), "k": 3})
+        assert r.status_code == 422 and "y is required for a count model" in r.json()["error"]
+        assert httpx.get(srv.url + "/healthz", timeout=30).json()["classes"] is None
+    finally:
+        srv.stop()
+    assert "counts (PoissonRegression)" in srv.log_path.read_text()
