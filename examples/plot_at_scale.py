@@ -32,7 +32,8 @@ import fastinfl
 
 def rss_mib():
     """The process's resident memory now and its peak so far (Linux /proc; MiB)."""
-    fields = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmRSS", "VmHWM")))
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS", "VmHWM")))
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
@@ -87,7 +88,8 @@ timings["memmap: Influence + top_k"] = time.perf_counter() - t0
 rss_after, peak = rss_mib()
 print(f"X: {type(X).__name__} {X.shape} {X.dtype}, {X.nbytes / 2**20:.0f} MiB on disk")
 print(f"resident memory {rss_before:.0f} MiB before, {rss_after:.0f} MiB after (peak {peak:.0f} MiB); "
-      f"maximum resident set by getrusage {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+      f"maximum resident set by getrusage {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
+      "MiB")
 print("resident memory counts the file's pages the kernels have read (the page cache mapped into "
       "the process), which the kernel can drop at any time; no copy of X is made.")
 for name, seconds in timings.items():

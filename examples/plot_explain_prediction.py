@@ -51,7 +51,8 @@ harmful, helpful = top.harmful_idx[0], top.helpful_idx[0]
 # loss on removing each training image and refitting (a Newton step without it); we check the
 # most harmful one against an actual refit.
 change = inf.loo_change(X_test[t : t + 1], y_test[t : t + 1], harmful[:1])[0, 0]
-actual = fastinfl.loo_retrain(model, X_train, y_train, harmful[:1], X_test[t : t + 1], y_test[t : t + 1])[0, 0]
+actual = fastinfl.loo_retrain(model, X_train, y_train, harmful[:1],
+                              X_test[t : t + 1], y_test[t : t + 1])[0, 0]
 print(f"removing training image {harmful[0]}: predicted loss change {change:+.4f}, refit {actual:+.4f}")
 
 # %%
@@ -64,8 +65,9 @@ fig, axes = plt.subplots(2, 7, figsize=(10, 4.2))
 axes[0, 0].imshow(images[1500 + t], cmap="gray_r")
 axes[0, 0].set_title(f"test: label {y_test[t]}\npredicted {pred[t]}", fontsize=9, color="C3")
 axes[1, 0].axis("off")
-for row, (idx, vals, name) in enumerate([(harmful, top.harmful[0], "harmful"), (helpful, top.helpful[0], "helpful")]):
-    for j, (i, v) in enumerate(zip(idx, vals)):
+panels = [(harmful, top.harmful[0], "harmful"), (helpful, top.helpful[0], "helpful")]
+for row, (idx, vals, name) in enumerate(panels):
+    for j, (i, v) in enumerate(zip(idx, vals, strict=True)):
         ax = axes[row, j + 1]
         ax.imshow(images[i], cmap="gray_r")
         ax.set_title(f"{name}\nlabel {y_train[i]}, I={v:+.2f}", fontsize=8)

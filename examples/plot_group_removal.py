@@ -85,7 +85,7 @@ for name, pred in predicted.items():
 # influence assumes: its predictions are compressed and scattered, while three Newton steps on
 # the objective without the group land on the refits. Right: the LDS of each method.
 fig, (ax, ax_lds) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
-for (name, pred), marker in zip(predicted.items(), "o^s"):
+for (name, pred), marker in zip(predicted.items(), "o^s", strict=True):
     ax.scatter(actual.ravel(), pred.ravel(), s=5, alpha=0.4, marker=marker, label=name)
 lim = np.array([actual.min(), actual.max()])
 ax.plot(lim, lim, "k--", lw=1)

@@ -66,7 +66,8 @@ cases["multinomial: digits, 10 classes"] = (
 randhie = sm.datasets.randhie.load_pandas().data
 X, y = randhie.drop(columns="mdvis").to_numpy(float), randhie["mdvis"].to_numpy(float)
 data = split(X, y, n_rows=1500)
-cases["Poisson: RAND HIE visits"] = (fastinfl.PoissonRegression(l2=1.0, tol=1e-12).fit(*data[:2]), data, 3, 40)
+cases["Poisson: RAND HIE visits"] = (
+    fastinfl.PoissonRegression(l2=1.0, tol=1e-12).fit(*data[:2]), data, 3, 40)
 
 # %%
 # The figure
@@ -74,13 +75,14 @@ cases["Poisson: RAND HIE visits"] = (fastinfl.PoissonRegression(l2=1.0, tol=1e-1
 # Each point is one training point removed and the model refitted; on the diagonal the
 # prediction is exact. Pearson r in the legend.
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-for ax, (name, (model, data, n_test, n_train)) in zip(axes, cases.items()):
+for ax, (name, (model, data, n_test, n_train)) in zip(axes, cases.items(), strict=True):
     first, newton, actual = figure2(model, *data, n_test=n_test, n_train=n_train)
     r_first, r_newton = np.corrcoef(first, actual)[0, 1], np.corrcoef(newton, actual)[0, 1]
     print(f"{name}: Pearson r first order {r_first:.4f}, Newton {r_newton:.4f}")
     ax.scatter(actual, first, s=12, alpha=0.6, label=f"first order (-I), r = {r_first:.3f}")
     ax.scatter(actual, newton, s=12, alpha=0.6, marker="s", label=f"Newton step, r = {r_newton:.3f}")
-    lim = np.array([min(actual.min(), first.min(), newton.min()), max(actual.max(), first.max(), newton.max())])
+    values = np.concatenate([actual, first, newton])
+    lim = np.array([values.min(), values.max()])
     ax.plot(lim, lim, "k--", lw=1)
     ax.set(title=name, xlabel="actual change of test loss (refit)", ylabel="predicted change")
     ax.legend(fontsize=8)

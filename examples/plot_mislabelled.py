@@ -91,7 +91,7 @@ for name in found:
 # Left: test accuracy after fixing the points checked; right: the fraction of flipped labels
 # found. Mean over 10 draws, the band one standard deviation.
 fig, (ax_acc, ax_found) = plt.subplots(1, 2, figsize=(10, 3.8))
-for name, colour in zip(found, ("C0", "C1", "C7")):
+for name, colour in zip(found, ("C0", "C1", "C7"), strict=True):
     for ax, values in ((ax_acc, accuracy[name]), (ax_found, found[name])):
         mean_, sd = np.mean(values, 0), np.std(values, 0)
         ax.plot(fractions, mean_, color=colour, label=name)

@@ -76,7 +76,7 @@ top = inf.top_k(x_t, y_t, k=8)
 for title, idx, vals in (("supporting", top.helpful_idx[0], top.helpful[0]),
                          ("opposing", top.harmful_idx[0], top.harmful[0])):
     print(title + ":")
-    for i, v in zip(idx, vals):
+    for i, v in zip(idx, vals, strict=True):
         if i >= 0:
             print(f"  {v:+.3e}  {names[train[i]]}")
 

@@ -1,4 +1,4 @@
-"""The documentation site: every public name has an API page, every guide code block runs, one build command."""
+"""The documentation site: every public name has an API page, the guide's code runs, one build command."""
 
 import inspect
 import pathlib
@@ -35,8 +35,9 @@ def public_names(module):
     return {n for n in names if not inspect.ismodule(getattr(module, n)) and not n.isupper()}
 
 
-@pytest.mark.parametrize("name", ["fastinfl", "fastinfl.robustness", "fastinfl.datasets", "fastinfl.reference",
-                                  "fastinfl.serving", "fastinfl.io_sparse", "fastinfl.io_dask"])
+@pytest.mark.parametrize("name", ["fastinfl", "fastinfl.robustness", "fastinfl.datasets",
+                                  "fastinfl.reference", "fastinfl.serving", "fastinfl.io_sparse",
+                                  "fastinfl.io_dask"])
 def test_api_reference_lists_every_public_name(name):
     import importlib
 
@@ -71,7 +72,7 @@ def guide_blocks():
             yield pytest.param(page, block, id=f"{page}-{i}")
 
 
-@pytest.mark.slow  # seconds to tens of seconds each (Dask, digits refits, cold compiles): the slow tier, which CI runs
+@pytest.mark.slow  # seconds to tens of seconds each (Dask, digits refits, cold compiles): the slow tier
 @pytest.mark.parametrize("page, block", list(guide_blocks()))
 def test_guide_python_blocks_run(page, block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
