@@ -29,7 +29,7 @@ def test_pipeline_ending_in_the_classifier():
 def test_pipeline_not_ending_in_a_classifier_refused():
     pipe = make_pipeline(StandardScaler()).fit(X)
     with pytest.raises(ValueError, match=r"last step \(StandardScaler\) is not a fitted scikit-learn "
-                                         r"LogisticRegression.*ends with the classifier"):
+                                         r"linear model \(no coef_\).*ends with the model"):
         fastinfl.LogisticRegression.from_sklearn(pipe)
 
 

@@ -52,7 +52,7 @@ def test_binary_classes_of_the_wrong_shape_are_refused(tmp_path):
     path = fastinfl.Influence(model, X, y).save(tmp_path / "state.npz")
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
-    for bad, message in ((np.array(["no", "yes", "maybe"]), "classes"), (np.array(["no", "no"]), "same label")):
+    for bad, message in ((np.array(["no", "yes", "maybe"]), "classes"), (np.array(["no", "no"]), "two distinct labels")):
         arrays["classes"] = bad
         np.savez(tmp_path / "bad.npz", **arrays)
         with pytest.raises(StateError, match=message):
