@@ -6,7 +6,8 @@ both the user's cache and the kernel cache shipped with the package
 (``fastinfl/kernels/_cache.py``). ``FASTINFL_COMPILE_NOTICE=0`` silences the
 one-line notice that a first call is about to compile for several seconds.
 The measurements that chose each constant are in bench/RESULTS.md ("Tuning
-constants"); re-measure there before changing one.
+constants") and bench/measurement_notes.md (the notes that were comments here);
+re-measure before changing one.
 """
 
 import os
@@ -49,18 +50,14 @@ MIN_CHUNK_ROWS = 4096
 MAX_CHUNKS = 64
 CHUNK_BYTES = 1 << 26
 # Arrays of at most this many values (a request's test rows) are checked for finiteness by one
-# NumPy dot product (about 1 us) instead of einsum (about 10 us) or the parallel kernel.
+# NumPy dot product instead of einsum or the parallel kernel (the cheapest at this size).
 SMALL_ARRAY = 4096
 # A pass runs as one serial chunk below this much work, in element visits: d per row for a pass
-# over X, plus p k / 16 per row for k vectors through BLAS (the Hessian: k = p). About 1 ms serial.
-# A parallel launch costs ~0.05 ms on an idle machine but 40-150 ms with the other core loaded
-# (bench/RESULTS.md, "End-to-end jobs"): 2^22 was chosen under load; on the idle machine 2^19 made
-# hvp_k16 and hessian at 20000 x 50 1.2-1.6x faster and hvp (k = 1) no slower (RESULTS, "pytest-benchmark
-# suite": the threshold A/B; every row there falls on the same side of 2^19 and 2^20).
+# over X, plus p k / 16 per row for k vectors through BLAS (the Hessian: k = p). Below it a parallel
+# launch costs more than the pass, above all on a loaded machine (bench/measurement_notes.md).
 PARALLEL_MIN_WORK = 1 << 20
 # BLAS and LAPACK calls below this many flops run on one BLAS thread (the Cholesky solves, and the
-# BLAS calls inside a serial kernel): a 51 x 100 cho_solve took 0.08 ms on one thread and 40-70 ms
-# on OpenBLAS's two with the machine loaded (bench/RESULTS.md, "End-to-end jobs").
+# BLAS calls inside a serial kernel): a second thread gains nothing there and waits on a loaded machine.
 BLAS_THREADS_MIN_FLOPS = 1 << 28
 
 # ------------------------------------------------------------------ CSR (scipy.sparse) kernels
@@ -68,10 +65,8 @@ BLAS_THREADS_MIN_FLOPS = 1 << 28
 CSR_MIN_CHUNK_NNZ = 1 << 16
 # Column ranges of the CSR HVP's column split (many vectors of many parameters, see kernels/csr.py).
 CSR_COLUMN_CHUNKS = 8
-# HVP row chunks: zeroing and merging their (p, k) partial sums at most 1 / this of the pass's nnz + n.
-# Measured at p = 2^18 on the idle 2-core machine (bench/RESULTS.md, "Sparse features", one-vector HVP):
-# serial 0.21 s at n = 1e6 (43.8 M nonzeros), 21 chunks 0.12-0.13 s with the merge in parallel; n = 1e5:
-# serial 0.016-0.026 s, 2 chunks 0.011-0.013 s, 21 chunks 0.027-0.035 s (zeroing dominates).
+# HVP row chunks: zeroing and merging their (p, k) partial sums at most 1 / this of the pass's nnz + n
+# (beyond it zeroing the partial sums costs more than the chunks gain).
 CSR_HVP_MERGE_RATIO = 8
 
 # ------------------------------------------------------------------ solvers
@@ -94,17 +89,19 @@ MAX_CONDITION = 1e13
 # verify=True re-solves this many right-hand sides of every batch with the explicit inverse.
 VERIFY_SAMPLE = 8
 
+# Influence's check of the fit's stopping error (docs/accuracy.md) reads at most this many training rows,
+# evenly spaced (all of them when n is smaller), to estimate the largest margin change max |x~_i . delta|.
+FIT_ERROR_SAMPLE_ROWS = 4096
+
 # group_change warns when a group's estimated relative error, (last Newton decrement / first)^2, exceeds
-# this. The estimate tracks refits (bench/group_warning.py, RESULTS "group_change warning"): half-size
-# groups of digits, median estimate 0.12 / 0.23 against median error 0.09 / 0.21 (binary / 10 classes).
+# this. The estimate tracks refits (bench/group_warning.py, RESULTS "group_change warning").
 GROUP_CHANGE_ERROR = 0.1
 
 # ------------------------------------------------- iterative solvers (issue 15)
 # Measurements: bench/RESULTS.md, "Solver study" (python -m bench.solver_study).
-# preconditioner="auto" for CG resolves to this (None, "jacobi" or "nystrom"). Measured (10 test points,
-# n = 1e5, d = 100, AR(1) rho = 0 / 0.9 / 0.99 / 0.999): passes CG 8 / 78 / 105 / 113, Nystrom 11 / 25 /
-# 47 / 45, Jacobi 9 / 79 / 106 / 110; d = 1000, rho = 0.99: 674 / 158 / 692. Jacobi helps only on
-# unscaled features. (solver="auto" stays direct up to AUTO_DIRECT_MAX_P: fastest in every case there.)
+# preconditioner="auto" for CG resolves to this (None, "jacobi" or "nystrom"): Nystrom needs the fewest
+# passes once features are correlated, Jacobi helps only on unscaled features. (solver="auto" stays
+# direct up to AUTO_DIRECT_MAX_P: fastest in every case there.)
 AUTO_PRECONDITIONER = "nystrom"
 # PCG reports non-positive curvature when p^T H p <= this x ||p|| ||H p|| (cond(H) along p > 1/this).
 PCG_MIN_CURVATURE = 1e-15
@@ -126,8 +123,7 @@ LISSA_SCALE_FACTOR = 1.0
 LISSA_LANCZOS_STEPS = 20
 LISSA_DIVERGED = 1e3
 # Arnoldi: default rank, Lanczos vectors = min(p, 2 rank + ARNOLDI_EXTRA_STEPS), ARNOLDI_BLOCK per
-# pass (measured at p = 101, rank 10, 40 vectors: error vs the exact truncated eigen-inverse 2e-14 with
-# blocks of 1 or 2, 8e-8 with 4, 1e-3 with 8; passes 40, 20, 10, 5).
+# pass (4: a quarter of the passes of single vectors, while larger blocks lose accuracy fast).
 ARNOLDI_RANK = 50
 ARNOLDI_EXTRA_STEPS = 20
 ARNOLDI_BLOCK = 4

@@ -70,7 +70,7 @@ def newton_influence(inf, X_test, y_test, train_idx):
     test = inf.test_operator(X_test, y_test, "X_test")
     idx = check_indices(train_idx, inf.n_samples)
     inf.check_result_size((test.n_samples, idx.shape[0]), "influence")
-    residuals = np.array(inf.curvature.residuals)
+    residuals = np.array(inf.operator.residuals(inf.curvature, np.arange(inf.n_samples)))  # (n, K) NumPy
     residuals[idx] = newton_residuals(inf, idx)
     return inf.operator.influence(Curvature(residuals, inf.curvature.weights), inf.s_test_rows(test), idx)
 

@@ -131,7 +131,7 @@ class LogisticRegression(MarginModel):
         init_params : array-like (p,) or (K p,), optional
             Warm start (as ``params_``).
         device : {None, "cpu", "cuda"}
-            "cuda": the passes over X run on the GPU (two classes).
+            "cuda": the passes over X run on the GPU (two classes or more).
         """
         self._set_features(X)
         if not (is_sparse(X) or is_dask_array(X) or hasattr(X, "__cuda_array_interface__")):
@@ -159,12 +159,9 @@ class LogisticRegression(MarginModel):
                 self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
                 return self
 
-        if device not in (None, "cpu"):
-            raise ValueError(f"device={device!r} is available for two classes; y holds {classes.shape[0]} "
-                             "(the multinomial passes run on the CPU).")
         l2, tol, max_iter = self._hyper()
         softmax = MultinomialLogisticRegression(l2=l2, fit_intercept=self.fit_intercept, tol=tol,
-                                                max_iter=max_iter).fit(X, y, sample_weight, init_params)
+                                                max_iter=max_iter).fit(X, y, sample_weight, init_params, device)
         self.classes_ = classes
         self.l2_ = l2
         self.coef_, self.intercept_ = softmax.coef_, softmax.intercept_
@@ -345,23 +342,24 @@ class LogisticRegression(MarginModel):
         self.check_fitted()
         classes = self.classes_
         zero_one = classes.dtype.kind in "iufb" and classes.shape == (2,) and classes[0] == 0 and classes[1] == 1
-        if zero_one and is_dask_array(y):
-            return y  # validated by the dask operator, lazily
+        if zero_one and (is_dask_array(y) or hasattr(y, "__cuda_array_interface__")):
+            return y  # validated by the dask or CUDA operator, where the labels are
         arr = np.asarray(y)
-        if zero_one and arr.dtype.kind in "biuf":
-            return y  # 0/1 already: validated by the operator
+        if zero_one and arr.dtype.kind in "biufc":
+            return y  # 0/1 already: validated by the operator (which refuses complex labels)
         n = arr.shape[0] if arr.ndim else 0
         codes = check_class_labels(arr, n, classes, name)[0]
         return codes.astype(np.float64) if classes.shape[0] == 2 else codes
 
-    def operator(self, X, y=None, name="X"):
+    def operator(self, X, y=None, name="X", device=None):
         """The validated operator over (X, y), y in the model's own labels (``classes_``).
 
         Two classes: the one-margin :class:`~fastinfl.operators.Operator`; K > 2: the multinomial one.
+        ``device``: None (a device array X runs on the GPU), "cpu" or "cuda".
         """
         if self.multinomial:
-            return self.softmax().operator(X, y, name)
-        return super().operator(X, y, name)
+            return self.softmax().operator(X, y, name, device)
+        return super().operator(X, y, name, device)
 
     def decision_function(self, X):
         """Margins: (n,) the second class's log-odds for two classes, (n, K) logits for more."""

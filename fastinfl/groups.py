@@ -1,7 +1,7 @@
 """Removing training points and refitting, beyond first order: the test loss at the predicted
 parameters, and groups of points removed together.
 
-Conventions (design contract): removing the set S from the training objective F gives
+Conventions (README, "Conventions"): removing the set S from the training objective F gives
 F_-S = F - sum_{i in S} loss_i. At the fitted theta (grad F = 0) its gradient is -g_S, with
 g_S = sum_{i in S} g(z_i), and its Hessian H - H_S, H_S = sum_{i in S} w_i x~_i x~_i^T. One Newton
 step on F_-S from theta moves the parameters by (H - H_S)^-1 g_S; first order drops H_S: H^-1 g_S.

@@ -1,14 +1,17 @@
 """Influence functions of a fitted logistic regression on its training set: a façade over operator + solver."""
 
 import os
+import sys
 import warnings
 
 import numpy as np
+import scipy.linalg
 
 from . import _multiclass
 from ._config import (
     AUTO_DIRECT_MAX_P,
     DEFAULT_MEMORY_LIMIT,
+    FIT_ERROR_SAMPLE_ROWS,
     GROUP_CHANGE_ERROR,
     TOP_K_BLOCK_BYTES,
     TOP_K_HEAP_BYTES,
@@ -132,7 +135,8 @@ class Influence:
         Re-solve up to 8 right-hand sides of every solve with numpy's explicit
         inverse and raise VerificationError beyond ``verify_rtol``.
     verify_rtol : float
-        Relative tolerance of ``verify`` (max-norm, relative to the largest entry).
+        Relative tolerance of ``verify`` (max-norm, relative to the largest entry); also the accuracy
+        the fit's stopping error is checked against (``fit_error_``).
     stationarity_tol : float
         StationarityWarning when ||grad F(theta)|| / n_samples exceeds it.
     batch_size : int or None
@@ -154,6 +158,11 @@ class Influence:
         ||grad F(theta)|| on the training set (the stationarity check).
     cg_n_iter_, cg_residual_ : ndarray (k,)
         Iterations and final relative residuals of the last CG batch solved.
+    fit_error_ : float or None
+        Estimated bound on the relative error that the fit's stopping tolerance adds to every
+        influence value (``3 max_i |x~_i . H^-1 grad F|``, docs/accuracy.md), set at the first solve with
+        the direct solver (None before, with other solvers and for the multinomial model).
+        AccuracyWarning when it exceeds ``verify_rtol``.
 
     Raises
     ------
@@ -172,15 +181,12 @@ class Influence:
         self._multi = is_multinomial(model)
         if self._multi:
             model.check_fitted()
-            if device not in (None, "cpu"):
-                raise ValueError(f"device={device!r} is not available for the multinomial model: its passes "
-                                 "run on the CPU (device=None or 'cpu'), over NumPy, scipy.sparse or dask data.")
         else:
             check_fitted_model(model)
         self.model = model
         self._train_index = _frame_index(X_train)
         if self._multi:
-            self._op = model.operator(X_train, y_train, "X_train")
+            self._op = model.operator(X_train, y_train, "X_train", device=device)
             self.sample_weight = check_sample_weight(sample_weight, self._op.n_samples)
             check_weighted_data(self._op, self.sample_weight)
             d = self._op.n_features
@@ -220,6 +226,7 @@ class Influence:
         # itself is not copied (it may be a large memory map): do not modify it while in use.
         self._coef = model.coef_.copy()
         self._intercept = model.intercept_.copy() if self._multi else float(model.intercept_)
+        self._fit_grad = None  # grad F(theta) (p,), kept for the check of the fit's stopping error
         if self._multi:
             if _state is None:
                 s = self.sample_weight
@@ -238,7 +245,11 @@ class Influence:
             self._init_binary(X_train, y_train, sample_weight, device, _state)
         self._solvers = {}
         n = self._op.n_samples
+        # The fit's stopping error is checked once, where H is first factored (_check_fit_error); not at
+        # parameters that are no stationary point (the StationarityWarning below says more).
+        self.fit_error_ = None
         if self.grad_norm_ > stationarity_tol * n:
+            self._fit_grad = None
             warnings.warn(
                 f"the parameters are not a stationary point of the training objective: "
                 f"||grad F|| = {self.grad_norm_:.3g} (> stationarity_tol * n = "
@@ -271,6 +282,7 @@ class Influence:
             setup = self._op.setup(self._coef, self._intercept, ridge)
             _, grad = penalised(setup.loss, setup.grad, self._coef, model.l2_)
             self.grad_norm_ = float(np.linalg.norm(grad))
+            self._fit_grad = grad
             self._curv, H = setup.curv, setup.hessian
         else:
             # One pass over X: the objective's gradient and the margins z_i, from which residuals
@@ -280,6 +292,7 @@ class Influence:
             else:
                 _, grad, _, z = weighted_objective_gradient(self._op, self._coef, self._intercept, model.l2_, s)
             self.grad_norm_ = float(np.linalg.norm(grad))
+            self._fit_grad = grad
             self._curv = weighted(self._op.curvature(z), s)
         self._hess = HessianOperator(self._op, self._curv, ridge, hessian=H)
 
@@ -364,7 +377,48 @@ class Influence:
             if self.verify:
                 solver = Verified(solver, self.verify_rtol)
             solver = self._solvers.setdefault(key, solver)
+            if kind == "direct" and self._fit_grad is not None:
+                self._check_fit_error(solver)
         return solver
+
+    def _check_fit_error(self, solver):
+        """AccuracyWarning when the fit's stopping error may spoil influence values beyond ``verify_rtol``.
+
+        The fit stops at a small gradient gamma = grad F(theta), not at the optimum theta*: to first
+        order theta - theta* = delta = H^-1 gamma, which moves every margin by x~_i . delta. With
+        mu = max_i |x~_i . delta|, influence values are off by at most 3 mu, relative to
+        sqrt(self-influence x self-influence) (docs/accuracy.md derives it). Run once, on the first
+        solve with the Cholesky factor (which that solve needs anyway): one triangular solve and the
+        margins of delta on at most FIT_ERROR_SAMPLE_ROWS training rows. Sets ``fit_error_`` = 3 mu.
+        """
+        grad, self._fit_grad = self._fit_grad, None
+        if grad is None:  # checked already (by a concurrent call)
+            return
+        delta = scipy.linalg.cho_solve(solver.factor(), grad, check_finite=False)
+        n = self.n_samples
+        idx = np.unique(np.linspace(0, n - 1, min(n, FIT_ERROR_SAMPLE_ROWS)).astype(np.int64))
+        mu = 0.0
+        for begin in range(0, idx.shape[0], 512):
+            mu = max(mu, float(np.max(np.abs(self._op.rows(idx[begin:begin + 512]) @ delta))))
+        self.fit_error_ = 3.0 * mu
+        if self.fit_error_ > self.verify_rtol:
+            model = self.model
+            fit_tol = getattr(model, "tol", None)
+            advice = (f"refit with tol <= {fit_tol * self.verify_rtol / self.fit_error_ / 10:.0e} "
+                      f"(fastinfl.{type(model).__name__}(tol=...), now {fit_tol:g})" if fit_tol else "refit tighter")
+            gnorm, dnorm = float(np.linalg.norm(grad)), float(np.linalg.norm(delta))
+            frame, level, package = sys._getframe(0), 1, os.path.dirname(os.path.abspath(__file__))
+            while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+                frame, level = frame.f_back, level + 1  # the warning points at the caller's line
+            warnings.warn(
+                f"influence values may be off by up to {self.fit_error_:.2g} (relative; > verify_rtol = "
+                f"{self.verify_rtol:g}) because the fit stopped short of the optimum: its gradient "
+                f"||grad F|| = {gnorm:.3g} (within the fit's tol) leaves the parameters about {dnorm:.3g} from "
+                f"it and moves training margins by up to {mu:.3g}, as the objective is nearly flat there "
+                f"(||H^-1 grad F|| / ||grad F|| = {dnorm / gnorm:.3g}: nearly separable data, tiny l2). "
+                f"{advice[0].upper()}{advice[1:]}, or use a larger l2 (docs/accuracy.md).",
+                AccuracyWarning, stacklevel=level,
+            )
 
     @property
     def solver_(self):

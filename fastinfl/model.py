@@ -274,13 +274,14 @@ class MarginModel(Estimator):
         """``y`` in the loss's form (what the operator reads); None stays None. Here: unchanged."""
         return y
 
-    def operator(self, X, y=None, name="X"):
+    def operator(self, X, y=None, name="X", device=None):
         """The validated :class:`~fastinfl.operators.Operator` over (X, y) for this model's loss and features.
 
-        ``y`` holds the model's own labels (mapped through ``classes_`` for a classifier).
+        ``y`` holds the model's own labels (mapped through ``classes_`` for a classifier). ``device``: as
+        :func:`~fastinfl.operators.as_operator`'s (None: a device array X runs on the GPU).
         """
         return as_operator(X, self.encode_labels(y, "y" + name[1:]), self.fit_intercept, name,
-                           n_features=self.n_features_, loss=self.loss)
+                           n_features=self.n_features_, loss=self.loss, device=device)
 
     def _checked(self, X):
         """The operator over X after scikit-learn's checks of its features against the fit."""

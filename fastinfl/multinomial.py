@@ -117,19 +117,20 @@ class MultinomialLogisticRegression(Estimator):
                 check_scalar(self.max_iter, "max_iter", integer=True, min_value=1))
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X, y, sample_weight=None, init_params=None):
+    def fit(self, X, y, sample_weight=None, init_params=None, device=None):
         """Fit by Newton's method; ``init_params`` (K p,) warm-starts it. Returns self.
 
         ``sample_weight`` (n,) >= 0: the weighted objective sum_i s_i CE_i (in-memory data).
+        ``device="cuda"``: the passes over X run on the GPU (X kept there; from a checkout: ``pip install '.[cuda]'``).
         """
         l2, tol, max_iter = self._hyper()
         self._set_features(X)
         require_y(y, self)
         y = column_y(y)
-        X = prepare_X(X, "X")
+        X = prepare_X(X, "X", device=device)
         codes, classes = check_class_labels(y, X.shape[0], None, "y")
         K = classes.shape[0]
-        op = as_multinomial_operator(X, codes, K, self.fit_intercept, checked=True)
+        op = as_multinomial_operator(X, codes, K, self.fit_intercept, checked=True, device=device)
         s = check_sample_weight(sample_weight, X.shape[0])
         check_weighted_data(op, s)
         n, d, p, P = op.n_samples, op.n_features, op.row_params, op.n_params
@@ -368,12 +369,16 @@ class MultinomialLogisticRegression(Estimator):
         return cls.from_params(coef, intercept, l2=l2, fit_intercept=fit_intercept, classes=classes)
 
     # ------------------------------------------------------------- prediction
-    def operator(self, X, y=None, name="X"):
-        """The validated multinomial operator over (X, y) with y mapped onto ``classes_``."""
+    def operator(self, X, y=None, name="X", device=None):
+        """The validated multinomial operator over (X, y) with y mapped onto ``classes_``.
+
+        ``device``: None (a CuPy / Numba device X runs on the GPU, any other X on the CPU), "cpu" or "cuda".
+        """
         self.check_fitted()
-        X = prepare_X(X, name, n_features=self.n_features_)
+        X = prepare_X(X, name, n_features=self.n_features_, device=device)
         codes = None if y is None else check_class_labels(y, X.shape[0], self.classes_, "y" + name[1:])[0]
-        return as_multinomial_operator(X, codes, self.n_classes_, self.fit_intercept, name, checked=True)
+        return as_multinomial_operator(X, codes, self.n_classes_, self.fit_intercept, name, checked=True,
+                                       device=device)
 
     def decision_function(self, X):
         """(n, K) logits W x_i + b."""

@@ -5,7 +5,7 @@ X~ = [X, 1], ``np.logaddexp`` loss, the Hessian as X~^T (s * X~) and its
 inverse from ``np.linalg.inv``. Memory O(n p) and time O(n p^2 + p^3): for
 tests and for ``verify=True`` on samples, not for large data.
 
-Conventions (see the design contract): parameters theta = (coef, intercept),
+Conventions (README, "Conventions"): parameters theta = (coef, intercept),
 F(theta) = sum_i loss_i + l2/2 ||coef||^2, H = hess F (+ damping I),
 I(z_test, z_i) = -g(z_test)^T H^-1 g(z_i). ``loss="logistic"`` (log-loss, y in {0, 1})
 or ``"poisson"`` (e^z - y z, y >= 0) selects the loss of the one-margin functions.

@@ -15,7 +15,7 @@ coefficient becomes insignificant; an insignificant one becomes significant with
 is checked by an actual refit without (or with relabelled) those rows. The searches are heuristics:
 a set found is an upper bound on the smallest one, not a proof of minimality (docs/conclusions.md).
 
-Sign convention (DESIGN.md): removing z_i moves theta by about +H^-1 g(z_i), g the per-example
+Sign convention (README, "Conventions"): removing z_i moves theta by about +H^-1 g(z_i), g the per-example
 log-loss gradient r_i x~_i, r_i = sigma(z_i) - y_i, x~_i = [x_i, 1].
 """
 

@@ -269,8 +269,7 @@ class PCG:
         """(x, n_iter, residual, status) for the rows of B, without raising.
 
         BLAS is held to one thread for the loop: its products are (k, p) x (p, rank) at most, and
-        threaded BLAS on such sizes measured 100x slower on a loaded 2-core machine (0.2 s against
-        2 ms per 1000 x 101 x 10 product pair).
+        threaded BLAS on such sizes is far slower on a loaded machine.
         """
         M = self.M
         with policy.single_threaded_blas():

@@ -159,3 +159,26 @@ def _hessian_of(ridge):
     D = np.column_stack([X.astype(np.float64), np.ones(400)])
     w = np.random.default_rng(1).uniform(0.05, 0.25, 400)
     return D.T @ (w[:, None] * D) + np.diag(ridge)
+
+
+def test_every_cg_survives_huge_and_tiny_scales():
+    """Issue 23: the curvature test computed sqrt(|p|^2 |Hp|^2), which overflows once |p| |Hp| passes 1e154
+    (NOT_POSITIVE on a positive definite H), and ||b||^2 under- or overflows at |b| ~ 1e-154 / 1e154. Every CG
+    scales each right-hand side by a power of two and takes a product of norms: at 2^-1000 (1e-301), 2^400
+    and 2^900 (1e271) the answers are the unscaled ones times the scale, bit for bit; with H ~ 1e170 I
+    (|p| |Hp| ~ 1e170 at |p| = 1) every column converges."""
+    from fastinfl.operators import CONVERGED
+
+    impls = _cg_implementations()
+    ridge = np.append(np.full(6, 0.5), 0.0)
+    B = np.random.default_rng(5).standard_normal((4, 7))
+    for name, (solve, _) in impls.items():
+        ref = solve(B, 1e-11, 500, ridge)
+        for e in (-1000, 400, 900):
+            got = solve(np.ldexp(B, e), 1e-11, 500, ridge)
+            assert got.status.tolist() == ref.status.tolist() == [CONVERGED] * 4, (name, e)
+            assert got.n_iter.tolist() == ref.n_iter.tolist(), (name, e)
+            np.testing.assert_array_equal(got.x, np.ldexp(ref.x, e), err_msg=f"{name} at 2^{e}")
+        huge = solve(B, 1e-11, 500, np.full(7, 1e170))
+        assert (huge.status == CONVERGED).all(), (name, huge.status)
+        np.testing.assert_allclose(huge.x, B / 1e170, rtol=1e-12, err_msg=name)

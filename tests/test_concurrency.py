@@ -1,4 +1,5 @@
-"""Concurrent callers: every threading layer, 8 threads, dense and CSR data, results equal to sequential calls."""
+"""Concurrent callers: every threading layer, 8 threads, dense and CSR data (binary), CSR and Dask data (multinomial),
+results equal to sequential calls."""
 
 import ctypes
 import importlib
@@ -48,10 +49,35 @@ SCRIPT = textwrap.dedent("""
         "sparse s_test": lambda inf: inf.s_test(Xst, yst),
         "sparse hvp": lambda inf: inf.hvp(Vs),
     }
+    # The multinomial model (K = 4) on CSR (30000 rows: parallel chunks) and on Dask (blocks of 3000 rows
+    # on the threaded scheduler: serial block kernels from the scheduler's threads beside the others).
+    import dask, dask.array as da, scipy.sparse as sp
+    dask.config.set(scheduler="threads")
+    rng = np.random.default_rng(4)
+    Xm = sp.random(30_000, 40, density=0.15, format="csr", random_state=rng, data_rvs=rng.standard_normal)
+    ym = rng.integers(0, 4, 30_000)
+    mm = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(Xm, ym)
+    infs["mn-sparse"] = fastinfl.Influence(mm, Xm, ym)
+    infs["mn-sparse-cg"] = fastinfl.Influence(mm, Xm, ym, solver="cg", tol=1e-10)
+    Xd = da.from_array(Xm[:12_000].toarray(), chunks=(3000, 40))
+    infs["mn-dask"] = fastinfl.Influence(fastinfl.MultinomialLogisticRegression(l2=1.0).fit(Xd, ym[:12_000]),
+                                         Xd, ym[:12_000])
+    Xmt, ymt = rng.standard_normal((3, 40)), np.array([0, 3, 1])
+    Vm = rng.standard_normal((2, 4 * 41))
+    idm = np.arange(0, 12_000, 211)
+    calls.update({
+        "mn top_k": lambda inf: inf.top_k(Xmt, ymt, k=4),
+        "mn influence_sel": lambda inf: inf.influence(Xmt, ymt, train_idx=idm),
+        "mn s_test": lambda inf: inf.s_test(Xmt, ymt),
+        "mn hvp": lambda inf: inf.hvp(Vm),
+        "mn self_influence": lambda inf: inf.self_influence(idm),
+    })
     # CG (one parallel launch per iteration) for the solves only; the direct solver for everything.
-    jobs = ([("direct", c) for c in calls if not c.startswith("sparse")]
+    jobs = ([("direct", c) for c in calls if not c.startswith(("sparse", "mn "))]
             + [("cg", c) for c in ("s_test", "inverse_hvp", "top_k")]
-            + [("sparse", c) for c in calls if c.startswith("sparse")])
+            + [("sparse", c) for c in calls if c.startswith("sparse")]
+            + [(kind, c) for kind in ("mn-sparse", "mn-dask") for c in calls if c.startswith("mn ")]
+            + [("mn-sparse-cg", c) for c in ("mn s_test", "mn top_k")])
     expected = {job: calls[job[1]](infs[job[0]]) for job in jobs}  # sequential
     mismatches, errors = [], []
 

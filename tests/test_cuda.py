@@ -66,8 +66,20 @@ def test_device_cuda_without_gpu_names_the_extra():
             fastinfl.Influence(m, X, y, device="tpu")
         except ValueError as exc:
             print("OK" if "device" in str(exc) else "BAD")
+        y3 = np.array([0, 1, 2, 1])  # the multinomial model: the same errors
+        m3 = fastinfl.LogisticRegression().fit(X, y3)
+        for call in (lambda: fastinfl.Influence(m3, X, y3, device="cuda"),
+                     lambda: fastinfl.LogisticRegression().fit(X, y3, device="cuda")):
+            try:
+                call()
+            except ImportError as exc:
+                print("OK" if "pip install '.[cuda]'" in str(exc) else "BAD: " + str(exc))
+        try:
+            fastinfl.Influence(m3, X, y3, device="tpu")
+        except ValueError as exc:
+            print("OK" if "device must be None, 'cpu' or 'cuda'" in str(exc) else "BAD")
     """, sim=False)
-    assert out.split() == ["OK", "OK", "OK"]
+    assert out.split() == ["OK"] * 6
 
 
 # Every operator quantity against the dense (CPU) operator, float64 and float32, in one simulator process.
@@ -112,8 +124,15 @@ SIM_OPERATOR = """
         x, it, resid, status = gpu.cg(cg_, ridge, B, 1e-12, 50)
         res["cg"] = rel(x[:2], np.linalg.solve(H, B[:2].T).T)
         assert list(status) == [0, 0, 0] and it[2] == 0 and resid[2] == 0.0 and (resid[:2] <= 1e-12).all(), (it, status)
+        x0, it0 = x.copy(), it.copy()
         x, it, resid, status = gpu.cg(cg_, ridge, B[:1], 1e-12, 1)
         assert status[0] == 1 and it[0] == 1  # MAX_ITER after one iteration
+        # issue 23: right-hand sides at 2^900 and 2^-1000 scaled exactly; H ~ 1e170 I converges
+        for e in (900, -1000):
+            x, it, resid, status = gpu.cg(cg_, ridge, np.ldexp(B, e), 1e-12, 50)
+            assert list(status) == [0, 0, 0] and (it == it0).all() and (x == np.ldexp(x0, e)).all(), (e, status)
+        x, it, resid, status = gpu.cg(cg_, np.full(d + 1, 1e170), B, 1e-12, 50)
+        assert list(status) == [0, 0, 0] and np.allclose(x, B / 1e170, rtol=1e-12), status
         k = 6
         tc, tg = cpu.top_k(cc, S, k), gpu.top_k(cg_, S, k)
         assert (tc.helpful_idx == tg.helpful_idx).all() and (tc.harmful_idx == tg.harmful_idx).all()
@@ -207,6 +226,190 @@ def test_poisson_on_cuda_matches_cpu_in_simulator():
     assert run_python(SIM_POISSON).strip() == "OK"
 
 
+# The multinomial (softmax) model on CUDA: every operator pass against the dense CPU operator (float64 and
+# float32 X, K = 3), then every Influence quantity with the direct and CG solvers against the CPU Influence
+# and fastinfl.reference (explicit design matrix, pinv), and the influence with PCG, Arnoldi and LiSSA.
+# Tolerances: operator passes 1e-12 relative (float64 sums in another order); direct solves 1e-10; CG
+# (tol=1e-10, well-conditioned H) 1e-7; against the reference 1e-7 (its pinv); the quantities that solve
+# per training point run on a few points (each CG iteration is several simulated kernel launches).
+SIM_MULTINOMIAL_OPERATOR = """
+    import numpy as np
+    from numba import cuda
+    from fastinfl.operators import Curvature
+    from fastinfl.operators.multinomial import as_multinomial_operator
+
+    def rel(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+    rng = np.random.default_rng(0)
+    n, d, K = 37, 3, 3
+    for dtype in (np.float64, np.float32):
+        X = rng.standard_normal((n, d)).astype(dtype)
+        y = rng.integers(0, K, n)
+        coef, b = rng.standard_normal((K, d)) * 0.5, rng.standard_normal(K) * 0.3
+        P = K * (d + 1)
+        ridge = np.tile(np.r_[np.full(d, 0.7), 0.0], K)
+        cpu = as_multinomial_operator(X, y, K)
+        gpu = as_multinomial_operator(X, y, K, device="cuda")
+        lc, gc, mc, zc = cpu.loss_grad(coef, b)
+        lg, gg, mg, zg = gpu.loss_grad(coef, b)
+        cc, cg_ = cpu.curvature(zc), gpu.curvature(zg)
+        cg2 = gpu.curvature(np.asarray(zg))
+        idx = np.array([4, 0, 36, 4])
+        S = rng.standard_normal((5, P))
+        V = rng.standard_normal((2, P))
+        res = {
+            "loss": rel(lg, lc), "grad": rel(gg, gc), "min_margin": rel(mg, mc), "zarr": rel(np.asarray(zg), zc),
+            "margins": rel(gpu.margins(coef, b), cpu.margins(coef, b)),
+            "proba": rel(gpu.means(coef, b), cpu.means(coef, b)),
+            "losses": rel(gpu.losses(coef, b), cpu.losses(coef, b)),
+            "residuals": rel(gpu.residuals(cg_, idx), cpu.residuals(cc, idx)),
+            "weights": rel(gpu.weights(cg2, idx), cpu.weights(cc, idx)),
+            "hessian": rel(gpu.hessian(cg_, ridge), cpu.hessian(cc, ridge)),
+            "hvp": rel(gpu.hvp(cg_, ridge, V), cpu.hvp(cc, ridge, V)),
+            "diag": rel(gpu.hessian_diagonal(cg_, ridge), cpu.hessian_diagonal(cc, ridge)),
+            "gradients": rel(gpu.gradients(coef, b, idx), cpu.gradients(coef, b, idx)),
+            "gradients_all": rel(gpu.gradients(coef, b), cpu.gradients(coef, b)),
+            "rows": rel(gpu.rows(idx), cpu.rows(idx)),
+            "influence": rel(gpu.influence(cg_, S, idx), cpu.influence(cc, S, idx)),
+        }
+        Rh = cpu.residuals(cc, np.arange(n)) * 1.5
+        res["influence_host_R"] = rel(gpu.influence(Curvature(Rh, cg_.weights), S, idx),  # NumPy (n, K) residuals
+                                      cpu.influence(Curvature(Rh, cc.weights), S, idx))
+        k = 6
+        tc, tg = cpu.top_k(cc, S, k), gpu.top_k(cg_, S, k)
+        assert (tc.helpful_idx == tg.helpful_idx).all() and (tc.harmful_idx == tg.harmful_idx).all(), (tc, tg)
+        res["top_k"] = max(rel(np.nan_to_num(tg.helpful), np.nan_to_num(tc.helpful)),
+                           rel(np.nan_to_num(tg.harmful), np.nan_to_num(tc.harmful)))
+        if dtype is np.float64:  # a device X (stand-in for CuPy's, as in SIM_DEVICE_INPUTS): device=None picks CUDA
+            class Foreign:
+                def __init__(self, a):
+                    self.a = cuda.to_device(np.asarray(a))
+                    self.shape = self.a.shape
+                    self.__cuda_array_interface__ = {"shape": self.shape}
+
+            cuda.as_cuda_array = lambda obj, sync=True: obj.a
+            dev = as_multinomial_operator(Foreign(X), y, K)
+            assert dev.kind == "cuda-multinomial"
+            res["device_X"] = rel(dev.hvp(cg_, ridge, V), cpu.hvp(cc, ridge, V))
+        bad = {key: v for key, v in res.items() if not v <= 1e-12}
+        print(np.dtype(dtype).name, "BAD" if bad else "OK", bad)
+"""
+
+
+@pytest.mark.slow  # ~80 s in the CUDA simulator
+def test_multinomial_operator_matches_cpu_in_simulator():
+    out = run_python(SIM_MULTINOMIAL_OPERATOR)
+    assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out
+
+
+SIM_MULTINOMIAL_API = """
+    import time
+    import warnings
+    import numpy as np, fastinfl
+    from fastinfl import reference as ref
+    t0 = time.time()
+    rng = np.random.default_rng(6)
+    n, d, K = 24, 2, 3
+    X = rng.standard_normal((n, d)); y = rng.integers(0, K, n)
+    X[:, 0] += 0.8 * y  # some signal
+    m = fastinfl.LogisticRegression(l2=1.0).fit(X, y)
+    mg = fastinfl.LogisticRegression(l2=1.0).fit(X, y, device="cuda")
+    assert np.allclose(mg.params_, m.params_, rtol=1e-10, atol=1e-13), (mg.params_, m.params_)
+    ms = fastinfl.MultinomialLogisticRegression(l2=1.0).fit(X, y, device="cuda")
+    assert np.allclose(ms.params_, m.params_, rtol=1e-10, atol=1e-13)
+    Xt, yt = X[:3] + 0.1, y[:3]
+    H_ref = ref.mn_hessian(X, m.coef_, m.intercept_, l2=1.0)
+    I_ref = ref.mn_influence(X, y, Xt, yt, m.coef_, m.intercept_, l2=1.0)
+    L_ref = ref.mn_newton_loo_change(X, y, Xt, yt, m.coef_, np.arange(n), m.intercept_, l2=1.0)
+    groups = [np.array([0, 5, 7]), np.array([3])]
+    V = rng.standard_normal((2, K * (d + 1)))
+    sel = [0, 5, 11]  # training points of the quantities that solve per point (K solves each for leverage, loo)
+
+    def close(a, b, tol, what):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        err = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+        assert err <= tol, (what, err)
+        return err
+
+    worst = {}
+    for solver in ("direct", "cg"):
+        cpu = fastinfl.Influence(m, X, y, solver=solver)
+        gpu = fastinfl.Influence(m, X, y, solver=solver, device="cuda")
+        assert gpu.operator.kind == "cuda-multinomial"
+        tol = 1e-10 if solver == "direct" else 1e-7  # CG to tol=1e-10 on a well-conditioned H
+        checks = {
+            "hessian": (gpu.hessian(), cpu.hessian(), 1e-12),
+            "hessian_ref": (gpu.hessian(), H_ref, 1e-12),
+            "hvp": (gpu.hvp(V), cpu.hvp(V), 1e-12),
+            "s_test": (gpu.s_test(Xt, yt), cpu.s_test(Xt, yt), tol),
+            "influence": (gpu.influence(Xt, yt), cpu.influence(Xt, yt), tol),
+            "influence_ref": (gpu.influence(Xt, yt), I_ref, 1e-7),
+            "influence_idx": (gpu.influence(Xt, yt, [3, 1]), cpu.influence(Xt, yt, [3, 1]), tol),
+            "params_change": (gpu.params_change(sel), cpu.params_change(sel), tol),
+            "leverage": (gpu.leverage(sel), cpu.leverage(sel), tol),
+            "self_influence": (gpu.self_influence(sel), cpu.self_influence(sel), tol),
+            "loo_newton": (gpu.loo_change(Xt, yt, sel), cpu.loo_change(Xt, yt, sel), tol),
+            "loo_newton_linear": (gpu.loo_change(Xt, yt, sel, loss="linear"),
+                                  cpu.loo_change(Xt, yt, sel, loss="linear"), tol),
+            "loo_newton_ref": (gpu.loo_change(Xt, yt, sel, loss="linear"), L_ref[:, sel], 1e-7),
+            "group_change": (gpu.group_change(Xt, yt, groups), cpu.group_change(Xt, yt, groups), tol),
+            "perturbation": (gpu.perturbation(Xt, yt, sel), cpu.perturbation(Xt, yt, sel), tol),
+        }
+        for what, (a, b, t) in checks.items():
+            worst[solver + ":" + what] = close(a, b, t, solver + ":" + what)
+        tg, tc = gpu.top_k(Xt, yt, k=4), cpu.top_k(Xt, yt, k=4)
+        assert np.array_equal(tg.helpful_idx, tc.helpful_idx), solver
+        assert np.array_equal(tg.harmful_idx, tc.harmful_idx), solver
+        close(np.nan_to_num(tg.harmful), np.nan_to_num(tc.harmful), tol, "top_k")
+        if solver == "cg":
+            assert gpu.cg_n_iter_.max() > 0
+        print(solver, "done", round(time.time() - t0), flush=True)
+    # predicted labels (y_test=None) and the Newton steps of group_change
+    gpu = fastinfl.Influence(m, X, y, device="cuda"); cpu = fastinfl.Influence(m, X, y)
+    close(gpu.influence(Xt, None), cpu.influence(Xt, None), 1e-10, "y_test=None")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        close(gpu.group_change(Xt, yt, groups, steps=2), cpu.group_change(Xt, yt, groups, steps=2), 1e-10,
+              "steps=2")
+    # the other solvers (influence only): PCG (Jacobi: the device diagonal pass; Nystrom), Arnoldi, and
+    # LiSSA on row samples (the same samples on both paths: seeded)
+    for kw, tol in ((dict(solver="cg", preconditioner="jacobi"), 1e-7),
+                    (dict(solver="cg", preconditioner="nystrom", rank=4), 1e-7),
+                    (dict(solver="arnoldi", rank=8), 1e-7),
+                    (dict(solver="lissa", lissa_batch_size=8, lissa_depth=30, lissa_scale=30.0, tol=0.99), 1e-10)):
+        close(fastinfl.Influence(m, X, y, device="cuda", **kw).influence(Xt, yt),
+              fastinfl.Influence(m, X, y, **kw).influence(Xt, yt), tol, str(kw))
+    # refusals with the binary model's wording
+    import scipy.sparse
+    refusals = [
+        (lambda: fastinfl.Influence(m, X, y, device="tpu"), "device must be None, 'cpu' or 'cuda'; got 'tpu'."),
+        (lambda: fastinfl.LogisticRegression().fit(X, y, device="tpu"), "device must be None, 'cpu' or 'cuda'"),
+        (lambda: fastinfl.Influence(m, X, y, sample_weight=np.ones(n), device="cuda"),
+         "sample_weight is supported for in-memory data"),
+        (lambda: gpu.save("never-written.npz"), "save is available for in-memory"),
+        (lambda: fastinfl.Influence(m, scipy.sparse.csr_matrix(X), y, device="cuda"),
+         "device='cuda' takes dense arrays only"),
+    ]
+    for call, text in refusals:
+        try:
+            call()
+        except ValueError as exc:
+            assert text in str(exc), (text, str(exc))
+        else:
+            raise AssertionError(text)
+    print("worst", max(worst.values()))
+    print("OK", round(time.time() - t0))
+"""
+
+
+@pytest.mark.slow  # ~80 s in the CUDA simulator
+def test_multinomial_influence_and_fit_with_device_cuda_in_simulator():
+    out = run_python(SIM_MULTINOMIAL_API, timeout=600)
+    assert out.strip().split("\n")[-1].startswith("OK"), out
+
+
 # Device inputs in the simulator: its arrays export no __cuda_array_interface__ and it has no as_cuda_array,
 # so a stand-in for a foreign device array (as CuPy's) wraps one and as_cuda_array unwraps it.
 SIM_DEVICE_INPUTS = """
@@ -280,6 +483,14 @@ def test_device_labels_and_device_X_in_simulator():
 @pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU")
 def test_cuda_operator_matches_cpu_on_gpu():
     out = run_python(SIM_OPERATOR.replace("n, d = 33, 3", "n, d = 5000, 40"), sim=False)
+    assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU")
+def test_multinomial_operator_matches_cpu_on_gpu():
+    code = SIM_MULTINOMIAL_OPERATOR.replace("n, d, K = 37, 3, 3", "n, d, K = 5000, 40, 7")
+    code = code.replace("idx = np.array([4, 0, 36, 4])", "idx = np.array([4, 0, 4999, 4])")
+    out = run_python(code.replace("if dtype is np.float64:", "if False:"), sim=False)
     assert out.split("\n")[:2] == ["float64 OK {}", "float32 OK {}"], out
 
 

@@ -11,7 +11,8 @@ import fastinfl
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # The user-guide pages whose code blocks are executed (the README's are run by test_readme.py).
-GUIDE = ["getting_started", "concepts", "solvers", "data", "models", "accuracy", "serving", "performance"]
+GUIDE = ["getting_started", "concepts", "solvers", "data", "models", "accuracy_limits", "accuracy", "serving",
+         "performance"]
 
 
 def documented():

@@ -1,4 +1,5 @@
-"""The seed notebook's numbers (shared/seed/influence_functions_demo.txt) are a test."""
+"""The seed notebook's numbers are a test: influences 0.000104, 0.228624, -0.225480 (direct inverse and CG
+alike) at w* = 6.872478, b* = -10.066114. The notebook is the project's seed, kept outside this repository."""
 
 import numpy as np
 import pytest

@@ -311,43 +311,65 @@ def test_a_large_k_client_does_not_slow_small_k_clients(service):
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.parametrize("path, body, headers, status, error", [
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Host": "evil.example:80"}, 400,
+# (what, path, body, headers, status, error body): docs/robustness.md's service table (python
+# docs/make_robustness.py); the test asserts each answer exactly.
+HOSTILE = [
+    ("Host header of another site (DNS rebinding)",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Host": "evil.example:80"}, 400,
      "Host header 'evil.example:80' is not allowed: this service answers to its bind address "
      "(add names with --allow-host)"),
-    ("/healthz", None, {"Host": "rebound.attacker.test"}, 400,
+    ("GET /healthz with a foreign Host header",
+     "/healthz", None, {"Host": "rebound.attacker.test"}, 400,
      "Host header 'rebound.attacker.test' is not allowed: this service answers to its bind address "
      "(add names with --allow-host)"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1]}, {"Content-Type": "application/json"}, 401,
+    ("no token",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1]}, {"Content-Type": "application/json"}, 401,
      "missing or wrong token: send the header 'Authorization: Bearer TOKEN'"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Authorization": "Bearer wrong"}, 401,
+    ("a wrong token",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Authorization": "Bearer wrong"}, 401,
      "missing or wrong token: send the header 'Authorization: Bearer TOKEN'"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Content-Type": "text/plain"}, 415,
+    ("Content-Type text/plain (a cross-site simple request)",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1]}, {**AUTH, "Content-Type": "text/plain"}, 415,
      "Content-Type must be application/json; got 'text/plain'"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1]}, {k: v for k, v in AUTH.items() if k != "Content-Type"}, 415,
+    ("no Content-Type",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1]}, {k: v for k, v in AUTH.items() if k != "Content-Type"}, 415,
      "Content-Type must be application/json; got ''"),
-    ("/v1/top_k", DEEP, AUTH, 400, "the body's JSON is nested too deeply"),
-    ("/v1/top_k", '{"X": ' + DEEP + "}", AUTH, 400, "the body's JSON is nested too deeply"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 10**30}, AUTH, 422,
+    ("JSON nested 100,000 deep",
+     "/v1/top_k", DEEP, AUTH, 400, "the body's JSON is nested too deeply"),
+    ("the X array nested 100,000 deep",
+     "/v1/top_k", '{"X": ' + DEEP + "}", AUTH, 400, "the body's JSON is nested too deeply"),
+    ("k = 10^30",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 10**30}, AUTH, 422,
      "k must be <= the number of training points (20000); got 1000000000000000000000000000000."),
-    ("/v1/top_k", '{"X": [[1, 1, 1, 1, 1]], "y": [1], "k": 1' + "0" * 5000 + "}", AUTH, 400,
+    ("k with 5,001 digits",
+     "/v1/top_k", '{"X": [[1, 1, 1, 1, 1]], "y": [1], "k": 1' + "0" * 5000 + "}", AUTH, 400,
      "the body is not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has "
      "5001 digits; use sys.set_int_max_str_digits() to increase the limit"),
-    ("/v1/influence", {"X": [[1] * 5], "y": [1], "train_idx": [2**64]}, AUTH, 422,
+    ("a training index of 2^64",
+     "/v1/influence", {"X": [[1] * 5], "y": [1], "train_idx": [2**64]}, AUTH, 422,
      "train_idx holds 18446744073709551616, out of range for 20000 training points (valid: -20000 to 19999)"),
-    ("/v1/self_influence", {"train_idx": [-(2**63) - 1]}, AUTH, 422,
+    ("a training index below -2^63",
+     "/v1/self_influence", {"train_idx": [-(2**63) - 1]}, AUTH, 422,
      "train_idx holds -9223372036854775809, out of range for 20000 training points (valid: -20000 to 19999)"),
-    ("/v1/top_k", {"X": [[10**400, 1, 1, 1, 1]], "y": [1]}, AUTH, 422, "X: int too large to convert to float"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422,
+    ("a feature of 10^400",
+     "/v1/top_k", {"X": [[10**400, 1, 1, 1, 1]], "y": [1]}, AUTH, 422, "X: int too large to convert to float"),
+    ("a label of 10^400",
+     "/v1/top_k", {"X": [[1] * 5], "y": [10**400]}, AUTH, 422,
      "y holds 10000000000000000000...(401 characters), which is not one of the model's classes (0, 1)"),
-    ("/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 3.5}, AUTH, 422, "k must be an integer; got 3.5"),
-    ("/v1/top_k", {"X": [[1] * 5] * 20, "y": [1] * 20, "k": 20000}, AUTH, 413,
+    ("k = 3.5",
+     "/v1/top_k", {"X": [[1] * 5], "y": [1], "k": 3.5}, AUTH, 422, "k must be an integer; got 3.5"),
+    ("20 test points at k = 20,000 (a 34 MB answer)",
+     "/v1/top_k", {"X": [[1] * 5] * 20, "y": [1] * 20, "k": 20000}, AUTH, 413,
      "the top-k lists would hold 1600000 numbers (about 33.6 MB of JSON), more than the limit of 1048576 numbers "
      "(--max-result): ask for fewer test points or training indices"),
-    ("/v1/top_k", b"\xff{}", AUTH, 400,
+    ("a body that is not UTF-8",
+     "/v1/top_k", b"\xff{}", AUTH, 400,
      "the body is not valid JSON: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
-])
-def test_hostile_requests_get_exact_4xx_answers(service, path, body, headers, status, error):
+]
+
+
+@pytest.mark.parametrize("what, path, body, headers, status, error", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_requests_get_exact_4xx_answers(service, what, path, body, headers, status, error):
     got_status, got_headers, raw = service.request("GET" if body is None else "POST", path, body, headers)
     assert (got_status, json.loads(raw)) == (status, {"error": error})
     if status == 401:
@@ -470,3 +492,15 @@ def test_the_service_raises_its_soft_open_file_limit():
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     assert got == [str(want), str(want)]
+
+
+def test_robustness_doc_lists_every_hostile_request():
+    """docs/robustness.md's service table is HOSTILE as asserted above (python docs/make_robustness.py)."""
+    import pathlib
+    import runpy
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    rendered = runpy.run_path(str(root / "docs" / "make_robustness.py"))["render_service"]()
+    doc = (root / "docs" / "robustness.md").read_text()
+    assert rendered in doc, "run python docs/make_robustness.py"
+    assert len([line for line in rendered.splitlines() if line.startswith("| ")]) == len(HOSTILE) + 1

@@ -320,7 +320,8 @@ def test_loaded_state_answers_like_a_fresh_influence():
 
 def _state_table_rows(text):
     start = text.index("## State files")
-    lines = text[start:].splitlines()
+    end = text.find("\n## ", start + 1)  # the next section (the service's table) is not this one's
+    lines = text[start:end if end >= 0 else None].splitlines()
     return [line for line in lines if line.startswith("| ") and not line.startswith("| `")]
 
 

@@ -14,6 +14,37 @@ NOT_POSITIVE = 2  # p^T H p <= PCG_MIN_CURVATURE ||p|| ||H p||: H not (numerical
 _MIN_CURVATURE = PCG_MIN_CURVATURE
 
 
+# Sums of squares in this range are exact enough to take the root of; outside it (a square overflowed, or
+# fell among the subnormals) the norm is taken again on the vector scaled by a power of two.
+NORM_SQ_MIN = 1e-280
+NORM_SQ_MAX = 1e300
+
+
+@kernel(inline=True)
+def norm(v):
+    """||v||_2 without overflow or underflow: the plain sum of squares when it lies in [NORM_SQ_MIN,
+    NORM_SQ_MAX] (one pass, as before), else again with v scaled by a power of two (its largest entry)."""
+    s = 0.0
+    for j in range(v.shape[0]):
+        s += v[j] * v[j]
+    if NORM_SQ_MIN <= s <= NORM_SQ_MAX or s == 0.0:
+        return math.sqrt(s)
+    m = 0.0
+    for j in range(v.shape[0]):
+        a = abs(v[j])
+        if a > m:
+            m = a
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    e = math.frexp(m)[1]
+    f = math.ldexp(1.0, -e)
+    s = 0.0
+    for j in range(v.shape[0]):
+        t = v[j] * f
+        s += t * t
+    return math.sqrt(s) * math.ldexp(1.0, e)
+
+
 @kernel()
 def _cg_solve(X, w, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, status_out, stop):
     """Solve H x_q = b_q for every row b_q of B (k, p) by conjugate gradient.
@@ -61,7 +92,7 @@ def _cg_solve(X, w, ridge, B, tol, max_iter, x_out, n_iter_out, resid_out, statu
             q = active[a]
             n_iter_out[q] = it
             curv = np.dot(Pa[a], HPa[a])
-            if not curv > _MIN_CURVATURE * math.sqrt(np.dot(Pa[a], Pa[a]) * np.dot(HPa[a], HPa[a])):
+            if not curv > _MIN_CURVATURE * (norm(Pa[a]) * norm(HPa[a])):  # norms, never their squares' product
                 status_out[q] = NOT_POSITIVE
                 continue
             alpha = rs[q] / curv

@@ -31,10 +31,13 @@ these loops about 2x slower than scipy's compiled ones (bench/RESULTS.md,
 "Sparse features"). Indices are validated non-negative by the operator.
 """
 
+import math
+
 import numpy as np
 from numba import prange, uintp
 
 from .._config import CHUNK_BYTES, CSR_COLUMN_CHUNKS, CSR_HVP_MERGE_RATIO, CSR_MIN_CHUNK_NNZ, MAX_CHUNKS, kernel
+from .cg import NORM_SQ_MAX, NORM_SQ_MIN
 from .dense import ZERO, _add, _new_zeros, _zeros, heap_groups, heap_thresholds, merge_top_k, offer_block
 from . import margin_loss
 
@@ -296,9 +299,8 @@ def _hvp_rows_4(indptr, indices, data, w, Vt, d, lo, hi, acc):
     """``_hvp_rows`` for an even k: groups of 4 vectors (and a last pair) with their dot products in scalars.
 
     Each row's nonzeros are read from memory once and from L1 once more per
-    group. Measured against the general loop (100000 x 2^18, 4.4 M nonzeros,
-    serial): k = 4 0.049 s vs 0.074 s, k = 8 0.095 s vs 0.139 s; from k = 32 on
-    the general loop (vectorised over q) is faster (0.43 s vs 0.49 s).
+    group: faster than the general loop for a few vectors; from k = 32 on the
+    general loop (vectorised over q) is faster.
     """
     p, k = Vt.shape
     ng = k // 4
@@ -364,7 +366,7 @@ def _hvp_rows(indptr, indices, data, w, Vt, d, lo, hi, acc):
 
     Column indices are read as unsigned (``uintp``): Numba then skips the
     negative-index wraparound on every gather and scatter, which made the
-    signed loops about 2x slower than scipy's (measured, 43.8 M nonzeros).
+    signed loops about 2x slower than scipy's.
     """
     p, k = Vt.shape
     if k == 1:
@@ -667,20 +669,47 @@ def _diagonal(indptr, indices, data, w, ridge, d, out, stop):
 # The CSR operator's batched CG keeps its vectors as (p, k) columns, the HVP's layout, so that no
 # iteration transposes or copies a (k, p) block; these serial passes fuse each iteration's updates.
 @kernel()
-def _cg_dots(P, HP, php, pp, hh):
-    """php[q] = p_q . (H p)_q, pp[q] = p_q . p_q, hh[q] = (H p)_q . (H p)_q for the columns of P, HP (p, k)."""
+def _cg_dots(P, HP, php, pn, hn):
+    """php[q] = p_q . (H p)_q, pn[q] = ||p_q||, hn[q] = ||(H p)_q|| for the columns of P, HP (p, k).
+
+    One sweep as before; a column whose sum of squares overflowed or fell among the subnormals (outside
+    ``cg.NORM_SQ_MIN`` .. ``NORM_SQ_MAX``) gets its norm again from the column scaled by a power of two
+    (issue 23: the curvature test's sqrt(|p|^2 |Hp|^2) overflowed past 1e154).
+    """
     p, k = P.shape
     for q in range(k):
         php[q] = 0.0
-        pp[q] = 0.0
-        hh[q] = 0.0
+        pn[q] = 0.0
+        hn[q] = 0.0
     for j in range(p):
         for q in range(k):
             a = P[j, q]
             b = HP[j, q]
             php[q] += a * b
-            pp[q] += a * a
-            hh[q] += b * b
+            pn[q] += a * a
+            hn[q] += b * b
+    for q in range(k):
+        pn[q] = _column_norm(P, q, pn[q])
+        hn[q] = _column_norm(HP, q, hn[q])
+
+
+@kernel()
+def _column_norm(A, q, sq):
+    """||A[:, q]|| from its sum of squares ``sq`` when that is in range, else from the scaled column."""
+    if NORM_SQ_MIN <= sq <= NORM_SQ_MAX or sq == 0.0:
+        return math.sqrt(sq)
+    m = 0.0
+    for j in range(A.shape[0]):
+        m = max(m, abs(A[j, q]))
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    e = math.frexp(m)[1]
+    f = math.ldexp(1.0, -e)
+    s = 0.0
+    for j in range(A.shape[0]):
+        t = A[j, q] * f
+        s += t * t
+    return math.sqrt(s) * math.ldexp(1.0, e)
 
 
 @kernel()
@@ -715,8 +744,8 @@ def _cg_direction(beta, inv_diag, R, P):
 def _transpose(A, out):
     """out[j, i] = A[i, j] for A (r, c) into the first r columns of out (c, >= r), in 32 x 32 tiles.
 
-    numpy's copy of a transposed (k, p) block walks one side with a stride of p
-    (measured: 2.3 s for k = 100, p = 2^18 around a 0.5 s HVP); tiles keep both sides in cache.
+    numpy's copy of a transposed (k, p) block walks one side with a stride of p (at p = 2^18 it took
+    longer than the HVP around it); tiles keep both sides in cache.
     """
     r, c = A.shape
     for i0 in range(0, r, 32):

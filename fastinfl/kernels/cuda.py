@@ -529,18 +529,22 @@ TOPK_TT = TY * TOPK_QT  # test points per block
 
 
 @cuda.jit
-def top_k_rows(X, r, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
+def top_k_rows(X, R, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
     """Stream the rows of chunk c into per-(chunk, test) heaps: lo_* keep the k smallest I, hi_* the k smallest -I.
 
-    I[t, i] = -(S[t] . x~_i) r_i. Grid (n_chunks, ceil(m / TOPK_TT)), block (TX, TY).
-    Heaps (n_chunks, m, k) are filled with (inf, n) beforehand. Per row tile
-    the block computes the TX x TOPK_TT values like ``rowdot``, stages them in
-    shared memory, and 2 * TOPK_TT threads (one per heap) offer them: a candidate
-    costs one comparison unless it beats the worst kept (O(log k) then).
+    I[t, i] = -sum_a (S[t K + a] . x~_i) R[a, i] for residuals R (K, n) of a loss
+    of K margins (one-margin losses: K = 1, R = r (1, n), S (m, p)); S (m K, p)
+    holds the class parts of each s_test row. Grid (n_chunks, ceil(m / TOPK_TT)),
+    block (TX, TY). Heaps (n_chunks, m, k) are filled with (inf, n) beforehand.
+    Per row tile the block computes the TX x TOPK_TT values like ``rowdot``
+    (class by class), stages them in shared memory, and 2 * TOPK_TT threads
+    (one per heap) offer them: a candidate costs one comparison unless it beats
+    the worst kept (O(log k) then).
     """
     n = X.shape[0]
     d = X.shape[1]
-    m = S.shape[0]
+    K = R.shape[0]
+    m = S.shape[0] // K
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TX + tx
@@ -552,35 +556,41 @@ def top_k_rows(X, r, p, S, rows_per_chunk, lo_v, lo_i, hi_v, hi_i):
     sa = cuda.shared.array((TOPK_TT, TKP), float64)
     sv = cuda.shared.array((TOPK_TT, TXP), float64)
     acc = cuda.local.array(TOPK_QT, float64)
+    tot = cuda.local.array(TOPK_QT, float64)
     for r0 in range(r_lo, r_hi, TX):
         for q in range(TOPK_QT):
-            acc[q] = 0.0
-        for k0 in range(0, p, TK):
-            j = k0 + tx
-            for rr in range(ty, TX, TY):
-                i = r0 + rr
-                v = 0.0
-                if i < r_hi:
-                    v = _xt(X, i, j, d, p)
-                sx[rr, tx] = v
-            for tt in range(ty, TOPK_TT, TY):
-                t = t0 + tt
-                a = 0.0
-                if t < m and j < p:
-                    a = S[t, j]
-                sa[tt, tx] = a
-            cuda.syncthreads()
-            for kk in range(TK):
-                xv = sx[tx, kk]
-                for q in range(TOPK_QT):
-                    acc[q] += sa[ty * TOPK_QT + q, kk] * xv
-            cuda.syncthreads()
-        i = r0 + tx
-        ri = 0.0
-        if i < r_hi:
-            ri = r[i]
+            tot[q] = 0.0
+        for cls in range(K):
+            for q in range(TOPK_QT):
+                acc[q] = 0.0
+            for k0 in range(0, p, TK):
+                j = k0 + tx
+                for rr in range(ty, TX, TY):
+                    i = r0 + rr
+                    v = 0.0
+                    if i < r_hi:
+                        v = _xt(X, i, j, d, p)
+                    sx[rr, tx] = v
+                for tt in range(ty, TOPK_TT, TY):
+                    t = t0 + tt
+                    a = 0.0
+                    if t < m and j < p:
+                        a = S[t * K + cls, j]
+                    sa[tt, tx] = a
+                cuda.syncthreads()
+                for kk in range(TK):
+                    xv = sx[tx, kk]
+                    for q in range(TOPK_QT):
+                        acc[q] += sa[ty * TOPK_QT + q, kk] * xv
+                cuda.syncthreads()
+            i = r0 + tx
+            ri = 0.0
+            if i < r_hi:
+                ri = R[cls, i]
+            for q in range(TOPK_QT):
+                tot[q] += acc[q] * ri
         for q in range(TOPK_QT):
-            sv[ty * TOPK_QT + q, tx] = -acc[q] * ri
+            sv[ty * TOPK_QT + q, tx] = -tot[q]
         cuda.syncthreads()
         if tid < 2 * TOPK_TT:
             tt = tid % TOPK_TT
@@ -668,7 +678,7 @@ def cg_init(B, R, P, X, rs, bnorm, n_iter, resid, status):
 
 @cuda.jit
 def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
-    """One CG iteration for every right-hand side still RUNNING (one block each), as fastinfl._cg.
+    """One CG iteration for every right-hand side still RUNNING (one block each), as ``kernels/cg.py``.
 
     alpha = rs / p.Hp; x += alpha p; r -= alpha Hp; stop at ||r|| <= tol ||b||; else p = r + beta p.
     """
@@ -680,27 +690,51 @@ def cg_step(P, HP, X, R, rs, bnorm, tol, n_iter, resid, status):
     sh = cuda.shared.array(TPB, float64)
     spp = cuda.shared.array(TPB, float64)
     shh = cuda.shared.array(TPB, float64)
+    # p.Hp and the largest |p_j|, |Hp_j|; then ||p||, ||Hp|| of the vectors scaled by those (issue 23: the
+    # sum of squares overflowed past 1e154; the bound is a product of norms, never of squares)
     acc = 0.0
+    max_p = 0.0
+    max_h = 0.0
+    for j in range(tid, p, TPB):
+        acc += P[q, j] * HP[q, j]
+        max_p = max(max_p, abs(P[q, j]))
+        max_h = max(max_h, abs(HP[q, j]))
+    sh[tid] = acc
+    spp[tid] = max_p
+    shh[tid] = max_h
+    cuda.syncthreads()
+    step = TPB // 2
+    while step > 0:
+        if tid < step:
+            sh[tid] += sh[tid + step]
+            spp[tid] = max(spp[tid], spp[tid + step])
+            shh[tid] = max(shh[tid], shh[tid + step])
+        cuda.syncthreads()
+        step //= 2
+    curv = sh[0]
+    max_p = spp[0]
+    max_h = shh[0]
+    cuda.syncthreads()
+    fp = 1.0 / max_p if 0.0 < max_p < math.inf else 1.0
+    fh = 1.0 / max_h if 0.0 < max_h < math.inf else 1.0
     acc_pp = 0.0
     acc_hh = 0.0
     for j in range(tid, p, TPB):
-        acc += P[q, j] * HP[q, j]
-        acc_pp += P[q, j] * P[q, j]
-        acc_hh += HP[q, j] * HP[q, j]
-    sh[tid] = acc
+        a = P[q, j] * fp
+        b = HP[q, j] * fh
+        acc_pp += a * a
+        acc_hh += b * b
     spp[tid] = acc_pp
     shh[tid] = acc_hh
     cuda.syncthreads()
     step = TPB // 2
     while step > 0:
         if tid < step:
-            sh[tid] += sh[tid + step]
             spp[tid] += spp[tid + step]
             shh[tid] += shh[tid + step]
         cuda.syncthreads()
         step //= 2
-    curv = sh[0]
-    bound = MIN_CURVATURE * math.sqrt(spp[0] * shh[0])
+    bound = MIN_CURVATURE * ((math.sqrt(spp[0]) / fp) * (math.sqrt(shh[0]) / fh))
     cuda.syncthreads()
     if not curv > bound:  # the rule of operators.base.cg_on_hvp
         if tid == 0:

@@ -20,8 +20,7 @@ serially in a fixed order: results are bitwise identical for any number of
 Numba threads. With a single chunk (below PARALLEL_MIN_WORK element visits,
 see :func:`chunk_count`) the driver calls the body directly: waking the thread
 pool costs more than such a pass, and on a busy machine a parallel launch can
-cost a whole scheduler quantum (measured 40 ms per call on 568 rows with the
-other core loaded, 0.04 ms serial). For the same reason a driver's only
+cost a whole scheduler quantum. For the same reason a driver's only
 parallel loop is its prange (no array expressions: see ``_zeros``).
 """
 
@@ -66,9 +65,8 @@ def _chunk_count(n, min_rows, max_chunks):
 
 
 # Array expressions (a[:] = 0, a += b, np.zeros, a.sum()) inside a ``parallel=True`` kernel become
-# parallel loops of their own: each one launches the thread pool, which costs 40-150 ms with the
-# other core loaded even for a 6-element fill (measured: _loss_grad on 3000 x 5 took 16 ms serial
-# with one such fill, 0.16 ms without). The parallel drivers below call these serial helpers
+# parallel loops of their own: each one launches the thread pool, which can cost a scheduler quantum
+# on a loaded machine even for a 6-element fill. The parallel drivers below call these serial helpers
 # instead, so that their only parallel loop is the prange over row chunks.
 @kernel()
 def _zeros(a):
@@ -135,7 +133,7 @@ def _block_dot(X, lo, hi, A, St, T):
 @overload(_block_dot, jit_options={"fastmath": set(FASTMATH), "error_model": "numpy"})
 def _block_dot_impl(X, lo, hi, A, St, T):
     """float64 X: the gemm reads X's rows in place and St's last row is added for the intercept (a
-    block copy first cost 3x a gemv at m = 1, measured). Other dtypes: copied into the float64 block A
+    block copy first costs more than the gemv itself at m = 1). Other dtypes: copied into the float64 block A
     (p columns, the 1 included), as float64 accumulation needs."""
     if X.dtype == types.float64:
         def direct(X, lo, hi, A, St, T):
@@ -737,9 +735,9 @@ def heap_groups(nch):
     """Heap pairs of a top-k pass over nch row chunks: one per thread (at most nch), not one per chunk.
 
     A thread runs a contiguous group of chunks into one pair of heaps per test point, so the heaps fill
-    (k log(rows / k) offers each, the costly part) once per thread instead of once per chunk: 25
-    chunks of 4096 rows made a top-k of 32 points 1.9x slower than one chunk, serially (bench/RESULTS.md,
-    "top_k heaps"). The values, and the exact top-k merged from any grouping, do not depend on it.
+    (k log(rows / k) offers each, the costly part) once per thread instead of once per chunk
+    (bench/RESULTS.md, "top_k heaps"). The values, and the exact top-k merged from any grouping, do not
+    depend on it.
     """
     return max(1, min(nch, _iget_num_threads()))
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._config import PCG_MIN_CURVATURE as MIN_CURVATURE
-from ..kernels.cg import CONVERGED, MAX_ITER, NOT_POSITIVE
+from ..kernels.cg import CONVERGED, MAX_ITER, NORM_SQ_MAX, NORM_SQ_MIN, NOT_POSITIVE
 from ..kernels.margin_loss import FAMILIES
 
 
@@ -118,8 +118,9 @@ def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
     ||r_q|| <= tol ||b_q|| (status CONVERGED); one ``hvp`` call per iteration for
     all running columns. ``precondition(R)``, when given, applies M^-1 to the
     rows of R (M symmetric positive definite): the iterates change, the stopping
-    rule (on the unpreconditioned residual) does not. Curvature p^T H p not above
-    MIN_CURVATURE ||p|| ||H p|| (p^T H p >= lambda_min ||p||^2 and ||H p|| <= lambda_max
+    rule (on the unpreconditioned residual) does not. Each right-hand side is scaled by a power of two
+    first (:func:`rhs_scales`). Curvature p^T H p not above
+    MIN_CURVATURE ||p|| ||H p|| (a product of norms, never of squares; p^T H p >= lambda_min ||p||^2 and ||H p|| <= lambda_max
     ||p||: H not positive definite along p, or cond(H) beyond 1e15 there, where alpha
     could overflow) stops that column with NOT_POSITIVE;
     MAX_ITER when ``max_iter`` iterations do not reach tol. Returns a :class:`CGResult`.
@@ -127,7 +128,8 @@ def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
     apply = precondition if precondition is not None else (lambda R: R)
     k, p = B.shape
     x = np.zeros((k, p))
-    R = np.array(B, dtype=np.float64, copy=True)
+    scale = rhs_scales(B)
+    R = np.asarray(B, dtype=np.float64) * scale[:, None]
     Z = apply(R)
     P = np.array(Z, copy=True)
     rz = np.einsum("ij,ij->i", R, Z)
@@ -159,11 +161,34 @@ def cg_on_hvp(hvp, B, tol, max_iter, precondition=None):
             P[a] = Za + (rz_new / rz[a])[:, None] * P[a]
             rz[a] = rz_new
         active = a
-    return CGResult(x, n_iter, resid, status)
+    return CGResult(x / scale[:, None], n_iter, resid, status)
 
 
 def _row_norms(A):
-    return np.sqrt(np.einsum("ij,ij->i", A, A))
+    """(k,) Euclidean norms of the rows of A (k, p) without overflow or underflow: rows whose sum of squares
+    leaves [NORM_SQ_MIN, NORM_SQ_MAX] are taken again scaled by a power of two (``kernels.cg.norm``)."""
+    A = np.asarray(A, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", A, A)
+    out = np.sqrt(sq)
+    redo = ~(((sq >= NORM_SQ_MIN) & (sq <= NORM_SQ_MAX)) | (sq == 0.0))
+    if redo.any():
+        scale = rhs_scales(A[redo])
+        S = A[redo] * scale[:, None]
+        out[redo] = np.sqrt(np.einsum("ij,ij->i", S, S)) / scale
+    return out
+
+
+def rhs_scales(B):
+    """(k,) powers of two that bring each row of B (k, p) to max |b_qj| in [0.5, 1) (1 for a zero row).
+
+    CG is homogeneous in b (alpha, beta, the relative residual and the curvature test are ratios), so every
+    CG here solves for the scaled rows and divides x by the scale: exact in binary floating point, and
+    ||b||^2, p^T H p and the norms stay far from overflow (|b| past 1e154) and underflow (|b| below 1e-154,
+    where ||b||^2 = 0 would have stopped a non-zero right-hand side as converged at x = 0).
+    """
+    B = np.asarray(B)
+    m = np.abs(B).max(axis=1) if B.shape[1] else np.zeros(B.shape[0])
+    return np.ldexp(1.0, -np.frexp(np.where(np.isfinite(m), m, 0.0))[1])
 
 
 class Operator(ABC):

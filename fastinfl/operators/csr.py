@@ -12,8 +12,20 @@ from .._memory import GIB, available_memory
 from ..kernels import csr as kernels
 from ..kernels import dense as margin_kernels  # the margin-space maps are the same for every kind
 from . import policy
-from .base import CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK
+from .base import (CONVERGED, MAX_ITER, MIN_CURVATURE, NOT_POSITIVE, CGResult, Curvature, Operator, TopK,
+                   rhs_scales)
 
+
+
+def canonical_arrays(X):
+    """(indptr, indices, data) of the CSR matrix X without repeated columns in a row: X's own arrays when
+    canonical, else those of a summed copy (the diagonal passes square each entry; the binary and softmax
+    operators keep the result)."""
+    if X.has_canonical_format:
+        return X.indptr, X.indices, X.data
+    C = X.copy()
+    C.sum_duplicates()
+    return C.indptr, C.indices, C.data
 
 class CSROperator(Operator):
     """Passes over a CSR matrix (float32 or float64 values, int32 or int64 indices; sums in float64).
@@ -139,14 +151,9 @@ class CSROperator(Operator):
         return out
 
     def _canonical(self):
-        """CSR arrays without repeated columns in a row: X's own when canonical, else a summed copy (kept)."""
+        """CSR arrays without repeated columns in a row (kept): see :func:`canonical_arrays`."""
         if self._canon is None:
-            if self.X.has_canonical_format:
-                self._canon = (self.indptr, self.indices, self.data)
-            else:
-                C = self.X.copy()
-                C.sum_duplicates()
-                self._canon = (C.indptr, C.indices, C.data)
+            self._canon = canonical_arrays(self.X)
         return self._canon
 
     def cg(self, curv, ridge, B, tol, max_iter):
@@ -164,7 +171,8 @@ class CSROperator(Operator):
         Without a positive diagonal (l2 = 0 and an all-zero column) it runs unpreconditioned.
         """
         ridge = np.ascontiguousarray(ridge, dtype=np.float64)
-        B = np.asarray(B, dtype=np.float64)
+        scale = rhs_scales(B)  # exact: see operators.base.rhs_scales
+        B = np.asarray(B, dtype=np.float64) * scale[:, None]
         k, p = B.shape
         cached = self._jacobi
         if cached is not None and cached[0] is curv.weights and np.array_equal(cached[1], ridge):
@@ -194,7 +202,7 @@ class CSROperator(Operator):
             it += 1
             n_iter[cols] = it
             kernels._cg_dots(P, HP, pHp[:na], pp[:na], hh[:na])
-            bad = ~(pHp[:na] > MIN_CURVATURE * np.sqrt(pp[:na] * hh[:na]))
+            bad = ~(pHp[:na] > MIN_CURVATURE * (pp[:na] * hh[:na]))  # pp, hh: the norms (no squares)
             status[cols[bad]] = NOT_POSITIVE
             alpha = np.where(bad, 0.0, rz / np.where(bad, 1.0, pHp[:na]))
             kernels._cg_update(alpha, inv_diag, X, R, P, HP, rr[:na], rz_new[:na])
@@ -215,7 +223,7 @@ class CSROperator(Operator):
             done_x = np.empty((cols.size, p))
             kernels._transpose(X, done_x)
             x[cols] = done_x
-        return CGResult(x, n_iter, resid, status)
+        return CGResult(x / scale[:, None], n_iter, resid, status)
 
     def rmatvec(self, c):
         """(p,) X~^T c by scipy's sparse product (float64)."""
@@ -236,9 +244,8 @@ class CSROperator(Operator):
 
     @staticmethod
     def _columns(S):
-        """(p, m) float64 copy of S (m, p) by the tiled transpose, as the HVP's copies (numpy's strided copy
-        of S.T: 0.09-0.75 s at p = 2^18, m = 100, the tiled one 0.12-0.39 s; both dominated by the first
-        touch of the fresh 210 MB buffer, bench/RESULTS.md "Sparse features")."""
+        """(p, m) float64 copy of S (m, p) by the tiled transpose, as the HVP's copies (no slower than numpy's
+        strided copy of S.T; both are dominated by the first touch of the fresh buffer)."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         St = np.empty((S.shape[1], S.shape[0]))
         kernels._transpose(S, St)

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .base import CGResult, Curvature, Operator, TopK
+from .base import CGResult, Curvature, Operator, TopK, rhs_scales
 
 EXTRA_HINT = "from a fastinfl checkout, pip install '.[cuda]'"
 # Rows per block of the cuBLAS Hessian's scaled float64 copy and of the HVP's (k, rows) buffer.
@@ -86,41 +86,23 @@ def _stride_blocks(size, tpb):
     return min(TARGET_BLOCKS, _blocks(size, tpb))
 
 
-class CudaOperator(Operator):
-    """Passes over the training rows (X, y) held on the GPU.
+class CudaRows:
+    """Training rows X~ held on the GPU: what every CUDA operator shares, whatever its loss.
 
-    Parameters
-    ----------
-    X : (n, d) NumPy, CuPy or Numba device array, float32 kept as float32, other reals as float64
-    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``): NumPy (checked on
-        the host, copied once) or a device array (checked and converted to float64 on the device)
-    fit_intercept : bool
-        p = d + 1 (x~ = [x, 1]) when True, else p = d.
-    name : str
-        What errors call X ("X", "X_train", ...); the labels are "y" plus its suffix.
+    Device transfer and validation of X (``_init_device``), row indices, the
+    row-product (``_rowdot``: values A_t . x~_i) and row-reduction (``_xtw``:
+    X~^T W^T, ``_gram``: X~^T diag(s) X~) passes, row gathers, and the host
+    copies of a curvature. Needs ``n``, ``d`` and ``p`` (the length of x~) set
+    by the operator's constructor after ``_init_device``.
     """
 
-    kind = "cuda"
-
-    def __init__(self, X, y=None, fit_intercept=True, name="X", loss="logistic"):
+    def _init_device(self, X, name):
+        """Import numba.cuda (ImportError naming the extra without it or a GPU); X on the device, checked."""
         self.cuda, self.k = require_cuda()
         self.cupy = _cupy()
         self.X = self._matrix_to_device(X, name)
-        super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None, loss)
-        self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
-        # Labels: the float64 device copy the kernels read; the NumPy copy (``y``) is made when asked for.
-        self.y_dev = None if y is None else self._labels_to_device(y, "y" + name[1:])
-        self._y_host = None
         self._all_idx = None
 
-    @property
-    def y(self):
-        """(n,) float64 NumPy labels (what the models check), copied from the device on first use, or None."""
-        if self._y_host is None and self.y_dev is not None:
-            self._y_host = self.y_dev.copy_to_host()
-        return self._y_host
-
-    # ---------------------------------------------------------------- inputs
     def _matrix_to_device(self, X, name):
         cuda = self.cuda
         if is_device_array(X):
@@ -145,6 +127,174 @@ class CudaOperator(Operator):
         dtype = np.float32 if A.dtype == np.float32 else np.float64
         return cuda.to_device(np.ascontiguousarray(A, dtype=dtype))
 
+    def _idx(self, idx):
+        """Device int64 row indices; None means all rows (cached)."""
+        if idx is None:
+            if self._all_idx is None:
+                self._all_idx = self._empty(self.n, np.int64)
+                self.k.iota[_blocks(self.n, self.k.TPB), self.k.TPB](self._all_idx)
+            return self._all_idx
+        if is_device_array(idx):
+            return self.cuda.as_cuda_array(idx)
+        return self.cuda.to_device(np.ascontiguousarray(idx, dtype=np.int64))
+
+    def _dev(self, a):
+        """A float64 (..) device array of a host or device input (no copy for device float64)."""
+        if is_device_array(a):
+            return self.cuda.as_cuda_array(a)
+        return self.cuda.to_device(np.ascontiguousarray(a, dtype=np.float64))
+
+    def _egrid(self, rows, cols):
+        """Grid of the element kernels: row blocks on x (up to 2^31 - 1), column tiles on y."""
+        return (_blocks(rows, self.k.TY), _blocks(cols, self.k.TX))
+
+    def _empty(self, shape, dtype=np.float64):
+        """Uninitialised device array: from CuPy's memory pool when CuPy is there (numba's own
+        allocations call cuMemAlloc / cuMemFree each time, which synchronise), else numba's."""
+        if self.cupy is not None:
+            return self.cuda.as_cuda_array(self.cupy.empty(shape, dtype), sync=False)
+        return self.cuda.device_array(shape, dtype)
+
+    def _host(self, a, as_device):
+        return a if as_device else a.copy_to_host()
+
+    def _rowdot(self, idx_dev, A, scale, sign, out):
+        m = A.shape[0]
+        kern = self.k.rowdot_for(m)
+        grid = (_blocks(idx_dev.shape[0], self.k.TX), _blocks(m, kern.TT))
+        kern[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, A, scale, sign, out)
+
+    def _ones(self, n):
+        if getattr(self, "_ones_dev", None) is None or self._ones_dev.shape[0] < n:
+            self._ones_dev = self._empty(max(n, self.n))
+            self.k.fill[_blocks(self._ones_dev.shape[0], self.k.TPB), self.k.TPB](self._ones_dev, 1.0)
+        return self._ones_dev
+
+    def _curv_host(self, curv, which):
+        """NumPy copy of the residuals (0) or weights (1) (rows first), made once per Curvature."""
+        cache = getattr(self, "_curv_cache", None)
+        if cache is None or cache[0] is not curv:
+            cache = self._curv_cache = (curv, {})
+        if which not in cache[1]:
+            a = curv[which]
+            cache[1][which] = a if isinstance(a, np.ndarray) else self._host_rows(a)
+        return cache[1][which]
+
+    def _host_rows(self, a):
+        """NumPy copy of a per-row device array of the curvature (one row per training point)."""
+        return a.copy_to_host()
+
+    def _xtw(self, lo, hi, W, out, accumulate):
+        """out (k, p) (+)= sum_{i in [lo, hi)} W[:, i - lo] x~_i, summed in a fixed order."""
+        k = W.shape[0]
+        kern = self.k.xtw_for(k)
+        tiles = _blocks(self.p, self.k.TX) * _blocks(k, kern.TQ)
+        rows = hi - lo
+        nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(rows, 4 * self.k.TX),
+                         (BLOCK_BYTES // 4) // (8 * k * self.p)))
+        per = _blocks(rows, nch)
+        per = _blocks(per, self.k.TX) * self.k.TX
+        nch = _blocks(rows, per)
+        part = self._empty((nch, k, self.p))
+        kern[(nch, _blocks(self.p, self.k.TX), _blocks(k, kern.TQ)), (self.k.TX, self.k.TY)](
+            self.X, lo, hi, self.p, W, per, part)
+        self._reduce(part, nch, out, accumulate)
+
+    def _reduce(self, part, nch, out, accumulate):
+        grid = (_blocks(out.shape[1], self.k.TX), _blocks(out.shape[0], self.k.TY))
+        self.k.reduce_parts[grid, (self.k.TX, self.k.TY)](part, nch, accumulate, out)
+
+    def _gram(self, s, out=None):
+        """Device (p, p) whose lower triangle is sum_i s_i x~_i x~_i^T (``gram`` kernel, any sign of s (n,));
+        the upper triangle is left as it is (``_finish_hessian`` mirrors it)."""
+        k, p = self.k, self.p
+        tiles = _blocks(p, k.TX) * (_blocks(p, k.TX) + 1) // 2
+        nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(self.n, 4 * k.TX), BLOCK_BYTES // (8 * p * p)))
+        per = _blocks(_blocks(self.n, nch), k.TX) * k.TX
+        nch = _blocks(self.n, per)
+        part = self._empty((nch, p, p))
+        k.gram[(nch, _blocks(p, k.TX), _blocks(p, k.GRAM_TA)), (k.TX, k.TY)](self.X, s, p, per, part)
+        H = self._empty((p, p)) if out is None else out
+        self._reduce(part, nch, H, False)
+        return H
+
+    def _finish_hessian(self, H, ridge):
+        """Device H (p, p) whose lower triangle holds the sums: += diag(ridge), mirror the lower triangle."""
+        k, p = self.k, self.p
+        k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
+
+    def rows(self, idx=None, as_device=False):
+        """(n_sel, p) x~_i as float64."""
+        idx_dev = self._idx(idx)
+        out = self._empty((idx_dev.shape[0], self.p))
+        grid = self._egrid(idx_dev.shape[0], self.p)
+        self.k.gather_rows[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, self._ones(self.n), out)
+        return self._host(out, as_device)
+
+    def _top_k(self, R, S, k):
+        """:class:`TopK` (m, k) of I[t, i] = -sum_a (S[t K + a] . x~_i) R[a, i]: device residuals R (K, n) and
+        s_test class parts S (m K, p) (one margin: K = 1). Streamed by ``top_k_rows`` into per-chunk heaps,
+        merged on the device; slots without a point of the right sign hold -1 / NaN; ties go to the smaller
+        index."""
+        cuda, kern = self.cuda, self.k
+        m = S.shape[0] // R.shape[0]
+        ttiles = _blocks(m, kern.TOPK_TT)
+        nch = max(1, min(max(1, TARGET_BLOCKS // ttiles), _blocks(self.n, 8 * kern.TX),
+                         max(1, (BLOCK_BYTES // 2) // (32 * m * k))))
+        per = _blocks(_blocks(self.n, nch), kern.TX) * kern.TX
+        nch = _blocks(self.n, per)
+        init_v = np.full((nch, m, k), np.inf)
+        init_i = np.full((nch, m, k), self.n, np.int64)
+        lo_v, lo_i = cuda.to_device(init_v), cuda.to_device(init_i)
+        hi_v, hi_i = cuda.to_device(init_v), cuda.to_device(init_i)
+        kern.top_k_rows[(nch, ttiles), (kern.TX, kern.TY)](self.X, R, self.p, S, per,
+                                                            lo_v, lo_i, hi_v, hi_i)
+        out = []
+        for v, i in ((lo_v, lo_i), (hi_v, hi_i)):
+            ov, oi = cuda.to_device(init_v[0]), cuda.to_device(init_i[0])
+            kern.top_k_merge[_blocks(m, kern.TPB), kern.TPB](nch, v, i, ov, oi)
+            out.append((ov.copy_to_host(), oi.copy_to_host()))
+        (hv, hidx), (gv, gidx) = out
+        gv = -gv
+        bad_h = ~(hv < 0.0)
+        bad_g = ~(gv > 0.0)
+        hv[bad_h], hidx[bad_h] = np.nan, -1
+        gv[bad_g], gidx[bad_g] = np.nan, -1
+        return TopK(hidx, hv, gidx, gv)
+
+
+class CudaOperator(CudaRows, Operator):
+    """Passes over the training rows (X, y) held on the GPU.
+
+    Parameters
+    ----------
+    X : (n, d) NumPy, CuPy or Numba device array, float32 kept as float32, other reals as float64
+    y : (n,) labels 0/1 or None (needed by everything but ``margins`` and ``rows``): NumPy (checked on
+        the host, copied once) or a device array (checked and converted to float64 on the device)
+    fit_intercept : bool
+        p = d + 1 (x~ = [x, 1]) when True, else p = d.
+    name : str
+        What errors call X ("X", "X_train", ...); the labels are "y" plus its suffix.
+    """
+
+    kind = "cuda"
+
+    def __init__(self, X, y=None, fit_intercept=True, name="X", loss="logistic"):
+        self._init_device(X, name)
+        super().__init__(self.X.shape[0], self.X.shape[1], fit_intercept, self.X.dtype, y is not None, loss)
+        self.n, self.d, self.p = self.n_samples, self.n_features, self.n_params
+        # Labels: the float64 device copy the kernels read; the NumPy copy (``y``) is made when asked for.
+        self.y_dev = None if y is None else self._labels_to_device(y, "y" + name[1:])
+        self._y_host = None
+
+    @property
+    def y(self):
+        """(n,) float64 NumPy labels (what the models check), copied from the device on first use, or None."""
+        if self._y_host is None and self.y_dev is not None:
+            self._y_host = self.y_dev.copy_to_host()
+        return self._y_host
+
+    # ---------------------------------------------------------------- inputs
     def _labels_to_device(self, y, name):
         """(n,) float64 device labels: a device y checked and converted on the device (no copy to the host
         unless it is wrong, for the error); any other y checked by ``_validation.check_labels`` and copied once.
@@ -167,23 +317,6 @@ class CudaOperator(Operator):
             y = self.cuda.as_cuda_array(y).copy_to_host()
         return self.cuda.to_device(_validation.check_labels(y, self.n, name, self.loss))
 
-    def _idx(self, idx):
-        """Device int64 row indices; None means all rows (cached)."""
-        if idx is None:
-            if self._all_idx is None:
-                self._all_idx = self._empty(self.n, np.int64)
-                self.k.iota[_blocks(self.n, self.k.TPB), self.k.TPB](self._all_idx)
-            return self._all_idx
-        if is_device_array(idx):
-            return self.cuda.as_cuda_array(idx)
-        return self.cuda.to_device(np.ascontiguousarray(idx, dtype=np.int64))
-
-    def _dev(self, a):
-        """A float64 (..) device array of a host or device input (no copy for device float64)."""
-        if is_device_array(a):
-            return self.cuda.as_cuda_array(a)
-        return self.cuda.to_device(np.ascontiguousarray(a, dtype=np.float64))
-
     def _theta(self, coef, intercept):
         theta = np.empty((1, self.p))
         theta[0, : self.d] = coef
@@ -191,33 +324,7 @@ class CudaOperator(Operator):
             theta[0, self.d] = intercept
         return self.cuda.to_device(theta)
 
-    def _egrid(self, rows, cols):
-        """Grid of the element kernels: row blocks on x (up to 2^31 - 1), column tiles on y."""
-        return (_blocks(rows, self.k.TY), _blocks(cols, self.k.TX))
-
-    def _empty(self, shape, dtype=np.float64):
-        """Uninitialised device array: from CuPy's memory pool when CuPy is there (numba's own
-        allocations call cuMemAlloc / cuMemFree each time, which synchronise), else numba's."""
-        if self.cupy is not None:
-            return self.cuda.as_cuda_array(self.cupy.empty(shape, dtype), sync=False)
-        return self.cuda.device_array(shape, dtype)
-
-    def _host(self, a, as_device):
-        return a if as_device else a.copy_to_host()
-
     # ------------------------------------------------------------ row passes
-    def _rowdot(self, idx_dev, A, scale, sign, out):
-        m = A.shape[0]
-        kern = self.k.rowdot_for(m)
-        grid = (_blocks(idx_dev.shape[0], self.k.TX), _blocks(m, kern.TT))
-        kern[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, A, scale, sign, out)
-
-    def _ones(self, n):
-        if getattr(self, "_ones_dev", None) is None or self._ones_dev.shape[0] < n:
-            self._ones_dev = self._empty(max(n, self.n))
-            self.k.fill[_blocks(self._ones_dev.shape[0], self.k.TPB), self.k.TPB](self._ones_dev, 1.0)
-        return self._ones_dev
-
     def _margins_dev(self, coef, intercept, idx=None):
         idx_dev = self._idx(idx)
         z = self._empty((1, idx_dev.shape[0]))
@@ -250,35 +357,6 @@ class CudaOperator(Operator):
 
     def weights(self, curv, idx):
         return self._curv_host(curv, 1)[idx]
-
-    def _curv_host(self, curv, which):
-        """NumPy copy of the residuals (0) or weights (1), made once per Curvature."""
-        cache = getattr(self, "_curv_cache", None)
-        if cache is None or cache[0] is not curv:
-            cache = self._curv_cache = (curv, {})
-        if which not in cache[1]:
-            cache[1][which] = curv[which].copy_to_host()
-        return cache[1][which]
-
-    def _xtw(self, lo, hi, W, out, accumulate):
-        """out (k, p) (+)= sum_{i in [lo, hi)} W[:, i - lo] x~_i, summed in a fixed order."""
-        k = W.shape[0]
-        kern = self.k.xtw_for(k)
-        tiles = _blocks(self.p, self.k.TX) * _blocks(k, kern.TQ)
-        rows = hi - lo
-        nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(rows, 4 * self.k.TX),
-                         (BLOCK_BYTES // 4) // (8 * k * self.p)))
-        per = _blocks(rows, nch)
-        per = _blocks(per, self.k.TX) * self.k.TX
-        nch = _blocks(rows, per)
-        part = self._empty((nch, k, self.p))
-        kern[(nch, _blocks(self.p, self.k.TX), _blocks(k, kern.TQ)), (self.k.TX, self.k.TY)](
-            self.X, lo, hi, self.p, W, per, part)
-        self._reduce(part, nch, out, accumulate)
-
-    def _reduce(self, part, nch, out, accumulate):
-        grid = (_blocks(out.shape[1], self.k.TX), _blocks(out.shape[0], self.k.TY))
-        self.k.reduce_parts[grid, (self.k.TX, self.k.TY)](part, nch, accumulate, out)
 
     def loss_grad(self, coef, intercept):
         """(sum of losses, gradient (p,) without L2, min signed margin, margins handle), two passes over X."""
@@ -324,16 +402,7 @@ class CudaOperator(Operator):
         impl = self._hessian_impl()
         p = self.p
         if impl == "numba":
-            k = self.k
-            tiles = _blocks(p, k.TX) * (_blocks(p, k.TX) + 1) // 2
-            nch = max(1, min(TARGET_BLOCKS // tiles, _blocks(self.n, 4 * k.TX), BLOCK_BYTES // (8 * p * p)))
-            per = _blocks(_blocks(self.n, nch), k.TX) * k.TX
-            nch = _blocks(self.n, per)
-            part = self._empty((nch, p, p))
-            k.gram[(nch, _blocks(p, k.TX), _blocks(p, k.GRAM_TA)), (k.TX, k.TY)](
-                self.X, curv.weights, p, per, part)
-            H = self._empty((p, p))
-            self._reduce(part, nch, H, False)
+            H = self._gram(curv.weights)
             self._finish_hessian(H, ridge)
             return H
         cp = self.cupy
@@ -359,11 +428,6 @@ class CudaOperator(Operator):
             H = H + H.T - cp.diag(cp.diag(H))
         H += cp.diag(cp.asarray(ridge, dtype=cp.float64))
         return H
-
-    def _finish_hessian(self, H, ridge):
-        """Device H (p, p) whose lower triangle holds the sums: += diag(ridge), mirror the lower triangle."""
-        k, p = self.k, self.p
-        k.finish_hessian[(_blocks(p, k.TX), _blocks(p, k.TY)), (k.TX, k.TY)](H, self._dev(ridge))
 
     def hessian(self, curv, ridge):
         """(p, p) NumPy H = sum_i s_i x~_i x~_i^T + diag(ridge)."""
@@ -400,7 +464,7 @@ class CudaOperator(Operator):
         return self._host(out, as_device)
 
     def cg(self, curv, ridge, B, tol, max_iter):
-        """Batched CG on the device: (X (k, p), n_iter (k,), resid (k,), status (k,)) as fastinfl._cg.
+        """Batched CG on the device: (X (k, p), n_iter (k,), resid (k,), status (k,)) as ``kernels/cg.py``.
 
         Each right-hand side has its own step sizes and stops on its own (status
         CONVERGED, MAX_ITER, NOT_POSITIVE). Per iteration one HVP pass over X for
@@ -408,7 +472,8 @@ class CudaOperator(Operator):
         back to the host (to stop once every column is done).
         """
         kern = self.k
-        Bd = self._dev(B)
+        scale = rhs_scales(B) if isinstance(B, np.ndarray) else None  # exact: see operators.base.rhs_scales
+        Bd = self._dev(B if scale is None else np.asarray(B, dtype=np.float64) * scale[:, None])
         k, p = Bd.shape
         X = self._empty((k, p))
         R = self._empty((k, p))
@@ -429,7 +494,8 @@ class CudaOperator(Operator):
             kern.cg_step[k, kern.TPB](P, HP, X, R, rs, bnorm, float(tol), n_iter, resid, status)
             st = status.copy_to_host()
         st = np.where(st == kern.RUNNING, kern.MAX_ITER, st)
-        return CGResult(X.copy_to_host(), n_iter.copy_to_host(), resid.copy_to_host(), st)
+        x = X.copy_to_host()
+        return CGResult(x if scale is None else x / scale[:, None], n_iter.copy_to_host(), resid.copy_to_host(), st)
 
     # ------------------------------------------------------------ influence
     def gradients(self, coef, intercept, idx=None, as_device=False):
@@ -440,14 +506,6 @@ class CudaOperator(Operator):
         grid = self._egrid(idx_dev.shape[0], self.p)
         self.k.gather_residuals[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, z, self.y_dev, self.family,
                                                               out)
-        return self._host(out, as_device)
-
-    def rows(self, idx=None, as_device=False):
-        """(n_sel, p) x~_i as float64."""
-        idx_dev = self._idx(idx)
-        out = self._empty((idx_dev.shape[0], self.p))
-        grid = self._egrid(idx_dev.shape[0], self.p)
-        self.k.gather_rows[grid, (self.k.TX, self.k.TY)](self.X, idx_dev, self.p, self._ones(self.n), out)
         return self._host(out, as_device)
 
     def influence(self, curv, S, idx=None, as_device=False):
@@ -465,32 +523,7 @@ class CudaOperator(Operator):
         without a point of the right sign has index -1 and value NaN. Ties go to
         the smaller index. Memory O(chunks * m * k), never the (m, n) matrix.
         """
-        cuda, kern = self.cuda, self.k
-        S = self._dev(S)
-        m = S.shape[0]
-        ttiles = _blocks(m, kern.TOPK_TT)
-        nch = max(1, min(max(1, TARGET_BLOCKS // ttiles), _blocks(self.n, 8 * kern.TX),
-                         max(1, (BLOCK_BYTES // 2) // (32 * m * k))))
-        per = _blocks(_blocks(self.n, nch), kern.TX) * kern.TX
-        nch = _blocks(self.n, per)
-        init_v = np.full((nch, m, k), np.inf)
-        init_i = np.full((nch, m, k), self.n, np.int64)
-        lo_v, lo_i = cuda.to_device(init_v), cuda.to_device(init_i)
-        hi_v, hi_i = cuda.to_device(init_v), cuda.to_device(init_i)
-        kern.top_k_rows[(nch, ttiles), (kern.TX, kern.TY)](self.X, curv.residuals, self.p, S, per,
-                                                            lo_v, lo_i, hi_v, hi_i)
-        out = []
-        for v, i in ((lo_v, lo_i), (hi_v, hi_i)):
-            ov, oi = cuda.to_device(init_v[0]), cuda.to_device(init_i[0])
-            kern.top_k_merge[_blocks(m, kern.TPB), kern.TPB](nch, v, i, ov, oi)
-            out.append((ov.copy_to_host(), oi.copy_to_host()))
-        (hv, hidx), (gv, gidx) = out
-        gv = -gv
-        bad_h = ~(hv < 0.0)
-        bad_g = ~(gv > 0.0)
-        hv[bad_h], hidx[bad_h] = np.nan, -1
-        gv[bad_g], gidx[bad_g] = np.nan, -1
-        return TopK(hidx, hv, gidx, gv)
+        return self._top_k(curv.residuals.reshape(1, self.n), self._dev(S), k)
 
 
 class CudaCholesky:
@@ -539,4 +572,4 @@ class CudaCholesky:
         return self.op.cuda.to_device(np.ascontiguousarray(Xs)) if as_device else np.ascontiguousarray(Xs)
 
 
-__all__ = ["CudaOperator", "CudaCholesky", "require_cuda", "is_device_array"]
+__all__ = ["CudaCholesky", "CudaOperator", "CudaRows", "require_cuda", "is_device_array"]

@@ -62,6 +62,18 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def gather_rows(X, idx, width, fit_intercept):
+    """(n_sel, width) dense float64 rows x~_i of the Dask array X for ``idx`` (one compute of those rows only),
+    the intercept's 1 in the last column when ``fit_intercept``: ``rows`` of the binary and softmax operators."""
+    A = np.empty((idx.shape[0], width))
+    d = X.shape[1]
+    if idx.shape[0]:
+        A[:, :d] = _compute(X[idx])[0]
+    if fit_intercept:
+        A[:, d] = 1.0
+    return A
+
+
 # ------------------------------------------------------------ block tasks
 # Module-level functions (pickled by reference): each receives NumPy blocks and runs one kernel
 # through policy.run, serially (the scheduler supplies the parallelism).
@@ -371,12 +383,7 @@ class DaskOperator(Operator):
         return out + ridge * V
 
     def rows(self, idx):
-        A = np.empty((idx.shape[0], self.n_params))
-        if idx.shape[0]:
-            A[:, : self.n_features] = _compute(self.X[idx])[0]
-        if self.fit_intercept:
-            A[:, self.n_features] = 1.0
-        return A
+        return gather_rows(self.X, idx, self.n_params, self.fit_intercept)
 
     def influence(self, curv, S, idx):
         S = _c(S, np.float64)

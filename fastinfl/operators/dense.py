@@ -7,7 +7,7 @@ from .._config import BLAS_THREADS_MIN_FLOPS, HVP_BLAS_MIN_K
 from ..kernels import cg as cg_kernels
 from ..kernels import dense as kernels
 from . import policy
-from .base import CGResult, Curvature, Operator, Setup, TopK
+from .base import CGResult, Curvature, Operator, Setup, TopK, rhs_scales
 
 
 # ``parallel=`` of policy.run: True when the kernel launches the thread pool (it runs several row
@@ -159,9 +159,11 @@ class DenseOperator(Operator):
         n_iter = np.empty(k, np.int64)
         resid = np.empty(k)
         status = np.empty(k, np.int64)
-        policy.run(cg_kernels._cg_solve, self.X, curv.weights, ridge, np.ascontiguousarray(B), tol, max_iter,
+        scale = rhs_scales(B)  # exact: see operators.base.rhs_scales
+        policy.run(cg_kernels._cg_solve, self.X, curv.weights, ridge,
+                   np.ascontiguousarray(np.asarray(B, dtype=np.float64) * scale[:, None]), tol, max_iter,
                    x, n_iter, resid, status, work=self.X.size * k * max_iter, parallel=self._hvp_parallel(k))
-        return CGResult(x, n_iter, resid, status)
+        return CGResult(x / scale[:, None], n_iter, resid, status)
 
     def rows(self, idx):
         self._check_finite()

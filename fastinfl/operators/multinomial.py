@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validation
 from .._config import MIN_CHUNK_ROWS
 from ..kernels import multinomial as kernels
-from . import policy
+from . import DEVICES, policy
 from .base import TopK
 from .multinomial_base import GaugedHessianOperator, MultinomialOperator, add_gauge, null_mask, project
 from .multinomial_csr import CSRMultinomialOperator
@@ -28,18 +28,20 @@ def sum_squares(X):
 
 
 def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name="X", n_features=None,
-                            checked=False):
+                            checked=False, device=None):
     """The multinomial operator over X (validated) with int64 class codes (already checked).
 
     Dense arrays give a :class:`DenseMultinomialOperator`; scipy.sparse matrices
     (CSR kept, other formats converted once) a
     :class:`~fastinfl.operators.multinomial_csr.CSRMultinomialOperator`; dask
     arrays (dask imported only then) a
-    :class:`~fastinfl.operators.multinomial_dask.DaskMultinomialOperator`.
+    :class:`~fastinfl.operators.multinomial_dask.DaskMultinomialOperator`;
+    ``device="cuda"`` (or X a CuPy / Numba device array with device None) a
+    :class:`~fastinfl.operators.multinomial_cuda.CudaMultinomialOperator` (numba.cuda imported only then).
     ``checked``: X was already returned by :func:`prepare_X` (its validation is not repeated).
     """
     if not checked:
-        X = prepare_X(X, name, n_features)
+        X = prepare_X(X, name, n_features, device)
     if codes is not None and codes.shape[0] != X.shape[0]:
         raise ValueError(f"y{name[1:]} has {codes.shape[0]} labels but {name} has {X.shape[0]} rows.")
     if _validation.is_sparse(X):
@@ -48,18 +50,51 @@ def as_multinomial_operator(X, codes=None, n_classes=2, fit_intercept=True, name
         from .multinomial_dask import DaskMultinomialOperator
 
         return DaskMultinomialOperator(X, codes, n_classes, fit_intercept)
+    if _on_cuda(X, name, device):
+        try:
+            from .multinomial_cuda import CudaMultinomialOperator
+        except ImportError as exc:
+            raise ImportError(f"device='cuda' needs numba-cuda and an NVIDIA GPU: from a checkout, pip install '.[cuda]' "
+                              f"({exc})") from None
+        return CudaMultinomialOperator(X, codes, n_classes, fit_intercept, name)
     return DenseMultinomialOperator(X, codes, n_classes, fit_intercept)
 
 
-def prepare_X(X, name="X", n_features=None):
+def _on_cuda(X, name, device):
+    """Whether X's passes run on the GPU: device "cuda", or None for a device array (the binary model's rules
+    and errors, ``operators.as_operator``)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be None, 'cpu' or 'cuda'; got {device!r}.")
+    on_device = hasattr(X, "__cuda_array_interface__")
+    if device == "cuda" or (on_device and device is None):
+        return True
+    if on_device:
+        raise ValueError(f"{name} is a GPU array but device='cpu': pass device='cuda' or copy it to the host.")
+    return False
+
+
+def prepare_X(X, name="X", n_features=None, device=None):
     """X validated for a multinomial operator: a checked CSR matrix for scipy.sparse, a row-chunked dask
-    array (one pass, never gathered) for dask, else a dense array."""
+    array (one pass, never gathered) for dask, else a dense array; with ``device="cuda"`` a host array is
+    checked here (then copied to the device once by the operator), a device array is left to the operator's
+    check on the device."""
     if _validation.is_dask_array(X):  # before check_X, which would gather it
+        if device == "cuda":
+            raise ValueError(f"{name} is a dask array: its blocks run on CPU workers; device='cuda' does not "
+                             "apply to it.")
         from .multinomial_dask import check_dask_X
 
         return check_dask_X(X, name, n_features=n_features)
     if _validation.is_sparse(X):
+        if device == "cuda":
+            raise ValueError(f"{name} is a scipy.sparse matrix: device='cuda' takes dense arrays only.")
         return _validation.check_csr(X, name, n_features=n_features)
+    if _on_cuda(X, name, device) and hasattr(X, "__cuda_array_interface__"):
+        if len(X.shape) != 2:  # the rest (dtype, layout, finiteness) is checked on the device
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}.")
+        if n_features is not None and X.shape[1] != n_features:
+            raise ValueError(f"{name} has {X.shape[1]} features but the model has {n_features}.")
+        return X
     return _validation.check_X(X, name, n_features=n_features, sum_squares=sum_squares)
 
 
@@ -86,8 +121,7 @@ class DenseMultinomialOperator(MultinomialOperator):
         The kernels' gemms are per row block (BLOCK_ROWS rows by p by k K, below
         BLAS_THREADS_MIN_FLOPS in practice: the policy's one-thread rule for BLAS
         inside a serial kernel); threaded BLAS on them made the serial passes
-        4-20x slower on a loaded machine (digits, 1000 x 64, K = 2, 100 vectors:
-        HVP 40 ms against 2 ms; ``python -m bench.multinomial_cg``).
+        several times slower on a loaded machine (``python -m bench.multinomial_cg``).
         """
         if parallel:
             return policy.run(kernel, *args, work=work, parallel=True)  # holds BLAS to one thread itself

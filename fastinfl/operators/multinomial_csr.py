@@ -16,6 +16,7 @@ from ..kernels import csr as csr_kernels
 from ..kernels import multinomial_csr as kernels
 from . import policy
 from .base import TopK
+from .csr import canonical_arrays
 from .multinomial_base import MultinomialOperator
 
 
@@ -126,14 +127,9 @@ class CSRMultinomialOperator(MultinomialOperator):
         return out
 
     def _canonical(self):
-        """CSR arrays without repeated columns in a row: X's own when canonical, else a summed copy (kept)."""
+        """CSR arrays without repeated columns in a row (kept): see :func:`.csr.canonical_arrays`."""
         if self._canon is None:
-            if self.X.has_canonical_format:
-                self._canon = (self.indptr, self.indices, self.data)
-            else:
-                C = self.X.copy()
-                C.sum_duplicates()
-                self._canon = (C.indptr, C.indices, C.data)
+            self._canon = canonical_arrays(self.X)
         return self._canon
 
     def rows(self, idx):

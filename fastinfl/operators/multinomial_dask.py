@@ -12,7 +12,6 @@ persisted in Dask; class codes are NumPy (the model maps the labels once).
 Conventions and the gauge: ``operators/multinomial_base.py``.
 """
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -21,22 +20,8 @@ from ..kernels import blocks as kb
 from ..kernels import multinomial as kernels
 from . import policy
 from .base import Curvature, TopK
+from .dask import _c, _compute, _persist, gather_rows  # the binary Dask operator's plumbing
 from .multinomial_base import MultinomialOperator
-
-
-def _compute(*collections):
-    """``dask.compute`` with BLAS held to one thread in this process (block kernels call BLAS per row block)."""
-    with policy.single_threaded_blas():
-        return dask.compute(*collections)
-
-
-def _persist(*collections):
-    with policy.single_threaded_blas():
-        return dask.persist(*collections)
-
-
-def _c(a, dtype=None):
-    return np.ascontiguousarray(a, dtype=dtype)
 
 
 # ------------------------------------------------------------ block tasks (module level: pickled by name)
@@ -245,12 +230,7 @@ class DaskMultinomialOperator(MultinomialOperator):
         return _in_order(_compute(parts)[0])
 
     def rows(self, idx):
-        A = np.empty((idx.shape[0], self.row_params))
-        if idx.shape[0]:
-            A[:, : self.n_features] = _compute(self.X[idx])[0]
-        if self.fit_intercept:
-            A[:, self.n_features] = 1.0
-        return A
+        return gather_rows(self.X, idx, self.row_params, self.fit_intercept)
 
     def influence(self, curv, S, idx):
         S = _c(S, np.float64)

@@ -67,7 +67,7 @@ INTERRUPT_MIN_WORK = 1 << 22
 UNSAFE_LAYERS = frozenset({"workqueue"})
 # Stop NumPy's OpenBLAS's spinning threads before a parallel kernel when no other thread can be calling
 # BLAS, for a library of at most QUIESCE_BLAS_MAX_THREADS threads: its next threaded call restarts them,
-# about 20 us a thread (a stop and restart of both pip-wheel libraries: 32 us at 2 threads, 340 us at 8).
+# tens of microseconds a thread.
 QUIESCE_BLAS = os.environ.get("FASTINFL_QUIESCE_BLAS", "1") != "0"
 QUIESCE_BLAS_MAX_THREADS = 8
 
@@ -297,7 +297,7 @@ def blas_threads(flops):
     """Context for a BLAS or LAPACK call of ``flops``: one BLAS thread below BLAS_THREADS_MIN_FLOPS.
 
     Small calls gain nothing from a second thread, and on a loaded machine they
-    wait for it (a 51 x 100 Cholesky solve: 0.08 ms on one thread, 40-70 ms on two).
+    wait for it.
     """
     from .._config import BLAS_THREADS_MIN_FLOPS
 
@@ -334,7 +334,7 @@ def call_interruptible(kernel, *args):
 
 class _Worker:
     """A long-lived kernel thread. Reused, so that its Numba thread pool (with ``omp``, a team per
-    calling thread) is created once, not on every call: a fresh thread per call cost ~1.3 ms here."""
+    calling thread) is created once, not on every call (a fresh thread per call costs about a millisecond)."""
 
     def __init__(self):
         global _workers
