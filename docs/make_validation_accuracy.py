@@ -29,13 +29,13 @@ L2S = [1.0, 0.1]
 
 def render():
     lines = [
-        "## Validation beyond first order: exact test loss, and removing groups",
+        "# Validation beyond first order: exact test loss, and removing groups",
         "",
         "Same data, split and standardisation as [validation.md](validation.md); "
         "`fastinfl.LogisticRegression(l2)` at l2 = 1 and 0.1; predictions against actual refits "
         "(`fastinfl.loo_retrain`, Newton to max|grad| <= 1e-12 n).",
         "",
-        "### Single points: the test loss carried linearly or evaluated exactly",
+        "## Single points: the test loss carried linearly or evaluated exactly",
         "",
         f"For the {N_TEST} test points of highest loss, the {N_TRAIN} training points of largest |influence| "
         "each removed and refitted. `loo_change(correction, loss)`: parameters moved by H^-1 g_i "
@@ -53,7 +53,7 @@ def render():
                 f"{res[key][0]:.4f} / {res[key][1]:.4f} / {res[key][2]:.3g}" for key in SINGLE) + " |")
     lines += [
         "",
-        "### Groups removed together",
+        "## Groups removed together",
         "",
         f"`group_change(groups, correction, loss, steps)` against refits without each group: {N_GROUPS} random "
         f"groups of {', '.join(map(str, GROUP_SIZES))} training points, and {N_BINS} groups that are the "
@@ -77,7 +77,7 @@ def render():
                 lines.append(f"| {name} | {l2:g} | {what} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "### Reading it",
+        "## Reading it",
         "",
         "- Exact evaluation of the test loss matched the linear carry-over on single points (never worse "
         "by more than 1e-4 in r) and helps most where the Newton correction is large (digits at "

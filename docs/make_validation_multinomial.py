@@ -28,7 +28,7 @@ def main():
     t0 = time.perf_counter()
     f = figure2_multinomial(*load_digits10())
     lines = [
-        "## Validation (multinomial): influence vs leave-one-out retraining, digits with 10 classes",
+        "# Validation (multinomial): influence vs leave-one-out retraining, digits with 10 classes",
         "",
         "Koh & Liang (2017), Figure 2, for `fastinfl.MultinomialLogisticRegression(l2="
         f"{L2:g})` on scikit-learn's digits (all 10 classes): standardised features (training mean and std;",
@@ -43,7 +43,7 @@ def main():
         "The last r column takes three Newton steps (`group_change([[i]], steps=3)`), to show what one step",
         "leaves out. Pearson r pooled over the 3 x 40 pairs, then per test point.",
         "",
-        f"### digits (10 classes): n_train = {f.n_train}, n_test = {f.n_test}, d = {f.d}, "
+        f"## digits (10 classes): n_train = {f.n_train}, n_test = {f.n_test}, d = {f.d}, "
         f"parameters K p = {f.n_classes * (f.d + 1)}",
         "",
         "| test point (index in test split) | test loss | r none, linear | r none, exact | r newton, linear "

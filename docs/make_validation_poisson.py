@@ -64,7 +64,7 @@ def pearson(a, b):
 
 def render(f, shape):
     lines = [
-        "## Validation: PoissonRegression's influence vs leave-one-out retraining",
+        "# Validation: PoissonRegression's influence vs leave-one-out retraining",
         "",
         "Koh & Liang's Figure 2 for the Poisson model (log link): statsmodels' RAND Health Insurance",
         f"Experiment, outpatient visits `mdvis` (counts 0-77) on nine covariates, {N_ROWS} rows sampled by",

@@ -56,15 +56,25 @@ class LogisticRegression(MarginModel):
 
     Attributes
     ----------
-    classes_ : ndarray (K,), the sorted labels
-    coef_ : ndarray (d,) for two classes (the weights of the second class's log-odds), (K, d) for more
-    intercept_ : float for two classes (0.0 without an intercept), ndarray (K,) for more
-    params_ : ndarray (p,): coef_ then intercept_ (p = d + 1 with an intercept); K > 2 classes:
-        (K p,), the rows [coef_[k], intercept_[k]] flattened class by class
-    l2_ : float, the L2 penalty used (``l2``, or 1/C)
-    n_iter_ : int, Newton iterations taken (0 for from_params / from_sklearn)
-    converged_ : bool or None, None when the parameters were given, not fitted
-    n_features_in_ : int; feature_names_in_ : ndarray of str (only when X was a DataFrame with string column names)
+    classes_ : ndarray (K,)
+        The sorted labels.
+    coef_ : ndarray (d,) or (K, d)
+        (d,) for two classes (the weights of the second class's log-odds), (K, d) for more.
+    intercept_ : float or ndarray (K,)
+        A float for two classes (0.0 without an intercept), ndarray (K,) for more.
+    params_ : ndarray (p,) or (K p,)
+        ``coef_`` then ``intercept_`` (p = d + 1 with an intercept); K > 2 classes:
+        (K p,), the rows [``coef_[k]``, ``intercept_[k]``] flattened class by class.
+    l2_ : float
+        The L2 penalty used (``l2``, or 1/C).
+    n_iter_ : int
+        Newton iterations taken (0 for from_params / from_sklearn).
+    converged_ : bool or None
+        None when the parameters were given, not fitted.
+    n_features_in_ : int
+        Number of features seen by :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Only when X was a DataFrame with string column names.
 
     Raises
     ------
@@ -218,7 +228,7 @@ class LogisticRegression(MarginModel):
 
     @property
     def params_(self):
-        """(p,) coef_ then intercept_ (when fit_intercept); K > 2 classes: (K p,) class by class."""
+        """(p,) ``coef_`` then ``intercept_`` (when fit_intercept); K > 2 classes: (K p,) class by class."""
         return self.softmax().params_ if self.multinomial else super().params_
 
     @classmethod

@@ -71,7 +71,7 @@ def make_logistic(n, d, seed=0, dtype=np.float32, out=None, intercept=-0.5, chun
         grows like ((1 + rho) / (1 - rho))^2). 0 gives exactly the i.i.d. data.
     density : float in (0, 1], optional
         Return X as a ``scipy.sparse.csr_matrix`` with about density * d
-        nonzeros per row, in Zipf-distributed columns (see :func:`_make_logistic_csr`).
+        nonzeros per row, in Zipf-distributed columns (see ``_make_logistic_csr``).
 
     Returns
     -------

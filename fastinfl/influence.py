@@ -102,7 +102,7 @@ class Influence:
         by every later call; see bench/RESULTS.md), else cg. "lissa": Koh & Liang's Neumann
         recursion (needs ~cond(H) passes; raises unless it reaches ``tol``).
         "arnoldi": low-rank inverse from the top ``rank`` eigenpairs
-        (Schioppa et al. 2022), an approximation (README, "Solvers").
+        (Schioppa et al. 2022), an approximation (user guide, "Solvers").
     preconditioner : {None, "jacobi", "nystrom", "auto"}
         For CG (solver "cg", or "auto" when it picks CG): "jacobi" = diag(H)^-1
         (one pass); "nystrom" = randomized rank-``rank`` Nystrom approximation of
@@ -160,7 +160,7 @@ class Influence:
         Iterations and final relative residuals of the last CG batch solved.
     fit_error_ : float or None
         Estimated bound on the relative error that the fit's stopping tolerance adds to every
-        influence value (3 max_i |x~_i . H^-1 grad F|, docs/accuracy.md), set at the first solve with
+        influence value (``3 max_i |x~_i . H^-1 grad F|``, docs/accuracy.md), set at the first solve with
         the direct solver (None before, with other solvers and for the multinomial model).
         AccuracyWarning when it exceeds ``verify_rtol``.
 
@@ -500,13 +500,36 @@ class Influence:
         return self._hess.exact_hessian().copy()
 
     def gradients(self, X=None, y=None):
-        """(n, p) per-example log-loss gradients of (X, y); the training set when X is None."""
+        """(n, p) per-example log-loss gradients of (X, y); the training set when X is None.
+
+        Parameters
+        ----------
+        X : array-like (n, d), optional
+            Features; None: the training set.
+        y : array-like (n,), optional
+            Labels of X (required with X).
+
+        Returns
+        -------
+        ndarray (n, p)
+            One row per example: its loss's gradient with respect to the parameters.
+        """
         op = self._test_operator(X, y)
         self._check_result_size((op.n_samples, self.n_params), "gradients")
         return op.gradients(self._coef, self._intercept)
 
     def hvp(self, V):
-        """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train."""
+        """H V for V of shape (p,) or (k, p) (rows are vectors), one pass over X_train.
+
+        Parameters
+        ----------
+        V : array-like (p,) or (k, p)
+
+        Returns
+        -------
+        ndarray (p,) or (k, p)
+            H v for each row v of V.
+        """
         V2, was_1d = check_vectors(V, "V", self.n_params)
         out = self._hess.hvp(V2)
         return out[0] if was_1d else out
@@ -516,6 +539,15 @@ class Influence:
 
         Raises SingularHessianError when H is not positive definite and
         ConvergenceError when CG does not reach ``tol`` within ``max_iter``.
+
+        Parameters
+        ----------
+        V : array-like (p,) or (k, p)
+
+        Returns
+        -------
+        ndarray (p,) or (k, p)
+            H^-1 v for each row v of V (multinomial: the pseudo-inverse H^+ v).
         """
         V2, was_1d = check_vectors(V, "V", self.n_params)
         out = self._solve_rows(V2)
@@ -578,7 +610,20 @@ class Influence:
 
     # ------------------------------------------------------------ influence
     def s_test(self, X_test, y_test):
-        """(m, p) rows H^-1 g(z_test) for each test point, solved in batches."""
+        """(m, p) rows H^-1 g(z_test) for each test point, solved in batches.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+
+        Returns
+        -------
+        ndarray (m, p)
+            Row t is H^-1 g(z_test_t).
+        """
         return self._s_test(self._test_operator(X_test, y_test, "X_test"))
 
     def _s_test(self, test, idx=None):
@@ -589,6 +634,20 @@ class Influence:
         """(m, n_sel) matrix I[t, j] = -g(z_test_t)^T H^-1 g(z_i), i = train_idx[j] (all when None).
 
         Refused with a ValueError when the result would exceed ``memory_limit``.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (m, n_sel)
+            I[t, j]: positive when training row train_idx[j] hurt test point t.
         """
         test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)
@@ -624,6 +683,20 @@ class Influence:
         (m, k) arrays. A helpful point has influence < 0 and a harmful one > 0:
         where fewer than k training points have that sign, the remaining slots
         hold index -1 and value NaN.
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        k : int, default 10
+            Training points of each sign per test point (1 <= k <= n).
+
+        Returns
+        -------
+        TopK
+            ``helpful_idx``, ``helpful``, ``harmful_idx``, ``harmful``: (m, k) arrays, most influential first.
         """
         test = self._test_operator(X_test, y_test, "X_test")
         k = check_scalar(k, "k", integer=True, min_value=1)
@@ -644,7 +717,18 @@ class Influence:
         return out.with_index(self._train_index, test_index)
 
     def params_change(self, train_idx=None):
-        """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i."""
+        """(n_sel, p) rows H^-1 g(z_i): predicted theta_{-i} - theta on removing z_i.
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel, p)
+            Row j: the predicted parameter change on removing training row train_idx[j].
+        """
         idx = check_indices(train_idx, self.n_samples)
         self._check_result_size((idx.shape[0], self.n_params), "params_change")
         if self._multi:
@@ -662,6 +746,15 @@ class Influence:
         Cost: one solve per selected point. With CG (large p, e.g. sparse hashed
         features) that is len(train_idx) CG solves, batched; for all n points
         (train_idx=None) it is n solves, n times the cost of one ``s_test``: pass a subset.
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel,)
         """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:
@@ -677,6 +770,16 @@ class Influence:
         the binary h_i).
 
         One solve per selected point, like :meth:`self_influence` (n solves for all points).
+
+        Parameters
+        ----------
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (n_sel,)
+            In [0, 1).
         """
         idx = check_indices(train_idx, self.n_samples)
         if self._multi:
@@ -694,7 +797,23 @@ class Influence:
         the parameter change (never by dividing by the test residual), and the loss
         change is taken stably in margin space. ``loss="linear"`` carries the change
         to first order: -I (none) or -I / (1 - h_i) (newton). Measured against
-        actual refits in docs/validation.md (README, "Accuracy").
+        actual refits in docs/validation.md (user guide, "Accuracy").
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+        correction : {"newton", "none"}
+        loss : {"exact", "linear"}
+
+        Returns
+        -------
+        ndarray (m, n_sel)
+            Predicted test loss after the refit minus the test loss now.
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
@@ -727,12 +846,12 @@ class Influence:
         gradients; with ``loss="linear"`` this is minus the sum of their
         influences); "newton" by ``steps`` exact Newton steps on the objective
         without the group, the first (H - H_S)^-1 g_S by Woodbury on H's factor
-        (a |S| x |S| system) when |S| < p, else by refactoring H - H_S (direct)
+        (a ``|S| x |S|`` system) when ``|S| < p``, else by refactoring H - H_S (direct)
         or CG on its HVPs; each further step costs a pass over X for the gradient
         and one for the Hessian. ``loss``: as in :meth:`loo_change`.
 
         Multinomial: g_S = sum_{i in S} r_i (x) x~_i, H_S the group's K x K blocks
-        (Woodbury on a |S| K x |S| K system when |S| < p); the same meaning.
+        (Woodbury on a ``|S| K x |S| K`` system when ``|S| < p``); the same meaning.
 
         After the call ``group_decrements_`` (G, steps) holds each Newton step's
         decrement sqrt(-grad . step) on the objective without the group, and, with
@@ -742,6 +861,24 @@ class Influence:
         measured against refits in bench/RESULTS.md ("group_change warning"). An
         AccuracyWarning names the groups whose estimate exceeds GROUP_CHANGE_ERROR
         (0.1): raise steps for them, or refit. With steps=1 there is no estimate (NaN).
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        groups : list of int array-like, or int array-like (n,)
+            G groups of training rows.
+        correction : {"newton", "none"}
+        loss : {"exact", "linear"}
+        steps : int >= 1
+            Newton steps (with ``correction="newton"``).
+
+        Returns
+        -------
+        ndarray (m, G)
+            Predicted test loss after removing group g and refitting minus the test loss now.
         """
         correction = check_choice(correction, "correction", CORRECTIONS)
         loss = check_choice(loss, "loss", LOSSES)
@@ -785,6 +922,19 @@ class Influence:
         Closed form from s_test: -s_t^T grad_x grad_theta loss(z_i) with
         grad_x grad_theta loss(z_i) = w_i x~_i coef^T + r_i [I_d; 0], so
         I_pert[t, j] = -(w_i (s_t . x~_i) coef + r_i s_t[:d]) for i = train_idx[j].
+
+        Parameters
+        ----------
+        X_test : array-like (m, d)
+            Test features, as the training data (NumPy, scipy.sparse).
+        y_test : array-like (m,) or None
+            Test labels (counts for Poisson); None: the labels the model predicts (classifiers only).
+        train_idx : int array-like (n_sel,), optional
+            Training rows (positions in X_train, 0-based); None: all n.
+
+        Returns
+        -------
+        ndarray (m, n_sel, d)
         """
         test = self._test_operator(X_test, y_test, "X_test")
         idx = check_indices(train_idx, self.n_samples)

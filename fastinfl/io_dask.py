@@ -37,7 +37,7 @@ def _row_chunks(shape, itemsize, rows):
 
 
 def load_zarr(path, rows=None):
-    """A :class:`fastinfl._io.Dataset` of dask arrays read lazily from the Zarr store at ``path``.
+    """A ``Dataset`` (X, y, ids) of dask arrays read lazily from the Zarr store at ``path``.
 
     The store holds arrays ``X`` (n, d) and ``y`` (n,) (or (n, 1)). X is read
     with ``dask.array.from_zarr`` and rechunked to whole rows (one chunk across

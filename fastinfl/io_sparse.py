@@ -2,7 +2,7 @@
 
 ``load_sparse(path, labels=None, n_features=None)`` returns ``(X, y)`` with X a
 ``scipy.sparse.csr_matrix`` (never densified) and y float64 labels 0/1, or
-raises :class:`SparseInputError` (a ValueError) naming the file:
+raises ``SparseInputError`` (a ValueError) naming the file:
 
 - ``.npz`` written by ``scipy.sparse.save_npz`` plus ``labels``: a ``.npy``
   array or a text file with one label per line;
@@ -10,7 +10,7 @@ raises :class:`SparseInputError` (a ValueError) naming the file:
   scikit-learn's ``load_svmlight_file`` (needs scikit-learn); the labels are in
   the file, and labels -1/+1 are read as 0/1. A training file's column indices are
   taken as 1-based (libsvm) unless index 0 occurs (scikit-learn's ``zero_based="auto"``);
-  :func:`load_svmlight` returns that :class:`Layout` (base and width), and a test file
+  :func:`load_svmlight` returns that ``Layout`` (base and width), and a test file
   read ``like`` it gets the same base and width, whatever indices it happens to hold (a
   zero-based test file without column 0 is not shifted); an index the training layout
   cannot hold is an error naming both files. ``n_features`` makes a file that wide.
@@ -70,7 +70,7 @@ def load_sparse(path, labels=None, n_features=None):
 
 
 def load_svmlight(path, n_features=None, like=None):
-    """(X csr (n, d), y (n,), :class:`Layout`) from an svmlight / libsvm file.
+    """(X csr (n, d), y (n,), ``Layout``) from an svmlight / libsvm file.
 
     ``like``: the training file's Layout; the file is read with its base and width
     (``n_features`` is then ignored). Without it the base is detected (0 when index 0 occurs).

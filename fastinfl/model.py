@@ -234,7 +234,7 @@ class MarginModel(Estimator):
 
     @property
     def params_(self):
-        """(p,) parameter vector: coef_ then intercept_ (when fit_intercept)."""
+        """(p,) parameter vector: ``coef_`` then ``intercept_`` (when fit_intercept)."""
         self.check_fitted()
         return np.append(self.coef_, self.intercept_) if self.fit_intercept else self.coef_.copy()
 
@@ -290,7 +290,7 @@ class MarginModel(Estimator):
         return self.operator(X)
 
     def linear_predictor(self, X):
-        """(n,) margins z_i = x_i . coef_ + intercept_ (the linear predictor; its mean is ``loss``'s mu(z))."""
+        """(n,) margins z_i = x_i . ``coef_`` + ``intercept_`` (the linear predictor; its mean is ``loss``'s mu(z))."""
         return self._checked(X).margins(self.coef_, self.intercept_)
 
     def losses(self, X, y):

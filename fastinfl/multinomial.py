@@ -73,11 +73,17 @@ class MultinomialLogisticRegression(Estimator):
 
     Attributes
     ----------
-    classes_ : ndarray (K,), the sorted labels
+    classes_ : ndarray (K,)
+        The sorted labels.
     coef_ : ndarray (K, d)
-    intercept_ : ndarray (K,) (zeros without an intercept)
-    params_ : ndarray (K p,), the rows [coef_[k], intercept_[k]] flattened class by class
-    n_iter_ : int; converged_ : bool or None (None when given, not fitted)
+    intercept_ : ndarray (K,)
+        Zeros without an intercept.
+    params_ : ndarray (K p,)
+        The rows [``coef_[k]``, ``intercept_[k]``] flattened class by class.
+    n_iter_ : int
+        Newton iterations taken.
+    converged_ : bool or None
+        None when the parameters were given, not fitted.
 
     Raises
     ------
@@ -215,7 +221,7 @@ class MultinomialLogisticRegression(Estimator):
 
     @property
     def params_(self):
-        """(K p,) the rows [coef_[k], intercept_[k]] (coef_[k] alone without an intercept), class by class."""
+        """(K p,) the rows [``coef_[k]``, ``intercept_[k]``] (``coef_[k]`` alone without an intercept), class by class."""
         self.check_fitted()
         theta = np.hstack([self.coef_, self.intercept_[:, None]]) if self.fit_intercept else self.coef_.copy()
         return theta.reshape(-1)
@@ -268,7 +274,7 @@ class MultinomialLogisticRegression(Estimator):
     def from_sklearn(cls, estimator, X=None, y=None):
         """Model with the parameters of a fitted multinomial (or binary), L2 or unpenalised sklearn LogisticRegression.
 
-        ``l2 = 1/C``. A binary sklearn model (coef_ (1, d)) becomes the equivalent
+        ``l2 = 1/C``. A binary sklearn model (``coef_`` (1, d)) becomes the equivalent
         K = 2 model: coef rows -w/2 and w/2, intercepts -b/2 and b/2, l2 = 2/C.
         Refuses one-vs-rest models (``multi_class="ovr"``, liblinear, or a
         ``OneVsRestClassifier``), L1 / elastic-net penalties and class weights:

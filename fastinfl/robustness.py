@@ -43,24 +43,38 @@ ROW_BLOCK = 1 << 16  # rows cast to float64 at a time for float32 / memory-mappe
 class FlipResult(NamedTuple):
     """The answer of :func:`drop_to_flip` or :func:`relabel_to_flip`.
 
-    indices : (k,) int64 training rows, in the order chosen. When the method predicts no flip
-        within the limit (``found`` False), the largest set it tried (the limit's count, or fewer
-        when fewer points push toward a flip at first order), still refitted.
-    predicted : float, the target's value predicted by the method after removing (relabelling) them.
-    refit : float, the target's value after an actual refit without (with relabelled) them; NaN
-        with ``refit=False``.
-    flipped : bool, whether the conclusion differs from the full fit's, judged on ``refit``
-        (on ``predicted`` with ``refit=False``: then ``verified`` is False).
-    found : bool, whether the method's own prediction flips (within the limit). found False with
-        flipped True: the method missed the flip that its largest set does cause (masking).
-    fraction : float, len(indices) / n_samples.
-    method, target : as passed ("relabel" for relabel_to_flip).
-    original : float, the target's value at the full-data fit.
-    path : (k + 1,) the method's predicted value after the first 0, 1, ..., k points.
-    verified : bool, True when ``refit`` was computed.
-
     Values: the coefficient for "coef", the z-statistic coef_j / SE_j for "significance",
     P(y = 1 | x) for "prediction".
+
+    Attributes
+    ----------
+    indices : ndarray (k,), int64
+        Training rows, in the order chosen. When the method predicts no flip
+        within the limit (``found`` False), the largest set it tried (the limit's count, or fewer
+        when fewer points push toward a flip at first order), still refitted.
+    predicted : float
+        The target's value predicted by the method after removing (relabelling) them.
+    refit : float
+        The target's value after an actual refit without (with relabelled) them; NaN
+        with ``refit=False``.
+    flipped : bool
+        Whether the conclusion differs from the full fit's, judged on ``refit``
+        (on ``predicted`` with ``refit=False``: then ``verified`` is False).
+    found : bool
+        Whether the method's own prediction flips (within the limit). found False with
+        flipped True: the method missed the flip that its largest set does cause (masking).
+    fraction : float
+        len(indices) / n_samples.
+    method : str
+        As passed ("relabel" for relabel_to_flip).
+    target : tuple
+        As passed.
+    original : float
+        The target's value at the full-data fit.
+    path : ndarray (k + 1,)
+        The method's predicted value after the first 0, 1, ..., k points.
+    verified : bool
+        True when ``refit`` was computed.
     """
 
     indices: np.ndarray

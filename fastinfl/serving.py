@@ -117,7 +117,7 @@ class Batcher:
 
     # ------------------------------------------------------------ callers
     def submit_top_k(self, X_test, y_test, k=10):
-        """A Future of the :class:`TopK` of (m, k) arrays for these test points (as ``inf.top_k``)."""
+        """A Future of the :class:`~fastinfl.TopK` of (m, k) arrays for these test points (as ``inf.top_k``)."""
         test = self.inf.test_operator(X_test, y_test, "X_test")
         k = check_scalar(k, "k", integer=True, min_value=1)
         if k > self.inf.n_samples:

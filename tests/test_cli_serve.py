@@ -1,4 +1,4 @@
-"""``fastinfl serve`` from the command line: its entry point, help, file errors, and the README's example."""
+"""``fastinfl serve`` from the command line: its entry point, help, file errors, and the serving page's example."""
 
 import re
 
@@ -53,7 +53,7 @@ def test_serve_with_a_corrupt_state_file_exits_2_with_one_line(tmp_path, capsys,
 
 
 def test_the_readme_serve_example_runs_as_written(tmp_path):
-    """The README's block, from a CSV to a curl answer, with only the port changed."""
+    """The serving page's block (docs/serving.md), from a CSV to a curl answer, with only the port changed."""
     import json
     import os
     import shutil
@@ -65,7 +65,7 @@ def test_the_readme_serve_example_runs_as_written(tmp_path):
     pytest.importorskip("starlette")
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "serving.md").read_text()
     block = re.search(r"<!-- serve-example.*?-->\n```bash\n(.*?)```", readme, re.S).group(1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

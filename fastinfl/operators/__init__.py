@@ -24,7 +24,7 @@ def as_operator(X, y=None, fit_intercept=True, name="X", n_features=None, device
 
     ``X`` may already be an :class:`Operator` (returned as is when ``y`` is None).
     A ``dask.array.Array`` X (with dask or NumPy y) gives a
-    :class:`~fastinfl.operators.dask.DaskOperator`; dask is imported only then.
+    ``fastinfl.operators.dask.DaskOperator``; dask is imported only then.
     ``name`` ("X", "X_train", "X_test") names the arguments in errors; labels are
     named "y" plus the same suffix. ``n_features`` checks the column count.
     ``device="cuda"`` (or X a CuPy / Numba device array) gives the CUDA operator

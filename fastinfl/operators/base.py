@@ -287,7 +287,7 @@ class Operator(ABC):
     def cg(self, curv, ridge, B, tol, max_iter):
         """Batched conjugate gradient on :meth:`hvp`: a :class:`CGResult` for the rows of B (k, p).
 
-        Implementations may override with a fused kernel; this one (:func:`cg_on_hvp`)
+        Implementations may override with a fused kernel; this one (``cg_on_hvp``)
         makes one :meth:`hvp` call (one pass over X) per iteration for all running columns.
         """
         return cg_on_hvp(lambda V: self.hvp(curv, ridge, V), B, tol, max_iter)
@@ -322,7 +322,7 @@ class Operator(ABC):
 
     @abstractmethod
     def top_k(self, curv, S, k):
-        """:class:`TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
+        """:class:`~fastinfl.TopK` of (m, k): per row of S the k smallest and k largest -(S_t . x~_i) r_i over all rows."""
 
     def hessian_operator(self, curv, ridge):
         """The :class:`HessianOperator` the solvers use at this curvature (the multinomial one adds its gauge)."""
