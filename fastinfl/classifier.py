@@ -18,7 +18,9 @@ from .multinomial import MultinomialLogisticRegression
 
 
 def _is_continuous(labels):
-    """True for float labels that are not all integral (scikit-learn's 'continuous' target)."""
+    """True for float labels that are not all integral (scikit-learn's 'continuous' target); None: False."""
+    if labels is None:
+        return False
     arr = np.asarray(labels)
     return arr.dtype.kind == "f" and np.isfinite(arr).all() and np.any(arr != np.round(arr))
 
@@ -139,24 +141,24 @@ class LogisticRegression(MarginModel):
         require_y(y, self)
         n = _n_rows(y) if is_dask_array(X) else _n_rows(X)  # dask X: the operator checks the rows agree
         y = column_y(y)
-        if _is_continuous(y):
+        dask_y = is_dask_array(y)
+        classes = _dask_classes(y) if dask_y else None  # a reduction: the labels stay where they are
+        if _is_continuous(classes if dask_y else y):
             raise ValueError("Unknown label type: continuous. y must hold class labels (integers, strings, "
                              "booleans), not real values: for counts use fastinfl.PoissonRegression.")
-        if is_dask_array(y):  # the classes by a reduction; the labels stay where they are
-            classes = _dask_classes(y)
-            if classes is None or (classes.shape[0] <= 2 and np.isin(classes, (0, 1)).all()):
-                self.classes_ = np.array([0, 1]) if classes is None else _two_classes(classes)
-                self._fit(X, y, sample_weight, init_params, device)  # validated by the dask operator
-                return self
-            if classes.shape[0] == 2:
-                self.classes_ = classes
-                self._fit(X, (y == classes[1]).astype(np.float64), sample_weight, init_params, device)
-                return self
-        else:
+        if dask_y and (classes is None or (classes.shape[0] <= 2 and np.isin(classes, (0, 1)).all())):
+            self._fit(X, y, sample_weight, init_params, device)  # 0/1 labels, validated by the dask operator
+            self.classes_ = np.array([0, 1]) if classes is None else _two_classes(classes)
+            return self
+        if dask_y and classes.shape[0] == 2:
+            self._fit(X, (y == classes[1]).astype(np.float64), sample_weight, init_params, device)
+            self.classes_ = classes
+            return self
+        if not dask_y:
             codes, classes = check_class_labels(y, n, None, "y")
             if classes.shape[0] == 2:
-                self.classes_ = classes
                 self._fit(X, codes.astype(np.float64), sample_weight, init_params, device)
+                self.classes_ = classes
                 return self
 
         l2, tol, max_iter = self._hyper()
