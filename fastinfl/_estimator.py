@@ -131,6 +131,9 @@ def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
     """(n,) float64 weights >= 0, finite, not all 0; None stays None."""
     if sample_weight is None:
         return None
+    if isinstance(sample_weight, str):  # Influence(model, X, y, "cg"): the solver passed by position
+        raise ValueError(f"{name} must be an array of weights >= 0; got {sample_weight!r}. Settings such as "
+                         f"solver come after it: pass them by keyword (solver={sample_weight!r}).")
     if np.isscalar(sample_weight):
         sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
     try:

@@ -196,6 +196,8 @@ def test_weights_for_poisson_and_the_refusals():
     assert a.score(X, counts, s) == pytest.approx(b.score(X[dup], counts[dup]), rel=1e-12)
     with pytest.raises(ValueError, match="sample_weight must hold finite weights >= 0"):
         fastinfl.PoissonRegression().fit(X, counts, sample_weight=-s)
+    with pytest.raises(ValueError, match=r"got 'cg'. Settings such as solver come after it: pass them by keyword"):
+        fastinfl.Influence(a, X, counts, "cg")
     with pytest.raises(ValueError, match="sample_weight has 3 weights"):
         fastinfl.PoissonRegression().fit(X, counts, sample_weight=[1, 2, 3])
     inf = fastinfl.Influence(a, X, counts, sample_weight=s)
