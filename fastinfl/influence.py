@@ -394,6 +394,8 @@ class Influence:
         grad, self._fit_grad = self._fit_grad, None
         if grad is None:  # checked already (by a concurrent call)
             return
+        if not getattr(self.model, "converged_", None):  # given parameters (from_params): no fit stopped
+            return  # anywhere; the stationarity check (and its stationarity_tol) speaks for them
         delta = scipy.linalg.cho_solve(solver.factor(), grad, check_finite=False)
         n = self.n_samples
         idx = np.unique(np.linspace(0, n - 1, min(n, FIT_ERROR_SAMPLE_ROWS)).astype(np.int64))

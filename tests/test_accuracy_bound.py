@@ -210,3 +210,16 @@ if __name__ == "__main__":  # the table of docs/accuracy.md
         m = _measure(name)
         print(f"| {name} | {m['cond']:.2g} | {m['gnorm']:.2g} | {m['mu']:.2g} | {3 * m['mu'] + m['eps']:.2g} | "
               f"{m['inf_err']:.2g} | {m['rel']:.2g} | {m['estimate']:.2g} | {'yes' if m['warned'] else 'no'} |")
+
+
+def test_given_parameters_are_left_to_the_stationarity_check():
+    """from_params (converged_ None) with stationarity_tol raised on purpose: no fit-error warning, fit_error_ None."""
+    import warnings
+
+    X, y, coef = fastinfl.datasets.make_logistic(3000, 4, seed=0)
+    model = fastinfl.LogisticRegression.from_params(coef, 0.0, l2=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inf = fastinfl.Influence(model, X, y, solver="direct", stationarity_tol=1e300)
+        inf.influence(X[:2], y[:2])
+    assert inf.fit_error_ is None
