@@ -13,7 +13,7 @@ import scipy.special
 from ._estimator import check_sample_weight, column_y, require_y
 from ._validation import check_class_labels, check_scalar, check_X, is_dask_array, is_sparse
 from .exceptions import ConvergenceError
-from .model import MarginModel, split_pipeline
+from .model import MarginModel, sklearn_l2, split_pipeline
 from .multinomial import MultinomialLogisticRegression
 
 
@@ -441,19 +441,7 @@ def _two_classes(classes):
 def _sklearn_penalty(estimator):
     """(l2, fit_intercept) of a fitted scikit-learn LogisticRegression, or ValueError for another objective."""
     params = estimator.get_params() if hasattr(estimator, "get_params") else {}
-    penalty = params.get("penalty", "l2")
-    l1_ratio = params.get("l1_ratio") or 0.0
-    C = float(params.get("C", 1.0))
-    if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
-        l2 = 0.0
-    elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
-        l2 = 1.0 / C
-    else:
-        raise ValueError(f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
-                         f"l1_ratio={l1_ratio!r}.")
-    if params.get("class_weight") is not None:
-        raise ValueError("estimator uses class_weight; weighted classes are not supported (pass per-row "
-                         "weights as sample_weight instead).")
+    l2 = sklearn_l2(params)
     if params.get("solver") == "liblinear" and params.get("fit_intercept", True):
         raise ValueError("estimator was fitted by liblinear, which penalises the intercept; "
                          "refit with solver='lbfgs' or 'newton-cholesky'.")

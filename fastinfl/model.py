@@ -93,6 +93,25 @@ def split_pipeline(estimator):
     return last, (estimator[:-1] if len(estimator.steps) > 1 else None)
 
 
+def sklearn_l2(params):
+    """l2 (sum convention, 1/C) from a scikit-learn LogisticRegression's ``get_params()``; ValueError for an
+    objective other than L2 or none (L1, elastic net) or for class weights."""
+    penalty = params.get("penalty", "l2")
+    l1_ratio = params.get("l1_ratio") or 0.0
+    C = float(params.get("C", 1.0))
+    if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
+        l2 = 0.0
+    elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
+        l2 = 1.0 / C
+    else:
+        raise ValueError(f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
+                         f"l1_ratio={l1_ratio!r}.")
+    if params.get("class_weight") is not None:
+        raise ValueError("estimator uses class_weight; weighted classes are not supported (pass per-row "
+                         "weights as sample_weight instead).")
+    return l2
+
+
 def check_fitted_model(model, name="model"):
     """Raise unless ``model`` is a fitted fastinfl model of one margin per row (TypeError / ValueError)."""
     if not isinstance(model, MarginModel):

@@ -8,7 +8,7 @@ from ._config import NEWTON_DIRECT_MAX_P
 from ._estimator import Estimator, check_sample_weight, column_y, require_y
 from ._validation import check_class_labels, check_groups, check_indices, check_scalar, check_vector
 from .exceptions import ConvergenceError
-from .model import _not_fitted, check_weighted_data, ridge_diagonal, split_pipeline, weighted
+from .model import _not_fitted, check_weighted_data, ridge_diagonal, sklearn_l2, split_pipeline, weighted
 from .operators.multinomial import add_gauge, as_multinomial_operator, null_mask, prepare_X, project
 from .solvers import cholesky, line_search, newton_cg_step
 
@@ -345,18 +345,7 @@ class MultinomialLogisticRegression(Estimator):
             )
         if multi == "ovr" and K > 2:
             raise ValueError("estimator is one-vs-rest (multi_class='ovr'); refit it multinomial.")
-        penalty = params.get("penalty", "l2")
-        l1_ratio = params.get("l1_ratio") or 0.0
-        C = float(params.get("C", 1.0))
-        if penalty is None or (penalty in ("l2", "deprecated") and C == np.inf):
-            l2 = 0.0
-        elif penalty in ("l2", "deprecated", "elasticnet") and (l1_ratio == 0.0 or penalty == "l2"):
-            l2 = 1.0 / C
-        else:
-            raise ValueError(f"estimator must use an L2 penalty (or none); got penalty={penalty!r}, "
-                             f"l1_ratio={l1_ratio!r}.")
-        if params.get("class_weight") is not None:
-            raise ValueError("estimator uses class_weight; weighted losses are not supported.")
+        l2 = sklearn_l2(params)
         fit_intercept = bool(params.get("fit_intercept", True))
         coef = np.asarray(estimator.coef_, dtype=np.float64)
         intercept = np.ravel(estimator.intercept_).astype(np.float64) if fit_intercept else np.zeros(coef.shape[0])
